@@ -1,0 +1,185 @@
+//! The one place errors become a status and a seed-004 body: a JSON string
+//! `"<Reason> - <detail>"` or `"<Reason>"`. 5xx answers carry no internals; their
+//! cause chain goes to the log, inside the request's span (which holds its id).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::AuthError;
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a value is out of range; the detail says which.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no, malformed or wrong credentials. Never says which, to not help guessing.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 403: valid credentials without the needed grant.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown path, queue or client.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the thing exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: the store is unreachable or the server is stopping; retrying later may work.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// 500: a bug or a backend failure; the source is logged, never sent.
+    #[error("{context}")]
+    Internal {
+        /// Short, safe text for the client.
+        context: &'static str,
+        /// The cause, for the log.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ApiError {
+    /// A 400 with a detail.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::BadRequest(detail.into())
+    }
+
+    fn status_and_detail(&self) -> (StatusCode, Option<String>) {
+        match self {
+            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, Some(d.clone())),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, Some(d.clone())),
+            ApiError::NotFound(d) if d.is_empty() => (StatusCode::NOT_FOUND, None),
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, Some(d.clone())),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            ApiError::Conflict(d) => (StatusCode::CONFLICT, Some(d.clone())),
+            ApiError::PayloadTooLarge(d) => (StatusCode::PAYLOAD_TOO_LARGE, Some(d.clone())),
+            ApiError::UnsupportedMediaType(d) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(d.clone()))
+            }
+            ApiError::ServiceUnavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone())),
+            ApiError::Internal { context, .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some((*context).to_owned()),
+            ),
+        }
+    }
+}
+
+/// The seed-004 body for a status: `"<Reason>"` or `"<Reason> - <detail>"`.
+pub fn error_body(status: StatusCode, detail: Option<&str>) -> String {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let text = match detail {
+        Some(detail) => format!("{reason} - {detail}"),
+        None => reason.to_owned(),
+    };
+    serde_json::Value::String(text).to_string()
+}
+
+/// A JSON response with the charset the conventions require.
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail) = self.status_and_detail();
+        if status.is_server_error() {
+            let chain =
+                std::iter::successors(Some(&self as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
+            tracing::error!(status = status.as_u16(), error = %chain, "request failed");
+        }
+        let mut response = json_response(status, error_body(status, detail.as_deref()));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="hopper", charset="UTF-8""#),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::from(DomainError::from(error))
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid(d) => ApiError::BadRequest(d),
+            DomainError::NotFound(d) => ApiError::NotFound(d),
+            DomainError::Forbidden(d) => ApiError::Forbidden(d),
+            DomainError::Conflict(d) => ApiError::Conflict(d),
+            DomainError::ShuttingDown => ApiError::ServiceUnavailable("shutting down".into()),
+            DomainError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+                ApiError::ServiceUnavailable("store".into())
+            }
+            DomainError::Store(source) => ApiError::Internal {
+                context: "storage failure",
+                source: Box::new(source),
+            },
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::Store(store) => store.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_seed_004() {
+        assert_eq!(
+            error_body(StatusCode::UNAUTHORIZED, None),
+            r#""Unauthorized""#
+        );
+        assert_eq!(
+            error_body(
+                StatusCode::BAD_REQUEST,
+                Some("limit must be between 1 and 1000")
+            ),
+            r#""Bad Request - limit must be between 1 and 1000""#
+        );
+        assert_eq!(
+            error_body(StatusCode::NOT_FOUND, Some("queue \"x\"")),
+            r#""Not Found - queue \"x\"""#
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Validated names: a value of these types is known to be well-formed.
+
+use std::fmt;
+
+use super::DomainError;
+
+/// Longest queue, stream or client name accepted.
+const MAX_NAME_LEN: usize = 128;
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn check_name(kind: &str, raw: &str) -> Result<(), DomainError> {
+    if raw.is_empty() || raw.len() > MAX_NAME_LEN || !raw.chars().all(is_name_char) {
+        return Err(DomainError::invalid(format!(
+            "invalid {kind} name {raw:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    Ok(())
+}
+
+/// A queue name: `[A-Za-z0-9._-]{1,128}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Accepts a name that matches `[A-Za-z0-9._-]{1,128}`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        check_name("queue", raw)?;
+        Ok(QueueName(raw.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client id: the same alphabet as queue names, so it is safe in headers and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Accepts an id that matches `[A-Za-z0-9._-]{1,128}`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        check_name("client", raw)?;
+        Ok(ClientId(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_alphabet() {
+        assert!(QueueName::parse("orders.v2_eu-1").is_ok());
+        assert!(QueueName::parse(&"a".repeat(128)).is_ok());
+        for bad in ["", "bad name", "a/b", "ñ", &"a".repeat(129)] {
+            assert!(QueueName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The queue service: validates requests, applies defaults, and runs the long-poll
+//! of `receive` (woken by commits through [`super::Wakeups`], never by polling).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::now_millis;
+use super::settings::{check_delay, check_lease};
+use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
+use crate::store::{
+    Message, PushOutcome, PushRequest, QueueInfo, Receipt, Settled, Settlement, Store, Upsert,
+};
+
+/// Most messages one pop, receive, batch or settle may carry.
+pub const MAX_COUNT: u32 = 1000;
+/// Longest long-poll; a longer `wait` is capped to it.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// Checks a message count against 1..=[`MAX_COUNT`].
+pub fn check_count(what: &str, count: u32) -> Result<u32, DomainError> {
+    if !(1..=MAX_COUNT).contains(&count) {
+        return Err(DomainError::invalid(format!(
+            "{what} must be between 1 and {MAX_COUNT}"
+        )));
+    }
+    Ok(count)
+}
+
+/// A receipt as text: `<message id>.<lease token in hex>`.
+pub fn format_receipt(receipt: &Receipt) -> String {
+    format!("{}.{:016x}", receipt.message_id, receipt.lease_token as u64)
+}
+
+/// Parses a receipt made by [`format_receipt`].
+pub fn parse_receipt(raw: &str) -> Result<Receipt, DomainError> {
+    raw.split_once('.')
+        .and_then(|(id, token)| {
+            let message_id = id.parse().ok()?;
+            let lease_token = u64::from_str_radix(token, 16).ok()? as i64;
+            (token.len() == 16).then_some(Receipt {
+                message_id,
+                lease_token,
+            })
+        })
+        .ok_or_else(|| DomainError::invalid(format!("invalid receipt {raw:?}")))
+}
+
+/// What a receive asks for, before defaults.
+#[derive(Debug, Clone)]
+pub struct ReceiveRequest {
+    /// At most this many messages.
+    pub count: u32,
+    /// Lease length; the queue's setting when `None`.
+    pub lease: Option<Duration>,
+    /// How long to wait for a message when none is ready.
+    pub wait: Duration,
+}
+
+/// Queue operations with their rules; cheap to clone.
+#[derive(Clone)]
+pub struct QueueService {
+    store: Arc<dyn Store>,
+    defaults: QueueSettings,
+    shutdown: CancellationToken,
+}
+
+impl QueueService {
+    /// A service over `store`; queues created implicitly get `defaults`; waits end at `shutdown`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        defaults: QueueSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        QueueService {
+            store,
+            defaults,
+            shutdown,
+        }
+    }
+
+    /// Pushes bodies (all or nothing), after `delay`, deduplicated by `idempotency_key`.
+    pub async fn push(
+        &self,
+        queue: QueueName,
+        bodies: Vec<String>,
+        delay: Duration,
+        idempotency_key: Option<String>,
+    ) -> Result<PushOutcome, DomainError> {
+        if bodies.is_empty() {
+            return Err(DomainError::invalid(
+                "messages must hold at least one message",
+            ));
+        }
+        if bodies.len() > MAX_COUNT as usize {
+            return Err(DomainError::invalid(format!(
+                "messages must hold at most {MAX_COUNT} messages"
+            )));
+        }
+        if let Some(key) = &idempotency_key {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(DomainError::invalid(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+                )));
+            }
+        }
+        let request = PushRequest {
+            queue,
+            bodies,
+            delay: check_delay(delay)?,
+            idempotency_key,
+            defaults: self.defaults.clone(),
+        };
+        Ok(self.store.push(request).await?)
+    }
+
+    /// Removes and returns up to `count` of the oldest ready messages.
+    pub async fn pop(&self, queue: &QueueName, count: u32) -> Result<Vec<Message>, DomainError> {
+        let count = check_count("count", count)?;
+        Ok(self.store.pop(queue, count).await?)
+    }
+
+    /// Leases up to `count` messages, waiting up to `wait` (capped at [`MAX_WAIT`]) while none is ready.
+    pub async fn receive(
+        &self,
+        queue: &QueueName,
+        request: ReceiveRequest,
+    ) -> Result<Vec<Message>, DomainError> {
+        let count = check_count("count", request.count)?;
+        let lease = request.lease.map(check_lease).transpose()?;
+        let deadline = Instant::now() + request.wait.min(MAX_WAIT);
+        let wakeup = self.store.wakeups().queue(queue.as_str());
+        loop {
+            // Armed before the attempt, so a push that commits between the attempt and
+            // the wait still wakes this request.
+            let notified = wakeup.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let received = self.store.receive(queue, count, lease).await?;
+            let now = Instant::now();
+            if !received.messages.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
+                return Ok(received.messages);
+            }
+            let wake_at = received
+                .next_ready_at
+                .map(|at| {
+                    // One extra millisecond: readiness is `visible_at <= now` in whole milliseconds.
+                    let ahead = (at - now_millis()).max(0) as u64 + 1;
+                    now + Duration::from_millis(ahead)
+                })
+                .map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Acks, nacks or extends the leases of `receipts`.
+    pub async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[String],
+        settlement: Settlement,
+    ) -> Result<Settled, DomainError> {
+        if receipts.is_empty() || receipts.len() > MAX_COUNT as usize {
+            return Err(DomainError::invalid(format!(
+                "receipts must hold 1 to {MAX_COUNT} receipts"
+            )));
+        }
+        let settlement = match settlement {
+            Settlement::Nack { delay } => Settlement::Nack {
+                delay: check_delay(delay)?,
+            },
+            Settlement::Extend { lease } => Settlement::Extend {
+                lease: check_lease(lease)?,
+            },
+            Settlement::Ack => Settlement::Ack,
+        };
+        let receipts = receipts
+            .iter()
+            .map(|r| parse_receipt(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.settle(queue, &receipts, settlement).await?)
+    }
+
+    /// A queue with its counts.
+    pub async fn info(&self, queue: &QueueName) -> Result<QueueInfo, DomainError> {
+        Ok(self.store.queue_info(queue).await?)
+    }
+
+    /// Every queue with its counts.
+    pub async fn list(&self) -> Result<Vec<QueueInfo>, DomainError> {
+        Ok(self.store.list_queues().await?)
+    }
+
+    /// Applies a settings change, creating the queue with defaults plus the change if needed.
+    pub async fn configure(
+        &self,
+        queue: &QueueName,
+        patch: &SettingsPatch,
+    ) -> Result<(Upsert, QueueInfo), DomainError> {
+        let current = match self.store.settings(queue).await {
+            Ok(settings) => settings,
+            Err(crate::store::StoreError::QueueNotFound(_)) => self.defaults.clone(),
+            Err(error) => return Err(error.into()),
+        };
+        let next = patch.apply(&current)?;
+        let upsert = self.store.put_settings(queue, &next).await?;
+        Ok((upsert, self.store.queue_info(queue).await?))
+    }
+
+    /// Deletes the queue and its messages; returns how many messages went.
+    pub async fn delete(&self, queue: &QueueName) -> Result<u64, DomainError> {
+        Ok(self.store.delete_queue(queue).await?)
+    }
+
+    /// Deletes every message of the queue; returns how many.
+    pub async fn purge(&self, queue: &QueueName) -> Result<u64, DomainError> {
+        Ok(self.store.purge(queue).await?)
+    }
+
+    /// Up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(
+        &self,
+        queue: &QueueName,
+        limit: u32,
+    ) -> Result<Vec<Message>, DomainError> {
+        let limit = check_count("limit", limit)?;
+        Ok(self.store.dead_letters(queue, limit).await?)
+    }
+
+    /// Makes up to `limit` dead letters ready again.
+    pub async fn redrive(&self, queue: &QueueName, limit: u32) -> Result<u64, DomainError> {
+        let limit = check_count("count", limit)?;
+        Ok(self.store.redrive(queue, limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_round_trip_and_reject_garbage() {
+        let receipt = Receipt {
+            message_id: 42,
+            lease_token: -5,
+        };
+        assert_eq!(parse_receipt(&format_receipt(&receipt)).unwrap(), receipt);
+        for bad in ["", "42", "42.", "x.0000000000000001", "42.zz", "42.1"] {
+            assert!(parse_receipt(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

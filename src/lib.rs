@@ -1,0 +1,17 @@
+//! Hopper: an asynchronous HTTP front door with durable queues.
+//!
+//! The way of a request is the module tree:
+//! - [`api`]: the HTTP edge (parse, call the domain, answer; errors mapped in one place);
+//! - [`auth`]: credentials, verification cache, principals and client creation;
+//! - [`domain`]: the rules (names, settings, receipts, long-poll), no HTTP or SQL;
+//! - [`store`]: persistence traits and backends (SQLite with group commit);
+//! - [`server`] and [`config`]: start-up, shutdown and configuration;
+//! - [`bench`]: `hopper bench`.
+
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;

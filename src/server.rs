@@ -1,0 +1,158 @@
+//! Start-up and shutdown: `app(state)` builds the router (used by `main` and the
+//! tests alike); [`start`] opens the store, bootstraps the admin, binds and serves.
+//! Shutdown stops accepting, ends long-polls, finishes in-flight requests, then
+//! lets the store commit every accepted write before the process exits.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::api::error::{error_body, json_response};
+use crate::api::{self, AppState};
+use crate::auth::{clients, Authenticator};
+use crate::config::Config;
+use crate::domain::{ClientId, QueueService};
+use crate::store::{self, Store};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application over `state`.
+pub fn app(state: AppState) -> Router {
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
+            tracing::error!("a handler panicked");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error_body(StatusCode::INTERNAL_SERVER_ERROR, Some("unexpected failure")),
+            )
+        }));
+    api::routes().with_state(state).layer(middleware)
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The store it serves from.
+    pub store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    serving: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Begins a graceful shutdown; [`Server::wait`] returns once it is complete.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped and every accepted write is committed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let served = self.serving.await.context("the server task failed");
+        self.store.close().await;
+        served?
+    }
+}
+
+/// Opens the store, creates the bootstrap admin if the store has no clients, binds
+/// `config.listen` and serves until [`Server::shutdown`].
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let store = store::open(&config.store).await?;
+    bootstrap_admin(store.as_ref(), config.admin_secret.clone()).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        queues: QueueService::new(
+            store.clone(),
+            config.queue_defaults.clone(),
+            shutdown.clone(),
+        ),
+        auth: Arc::new(Authenticator::new(store.clone())),
+        store: store.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    tokio::spawn(sweep(
+        store.clone(),
+        config.sweep_interval,
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .into_future()
+            .await
+            .context("the HTTP server failed")
+    });
+    tracing::info!(%addr, store = store.backend(), "hopper is serving");
+    Ok(Server {
+        addr,
+        store,
+        shutdown,
+        serving,
+    })
+}
+
+async fn bootstrap_admin(store: &dyn Store, secret: Option<String>) -> anyhow::Result<()> {
+    if !store.list_clients().await?.is_empty() {
+        return Ok(());
+    }
+    let generated = secret.is_none();
+    let id = ClientId::parse("admin").expect("admin is a valid client id");
+    let created = clients::create(store, id, secret, &["admin".to_owned()])
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the bootstrap admin: {e}"))?;
+    if generated {
+        // Printed once, outside the log stream, so it does not linger in log storage.
+        eprintln!(
+            "hopper: created client \"admin\" with secret {}\nhopper: it is shown only now; set HOPPER_ADMIN_SECRET to choose it",
+            created.secret
+        );
+    }
+    tracing::info!("created the bootstrap client admin");
+    Ok(())
+}
+
+/// Drops messages past retention and expired idempotency keys, every `interval`.
+async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match store.sweep().await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "dropped messages past their retention"),
+            Err(error) => tracing::warn!(%error, "retention sweep failed"),
+        }
+    }
+}

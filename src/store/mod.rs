@@ -1,0 +1,268 @@
+//! Persistence behind traits: the domain speaks to storage only through these.
+//!
+//! The traits take and return domain types; no SQL, connection or backend type
+//! crosses them, so every backend (SQLite now, PostgreSQL and Redis next) is a
+//! drop-in. A method returns only after its write is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::clock::Millis;
+use crate::domain::{ClientId, Grant, QueueName, QueueSettings, Wakeups};
+
+pub mod sqlite;
+
+/// A message id, unique across every queue of a store and increasing in push order.
+pub type MessageId = i64;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The queue was never created (or was deleted).
+    #[error("queue {0} not found")]
+    QueueNotFound(String),
+    /// A client with this id exists already.
+    #[error("client {0} exists")]
+    ClientExists(String),
+    /// No client has this id.
+    #[error("client {0} not found")]
+    ClientNotFound(String),
+    /// The store cannot take requests now (closed, unreachable, out of space); retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed; the source holds the backend's own error.
+    #[error("{context}")]
+    Backend {
+        /// What the store was doing.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error with what the store was doing.
+    pub fn backend(
+        context: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            context,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Proof of a lease: only the holder of the current lease can settle a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The leased message.
+    pub message_id: MessageId,
+    /// Random per lease, so a receipt from an earlier lease never matches.
+    pub lease_token: i64,
+}
+
+/// A message as handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The message id.
+    pub id: MessageId,
+    /// The JSON body exactly as pushed.
+    pub body: String,
+    /// Times handed out, this time included.
+    pub attempts: u32,
+    /// When it was pushed.
+    pub enqueued_at: Millis,
+    /// Present when the message was leased (receive), absent for pop and dead letters.
+    pub receipt: Option<Receipt>,
+}
+
+/// One or more messages to push to one queue.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// Target queue; created with `defaults` if it does not exist.
+    pub queue: QueueName,
+    /// JSON bodies, already validated.
+    pub bodies: Vec<String>,
+    /// Delay before the messages become ready.
+    pub delay: Duration,
+    /// With a key, a second push with the same key inside the queue's window creates nothing.
+    pub idempotency_key: Option<String>,
+    /// Settings for a queue this push creates.
+    pub defaults: QueueSettings,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// New messages, ids in the order of the bodies.
+    Created(Vec<MessageId>),
+    /// The idempotency key was seen inside the window: the id its first push created.
+    Duplicate(MessageId),
+}
+
+/// Messages leased by a receive.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// Leased messages, oldest first.
+    pub messages: Vec<Message>,
+    /// When nothing was ready: the earliest time a delayed or leased message becomes ready.
+    pub next_ready_at: Option<Millis>,
+}
+
+/// Per receipt, whether an ack, nack or extend was applied.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// Receipts that held the lease and were applied.
+    pub applied: Vec<Receipt>,
+    /// Receipts whose lease was lost to another consumer or whose message is gone.
+    pub stale: Vec<Receipt>,
+}
+
+/// How a settlement changes leased messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Settlement {
+    /// Done: delete the message.
+    Ack,
+    /// Give it back, ready after the delay (dead-lettered if out of attempts).
+    Nack {
+        /// Delay before it is ready again.
+        delay: Duration,
+    },
+    /// Keep the lease for this long from now.
+    Extend {
+        /// New lease, counted from now.
+        lease: Duration,
+    },
+}
+
+/// Message counts of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to be handed out now.
+    pub ready: u64,
+    /// Handed out under a lease that has not expired.
+    pub leased: u64,
+    /// Pushed with a delay, or nacked with one, not yet ready.
+    pub delayed: u64,
+    /// Out of attempts.
+    pub dead: u64,
+}
+
+/// A queue with its settings and counts.
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    /// The queue.
+    pub name: QueueName,
+    /// Its settings.
+    pub settings: QueueSettings,
+    /// Its message counts.
+    pub counts: QueueCounts,
+}
+
+/// What a settings write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The queue was created.
+    Created,
+    /// The queue existed and was updated.
+    Updated,
+}
+
+/// Queue persistence.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Appends messages (all or nothing), creating the queue if needed.
+    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome>;
+    /// Removes and returns up to `count` of the oldest ready messages.
+    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>>;
+    /// Leases up to `count` of the oldest ready messages for `lease` (the queue's own when `None`).
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        count: u32,
+        lease: Option<Duration>,
+    ) -> StoreResult<Received>;
+    /// Acks, nacks or extends leased messages; stale receipts change nothing.
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        settlement: Settlement,
+    ) -> StoreResult<Settled>;
+    /// A queue with its counts.
+    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo>;
+    /// Every queue with its counts, by name.
+    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>>;
+    /// Creates the queue with these settings, or replaces the settings of an existing one.
+    async fn put_settings(
+        &self,
+        queue: &QueueName,
+        settings: &QueueSettings,
+    ) -> StoreResult<Upsert>;
+    /// The settings of an existing queue.
+    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings>;
+    /// Deletes the queue and all its messages; returns how many messages went with it.
+    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64>;
+    /// Deletes every message of the queue, dead letters included; returns how many.
+    async fn purge(&self, queue: &QueueName) -> StoreResult<u64>;
+    /// Up to `limit` dead letters, oldest first.
+    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>>;
+    /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
+    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
+    /// Drops messages past their queue's retention and idempotency keys past their window.
+    async fn sweep(&self) -> StoreResult<u64>;
+}
+
+/// A client as stored: the secret only as a hash.
+#[derive(Debug, Clone)]
+pub struct ClientRecord {
+    /// The client id.
+    pub id: ClientId,
+    /// PHC string (argon2id) or `sha256$<hex>` for generated secrets.
+    pub secret_hash: String,
+    /// What the client may do.
+    pub grants: Vec<Grant>,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// Client persistence.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Stores a new client; `ClientExists` if the id is taken.
+    async fn create_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    /// Every client, by id.
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    /// One client, if it exists.
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
+    /// Deletes a client; `ClientNotFound` if there is none.
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<()>;
+}
+
+/// A complete backend.
+#[async_trait]
+pub trait Store: QueueStore + ClientStore {
+    /// The backend's name as `/health` shows it, e.g. `sqlite`.
+    fn backend(&self) -> &'static str;
+    /// Checks the store answers, through the same path writes take.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The wake-ups this store signals after commits that make messages ready.
+    fn wakeups(&self) -> Arc<Wakeups>;
+    /// Finishes every accepted write and releases the backend; later calls fail with `Unavailable`.
+    async fn close(&self);
+}
+
+/// Opens the backend named by a store URL: `sqlite://path` (or a bare path).
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+    }
+    anyhow::bail!("unsupported store URL {url:?}: use sqlite://PATH")
+}

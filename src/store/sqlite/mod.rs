@@ -1,0 +1,280 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go through [`writer::GroupCommitWriter`] (one thread, one transaction per
+//! batch, fsync before any answer); reads run on a small pool of read-only
+//! connections on the blocking thread pool, never on the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::domain::clock::now_millis;
+use crate::domain::{ClientId, QueueName, QueueSettings, Wakeups};
+use crate::store::{
+    ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
+    Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
+};
+
+mod clients;
+mod queues;
+mod schema;
+mod writer;
+
+use writer::GroupCommitWriter;
+
+/// Read connections kept open between reads; more are opened under load and closed after.
+const IDLE_READERS: usize = 4;
+
+/// The SQLite backend.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: GroupCommitWriter,
+    readers: Mutex<Vec<Connection>>,
+    wakeups: Arc<Wakeups>,
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("cannot create the store directory {}", parent.display())
+            })?;
+        }
+        let mut conn = open_connection(&path, OpenFlags::default())
+            .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "the SQLite store cannot use WAL mode (got {mode})"
+        );
+        schema::migrate(&mut conn)
+            .with_context(|| format!("cannot migrate the SQLite store {}", path.display()))?;
+        let writer =
+            GroupCommitWriter::start(conn).context("cannot start the SQLite writer thread")?;
+        Ok(SqliteStore {
+            path,
+            writer,
+            readers: Mutex::new(Vec::new()),
+            wakeups: Arc::new(Wakeups::default()),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.writer.write(op, || {}).await
+    }
+
+    /// A write after whose commit waiters on `queue` are woken.
+    async fn write_and_wake<T: Send + 'static>(
+        &self,
+        queue: &QueueName,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let wakeups = self.wakeups.clone();
+        let queue = queue.to_string();
+        self.writer.write(op, move || wakeups.signal(&queue)).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| StoreError::backend("open a read connection", e))?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = op(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("a read was cancelled".into()))?;
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+/// A random lease token per receive; receipts carry it, so an old lease's receipt never matches.
+fn new_lease_token() -> i64 {
+    rand::random()
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
+        // Delayed pushes wake waiters too, so they re-arm their timers for the new message.
+        let queue = request.queue.clone();
+        self.write_and_wake(&queue, move |conn| {
+            queues::push(conn, &request, now_millis())
+        })
+        .await
+    }
+
+    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
+        let queue = queue.clone();
+        self.write(move |conn| queues::pop(conn, &queue, count, now_millis()))
+            .await
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        count: u32,
+        lease: Option<Duration>,
+    ) -> StoreResult<Received> {
+        let queue = queue.clone();
+        let token = new_lease_token();
+        self.write(move |conn| queues::receive(conn, &queue, count, lease, token, now_millis()))
+            .await
+    }
+
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        settlement: Settlement,
+    ) -> StoreResult<Settled> {
+        let receipts = receipts.to_vec();
+        let name = queue.clone();
+        let op = move |conn: &Connection| {
+            queues::settle(conn, &name, &receipts, settlement, now_millis())
+        };
+        match settlement {
+            Settlement::Nack { .. } => self.write_and_wake(queue, op).await,
+            Settlement::Ack | Settlement::Extend { .. } => self.write(op).await,
+        }
+    }
+
+    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
+        let queue = queue.clone();
+        self.read(move |conn| queues::queue_info(conn, &queue, now_millis()))
+            .await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
+        self.read(|conn| queues::list_queues(conn, now_millis()))
+            .await
+    }
+
+    async fn put_settings(
+        &self,
+        queue: &QueueName,
+        settings: &QueueSettings,
+    ) -> StoreResult<Upsert> {
+        let (name, settings) = (queue.clone(), settings.clone());
+        // A changed lease or attempt limit can make messages ready: wake waiters to re-check.
+        self.write_and_wake(queue, move |conn| {
+            queues::put_settings(conn, &name, &settings, now_millis())
+        })
+        .await
+    }
+
+    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
+        let queue = queue.clone();
+        self.read(move |conn| queues::settings(conn, &queue)).await
+    }
+
+    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
+        let name = queue.clone();
+        // Waiters wake to find the queue gone and answer 404 instead of waiting out their time.
+        self.write_and_wake(queue, move |conn| queues::clear(conn, &name, true))
+            .await
+    }
+
+    async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
+        let queue = queue.clone();
+        self.write(move |conn| queues::clear(conn, &queue, false))
+            .await
+    }
+
+    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        let queue = queue.clone();
+        self.write(move |conn| queues::dead_letters(conn, &queue, limit, now_millis()))
+            .await
+    }
+
+    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
+        let name = queue.clone();
+        self.write_and_wake(queue, move |conn| {
+            queues::redrive(conn, &name, limit, now_millis())
+        })
+        .await
+    }
+
+    async fn sweep(&self) -> StoreResult<u64> {
+        self.write(|conn| queues::sweep(conn, now_millis())).await
+    }
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn create_client(&self, client: &ClientRecord) -> StoreResult<()> {
+        let client = client.clone();
+        self.write(move |conn| clients::create(conn, &client)).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        self.read(clients::list).await
+    }
+
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
+        let id = id.clone();
+        self.read(move |conn| clients::get(conn, &id)).await
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
+        let id = id.clone();
+        self.write(move |conn| clients::delete(conn, &id)).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.write(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| StoreError::backend("ping", e))
+        })
+        .await
+    }
+
+    fn wakeups(&self) -> Arc<Wakeups> {
+        self.wakeups.clone()
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}

@@ -1,0 +1,456 @@
+//! Queue operations as SQL over one connection; the writer thread runs the writes,
+//! reader connections the reads. Every function takes `now` from its caller so one
+//! operation sees one instant.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::domain::clock::{millis_of, Millis};
+use crate::domain::{QueueName, QueueSettings};
+use crate::store::{
+    Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
+    Settled, Settlement, StoreError, StoreResult, Upsert,
+};
+
+const WAITING: i64 = 0;
+const LEASED: i64 = 1;
+const DEAD: i64 = 2;
+
+fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |error| StoreError::backend(context, error)
+}
+
+/// A queue row: its id and settings.
+pub struct QueueRow {
+    id: i64,
+    settings: QueueSettings,
+}
+
+fn settings_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueSettings> {
+    let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+    Ok(QueueSettings {
+        lease: millis(row.get(first)?),
+        max_attempts: row.get(first + 1)?,
+        retention: row.get::<_, Option<i64>>(first + 2)?.map(millis),
+        idempotency_window: millis(row.get(first + 3)?),
+    })
+}
+
+fn find_queue(conn: &Connection, name: &QueueName) -> StoreResult<Option<QueueRow>> {
+    conn.prepare_cached(
+        "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([name.as_str()], |row| {
+            Ok(QueueRow {
+                id: row.get(0)?,
+                settings: settings_from_row(row, 1)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(sql("find queue"))
+}
+
+fn require_queue(conn: &Connection, name: &QueueName) -> StoreResult<QueueRow> {
+    find_queue(conn, name)?.ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
+}
+
+fn insert_queue(
+    conn: &Connection,
+    name: &QueueName,
+    settings: &QueueSettings,
+    now: Millis,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            name.as_str(),
+            millis_of(settings.lease),
+            settings.max_attempts,
+            settings.retention.map(millis_of),
+            millis_of(settings.idempotency_window),
+            now
+        ])
+    })
+    .map_err(sql("create queue"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Pushes messages; see [`crate::store::QueueStore::push`].
+pub fn push(conn: &Connection, request: &PushRequest, now: Millis) -> StoreResult<PushOutcome> {
+    let queue = match find_queue(conn, &request.queue)? {
+        Some(queue) => queue,
+        None => QueueRow {
+            id: insert_queue(conn, &request.queue, &request.defaults, now)?,
+            settings: request.defaults.clone(),
+        },
+    };
+    if let Some(key) = &request.idempotency_key {
+        let seen: Option<MessageId> = conn
+            .prepare_cached(
+                "SELECT message_id FROM idempotency_keys WHERE queue_id = ?1 AND key = ?2 AND expires_at > ?3",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![queue.id, key, now], |row| row.get(0)).optional())
+            .map_err(sql("check idempotency key"))?;
+        if let Some(id) = seen {
+            return Ok(PushOutcome::Duplicate(id));
+        }
+    }
+    let visible_at = now.saturating_add(millis_of(request.delay));
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
+             VALUES (?1, 0, ?2, 0, ?3, ?4)",
+        )
+        .map_err(sql("push"))?;
+    let mut ids = Vec::with_capacity(request.bodies.len());
+    for body in &request.bodies {
+        insert
+            .execute(params![queue.id, visible_at, now, body])
+            .map_err(sql("push"))?;
+        ids.push(conn.last_insert_rowid());
+    }
+    if let (Some(key), Some(first)) = (&request.idempotency_key, ids.first()) {
+        let expires_at = now.saturating_add(millis_of(queue.settings.idempotency_window));
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency_keys (queue_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![queue.id, key, first, expires_at]))
+        .map_err(sql("store idempotency key"))?;
+    }
+    Ok(PushOutcome::Created(ids))
+}
+
+/// Returns expired leases to waiting, or to the dead letters when out of attempts.
+fn release_expired_leases(conn: &Connection, queue: &QueueRow, now: Millis) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET state = CASE WHEN attempts >= ?3 THEN 2 ELSE 0 END
+         WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2",
+    )
+    .and_then(|mut stmt| stmt.execute(params![queue.id, now, queue.settings.max_attempts]))
+    .map_err(sql("release expired leases"))?;
+    Ok(())
+}
+
+fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: row.get(0)?,
+        body: row.get(1)?,
+        attempts: row.get(2)?,
+        enqueued_at: row.get(3)?,
+        receipt: None,
+    })
+}
+
+/// Pops messages; see [`crate::store::QueueStore::pop`].
+pub fn pop(
+    conn: &Connection,
+    name: &QueueName,
+    count: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(conn, name)?;
+    release_expired_leases(conn, &queue, now)?;
+    let mut messages = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
+                 ORDER BY id LIMIT ?3)
+             RETURNING id, body, attempts + 1, enqueued_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![queue.id, now, count], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("pop"))?;
+    messages.sort_unstable_by_key(|m| m.id);
+    Ok(messages)
+}
+
+/// Leases messages; see [`crate::store::QueueStore::receive`].
+pub fn receive(
+    conn: &Connection,
+    name: &QueueName,
+    count: u32,
+    lease: Option<Duration>,
+    lease_token: i64,
+    now: Millis,
+) -> StoreResult<Received> {
+    let queue = require_queue(conn, name)?;
+    release_expired_leases(conn, &queue, now)?;
+    let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
+    let mut messages = conn
+        .prepare_cached(
+            "UPDATE messages SET state = 1, visible_at = ?4, attempts = attempts + 1, lease_token = ?5
+             WHERE id IN (
+                 SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
+                 ORDER BY id LIMIT ?3)
+             RETURNING id, body, attempts, enqueued_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![queue.id, now, count, lease_until, lease_token], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("receive"))?;
+    if messages.is_empty() {
+        let next_ready_at = conn
+            .prepare_cached(
+                "SELECT MIN(visible_at) FROM messages WHERE queue_id = ?1 AND state IN (0, 1)",
+            )
+            .and_then(|mut stmt| stmt.query_row([queue.id], |row| row.get(0)))
+            .map_err(sql("find next ready message"))?;
+        return Ok(Received {
+            messages,
+            next_ready_at,
+        });
+    }
+    messages.sort_unstable_by_key(|m| m.id);
+    for message in &mut messages {
+        message.receipt = Some(Receipt {
+            message_id: message.id,
+            lease_token,
+        });
+    }
+    Ok(Received {
+        messages,
+        next_ready_at: None,
+    })
+}
+
+/// Acks, nacks or extends; see [`crate::store::QueueStore::settle`].
+pub fn settle(
+    conn: &Connection,
+    name: &QueueName,
+    receipts: &[Receipt],
+    settlement: Settlement,
+    now: Millis,
+) -> StoreResult<Settled> {
+    let queue = require_queue(conn, name)?;
+    // A receipt matches while its token is on the message: expiry alone does not take
+    // it away, only a new lease (new token), a nack (no token) or deletion.
+    let mut stmt = match settlement {
+        Settlement::Ack => conn.prepare_cached(
+            "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3",
+        ),
+        Settlement::Nack { .. } => conn.prepare_cached(
+            "UPDATE messages SET state = CASE WHEN attempts >= ?5 THEN 2 ELSE 0 END,
+                 visible_at = ?4, lease_token = NULL
+             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2",
+        ),
+        Settlement::Extend { .. } => conn.prepare_cached(
+            "UPDATE messages SET state = 1, visible_at = ?4
+             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2",
+        ),
+    }
+    .map_err(sql("settle"))?;
+    let mut settled = Settled::default();
+    for receipt in receipts {
+        let changed = match settlement {
+            Settlement::Ack => {
+                stmt.execute(params![receipt.message_id, queue.id, receipt.lease_token])
+            }
+            Settlement::Nack { delay } => stmt.execute(params![
+                receipt.message_id,
+                queue.id,
+                receipt.lease_token,
+                now.saturating_add(millis_of(delay)),
+                queue.settings.max_attempts
+            ]),
+            Settlement::Extend { lease } => stmt.execute(params![
+                receipt.message_id,
+                queue.id,
+                receipt.lease_token,
+                now.saturating_add(millis_of(lease))
+            ]),
+        }
+        .map_err(sql("settle"))?;
+        if changed == 1 {
+            settled.applied.push(*receipt);
+        } else {
+            settled.stale.push(*receipt);
+        }
+    }
+    Ok(settled)
+}
+
+/// The queue's counts, as seen at `now`.
+fn counts(conn: &Connection, queue: &QueueRow, now: Millis) -> StoreResult<QueueCounts> {
+    let mut counts = QueueCounts::default();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT state, visible_at <= ?2, COUNT(*) FROM messages WHERE queue_id = ?1 GROUP BY 1, 2",
+        )
+        .map_err(sql("count messages"))?;
+    let mut rows = stmt
+        .query(params![queue.id, now])
+        .map_err(sql("count messages"))?;
+    while let Some(row) = rows.next().map_err(sql("count messages"))? {
+        let (state, visible, n): (i64, bool, u64) = (
+            row.get(0).map_err(sql("count messages"))?,
+            row.get(1).map_err(sql("count messages"))?,
+            row.get(2).map_err(sql("count messages"))?,
+        );
+        match (state, visible) {
+            (WAITING, true) | (LEASED, true) => counts.ready += n,
+            (WAITING, false) => counts.delayed += n,
+            (LEASED, false) => counts.leased += n,
+            (DEAD, _) => counts.dead += n,
+            _ => {}
+        }
+    }
+    // Expired leases out of attempts are dead letters already, though not yet moved.
+    let expired_dead: u64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2 AND attempts >= ?3",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![queue.id, now, queue.settings.max_attempts], |row| row.get(0)))
+        .map_err(sql("count messages"))?;
+    counts.ready = counts.ready.saturating_sub(expired_dead);
+    counts.dead += expired_dead;
+    Ok(counts)
+}
+
+/// One queue with counts; see [`crate::store::QueueStore::queue_info`].
+pub fn queue_info(conn: &Connection, name: &QueueName, now: Millis) -> StoreResult<QueueInfo> {
+    let queue = require_queue(conn, name)?;
+    Ok(QueueInfo {
+        name: name.clone(),
+        counts: counts(conn, &queue, now)?,
+        settings: queue.settings,
+    })
+}
+
+/// Every queue with counts, by name.
+pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| {
+                Ok((
+                    QueueRow {
+                        id: row.get(0)?,
+                        settings: settings_from_row(row, 1)?,
+                    },
+                    row.get::<_, String>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("list queues"))?;
+    rows.into_iter()
+        .filter_map(|(queue, name)| QueueName::parse(&name).ok().map(|name| (queue, name)))
+        .map(|(queue, name)| {
+            Ok(QueueInfo {
+                name,
+                counts: counts(conn, &queue, now)?,
+                settings: queue.settings,
+            })
+        })
+        .collect()
+}
+
+/// The settings of an existing queue.
+pub fn settings(conn: &Connection, name: &QueueName) -> StoreResult<QueueSettings> {
+    Ok(require_queue(conn, name)?.settings)
+}
+
+/// Creates or updates a queue's settings.
+pub fn put_settings(
+    conn: &Connection,
+    name: &QueueName,
+    settings: &QueueSettings,
+    now: Millis,
+) -> StoreResult<Upsert> {
+    if find_queue(conn, name)?.is_none() {
+        insert_queue(conn, name, settings, now)?;
+        return Ok(Upsert::Created);
+    }
+    conn.prepare_cached(
+        "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5
+         WHERE name = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            name.as_str(),
+            millis_of(settings.lease),
+            settings.max_attempts,
+            settings.retention.map(millis_of),
+            millis_of(settings.idempotency_window)
+        ])
+    })
+    .map_err(sql("update queue settings"))?;
+    Ok(Upsert::Updated)
+}
+
+/// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.
+pub fn clear(conn: &Connection, name: &QueueName, drop_queue: bool) -> StoreResult<u64> {
+    let queue = require_queue(conn, name)?;
+    let removed = conn
+        .prepare_cached("DELETE FROM messages WHERE queue_id = ?1")
+        .and_then(|mut stmt| stmt.execute([queue.id]))
+        .map_err(sql("delete messages"))?;
+    if drop_queue {
+        conn.prepare_cached("DELETE FROM idempotency_keys WHERE queue_id = ?1")
+            .and_then(|mut stmt| stmt.execute([queue.id]))
+            .and_then(|_| conn.prepare_cached("DELETE FROM queues WHERE id = ?1"))
+            .and_then(|mut stmt| stmt.execute([queue.id]))
+            .map_err(sql("delete queue"))?;
+    }
+    Ok(removed as u64)
+}
+
+/// Dead letters, oldest first.
+pub fn dead_letters(
+    conn: &Connection,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(conn, name)?;
+    release_expired_leases(conn, &queue, now)?;
+    conn.prepare_cached(
+        "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(params![queue.id, limit], message_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(sql("list dead letters"))
+}
+
+/// Makes dead letters ready again with attempts reset.
+pub fn redrive(conn: &Connection, name: &QueueName, limit: u32, now: Millis) -> StoreResult<u64> {
+    let queue = require_queue(conn, name)?;
+    release_expired_leases(conn, &queue, now)?;
+    let moved = conn
+        .prepare_cached(
+            "UPDATE messages SET state = 0, attempts = 0, visible_at = ?2, lease_token = NULL
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?3)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![queue.id, now, limit]))
+        .map_err(sql("redrive"))?;
+    Ok(moved as u64)
+}
+
+/// Drops messages past retention and expired idempotency keys.
+pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
+    let expired_messages = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT m.id FROM queues q JOIN messages m ON m.queue_id = q.id
+                 WHERE q.retention_ms IS NOT NULL AND m.enqueued_at <= ?1 - q.retention_ms)",
+        )
+        .and_then(|mut stmt| stmt.execute([now]))
+        .map_err(sql("drop expired messages"))?;
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+        .and_then(|mut stmt| stmt.execute([now]))
+        .map_err(sql("drop expired idempotency keys"))?;
+    Ok(expired_messages as u64)
+}

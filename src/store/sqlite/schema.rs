@@ -1,0 +1,68 @@
+//! The SQLite schema and its migrations, applied in order by `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Migrations in order; the schema version is the number applied. Never edit one
+/// that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: queues, messages, idempotency keys, clients.
+    r#"
+    CREATE TABLE queues (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        lease_ms INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        retention_ms INTEGER,
+        idempotency_window_ms INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    -- state: 0 waiting (ready once visible_at has passed), 1 leased until visible_at, 2 dead.
+    -- AUTOINCREMENT so an id is never reused after the newest message is deleted:
+    -- receipts and idempotency keys refer to ids.
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue_id INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        visible_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        lease_token INTEGER,
+        enqueued_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    -- FIFO scans by state; visible_at is included so skipping delayed rows needs no table read.
+    CREATE INDEX messages_fifo ON messages (queue_id, state, id, visible_at);
+    -- Only leased rows, so finding expired leases costs nothing while none expire.
+    CREATE INDEX messages_leases ON messages (queue_id, visible_at) WHERE state = 1;
+    CREATE TABLE idempotency_keys (
+        queue_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (queue_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+    CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        grants TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Brings the schema up to date in one transaction; refuses a database newer than this binary.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {version} is newer than this hopper ({}); upgrade hopper",
+            MIGRATIONS.len()
+        )));
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()
+}
