@@ -1,17 +1,421 @@
-//! `hopper bench`: drives the real HTTP API.
+//! `hopper bench`: drives the real HTTP API of a `hopper serve` child process over
+//! N keep-alive connections, and in the same run a bare axum handler that answers
+//! 200 without touching storage, so ratios are measured side by side on one machine.
+//!
+//! Scenarios: `bare`, `push` (seed 000's 53-byte body), `receive-ack` (count=100),
+//! and `capacity` (RSS with N messages queued, then restart time).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// Seed 000's request body: 53 bytes.
+const SEED_BODY: &str = r#"{"user_id":123,"app_id":222,"item_id":4,"quantity":5}"#;
+const ADMIN_SECRET: &str = "bench-admin-secret-0123456789";
 
 /// Arguments of `hopper bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Keep-alive connections per scenario.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Measured time per scenario.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each scenario.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Store URL for the server under test; a temporary SQLite file when absent.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Scenarios to run, comma-separated: bare, push, receive-ack, capacity.
+    #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
+    pub scenarios: Vec<String>,
+    /// Messages queued by the `capacity` scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub capacity_messages: usize,
+}
 
-/// Runs the benchmark.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
+/// One scenario's figures.
+struct Figures {
+    name: String,
+    requests: u64,
+    messages: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Figures {
+    fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, baseline: Option<f64>) {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        let ratio = baseline
+            .map(|b| format!("{:>6.1}%", 100.0 * self.requests_per_second() / b))
+            .unwrap_or_else(|| "      -".into());
+        println!(
+            "{:<12} {:>10.0} req/s {:>10.0} msg/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {:>5}  vs bare {}",
+            self.name,
+            self.requests_per_second(),
+            self.messages as f64 / self.elapsed.as_secs_f64(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.errors,
+            ratio
+        );
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    host: String,
+    auth: Option<String>,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr, auth: Option<String>) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Connection {
+            sender,
+            host: addr.to_string(),
+            auth,
+        })
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        if let Some(auth) = &self.auth {
+            request = request.header("authorization", auth);
+        }
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(body))?)
+            .await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// What a connection does in a loop; returns messages handled, or an error.
+#[derive(Clone, Copy)]
+enum Workload {
+    Bare,
+    Push,
+    ReceiveAck,
+}
+
+async fn step(
+    conn: &mut Connection,
+    workload: Workload,
+    latency: &mut Histogram<u64>,
+) -> anyhow::Result<(u64, u64)> {
+    match workload {
+        Workload::Bare | Workload::Push => {
+            let path = if matches!(workload, Workload::Bare) {
+                "/"
+            } else {
+                "/api/v1/queues/bench/messages"
+            };
+            let started = Instant::now();
+            let (status, _) = conn
+                .call(Method::POST, path, Bytes::from_static(SEED_BODY.as_bytes()))
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "status {status}");
+            Ok((1, 1))
+        }
+        Workload::ReceiveAck => {
+            let started = Instant::now();
+            let (status, body) = conn
+                .call(
+                    Method::POST,
+                    "/api/v1/queues/bench/receive?count=100",
+                    Bytes::new(),
+                )
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "status {status}");
+            let received: serde_json::Value = serde_json::from_slice(&body)?;
+            let receipts: Vec<&serde_json::Value> = received["messages"]
+                .as_array()
+                .map(|m| m.iter().map(|m| &m["receipt"]).collect())
+                .unwrap_or_default();
+            if receipts.is_empty() {
+                anyhow::bail!("queue ran dry");
+            }
+            let ack = serde_json::to_vec(&serde_json::json!({ "receipts": receipts }))?;
+            let started = Instant::now();
+            let (status, _) = conn
+                .call(Method::POST, "/api/v1/queues/bench/ack", ack.into())
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "ack status {status}");
+            Ok((2, receipts.len() as u64))
+        }
+    }
+}
+
+async fn drive(
+    name: &str,
+    addr: SocketAddr,
+    auth: Option<String>,
+    workload: Workload,
+    args: &BenchArgs,
+) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let measure_from = started + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let mut conn = Connection::open(addr, auth.clone()).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut latency = new_histogram();
+            let (mut requests, mut messages, mut errors) = (0u64, 0u64, 0u64);
+            loop {
+                let now = Instant::now();
+                if now >= stop_at {
+                    break;
+                }
+                let measuring = now >= measure_from;
+                let mut scratch = new_histogram();
+                let hist = if measuring {
+                    &mut latency
+                } else {
+                    &mut scratch
+                };
+                match step(&mut conn, workload, hist).await {
+                    Ok((r, m)) if measuring => {
+                        requests += r;
+                        messages += m;
+                    }
+                    Ok(_) => {}
+                    Err(_) if measuring => errors += 1,
+                    Err(_) => {}
+                }
+            }
+            (latency, requests, messages, errors)
+        }));
+    }
+    let mut figures = Figures {
+        name: name.to_owned(),
+        requests: 0,
+        messages: 0,
+        errors: 0,
+        elapsed: args.duration,
+        latency: new_histogram(),
+    };
+    for task in tasks {
+        let (latency, requests, messages, errors) = task.await?;
+        figures.latency.add(latency)?;
+        figures.requests += requests;
+        figures.messages += messages;
+        figures.errors += errors;
+    }
+    Ok(figures)
+}
+
+/// Latencies in microseconds, 1 µs to 60 s, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds are valid")
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn wait_ready(addr: SocketAddr, path: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut conn) = Connection::open(addr, None).await {
+            if let Ok((status, _)) = conn.call(Method::GET, path, Bytes::new()).await {
+                if status.is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "{addr} did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn spawn_self(args: &[&str]) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .args(args)
+        .env("HOPPER_ADMIN_SECRET", ADMIN_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a child hopper")
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn serve_hopper(store: &str) -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = free_addr()?;
+    let child = spawn_self(&["serve", "--listen", &addr.to_string(), "--store", store])?;
+    wait_ready(addr, "/health").await?;
+    Ok((child, addr))
+}
+
+async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> {
+    let batch: Vec<serde_json::Value> = (0..1000)
+        .map(|_| serde_json::from_str(SEED_BODY).expect("the seed body is JSON"))
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(
+        &serde_json::json!({ "messages": batch }),
+    )?);
+    let batches = total.div_ceil(1000);
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let (auth, body) = (auth.to_owned(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(addr, Some(auth)).await?;
+            for _ in (worker..batches).step_by(4) {
+                let (status, _) = conn
+                    .call(
+                        Method::POST,
+                        "/api/v1/queues/bench/messages/batch",
+                        body.clone(),
+                    )
+                    .await?;
+                anyhow::ensure!(status.is_success(), "batch push: status {status}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
     Ok(())
 }
 
-/// Serves the bare baseline handler.
+/// Runs the benchmark and prints one line per scenario.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_SECRET}"))
+    );
+    println!(
+        "hopper bench: {} connections, {:?} per scenario after {:?} warm-up, store {store}",
+        args.connections, args.duration, args.warmup
+    );
+    let bare_addr = free_addr()?;
+    let _bare = spawn_self(&["bare", "--listen", &bare_addr.to_string()])?;
+    wait_ready(bare_addr, "/").await?;
+    let (mut server, addr) = serve_hopper(&store).await?;
+    let mut baseline = None;
+    let want = |name: &str| args.scenarios.iter().any(|s| s == name);
+    if want("bare") {
+        let figures = drive("bare", bare_addr, None, Workload::Bare, &args).await?;
+        baseline = Some(figures.requests_per_second());
+        figures.print(None);
+    }
+    if want("push") {
+        drive("push", addr, Some(auth.clone()), Workload::Push, &args)
+            .await?
+            .print(baseline);
+    }
+    if want("receive-ack") {
+        // Enough messages that the consumers never run dry during the run.
+        fill(addr, &auth, 1_500_000).await?;
+        drive(
+            "receive-ack",
+            addr,
+            Some(auth.clone()),
+            Workload::ReceiveAck,
+            &args,
+        )
+        .await?
+        .print(baseline);
+    }
+    if want("capacity") {
+        let mut conn = Connection::open(addr, Some(auth.clone())).await?;
+        conn.call(Method::POST, "/api/v1/queues/bench/purge", Bytes::new())
+            .await?;
+        let started = Instant::now();
+        fill(addr, &auth, args.capacity_messages).await?;
+        let filled = started.elapsed();
+        let pid = server.id().context("the server has exited")?;
+        let rss = rss_mb(pid).unwrap_or(f64::NAN);
+        server.kill().await?;
+        server.wait().await?;
+        let restart_started = Instant::now();
+        let (restarted, addr) = serve_hopper(&store).await?;
+        let restart = restart_started.elapsed();
+        server = restarted;
+        let mut conn = Connection::open(addr, Some(auth.clone())).await?;
+        let (_, info) = conn
+            .call(Method::GET, "/api/v1/queues/bench", Bytes::new())
+            .await?;
+        let info: serde_json::Value = serde_json::from_slice(&info)?;
+        let rss_after = server.id().and_then(rss_mb).unwrap_or(f64::NAN);
+        println!(
+            "capacity     {} messages queued in {:.1} s; RSS {:.1} MB; after kill -9, ready again in {} ms (RSS {:.1} MB, ready count {})",
+            args.capacity_messages,
+            filled.as_secs_f64(),
+            rss,
+            restart.as_millis(),
+            rss_after,
+            info["ready"]
+        );
+    }
+    let _ = server.kill().await;
+    if let Some(path) = store.strip_prefix("sqlite://") {
+        let _ = std::fs::remove_file(Path::new(path));
+    }
+    Ok(())
+}
+
+/// Serves the bare baseline: 200 `{"status":"OK"}` to any request, no storage, no auth.
 pub async fn serve_bare(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let app = axum::Router::new().fallback(|| async { "" });
+    let answer = || async { ([("content-type", "application/json")], r#"{"status":"OK"}"#) };
+    let app = axum::Router::new().fallback(answer);
     axum::serve(listener, app).await?;
     Ok(())
 }
