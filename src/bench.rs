@@ -201,6 +201,7 @@ async fn drive(
         let mut conn = Connection::open(addr, auth.clone()).await?;
         tasks.push(tokio::spawn(async move {
             let mut latency = new_histogram();
+            let mut scratch = new_histogram();
             let (mut requests, mut messages, mut errors) = (0u64, 0u64, 0u64);
             loop {
                 let now = Instant::now();
@@ -208,7 +209,6 @@ async fn drive(
                     break;
                 }
                 let measuring = now >= measure_from;
-                let mut scratch = new_histogram();
                 let hist = if measuring {
                     &mut latency
                 } else {

@@ -79,6 +79,11 @@ impl Authenticator {
                 .acquire()
                 .await
                 .map_err(|_| AuthError::Unauthorized)?;
+            // Concurrent first requests of one client queue here; the first one's success
+            // is then a cache hit for the rest instead of another argon2 run each.
+            if let Some(principal) = self.cached(&credentials.client_id, &secret_digest) {
+                return Ok(principal);
+            }
             let (secret, hash) = (credentials.secret.clone(), record.secret_hash.clone());
             tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
                 .await

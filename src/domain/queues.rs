@@ -133,11 +133,11 @@ impl QueueService {
         let count = check_count("count", request.count)?;
         let lease = request.lease.map(check_lease).transpose()?;
         let deadline = Instant::now() + request.wait.min(MAX_WAIT);
-        let wakeup = self.store.wakeups().queue(queue.as_str());
+        let watch = self.store.wakeups().watch(queue.as_str());
         loop {
             // Armed before the attempt, so a push that commits between the attempt and
             // the wait still wakes this request.
-            let notified = wakeup.notified();
+            let notified = watch.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let received = self.store.receive(queue, count, lease).await?;

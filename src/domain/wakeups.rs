@@ -13,10 +13,16 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// The notifier of `queue`, created on first use.
-    pub fn queue(&self, queue: &str) -> Arc<Notify> {
+    /// Registers interest in `queue`; the entry is removed when the last waiter drops its guard,
+    /// so receives on names that never see a push do not grow the map.
+    pub fn watch(self: &Arc<Self>, queue: &str) -> Watch {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.entry(queue.to_owned()).or_default().clone()
+        let notify = queues.entry(queue.to_owned()).or_default().clone();
+        Watch {
+            wakeups: self.clone(),
+            queue: queue.to_owned(),
+            notify,
+        }
     }
 
     /// Wakes every receive waiting on `queue`; a no-op when none waits.
@@ -33,5 +39,49 @@ impl Wakeups {
         for notify in queues.values() {
             notify.notify_waiters();
         }
+    }
+}
+
+/// A waiter's registration on one queue; see [`Wakeups::watch`].
+pub struct Watch {
+    wakeups: Arc<Wakeups>,
+    queue: String,
+    notify: Arc<Notify>,
+}
+
+impl Watch {
+    /// The notifier to wait on.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut queues = self
+            .wakeups
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Two holders left: the map and this guard, so no other waiter needs the entry.
+        if Arc::strong_count(&self.notify) == 2 {
+            queues.remove(&self.queue);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_live_only_while_watched() {
+        let wakeups = Arc::new(Wakeups::default());
+        let first = wakeups.watch("q");
+        let second = wakeups.watch("q");
+        drop(first);
+        assert_eq!(wakeups.queues.lock().unwrap().len(), 1);
+        drop(second);
+        assert!(wakeups.queues.lock().unwrap().is_empty());
     }
 }
