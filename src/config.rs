@@ -100,6 +100,14 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let source = overrides
+            .config
+            .as_ref()
+            .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+        Self::resolve(file, overrides).with_context(|| format!("invalid {source}"))
+    }
+
+    fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Config> {
         let mut config = Config::default();
         if let Some(listen) = overrides.listen.or(file.listen) {
             config.listen = listen.parse().with_context(|| {

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::{verify_secret, Credentials, Principal};
-use crate::domain::ClientId;
+use crate::domain::{ClientId, Revocation};
 use crate::store::{Store, StoreError};
 
 /// Concurrent slow hash checks; a flood of wrong secrets then costs two cores' worth at most.
@@ -30,9 +31,26 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// How long a cached client is trusted before the store is asked again whether it
+/// still exists with the same secret: bounds how long a deletion made outside this
+/// process (the CLI, another node's lost notification) goes unseen.
+const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
+
 struct CachedClient {
     principal: Principal,
+    /// The stored hash the digests were verified against; a changed hash voids them.
+    secret_hash: String,
     secret_digests: Vec<[u8; 32]>,
+    checked_at: Instant,
+}
+
+enum Cached {
+    Fresh(Principal),
+    /// Verified, but longer ago than [`REVALIDATE_AFTER`]: confirm against the store.
+    Stale {
+        secret_hash: String,
+    },
+    Miss,
 }
 
 /// Verifies credentials and remembers verified ones.
@@ -63,16 +81,20 @@ impl Authenticator {
     /// The principal behind `credentials`, or `Unauthorized`.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthError> {
         let secret_digest = digest(&credentials.secret);
-        if let Some(principal) = self.cached(&credentials.client_id, &secret_digest) {
-            return Ok(principal);
-        }
-        let id = ClientId::parse(&credentials.client_id).map_err(|_| AuthError::Unauthorized)?;
         let generation = self.generation.load(Ordering::Acquire);
-        let record = self
-            .store
-            .client(&id)
-            .await?
-            .ok_or(AuthError::Unauthorized)?;
+        let stale_hash = match self.cached(&credentials.client_id, &secret_digest) {
+            Cached::Fresh(principal) => return Ok(principal),
+            Cached::Stale { secret_hash } => Some(secret_hash),
+            Cached::Miss => None,
+        };
+        let id = ClientId::parse(&credentials.client_id).map_err(|_| AuthError::Unauthorized)?;
+        let Some(record) = self.store.client(&id).await? else {
+            self.forget_id(&credentials.client_id);
+            return Err(AuthError::Unauthorized);
+        };
+        if stale_hash.as_deref() == Some(record.secret_hash.as_str()) {
+            return Ok(self.remember(credentials, secret_digest, record, generation));
+        }
         let verified = {
             let _permit = self
                 .hash_checks
@@ -81,7 +103,7 @@ impl Authenticator {
                 .map_err(|_| AuthError::Unauthorized)?;
             // Concurrent first requests of one client queue here; the first one's success
             // is then a cache hit for the rest instead of another argon2 run each.
-            if let Some(principal) = self.cached(&credentials.client_id, &secret_digest) {
+            if let Cached::Fresh(principal) = self.cached(&credentials.client_id, &secret_digest) {
                 return Ok(principal);
             }
             let (secret, hash) = (credentials.secret.clone(), record.secret_hash.clone());
@@ -92,42 +114,100 @@ impl Authenticator {
         if !verified {
             return Err(AuthError::Unauthorized);
         }
+        Ok(self.remember(credentials, secret_digest, record, generation))
+    }
+
+    /// Caches a verified secret (unless a revocation happened since `generation`).
+    fn remember(
+        &self,
+        credentials: &Credentials,
+        secret_digest: [u8; 32],
+        record: crate::store::ClientRecord,
+        generation: u64,
+    ) -> Principal {
         let principal = Principal {
             id: record.id,
             grants: record.grants.into(),
         };
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if self.generation.load(Ordering::Acquire) == generation {
-            let entry = cache
-                .entry(credentials.client_id.clone())
-                .or_insert_with(|| CachedClient {
-                    principal: principal.clone(),
-                    secret_digests: Vec::new(),
-                });
+        if self.generation.load(Ordering::Acquire) != generation {
+            return principal;
+        }
+        let entry = cache
+            .entry(credentials.client_id.clone())
+            .or_insert_with(|| CachedClient {
+                principal: principal.clone(),
+                secret_hash: record.secret_hash.clone(),
+                secret_digests: Vec::new(),
+                checked_at: Instant::now(),
+            });
+        if entry.secret_hash != record.secret_hash {
+            entry.secret_digests.clear();
+            entry.secret_hash = record.secret_hash;
+        }
+        entry.principal = principal.clone();
+        entry.checked_at = Instant::now();
+        if !entry.secret_digests.contains(&secret_digest) {
             if entry.secret_digests.len() >= SECRETS_PER_CLIENT {
                 entry.secret_digests.remove(0);
             }
             entry.secret_digests.push(secret_digest);
         }
-        Ok(principal)
+        principal
     }
 
-    fn cached(&self, client_id: &str, secret_digest: &[u8; 32]) -> Option<Principal> {
+    fn cached(&self, client_id: &str, secret_digest: &[u8; 32]) -> Cached {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        let client = cache.get(client_id)?;
+        let Some(client) = cache.get(client_id) else {
+            return Cached::Miss;
+        };
         let matched = client
             .secret_digests
             .iter()
             .fold(subtle::Choice::from(0), |found, known| {
                 found | known.ct_eq(secret_digest)
             });
-        bool::from(matched).then(|| client.principal.clone())
+        if !bool::from(matched) {
+            Cached::Miss
+        } else if client.checked_at.elapsed() > REVALIDATE_AFTER {
+            Cached::Stale {
+                secret_hash: client.secret_hash.clone(),
+            }
+        } else {
+            Cached::Fresh(client.principal.clone())
+        }
+    }
+
+    /// Forgets each client the store announces as deleted, on this node or another.
+    pub async fn follow_revocations(
+        self: Arc<Self>,
+        mut revocations: tokio::sync::broadcast::Receiver<Revocation>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match revocations.recv().await {
+                Ok(Revocation::Client(id)) => self.forget_id(&id),
+                Ok(Revocation::All) | Err(RecvError::Lagged(_)) => self.forget_all(),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn forget_id(&self, id: &str) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cache.remove(id);
+    }
+
+    /// Empties the cache: every client's next request re-checks the store.
+    pub fn forget_all(&self) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
     }
 
     /// Drops a client from the cache, e.g. after it was deleted; its next request re-checks the store.
     pub fn forget(&self, id: &ClientId) {
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        cache.remove(id.as_str());
+        self.forget_id(id.as_str());
     }
 }

@@ -16,4 +16,4 @@ pub use grants::{Action, Grant, ResourceKind};
 pub use names::{ClientId, QueueName};
 pub use queues::{QueueService, ReceiveRequest};
 pub use settings::{QueueSettings, SettingsPatch};
-pub use wakeups::Wakeups;
+pub use wakeups::{Revocation, Wakeups};

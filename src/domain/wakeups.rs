@@ -1,18 +1,52 @@
-//! In-process wake-ups for long-polls: a store signals a queue after it commits a
-//! change that may make messages ready, and every receive waiting on that queue retries.
+//! In-process signals from the store: queue wake-ups for long-polls (a store signals
+//! a queue after it commits a change that may make messages ready, and every receive
+//! waiting on that queue retries), and client revocations for credential caches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
-/// Per-queue notifiers shared by the store (which signals) and the domain (which waits).
-#[derive(Debug, Default)]
+/// Revocations buffered per subscriber; one that falls further behind forgets every client.
+const REVOCATION_BUFFER: usize = 256;
+
+/// Per-queue notifiers and client revocations, shared by the store (which signals)
+/// and the domain and auth layers (which wait).
+#[derive(Debug)]
 pub struct Wakeups {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
+    revocations: broadcast::Sender<Revocation>,
+}
+
+/// A change that invalidates cached credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// This client was deleted.
+    Client(String),
+    /// Deletions may have been missed (e.g. a lost connection): forget every client.
+    All,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            queues: Mutex::default(),
+            revocations: broadcast::channel(REVOCATION_BUFFER).0,
+        }
+    }
 }
 
 impl Wakeups {
+    /// Announces that a client was deleted (here or on another node).
+    pub fn revoke(&self, revocation: Revocation) {
+        let _ = self.revocations.send(revocation);
+    }
+
+    /// Revocations from now on.
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
+    }
+
     /// Registers interest in `queue`; the entry is removed when the last waiter drops its guard,
     /// so receives on names that never see a push do not grow the map.
     pub fn watch(self: &Arc<Self>, queue: &str) -> Watch {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::domain::clock::Millis;
 use crate::domain::{ClientId, Grant, QueueName, QueueSettings, Wakeups};
 
+pub mod postgres;
 pub mod sqlite;
 
 /// A message id, unique across every queue of a store and increasing in push order.
@@ -259,10 +260,15 @@ pub trait Store: QueueStore + ClientStore {
     async fn close(&self);
 }
 
-/// Opens the backend named by a store URL: `sqlite://path` (or a bare path).
+/// Opens the backend named by a store URL: `sqlite://PATH` or `postgres://...`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
     }
-    anyhow::bail!("unsupported store URL {url:?}: use sqlite://PATH")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+    }
+    anyhow::bail!(
+        "unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+    )
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
-use crate::domain::{ClientId, QueueName, QueueSettings, Wakeups};
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
 use crate::store::{
     ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
     Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
@@ -258,8 +258,14 @@ impl ClientStore for SqliteStore {
     }
 
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
+        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
         let id = id.clone();
-        self.write(move |conn| clients::delete(conn, &id)).await
+        self.writer
+            .write(
+                move |conn| clients::delete(conn, &id),
+                move || wakeups.revoke(Revocation::Client(revoked)),
+            )
+            .await
     }
 }
 

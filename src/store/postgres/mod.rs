@@ -1,0 +1,313 @@
+//! The PostgreSQL store: many Hopper nodes share one database and behave as one
+//! server. Every operation is one transaction on a pooled connection; leases are
+//! claimed with `FOR UPDATE SKIP LOCKED`; wake-ups and client revocations cross
+//! nodes with `LISTEN/NOTIFY` (see [`listener`]). A commit acknowledged by
+//! PostgreSQL (`synchronous_commit` on) is what a 2xx stands for.
+//!
+//! URL: `postgres://user[:password]@host[:port]/db[?schema=NAME]`; `schema` keeps
+//! Hopper's tables in their own schema (created if missing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::clock::now_millis;
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
+use crate::store::{
+    ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
+    Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
+};
+
+mod clients;
+mod listener;
+mod queues;
+mod schema;
+
+/// Channel of queue wake-ups; the payload is the queue name.
+const NOTIFY_CHANNEL: &str = "hopper_queues";
+/// Channel of client deletions; the payload is the client id.
+const REVOKE_CHANNEL: &str = "hopper_clients";
+/// Pooled connections per node; PostgreSQL's default `max_connections` (100) fits a few nodes.
+const POOL_SIZE: usize = 32;
+/// How long a request waits for a connection (or for a new one to open) before a 503.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Maps a PostgreSQL error: lost connections are `Unavailable` (503, retry later),
+/// anything else a backend failure.
+fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |error| {
+        let unavailable = error.is_closed()
+            || error.as_db_error().is_none_or(|db| {
+                let code = db.code().code();
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            });
+        if unavailable {
+            StoreError::Unavailable(format!("{context}: {error}"))
+        } else {
+            StoreError::backend(context, error)
+        }
+    }
+}
+
+/// Splits Hopper's own `schema` parameter off a PostgreSQL URL.
+fn parse_url(url: &str) -> anyhow::Result<(tokio_postgres::Config, Option<String>)> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => schema = Some(value.to_owned()),
+            _ => rest.push(pair),
+        }
+    }
+    if let Some(schema) = &schema {
+        anyhow::ensure!(
+            !schema.is_empty()
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "invalid schema {schema:?} in the store URL: use letters, digits and _"
+        );
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid PostgreSQL store URL: {e}"))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    if let Some(schema) = &schema {
+        config.options(format!("-c search_path={schema}"));
+    }
+    config.application_name("hopper");
+    Ok((config, schema))
+}
+
+/// The PostgreSQL backend.
+pub struct PostgresStore {
+    pool: Pool,
+    wakeups: Arc<Wakeups>,
+    stop_listening: CancellationToken,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema (once across nodes) and starts listening for wake-ups.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let (config, schema) = parse_url(url)?;
+        let (mut client, connection) = config
+            .connect(NoTls)
+            .await
+            .context("cannot connect to the PostgreSQL store")?;
+        let driver = tokio::spawn(connection);
+        schema::migrate(&mut client, schema.as_deref())
+            .await
+            .context("cannot migrate the PostgreSQL store")?;
+        drop(client);
+        let _ = driver.await;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .context("cannot build the PostgreSQL pool")?;
+        let wakeups = Arc::new(Wakeups::default());
+        let stop_listening = CancellationToken::new();
+        tokio::spawn(listener::listen(
+            config,
+            wakeups.clone(),
+            stop_listening.clone(),
+        ));
+        Ok(PostgresStore {
+            pool,
+            wakeups,
+            stop_listening,
+        })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
+    }
+}
+
+/// Runs `$body` (an expression using `$tx`) in one transaction and commits it.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await.map_err(pg("begin"))?;
+        let value = $body.await?;
+        $tx.commit().await.map_err(pg("commit"))?;
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl QueueStore for PostgresStore {
+    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
+        let outcome = transaction!(self, |tx| queues::push(&tx, &request, now_millis()));
+        self.wakeups.signal(request.queue.as_str());
+        outcome
+    }
+
+    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
+        transaction!(self, |tx| queues::pop(&tx, queue, count, now_millis()))
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        count: u32,
+        lease: Option<Duration>,
+    ) -> StoreResult<Received> {
+        let token: i64 = rand::random();
+        transaction!(self, |tx| queues::receive(
+            &tx,
+            queue,
+            count,
+            lease,
+            token,
+            now_millis()
+        ))
+    }
+
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        settlement: Settlement,
+    ) -> StoreResult<Settled> {
+        transaction!(self, |tx| queues::settle(
+            &tx,
+            queue,
+            receipts,
+            settlement,
+            now_millis()
+        ))
+    }
+
+    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
+        transaction!(self, |tx| queues::queue_info(&tx, queue, now_millis()))
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
+        transaction!(self, |tx| queues::list_queues(&tx, now_millis()))
+    }
+
+    async fn put_settings(
+        &self,
+        queue: &QueueName,
+        settings: &QueueSettings,
+    ) -> StoreResult<Upsert> {
+        transaction!(self, |tx| queues::put_settings(
+            &tx,
+            queue,
+            settings,
+            now_millis()
+        ))
+    }
+
+    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
+        transaction!(self, |tx| queues::settings(&tx, queue))
+    }
+
+    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
+        transaction!(self, |tx| queues::clear(&tx, queue, true))
+    }
+
+    async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
+        transaction!(self, |tx| queues::clear(&tx, queue, false))
+    }
+
+    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        transaction!(self, |tx| queues::dead_letters(
+            &tx,
+            queue,
+            limit,
+            now_millis()
+        ))
+    }
+
+    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
+        transaction!(self, |tx| queues::redrive(&tx, queue, limit, now_millis()))
+    }
+
+    async fn sweep(&self) -> StoreResult<u64> {
+        transaction!(self, |tx| queues::sweep(&tx, now_millis()))
+    }
+}
+
+#[async_trait]
+impl ClientStore for PostgresStore {
+    async fn create_client(&self, client: &ClientRecord) -> StoreResult<()> {
+        transaction!(self, |tx| clients::create(&tx, client))
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        transaction!(self, |tx| clients::list(&tx))
+    }
+
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
+        transaction!(self, |tx| clients::get(&tx, id))
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
+        let deleted: StoreResult<()> = transaction!(self, |tx| clients::delete(&tx, id));
+        deleted?;
+        self.wakeups.revoke(Revocation::Client(id.to_string()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg("ping"))?;
+        Ok(())
+    }
+
+    fn wakeups(&self) -> Arc<Wakeups> {
+        self.wakeups.clone()
+    }
+
+    async fn close(&self) {
+        self.stop_listening.cancel();
+        self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_taken_off_the_url() {
+        let (config, schema) = parse_url("postgres://u@127.0.0.1:5432/test?schema=t_1").unwrap();
+        assert_eq!(schema.as_deref(), Some("t_1"));
+        assert_eq!(config.get_dbname(), Some("test"));
+        assert!(parse_url("postgres://u@h/db?schema=x;drop").is_err());
+        assert_eq!(parse_url("postgres://u@h/db").unwrap().1, None);
+    }
+}

@@ -1,0 +1,565 @@
+//! Queue operations as SQL on one PostgreSQL transaction. The model and the rules
+//! are SQLite's (see `store::sqlite::queues`); what differs is concurrency: many
+//! nodes run these at once, so rows are claimed with `FOR UPDATE SKIP LOCKED`
+//! (pgmq's `read()`), and changes that make messages ready send a `NOTIFY` that
+//! commits with them.
+
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+
+use super::{pg, NOTIFY_CHANNEL};
+use crate::domain::clock::{millis_of, Millis};
+use crate::domain::{QueueName, QueueSettings};
+use crate::store::{
+    Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
+    Settled, Settlement, StoreError, StoreResult, Upsert,
+};
+
+/// A queue row: its id and settings.
+pub struct QueueRow {
+    id: i64,
+    settings: QueueSettings,
+}
+
+fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> QueueSettings {
+    let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
+    QueueSettings {
+        lease: millis(row.get(first)),
+        max_attempts: row.get::<_, i32>(first + 1).max(1) as u32,
+        retention: row.get::<_, Option<i64>>(first + 2).map(millis),
+        idempotency_window: millis(row.get(first + 3)),
+    }
+}
+
+async fn find_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Option<QueueRow>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = $1",
+        )
+        .await
+        .map_err(pg("find queue"))?;
+    let row = tx
+        .query_opt(&stmt, &[&name.as_str()])
+        .await
+        .map_err(pg("find queue"))?;
+    Ok(row.map(|row| QueueRow {
+        id: row.get(0),
+        settings: settings_from_row(&row, 1),
+    }))
+}
+
+async fn require_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<QueueRow> {
+    find_queue(tx, name)
+        .await?
+        .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
+}
+
+/// Creates the queue unless another request (on any node) just did; returns its row.
+async fn ensure_queue(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    defaults: &QueueSettings,
+    now: Millis,
+) -> StoreResult<QueueRow> {
+    if let Some(queue) = find_queue(tx, name).await? {
+        return Ok(queue);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        )
+        .await
+        .map_err(pg("create queue"))?;
+    tx.execute(
+        &stmt,
+        &[
+            &name.as_str(),
+            &millis_of(defaults.lease),
+            &(defaults.max_attempts as i32),
+            &defaults.retention.map(millis_of),
+            &millis_of(defaults.idempotency_window),
+            &now,
+        ],
+    )
+    .await
+    .map_err(pg("create queue"))?;
+    require_queue(tx, name).await
+}
+
+async fn notify(tx: &Transaction<'_>, queue: &QueueName) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&NOTIFY_CHANNEL, &queue.as_str()],
+    )
+    .await
+    .map_err(pg("notify"))?;
+    Ok(())
+}
+
+/// Pushes messages; see [`crate::store::QueueStore::push`].
+pub async fn push(
+    tx: &Transaction<'_>,
+    request: &PushRequest,
+    now: Millis,
+) -> StoreResult<PushOutcome> {
+    let queue = ensure_queue(tx, &request.queue, &request.defaults, now).await?;
+    if let Some(key) = &request.idempotency_key {
+        // Serializes pushes with the same key across nodes until this transaction ends.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+            &[key, &queue.id],
+        )
+        .await
+        .map_err(pg("lock idempotency key"))?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT message_id FROM idempotency_keys WHERE queue_id = $1 AND key = $2 AND expires_at > $3",
+            )
+            .await
+            .map_err(pg("check idempotency key"))?;
+        if let Some(row) = tx
+            .query_opt(&stmt, &[&queue.id, key, &now])
+            .await
+            .map_err(pg("check idempotency key"))?
+        {
+            return Ok(PushOutcome::Duplicate(row.get(0)));
+        }
+    }
+    let visible_at = now.saturating_add(millis_of(request.delay));
+    // One statement for the whole batch; ids come from the sequence in array order.
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
+             SELECT $1, 0, $2, 0, $3, body FROM UNNEST($4::TEXT[]) WITH ORDINALITY AS u(body, n) ORDER BY n
+             RETURNING id",
+        )
+        .await
+        .map_err(pg("push"))?;
+    let rows = tx
+        .query(&stmt, &[&queue.id, &visible_at, &now, &request.bodies])
+        .await
+        .map_err(pg("push"))?;
+    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
+    ids.sort_unstable();
+    if let (Some(key), Some(first)) = (&request.idempotency_key, ids.first()) {
+        let expires_at = now.saturating_add(millis_of(queue.settings.idempotency_window));
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (queue_id, key, message_id, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (queue_id, key) DO UPDATE SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at",
+            )
+            .await
+            .map_err(pg("store idempotency key"))?;
+        tx.execute(&stmt, &[&queue.id, key, first, &expires_at])
+            .await
+            .map_err(pg("store idempotency key"))?;
+    }
+    notify(tx, &request.queue).await?;
+    Ok(PushOutcome::Created(ids))
+}
+
+/// Returns expired leases to waiting, or to the dead letters when out of attempts.
+async fn release_expired_leases(
+    tx: &Transaction<'_>,
+    queue: &QueueRow,
+    now: Millis,
+) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE messages SET state = CASE WHEN attempts >= $3 THEN 2 ELSE 0 END
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 1 AND visible_at <= $2
+                          FOR UPDATE SKIP LOCKED)",
+        )
+        .await
+        .map_err(pg("release expired leases"))?;
+    tx.execute(
+        &stmt,
+        &[&queue.id, &now, &(queue.settings.max_attempts as i32)],
+    )
+    .await
+    .map_err(pg("release expired leases"))?;
+    Ok(())
+}
+
+fn message_from_row(row: &tokio_postgres::Row) -> Message {
+    Message {
+        id: row.get(0),
+        body: row.get(1),
+        attempts: row.get::<_, i32>(2).max(0) as u32,
+        enqueued_at: row.get(3),
+        receipt: None,
+    }
+}
+
+/// Pops messages; see [`crate::store::QueueStore::pop`].
+pub async fn pop(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    count: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(tx, name).await?;
+    release_expired_leases(tx, &queue, now).await?;
+    let stmt = tx
+        .prepare_cached(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, body, attempts + 1, enqueued_at",
+        )
+        .await
+        .map_err(pg("pop"))?;
+    let rows = tx
+        .query(&stmt, &[&queue.id, &now, &i64::from(count)])
+        .await
+        .map_err(pg("pop"))?;
+    let mut messages: Vec<Message> = rows.iter().map(message_from_row).collect();
+    messages.sort_unstable_by_key(|m| m.id);
+    Ok(messages)
+}
+
+/// Leases messages; see [`crate::store::QueueStore::receive`].
+pub async fn receive(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    count: u32,
+    lease: Option<Duration>,
+    lease_token: i64,
+    now: Millis,
+) -> StoreResult<Received> {
+    let queue = require_queue(tx, name).await?;
+    release_expired_leases(tx, &queue, now).await?;
+    let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE messages SET state = 1, visible_at = $4, attempts = attempts + 1, lease_token = $5
+             WHERE id IN (
+                 SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, body, attempts, enqueued_at",
+        )
+        .await
+        .map_err(pg("receive"))?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &queue.id,
+                &now,
+                &i64::from(count),
+                &lease_until,
+                &lease_token,
+            ],
+        )
+        .await
+        .map_err(pg("receive"))?;
+    let mut messages: Vec<Message> = rows.iter().map(message_from_row).collect();
+    if messages.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND state IN (0, 1)",
+            )
+            .await
+            .map_err(pg("find next ready message"))?;
+        let next_ready_at: Option<i64> = tx
+            .query_one(&stmt, &[&queue.id])
+            .await
+            .map_err(pg("find next ready message"))?
+            .get(0);
+        return Ok(Received {
+            messages,
+            next_ready_at,
+        });
+    }
+    messages.sort_unstable_by_key(|m| m.id);
+    for message in &mut messages {
+        message.receipt = Some(Receipt {
+            message_id: message.id,
+            lease_token,
+        });
+    }
+    Ok(Received {
+        messages,
+        next_ready_at: None,
+    })
+}
+
+/// Acks, nacks or extends; see [`crate::store::QueueStore::settle`].
+pub async fn settle(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    receipts: &[Receipt],
+    settlement: Settlement,
+    now: Millis,
+) -> StoreResult<Settled> {
+    let queue = require_queue(tx, name).await?;
+    // Rows are locked in id order, so two settles over overlapping receipts cannot deadlock.
+    let mut ordered = receipts.to_vec();
+    ordered.sort_unstable_by_key(|r| r.message_id);
+    let ids: Vec<i64> = ordered.iter().map(|r| r.message_id).collect();
+    let tokens: Vec<i64> = ordered.iter().map(|r| r.lease_token).collect();
+    let rows = match settlement {
+        Settlement::Ack => {
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM messages m USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
+                     WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3
+                     RETURNING m.id",
+                )
+                .await
+                .map_err(pg("ack"))?;
+            tx.query(&stmt, &[&ids, &tokens, &queue.id])
+                .await
+                .map_err(pg("ack"))?
+        }
+        Settlement::Nack { delay } => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE messages m SET state = CASE WHEN m.attempts >= $5 THEN 2 ELSE 0 END,
+                         visible_at = $4, lease_token = NULL
+                     FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
+                     WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
+                     RETURNING m.id",
+                )
+                .await
+                .map_err(pg("nack"))?;
+            let visible_at = now.saturating_add(millis_of(delay));
+            let max_attempts = queue.settings.max_attempts as i32;
+            tx.query(
+                &stmt,
+                &[&ids, &tokens, &queue.id, &visible_at, &max_attempts],
+            )
+            .await
+            .map_err(pg("nack"))?
+        }
+        Settlement::Extend { lease } => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE messages m SET state = 1, visible_at = $4
+                     FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
+                     WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
+                     RETURNING m.id",
+                )
+                .await
+                .map_err(pg("extend"))?;
+            let lease_until = now.saturating_add(millis_of(lease));
+            tx.query(&stmt, &[&ids, &tokens, &queue.id, &lease_until])
+                .await
+                .map_err(pg("extend"))?
+        }
+    };
+    let applied_ids: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+    if matches!(settlement, Settlement::Nack { .. }) && !applied_ids.is_empty() {
+        notify(tx, name).await?;
+    }
+    let mut settled = Settled::default();
+    for receipt in receipts {
+        if applied_ids.contains(&receipt.message_id) {
+            settled.applied.push(*receipt);
+        } else {
+            settled.stale.push(*receipt);
+        }
+    }
+    Ok(settled)
+}
+
+async fn counts(tx: &Transaction<'_>, queue: &QueueRow, now: Millis) -> StoreResult<QueueCounts> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT
+                 COUNT(*) FILTER (WHERE state = 0 AND visible_at <= $2)
+                   + COUNT(*) FILTER (WHERE state = 1 AND visible_at <= $2 AND attempts < $3),
+                 COUNT(*) FILTER (WHERE state = 1 AND visible_at > $2),
+                 COUNT(*) FILTER (WHERE state = 0 AND visible_at > $2),
+                 COUNT(*) FILTER (WHERE state = 2 OR (state = 1 AND visible_at <= $2 AND attempts >= $3))
+             FROM messages WHERE queue_id = $1",
+        )
+        .await
+        .map_err(pg("count messages"))?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[&queue.id, &now, &(queue.settings.max_attempts as i32)],
+        )
+        .await
+        .map_err(pg("count messages"))?;
+    let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    Ok(QueueCounts {
+        ready: count(0),
+        leased: count(1),
+        delayed: count(2),
+        dead: count(3),
+    })
+}
+
+/// One queue with counts.
+pub async fn queue_info(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    now: Millis,
+) -> StoreResult<QueueInfo> {
+    let queue = require_queue(tx, name).await?;
+    Ok(QueueInfo {
+        name: name.clone(),
+        counts: counts(tx, &queue, now).await?,
+        settings: queue.settings,
+    })
+}
+
+/// Every queue with counts, by name.
+pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<QueueInfo>> {
+    let rows = tx
+        .query(
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(pg("list queues"))?;
+    let mut queues = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(name) = QueueName::parse(row.get::<_, &str>(5)) else {
+            continue;
+        };
+        let queue = QueueRow {
+            id: row.get(0),
+            settings: settings_from_row(&row, 1),
+        };
+        queues.push(QueueInfo {
+            name,
+            counts: counts(tx, &queue, now).await?,
+            settings: queue.settings,
+        });
+    }
+    Ok(queues)
+}
+
+/// The settings of an existing queue.
+pub async fn settings(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<QueueSettings> {
+    Ok(require_queue(tx, name).await?.settings)
+}
+
+/// Creates or updates a queue's settings.
+pub async fn put_settings(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    settings: &QueueSettings,
+    now: Millis,
+) -> StoreResult<Upsert> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET lease_ms = EXCLUDED.lease_ms, max_attempts = EXCLUDED.max_attempts,
+                 retention_ms = EXCLUDED.retention_ms, idempotency_window_ms = EXCLUDED.idempotency_window_ms
+             RETURNING (xmax = 0)",
+        )
+        .await
+        .map_err(pg("put queue settings"))?;
+    let created: bool = tx
+        .query_one(
+            &stmt,
+            &[
+                &name.as_str(),
+                &millis_of(settings.lease),
+                &(settings.max_attempts as i32),
+                &settings.retention.map(millis_of),
+                &millis_of(settings.idempotency_window),
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg("put queue settings"))?
+        .get(0);
+    notify(tx, name).await?;
+    Ok(if created {
+        Upsert::Created
+    } else {
+        Upsert::Updated
+    })
+}
+
+/// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.
+pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> StoreResult<u64> {
+    let queue = require_queue(tx, name).await?;
+    let removed = tx
+        .execute("DELETE FROM messages WHERE queue_id = $1", &[&queue.id])
+        .await
+        .map_err(pg("delete messages"))?;
+    if drop_queue {
+        tx.execute(
+            "DELETE FROM idempotency_keys WHERE queue_id = $1",
+            &[&queue.id],
+        )
+        .await
+        .map_err(pg("delete queue"))?;
+        tx.execute("DELETE FROM queues WHERE id = $1", &[&queue.id])
+            .await
+            .map_err(pg("delete queue"))?;
+        notify(tx, name).await?;
+    }
+    Ok(removed)
+}
+
+/// Dead letters, oldest first.
+pub async fn dead_letters(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(tx, name).await?;
+    release_expired_leases(tx, &queue, now).await?;
+    let rows = tx
+        .query(
+            "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
+            &[&queue.id, &i64::from(limit)],
+        )
+        .await
+        .map_err(pg("list dead letters"))?;
+    Ok(rows.iter().map(message_from_row).collect())
+}
+
+/// Makes dead letters ready again with attempts reset.
+pub async fn redrive(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<u64> {
+    let queue = require_queue(tx, name).await?;
+    release_expired_leases(tx, &queue, now).await?;
+    let moved = tx
+        .execute(
+            "UPDATE messages SET state = 0, attempts = 0, visible_at = $2, lease_token = NULL
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $3
+                          FOR UPDATE SKIP LOCKED)",
+            &[&queue.id, &now, &i64::from(limit)],
+        )
+        .await
+        .map_err(pg("redrive"))?;
+    if moved > 0 {
+        notify(tx, name).await?;
+    }
+    Ok(moved)
+}
+
+/// Drops messages past retention and expired idempotency keys.
+pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
+    let expired = tx
+        .execute(
+            "DELETE FROM messages m USING queues q
+             WHERE m.queue_id = q.id AND q.retention_ms IS NOT NULL AND m.enqueued_at <= $1 - q.retention_ms",
+            &[&now],
+        )
+        .await
+        .map_err(pg("drop expired messages"))?;
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+        &[&now],
+    )
+    .await
+    .map_err(pg("drop expired idempotency keys"))?;
+    Ok(expired)
+}

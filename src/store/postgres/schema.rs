@@ -1,0 +1,85 @@
+//! The PostgreSQL schema and its migrations, applied in order at start-up under an
+//! advisory lock, so several nodes starting at once migrate exactly once.
+
+use tokio_postgres::Client;
+
+/// Migrations in order; never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: queues, messages, idempotency keys, clients (the same model as SQLite's).
+    r#"
+    CREATE TABLE queues (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        lease_ms BIGINT NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        retention_ms BIGINT,
+        idempotency_window_ms BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    -- state: 0 waiting (ready once visible_at has passed), 1 leased until visible_at, 2 dead.
+    CREATE TABLE messages (
+        id BIGSERIAL PRIMARY KEY,
+        queue_id BIGINT NOT NULL,
+        state SMALLINT NOT NULL,
+        visible_at BIGINT NOT NULL,
+        attempts INTEGER NOT NULL,
+        lease_token BIGINT,
+        enqueued_at BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX messages_fifo ON messages (queue_id, state, id) INCLUDE (visible_at);
+    CREATE INDEX messages_leases ON messages (queue_id, visible_at) WHERE state = 1;
+    CREATE TABLE idempotency_keys (
+        queue_id BIGINT NOT NULL,
+        key TEXT NOT NULL,
+        message_id BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (queue_id, key)
+    );
+    CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+    CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        grants TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// Any constant works: it names the lock every node takes to migrate.
+const MIGRATION_LOCK: i64 = 0x686f_7070_6572; // "hopper"
+
+/// Creates the schema if needed and applies pending migrations in one transaction.
+pub async fn migrate(client: &mut Client, schema: Option<&str>) -> anyhow::Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    if let Some(schema) = schema {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await?;
+    }
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS hopper_schema (version INTEGER NOT NULL)")
+        .await?;
+    let version: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM hopper_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        version as usize <= MIGRATIONS.len(),
+        "database schema version {version} is newer than this hopper ({}); upgrade hopper",
+        MIGRATIONS.len()
+    );
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(migration).await?;
+        tx.execute(
+            "INSERT INTO hopper_schema (version) VALUES ($1)",
+            &[&(index as i32 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
