@@ -88,13 +88,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let auth = Arc::new(Authenticator::new(store.clone()));
+    // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
+    tokio::spawn(
+        auth.clone()
+            .follow_revocations(store.wakeups().revocations()),
+    );
     let state = AppState {
         queues: QueueService::new(
             store.clone(),
             config.queue_defaults.clone(),
             shutdown.clone(),
         ),
-        auth: Arc::new(Authenticator::new(store.clone())),
+        auth,
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
     };
