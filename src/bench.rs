@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Scenarios to run, comma-separated: bare, push, receive-ack, capacity.
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
+    /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// Messages queued by the `capacity` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub capacity_messages: usize,
@@ -188,7 +191,7 @@ async fn step(
 
 async fn drive(
     name: &str,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     auth: Option<String>,
     workload: Workload,
     args: &BenchArgs,
@@ -197,8 +200,8 @@ async fn drive(
     let measure_from = started + args.warmup;
     let stop_at = measure_from + args.duration;
     let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let mut conn = Connection::open(addr, auth.clone()).await?;
+    for index in 0..args.connections {
+        let mut conn = Connection::open(addrs[index % addrs.len()], auth.clone()).await?;
         tasks.push(tokio::spawn(async move {
             let mut latency = new_histogram();
             let mut scratch = new_histogram();
@@ -342,22 +345,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_SECRET}"))
     );
     println!(
-        "hopper bench: {} connections, {:?} per scenario after {:?} warm-up, store {store}",
-        args.connections, args.duration, args.warmup
+        "hopper bench: {} connections, {:?} per scenario after {:?} warm-up, {} node(s), store {store}",
+        args.connections, args.duration, args.warmup, args.nodes
     );
     let bare_addr = free_addr()?;
     let _bare = spawn_self(&["bare", "--listen", &bare_addr.to_string()])?;
     wait_ready(bare_addr, "/").await?;
     let (mut server, addr) = serve_hopper(&store).await?;
+    // Further nodes share the store; connections are spread over every node.
+    let mut others = Vec::new();
+    for _ in 1..args.nodes.max(1) {
+        others.push(serve_hopper(&store).await?);
+    }
+    let nodes: Vec<SocketAddr> = std::iter::once(addr).chain(others.iter().map(|(_, a)| *a)).collect();
     let mut baseline = None;
     let want = |name: &str| args.scenarios.iter().any(|s| s == name);
     if want("bare") {
-        let figures = drive("bare", bare_addr, None, Workload::Bare, &args).await?;
+        let figures = drive("bare", &[bare_addr], None, Workload::Bare, &args).await?;
         baseline = Some(figures.requests_per_second());
         figures.print(None);
     }
     if want("push") {
-        drive("push", addr, Some(auth.clone()), Workload::Push, &args)
+        drive("push", &nodes, Some(auth.clone()), Workload::Push, &args)
             .await?
             .print(baseline);
     }
@@ -368,7 +377,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fill(addr, &auth, 400_000 * seconds).await?;
         drive(
             "receive-ack",
-            addr,
+            &nodes,
             Some(auth.clone()),
             Workload::ReceiveAck,
             &args,

@@ -22,6 +22,7 @@ use crate::store::{
     Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
 };
 
+mod batcher;
 mod clients;
 mod listener;
 mod queues;
@@ -93,7 +94,37 @@ fn parse_url(url: &str) -> anyhow::Result<(tokio_postgres::Config, Option<String
 pub struct PostgresStore {
     pool: Pool,
     wakeups: Arc<Wakeups>,
+    pushes: batcher::PushBatcher,
+    /// Queue names to announce to other nodes; see [`announce_loop`].
+    announcements: tokio::sync::mpsc::UnboundedSender<String>,
     stop_listening: CancellationToken,
+}
+
+/// Sends other nodes the wake-ups of committed changes, coalesced: names gathered
+/// while one `NOTIFY` runs go out together in the next. A `NOTIFY` inside each
+/// write transaction would serialize every commit on PostgreSQL's global notify
+/// lock (measured: 1.6k pushes/s instead of tens of thousands).
+async fn announce_loop(pool: Pool, mut names: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut pending = std::collections::BTreeSet::new();
+    while let Some(name) = names.recv().await {
+        pending.insert(name);
+        while let Ok(name) = names.try_recv() {
+            pending.insert(name);
+        }
+        let queues: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
+        let sent = match pool.get().await {
+            Ok(client) => client
+                .execute("SELECT pg_notify($1, q) FROM UNNEST($2::TEXT[]) AS q", &[&NOTIFY_CHANNEL, &queues])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = sent {
+            // Waiters elsewhere still wake at their deadline or their next readiness time.
+            tracing::warn!(%error, "postgres: cannot announce wake-ups to other nodes");
+        }
+    }
 }
 
 impl PostgresStore {
@@ -133,11 +164,25 @@ impl PostgresStore {
             wakeups.clone(),
             stop_listening.clone(),
         ));
+        let (announcements, names) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(announce_loop(pool.clone(), names));
         Ok(PostgresStore {
+            pushes: batcher::PushBatcher::start(pool.clone()),
             pool,
             wakeups,
+            announcements,
             stop_listening,
         })
+    }
+
+    /// After a commit that may make messages of `queue` ready: wakes waiters here at
+    /// once, and on other nodes through `NOTIFY`.
+    fn announcing<T>(&self, queue: &QueueName, result: StoreResult<T>) -> StoreResult<T> {
+        if result.is_ok() {
+            self.wakeups.signal(queue.as_str());
+            let _ = self.announcements.send(queue.to_string());
+        }
+        result
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -162,45 +207,30 @@ macro_rules! transaction {
 #[async_trait]
 impl QueueStore for PostgresStore {
     async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
-        let outcome = transaction!(self, |tx| queues::push(&tx, &request, now_millis()));
-        self.wakeups.signal(request.queue.as_str());
-        outcome
+        let queue = request.queue.clone();
+        let outcome = if request.idempotency_key.is_some() {
+            transaction!(self, |tx| queues::push(&tx, &request, now_millis()))
+        } else {
+            self.pushes.push(request).await.map(PushOutcome::Created)
+        };
+        self.announcing(&queue, outcome)
     }
 
     async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
         transaction!(self, |tx| queues::pop(&tx, queue, count, now_millis()))
     }
 
-    async fn receive(
-        &self,
-        queue: &QueueName,
-        count: u32,
-        lease: Option<Duration>,
-    ) -> StoreResult<Received> {
+    async fn receive(&self, queue: &QueueName, count: u32, lease: Option<Duration>) -> StoreResult<Received> {
         let token: i64 = rand::random();
-        transaction!(self, |tx| queues::receive(
-            &tx,
-            queue,
-            count,
-            lease,
-            token,
-            now_millis()
-        ))
+        transaction!(self, |tx| queues::receive(&tx, queue, count, lease, token, now_millis()))
     }
 
-    async fn settle(
-        &self,
-        queue: &QueueName,
-        receipts: &[Receipt],
-        settlement: Settlement,
-    ) -> StoreResult<Settled> {
-        transaction!(self, |tx| queues::settle(
-            &tx,
-            queue,
-            receipts,
-            settlement,
-            now_millis()
-        ))
+    async fn settle(&self, queue: &QueueName, receipts: &[Receipt], settlement: Settlement) -> StoreResult<Settled> {
+        let settled = transaction!(self, |tx| queues::settle(&tx, queue, receipts, settlement, now_millis()));
+        match settlement {
+            Settlement::Nack { .. } => self.announcing(queue, settled),
+            Settlement::Ack | Settlement::Extend { .. } => settled,
+        }
     }
 
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
@@ -211,17 +241,9 @@ impl QueueStore for PostgresStore {
         transaction!(self, |tx| queues::list_queues(&tx, now_millis()))
     }
 
-    async fn put_settings(
-        &self,
-        queue: &QueueName,
-        settings: &QueueSettings,
-    ) -> StoreResult<Upsert> {
-        transaction!(self, |tx| queues::put_settings(
-            &tx,
-            queue,
-            settings,
-            now_millis()
-        ))
+    async fn put_settings(&self, queue: &QueueName, settings: &QueueSettings) -> StoreResult<Upsert> {
+        let upsert = transaction!(self, |tx| queues::put_settings(&tx, queue, settings, now_millis()));
+        self.announcing(queue, upsert)
     }
 
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
@@ -229,7 +251,9 @@ impl QueueStore for PostgresStore {
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
-        transaction!(self, |tx| queues::clear(&tx, queue, true))
+        // Waiters wake to find the queue gone and answer 404 instead of waiting out their time.
+        let deleted = transaction!(self, |tx| queues::clear(&tx, queue, true));
+        self.announcing(queue, deleted)
     }
 
     async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
@@ -237,16 +261,12 @@ impl QueueStore for PostgresStore {
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::dead_letters(
-            &tx,
-            queue,
-            limit,
-            now_millis()
-        ))
+        transaction!(self, |tx| queues::dead_letters(&tx, queue, limit, now_millis()))
     }
 
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
-        transaction!(self, |tx| queues::redrive(&tx, queue, limit, now_millis()))
+        let moved = transaction!(self, |tx| queues::redrive(&tx, queue, limit, now_millis()));
+        self.announcing(queue, moved)
     }
 
     async fn sweep(&self) -> StoreResult<u64> {

@@ -1,14 +1,13 @@
 //! Queue operations as SQL on one PostgreSQL transaction. The model and the rules
 //! are SQLite's (see `store::sqlite::queues`); what differs is concurrency: many
 //! nodes run these at once, so rows are claimed with `FOR UPDATE SKIP LOCKED`
-//! (pgmq's `read()`), and changes that make messages ready send a `NOTIFY` that
-//! commits with them.
+//! (pgmq's `read()`). Wake-ups are announced by the caller after the commit.
 
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
-use super::{pg, NOTIFY_CHANNEL};
+use super::pg;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
 use crate::store::{
@@ -88,16 +87,6 @@ async fn ensure_queue(
     require_queue(tx, name).await
 }
 
-async fn notify(tx: &Transaction<'_>, queue: &QueueName) -> StoreResult<()> {
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&NOTIFY_CHANNEL, &queue.as_str()],
-    )
-    .await
-    .map_err(pg("notify"))?;
-    Ok(())
-}
-
 /// Pushes messages; see [`crate::store::QueueStore::push`].
 pub async fn push(
     tx: &Transaction<'_>,
@@ -156,7 +145,6 @@ pub async fn push(
             .await
             .map_err(pg("store idempotency key"))?;
     }
-    notify(tx, &request.queue).await?;
     Ok(PushOutcome::Created(ids))
 }
 
@@ -351,9 +339,6 @@ pub async fn settle(
         }
     };
     let applied_ids: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
-    if matches!(settlement, Settlement::Nack { .. }) && !applied_ids.is_empty() {
-        notify(tx, name).await?;
-    }
     let mut settled = Settled::default();
     for receipt in receipts {
         if applied_ids.contains(&receipt.message_id) {
@@ -472,7 +457,6 @@ pub async fn put_settings(
         .await
         .map_err(pg("put queue settings"))?
         .get(0);
-    notify(tx, name).await?;
     Ok(if created {
         Upsert::Created
     } else {
@@ -497,8 +481,7 @@ pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> 
         tx.execute("DELETE FROM queues WHERE id = $1", &[&queue.id])
             .await
             .map_err(pg("delete queue"))?;
-        notify(tx, name).await?;
-    }
+        }
     Ok(removed)
 }
 
@@ -540,8 +523,7 @@ pub async fn redrive(
         .await
         .map_err(pg("redrive"))?;
     if moved > 0 {
-        notify(tx, name).await?;
-    }
+        }
     Ok(moved)
 }
 
@@ -562,4 +544,51 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
     .await
     .map_err(pg("drop expired idempotency keys"))?;
     Ok(expired)
+}
+
+/// Pushes without idempotency keys, from many requests, in one statement: the
+/// batching that keeps PostgreSQL from doing one commit per message. Returns each
+/// request's ids, in request order.
+pub async fn push_many(tx: &Transaction<'_>, requests: &[&PushRequest], now: Millis) -> StoreResult<Vec<Vec<MessageId>>> {
+    let mut queue_ids = std::collections::HashMap::new();
+    for request in requests {
+        if !queue_ids.contains_key(&request.queue) {
+            let queue = ensure_queue(tx, &request.queue, &request.defaults, now).await?;
+            queue_ids.insert(request.queue.clone(), queue.id);
+        }
+    }
+    let total: usize = requests.iter().map(|r| r.bodies.len()).sum();
+    let (mut queues, mut visible, mut bodies) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+    for request in requests {
+        let visible_at = now.saturating_add(millis_of(request.delay));
+        for body in &request.bodies {
+            queues.push(queue_ids[&request.queue]);
+            visible.push(visible_at);
+            bodies.push(body.as_str());
+        }
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
+             SELECT q, 0, v, 0, $4, b FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(q, v, b, n)
+             ORDER BY n
+             RETURNING id",
+        )
+        .await
+        .map_err(pg("push"))?;
+    let rows = tx
+        .query(&stmt, &[&queues, &visible, &bodies, &now])
+        .await
+        .map_err(pg("push"))?;
+    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
+    if ids.len() != total {
+        return Err(StoreError::Unavailable("a queue was deleted during the push".into()));
+    }
+    // The sequence hands out ids in row order, so sorted ids line up with the bodies.
+    ids.sort_unstable();
+    let mut ids = ids.into_iter();
+    Ok(requests
+        .iter()
+        .map(|r| ids.by_ref().take(r.bodies.len()).collect())
+        .collect())
 }

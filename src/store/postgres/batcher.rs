@@ -1,0 +1,109 @@
+//! Gathers concurrent pushes (those without idempotency keys) into shared
+//! transactions: PostgreSQL's group commit at Hopper's level. A few workers take
+//! every push waiting at that moment, insert them with one statement, commit once,
+//! and answer each request after the commit.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{pg, queues};
+use crate::domain::clock::now_millis;
+use crate::store::{MessageId, PushRequest, StoreError, StoreResult};
+
+/// Pushes in one transaction at most; bounds one statement's size.
+const MAX_BATCH: usize = 512;
+/// Concurrent batches: one gathers while others wait on their commit.
+const WORKERS: usize = 8;
+/// Pushes waiting for a worker before callers wait too.
+const QUEUE_DEPTH: usize = 8192;
+
+struct PendingPush {
+    request: PushRequest,
+    reply: oneshot::Sender<StoreResult<Vec<MessageId>>>,
+}
+
+/// Handle to the batching workers.
+pub struct PushBatcher {
+    sender: mpsc::Sender<PendingPush>,
+}
+
+impl PushBatcher {
+    /// Starts the workers on `pool`.
+    pub fn start(pool: Pool) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..WORKERS {
+            tokio::spawn(work(pool.clone(), receiver.clone()));
+        }
+        PushBatcher { sender }
+    }
+
+    /// Pushes `request` in the next batch; answers once that batch has committed.
+    pub async fn push(&self, request: PushRequest) -> StoreResult<Vec<MessageId>> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(PendingPush { request, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("push batcher stopped".into()))?
+    }
+}
+
+async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(push) => batch.push(push),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let requests: Vec<&PushRequest> = batch.iter().map(|p| &p.request).collect();
+        match insert(&pool, &requests).await {
+            Ok(ids) => {
+                for (push, ids) in batch.into_iter().zip(ids) {
+                    let _ = push.reply.send(Ok(ids));
+                }
+            }
+            Err(error) => {
+                for push in batch {
+                    let _ = push.reply.send(Err(replicate(&error)));
+                }
+            }
+        }
+    }
+}
+
+async fn insert(pool: &Pool, requests: &[&PushRequest]) -> StoreResult<Vec<Vec<MessageId>>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))?;
+    let tx = client.transaction().await.map_err(pg("begin"))?;
+    let ids = queues::push_many(&tx, requests, now_millis()).await?;
+    tx.commit().await.map_err(pg("commit"))?;
+    Ok(ids)
+}
+
+/// One batch's failure, told to each of its requests.
+fn replicate(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(cause) => StoreError::Unavailable(cause.clone()),
+        StoreError::QueueNotFound(name) => StoreError::QueueNotFound(name.clone()),
+        other => StoreError::Backend {
+            context: "push",
+            source: other.to_string().into(),
+        },
+    }
+}
