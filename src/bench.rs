@@ -357,7 +357,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 1..args.nodes.max(1) {
         others.push(serve_hopper(&store).await?);
     }
-    let nodes: Vec<SocketAddr> = std::iter::once(addr).chain(others.iter().map(|(_, a)| *a)).collect();
+    let nodes: Vec<SocketAddr> = std::iter::once(addr)
+        .chain(others.iter().map(|(_, a)| *a))
+        .collect();
     let mut baseline = None;
     let want = |name: &str| args.scenarios.iter().any(|s| s == name);
     if want("bare") {

@@ -1,15 +1,16 @@
 //! Gathers concurrent pushes (those without idempotency keys) into shared
-//! transactions: PostgreSQL's group commit at Hopper's level. A few workers take
-//! every push waiting at that moment, insert them with one statement, commit once,
-//! and answer each request after the commit.
+//! statements: group commit at Hopper's level. A few workers take every push
+//! waiting at that moment, insert them with one self-committing statement, and
+//! answer each request after the commit.
 
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{pg, queues};
+use super::queues;
 use crate::domain::clock::now_millis;
+use crate::domain::QueueName;
 use crate::store::{MessageId, PushRequest, StoreError, StoreResult};
 
 /// Pushes in one transaction at most; bounds one statement's size.
@@ -34,8 +35,9 @@ impl PushBatcher {
     pub fn start(pool: Pool) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
+        let known = Arc::new(std::sync::Mutex::default());
         for _ in 0..WORKERS {
-            tokio::spawn(work(pool.clone(), receiver.clone()));
+            tokio::spawn(work(pool.clone(), receiver.clone(), known.clone()));
         }
         PushBatcher { sender }
     }
@@ -53,7 +55,10 @@ impl PushBatcher {
     }
 }
 
-async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>) {
+/// Queues known to exist, shared by the workers.
+type KnownQueues = Arc<std::sync::Mutex<std::collections::HashSet<QueueName>>>;
+
+async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>, known: KnownQueues) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -70,10 +75,10 @@ async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>) {
             batch
         };
         let requests: Vec<&PushRequest> = batch.iter().map(|p| &p.request).collect();
-        match insert(&pool, &requests).await {
-            Ok(ids) => {
-                for (push, ids) in batch.into_iter().zip(ids) {
-                    let _ = push.reply.send(Ok(ids));
+        match insert(&pool, &requests, &known).await {
+            Ok(outcomes) => {
+                for (push, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = push.reply.send(outcome);
                 }
             }
             Err(error) => {
@@ -85,15 +90,16 @@ async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>) {
     }
 }
 
-async fn insert(pool: &Pool, requests: &[&PushRequest]) -> StoreResult<Vec<Vec<MessageId>>> {
-    let mut client = pool
+async fn insert(
+    pool: &Pool,
+    requests: &[&PushRequest],
+    known: &KnownQueues,
+) -> StoreResult<Vec<StoreResult<Vec<MessageId>>>> {
+    let client = pool
         .get()
         .await
         .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))?;
-    let tx = client.transaction().await.map_err(pg("begin"))?;
-    let ids = queues::push_many(&tx, requests, now_millis()).await?;
-    tx.commit().await.map_err(pg("commit"))?;
-    Ok(ids)
+    queues::push_many(&client, requests, known, now_millis()).await
 }
 
 /// One batch's failure, told to each of its requests.

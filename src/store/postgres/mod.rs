@@ -114,7 +114,10 @@ async fn announce_loop(pool: Pool, mut names: tokio::sync::mpsc::UnboundedReceiv
         let queues: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
         let sent = match pool.get().await {
             Ok(client) => client
-                .execute("SELECT pg_notify($1, q) FROM UNNEST($2::TEXT[]) AS q", &[&NOTIFY_CHANNEL, &queues])
+                .execute(
+                    "SELECT pg_notify($1, q) FROM UNNEST($2::TEXT[]) AS q",
+                    &[&NOTIFY_CHANNEL, &queues],
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
@@ -220,13 +223,36 @@ impl QueueStore for PostgresStore {
         transaction!(self, |tx| queues::pop(&tx, queue, count, now_millis()))
     }
 
-    async fn receive(&self, queue: &QueueName, count: u32, lease: Option<Duration>) -> StoreResult<Received> {
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        count: u32,
+        lease: Option<Duration>,
+    ) -> StoreResult<Received> {
         let token: i64 = rand::random();
-        transaction!(self, |tx| queues::receive(&tx, queue, count, lease, token, now_millis()))
+        transaction!(self, |tx| queues::receive(
+            &tx,
+            queue,
+            count,
+            lease,
+            token,
+            now_millis()
+        ))
     }
 
-    async fn settle(&self, queue: &QueueName, receipts: &[Receipt], settlement: Settlement) -> StoreResult<Settled> {
-        let settled = transaction!(self, |tx| queues::settle(&tx, queue, receipts, settlement, now_millis()));
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        settlement: Settlement,
+    ) -> StoreResult<Settled> {
+        let settled = transaction!(self, |tx| queues::settle(
+            &tx,
+            queue,
+            receipts,
+            settlement,
+            now_millis()
+        ));
         match settlement {
             Settlement::Nack { .. } => self.announcing(queue, settled),
             Settlement::Ack | Settlement::Extend { .. } => settled,
@@ -241,8 +267,17 @@ impl QueueStore for PostgresStore {
         transaction!(self, |tx| queues::list_queues(&tx, now_millis()))
     }
 
-    async fn put_settings(&self, queue: &QueueName, settings: &QueueSettings) -> StoreResult<Upsert> {
-        let upsert = transaction!(self, |tx| queues::put_settings(&tx, queue, settings, now_millis()));
+    async fn put_settings(
+        &self,
+        queue: &QueueName,
+        settings: &QueueSettings,
+    ) -> StoreResult<Upsert> {
+        let upsert = transaction!(self, |tx| queues::put_settings(
+            &tx,
+            queue,
+            settings,
+            now_millis()
+        ));
         self.announcing(queue, upsert)
     }
 
@@ -261,7 +296,12 @@ impl QueueStore for PostgresStore {
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::dead_letters(&tx, queue, limit, now_millis()))
+        transaction!(self, |tx| queues::dead_letters(
+            &tx,
+            queue,
+            limit,
+            now_millis()
+        ))
     }
 
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {

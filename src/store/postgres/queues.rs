@@ -481,7 +481,7 @@ pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> 
         tx.execute("DELETE FROM queues WHERE id = $1", &[&queue.id])
             .await
             .map_err(pg("delete queue"))?;
-        }
+    }
     Ok(removed)
 }
 
@@ -522,8 +522,6 @@ pub async fn redrive(
         )
         .await
         .map_err(pg("redrive"))?;
-    if moved > 0 {
-        }
     Ok(moved)
 }
 
@@ -546,49 +544,113 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
     Ok(expired)
 }
 
-/// Pushes without idempotency keys, from many requests, in one statement: the
-/// batching that keeps PostgreSQL from doing one commit per message. Returns each
-/// request's ids, in request order.
-pub async fn push_many(tx: &Transaction<'_>, requests: &[&PushRequest], now: Millis) -> StoreResult<Vec<Vec<MessageId>>> {
-    let mut queue_ids = std::collections::HashMap::new();
-    for request in requests {
-        if !queue_ids.contains_key(&request.queue) {
-            let queue = ensure_queue(tx, &request.queue, &request.defaults, now).await?;
-            queue_ids.insert(request.queue.clone(), queue.id);
-        }
+/// Pushes without idempotency keys, from many requests, in one statement that
+/// commits on its own: the batching that keeps PostgreSQL from doing one commit
+/// (and several round trips) per message. `known` holds queues seen to exist, so
+/// the steady state is one round trip per batch. Returns each request's outcome,
+/// in request order.
+pub async fn push_many(
+    client: &deadpool_postgres::Client,
+    requests: &[&PushRequest],
+    known: &std::sync::Mutex<std::collections::HashSet<QueueName>>,
+    now: Millis,
+) -> StoreResult<Vec<StoreResult<Vec<MessageId>>>> {
+    let unknown: Vec<&PushRequest> = {
+        let known = known.lock().unwrap_or_else(|e| e.into_inner());
+        requests
+            .iter()
+            .copied()
+            .filter(|r| !known.contains(&r.queue))
+            .collect()
+    };
+    for request in unknown {
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            )
+            .await
+            .map_err(pg("create queue"))?;
+        let defaults = &request.defaults;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &request.queue.as_str(),
+                    &millis_of(defaults.lease),
+                    &(defaults.max_attempts as i32),
+                    &defaults.retention.map(millis_of),
+                    &millis_of(defaults.idempotency_window),
+                    &now,
+                ],
+            )
+            .await
+            .map_err(pg("create queue"))?;
+        known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request.queue.clone());
     }
     let total: usize = requests.iter().map(|r| r.bodies.len()).sum();
-    let (mut queues, mut visible, mut bodies) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+    let (mut names, mut visible, mut bodies) = (
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+    );
     for request in requests {
         let visible_at = now.saturating_add(millis_of(request.delay));
         for body in &request.bodies {
-            queues.push(queue_ids[&request.queue]);
+            names.push(request.queue.as_str());
             visible.push(visible_at);
             bodies.push(body.as_str());
         }
     }
-    let stmt = tx
+    // Joined by name, not by a cached id: a queue deleted meanwhile gets no rows
+    // instead of rows under an id that no longer exists.
+    let stmt = client
         .prepare_cached(
             "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
-             SELECT q, 0, v, 0, $4, b FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(q, v, b, n)
-             ORDER BY n
+             SELECT q.id, 0, u.v, 0, $4, u.b
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(name, v, b, n)
+             JOIN queues q ON q.name = u.name
+             ORDER BY u.n
              RETURNING id",
         )
         .await
         .map_err(pg("push"))?;
-    let rows = tx
-        .query(&stmt, &[&queues, &visible, &bodies, &now])
+    let rows = client
+        .query(&stmt, &[&names, &visible, &bodies, &now])
         .await
         .map_err(pg("push"))?;
-    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
-    if ids.len() != total {
-        return Err(StoreError::Unavailable("a queue was deleted during the push".into()));
-    }
     // The sequence hands out ids in row order, so sorted ids line up with the bodies.
+    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
     ids.sort_unstable();
+    let existing: std::collections::HashSet<String> = if ids.len() == total {
+        requests.iter().map(|r| r.queue.to_string()).collect()
+    } else {
+        let rows = client
+            .query("SELECT name FROM queues WHERE name = ANY($1)", &[&names])
+            .await
+            .map_err(pg("find queues"))?;
+        let existing: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|q| existing.contains(q.as_str()));
+        existing
+    };
     let mut ids = ids.into_iter();
     Ok(requests
         .iter()
-        .map(|r| ids.by_ref().take(r.bodies.len()).collect())
+        .map(|r| {
+            if existing.contains(r.queue.as_str()) {
+                Ok(ids.by_ref().take(r.bodies.len()).collect())
+            } else {
+                Err(StoreError::Unavailable(format!(
+                    "queue {} was deleted during the push",
+                    r.queue
+                )))
+            }
+        })
         .collect())
 }
