@@ -1,11 +1,43 @@
 //! The documented answer to each bad input: status, exact seed-004 body, the JSON
 //! content type and a request id; plus identity, grants and the admin API.
+//! Every test runs once per storage backend (`sqlite::…`, `postgres::…`; see
+//! `common::conformance!`).
 
 mod common;
 
-use common::{assert_error, assert_error_prefix, assert_json_conventions, spawn_app, TestApp};
+use common::{
+    assert_error, assert_error_prefix, assert_json_conventions, conformance, Backend, TestApp,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+conformance! {
+    missing_credentials_are_401_with_a_challenge,
+    wrong_secret_unknown_client_and_malformed_credentials_are_401,
+    bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails,
+    request_id_is_echoed_when_given_and_generated_otherwise,
+    produce_only_client_can_push_but_not_receive_or_push_elsewhere,
+    malformed_json_is_400,
+    settle_bodies_of_the_wrong_shape_are_400,
+    non_json_content_type_is_415,
+    body_over_the_limit_is_413,
+    chunked_body_over_the_limit_is_413,
+    bad_queue_names_are_400,
+    count_outside_1_to_1000_is_400,
+    bad_lease_and_wait_are_400,
+    other_documented_limits_are_400,
+    unknown_path_is_404,
+    wrong_method_is_405,
+    ping_needs_no_credentials,
+    health_reports_the_backend_and_its_latency,
+    admin_creates_a_client_whose_secret_works,
+    admin_refuses_bad_client_definitions,
+    configured_admin_secret_bootstraps_the_admin_on_an_empty_store,
+    duplicate_client_id_is_409,
+    client_list_shows_ids_and_grants_but_no_secrets,
+    deleted_client_is_refused_at_once_even_when_cached,
+    non_admin_is_403_on_the_admin_api,
+}
 
 const UNAUTHORIZED: &str = "Unauthorized";
 
@@ -32,9 +64,7 @@ async fn push_as(app: &TestApp, id: &str, secret: &str, queue: &str) -> reqwest:
     .unwrap()
 }
 
-#[tokio::test]
-async fn missing_credentials_are_401_with_a_challenge() {
-    let app = spawn_app().await;
+async fn missing_credentials_are_401_with_a_challenge(app: TestApp) {
     for (method, path) in [
         (Method::GET, "/api/v1/queues"),
         (Method::POST, "/api/v1/queues/orders/messages"),
@@ -50,9 +80,7 @@ async fn missing_credentials_are_401_with_a_challenge() {
     }
 }
 
-#[tokio::test]
-async fn wrong_secret_unknown_client_and_malformed_credentials_are_401() {
-    let app = spawn_app().await;
+async fn wrong_secret_unknown_client_and_malformed_credentials_are_401(app: TestApp) {
     let wrong_secret = app
         .as_client(
             "admin",
@@ -83,9 +111,7 @@ async fn wrong_secret_unknown_client_and_malformed_credentials_are_401() {
     }
 }
 
-#[tokio::test]
-async fn bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails() {
-    let app = spawn_app().await;
+async fn bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails(app: TestApp) {
     let secret = app.create_client("seed000", &["queue:add:*"]).await;
     app.create_client("other", &["queue:add:*"]).await;
 
@@ -113,9 +139,7 @@ async fn bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails() {
     assert_eq!(app.counts("add").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn request_id_is_echoed_when_given_and_generated_otherwise() {
-    let app = spawn_app().await;
+async fn request_id_is_echoed_when_given_and_generated_otherwise(app: TestApp) {
     let response = app
         .request(Method::GET, "/api/v1/queues")
         .header("X-Request-Id", "trace-me-42")
@@ -155,9 +179,7 @@ async fn request_id_is_echoed_when_given_and_generated_otherwise() {
     assert_ne!(id(&first), id(&second), "each request gets its own id");
 }
 
-#[tokio::test]
-async fn produce_only_client_can_push_but_not_receive_or_push_elsewhere() {
-    let app = spawn_app().await;
+async fn produce_only_client_can_push_but_not_receive_or_push_elsewhere(app: TestApp) {
     let secret = app.create_client("shop", &["queue:orders:produce"]).await;
 
     let pushed = push_as(&app, "shop", &secret, "orders").await;
@@ -229,9 +251,7 @@ async fn produce_only_client_can_push_but_not_receive_or_push_elsewhere() {
     );
 }
 
-#[tokio::test]
-async fn malformed_json_is_400() {
-    let app = spawn_app().await;
+async fn malformed_json_is_400(app: TestApp) {
     for body in [r#"{"a":"#, "not json", "{} trailing", r#"{"a": 1,}"#] {
         let response = app
             .as_admin(Method::POST, "/api/v1/queues/orders/messages")
@@ -271,9 +291,7 @@ async fn malformed_json_is_400() {
     );
 }
 
-#[tokio::test]
-async fn settle_bodies_of_the_wrong_shape_are_400() {
-    let app = spawn_app().await;
+async fn settle_bodies_of_the_wrong_shape_are_400(app: TestApp) {
     app.configure("work", json!({})).await;
     for body in [
         json!({"receipts": "abc"}),
@@ -338,9 +356,7 @@ async fn settle_bodies_of_the_wrong_shape_are_400() {
     }
 }
 
-#[tokio::test]
-async fn non_json_content_type_is_415() {
-    let app = spawn_app().await;
+async fn non_json_content_type_is_415(app: TestApp) {
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/orders/messages")
         .header("content-type", "text/plain")
@@ -379,9 +395,7 @@ async fn non_json_content_type_is_415() {
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn body_over_the_limit_is_413() {
-    let app = spawn_app().await;
+async fn body_over_the_limit_is_413(app: TestApp) {
     let big = format!(r#"{{"blob": "{}"}}"#, "a".repeat(2 * 1024 * 1024));
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/orders/messages")
@@ -409,9 +423,7 @@ async fn body_over_the_limit_is_413() {
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn chunked_body_over_the_limit_is_413() {
-    let app = spawn_app().await;
+async fn chunked_body_over_the_limit_is_413(app: TestApp) {
     let mut request = format!(
         "POST /api/v1/queues/orders/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
@@ -439,9 +451,7 @@ async fn chunked_body_over_the_limit_is_413() {
     assert_eq!(queues.json::<Value>().await.unwrap(), json!({"queues": []}));
 }
 
-#[tokio::test]
-async fn bad_queue_names_are_400() {
-    let app = spawn_app().await;
+async fn bad_queue_names_are_400(app: TestApp) {
     let long = "a".repeat(129);
     let cases = [
         ("bad%20name", "bad name".to_owned()),
@@ -471,9 +481,7 @@ async fn bad_queue_names_are_400() {
     assert_eq!(app.counts(&longest).await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn count_outside_1_to_1000_is_400() {
-    let app = spawn_app().await;
+async fn count_outside_1_to_1000_is_400(app: TestApp) {
     app.push("orders", json!(1)).await;
     for verb in ["pop", "receive"] {
         for count in ["0", "1001", "abc", "-1", "1.5", ""] {
@@ -497,9 +505,7 @@ async fn count_outside_1_to_1000_is_400() {
     assert_eq!(app.pop("orders", 1000).await.len(), 1);
 }
 
-#[tokio::test]
-async fn bad_lease_and_wait_are_400() {
-    let app = spawn_app().await;
+async fn bad_lease_and_wait_are_400(app: TestApp) {
     app.push("orders", json!(1)).await;
     let cases = [
         (
@@ -542,9 +548,7 @@ async fn bad_lease_and_wait_are_400() {
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn other_documented_limits_are_400() {
-    let app = spawn_app().await;
+async fn other_documented_limits_are_400(app: TestApp) {
     app.push("orders", json!(1)).await;
     let batch_with_key = app
         .as_admin(Method::POST, "/api/v1/queues/orders/messages/batch")
@@ -611,9 +615,7 @@ async fn other_documented_limits_are_400() {
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn unknown_path_is_404() {
-    let app = spawn_app().await;
+async fn unknown_path_is_404(app: TestApp) {
     for path in [
         "/api/v1/nope",
         "/nope",
@@ -631,9 +633,7 @@ async fn unknown_path_is_404() {
     assert_error(anonymous, StatusCode::NOT_FOUND, "Not Found").await;
 }
 
-#[tokio::test]
-async fn wrong_method_is_405() {
-    let app = spawn_app().await;
+async fn wrong_method_is_405(app: TestApp) {
     app.push("orders", json!(1)).await;
     for (method, path) in [
         (Method::DELETE, "/api/v1/queues/orders/messages"),
@@ -654,9 +654,7 @@ async fn wrong_method_is_405() {
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn ping_needs_no_credentials() {
-    let app = spawn_app().await;
+async fn ping_needs_no_credentials(app: TestApp) {
     let response = app
         .request(Method::GET, "/api/v1/ping")
         .send()
@@ -673,22 +671,19 @@ async fn ping_needs_no_credentials() {
     );
 }
 
-#[tokio::test]
-async fn health_reports_the_sqlite_store() {
-    let app = spawn_app().await;
+async fn health_reports_the_backend_and_its_latency(app: TestApp) {
     let response = app.request(Method::GET, "/health").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_json_conventions(response.headers());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
-    assert_eq!(body["store"]["backend"], "sqlite");
+    // `sqlite` in `sqlite::…`, `postgres` in `postgres::…`.
+    assert_eq!(body["store"]["backend"], app.backend);
     assert_eq!(body["store"]["ok"], true);
     assert!(body["store"]["latency_ms"].is_number(), "{body}");
 }
 
-#[tokio::test]
-async fn admin_creates_a_client_whose_secret_works() {
-    let app = spawn_app().await;
+async fn admin_creates_a_client_whose_secret_works(app: TestApp) {
     let response = app
         .as_admin(Method::POST, "/api/v1/admin/clients")
         .json(&json!({"id": "worker", "grants": ["queue:jobs:*"]}))
@@ -731,9 +726,7 @@ async fn admin_creates_a_client_whose_secret_works() {
     assert_eq!(pushed.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn admin_refuses_bad_client_definitions() {
-    let app = spawn_app().await;
+async fn admin_refuses_bad_client_definitions(app: TestApp) {
     let cases = [
         (
             json!({"id": "x", "grants": ["queue:orders:eat"]}),
@@ -767,9 +760,8 @@ async fn admin_refuses_bad_client_definitions() {
     assert_eq!(body["clients"].as_array().unwrap().len(), 1, "{body}");
 }
 
-#[tokio::test]
-async fn configured_admin_secret_bootstraps_the_admin_on_an_empty_store() {
-    let app = common::spawn_app_bootstrapped().await;
+async fn configured_admin_secret_bootstraps_the_admin_on_an_empty_store(backend: Backend) {
+    let app = common::spawn_app_bootstrapped(&backend).await;
     let response = app
         .as_client(
             "admin",
@@ -799,9 +791,7 @@ async fn configured_admin_secret_bootstraps_the_admin_on_an_empty_store() {
     assert_unauthorized(wrong).await;
 }
 
-#[tokio::test]
-async fn duplicate_client_id_is_409() {
-    let app = spawn_app().await;
+async fn duplicate_client_id_is_409(app: TestApp) {
     let secret = app.create_client("twin", &["queue:a:produce"]).await;
     let response = app
         .as_admin(Method::POST, "/api/v1/admin/clients")
@@ -830,9 +820,7 @@ async fn duplicate_client_id_is_409() {
     );
 }
 
-#[tokio::test]
-async fn client_list_shows_ids_and_grants_but_no_secrets() {
-    let app = spawn_app().await;
+async fn client_list_shows_ids_and_grants_but_no_secrets(app: TestApp) {
     let secret = app
         .create_client("lister", &["queue:orders:produce", "queue:*:consume"])
         .await;
@@ -870,9 +858,7 @@ async fn client_list_shows_ids_and_grants_but_no_secrets() {
     assert_eq!(admin["grants"], json!(["admin"]));
 }
 
-#[tokio::test]
-async fn deleted_client_is_refused_at_once_even_when_cached() {
-    let app = spawn_app().await;
+async fn deleted_client_is_refused_at_once_even_when_cached(app: TestApp) {
     let secret = app.create_client("leaver", &["queue:*:*"]).await;
     for _ in 0..2 {
         let pushed = push_as(&app, "leaver", &secret, "jobs").await;
@@ -918,9 +904,7 @@ async fn deleted_client_is_refused_at_once_even_when_cached() {
     );
 }
 
-#[tokio::test]
-async fn non_admin_is_403_on_the_admin_api() {
-    let app = spawn_app().await;
+async fn non_admin_is_403_on_the_admin_api(app: TestApp) {
     let secret = app.create_client("mortal", &["queue:*:*"]).await;
     let calls = [
         (Method::GET, "/api/v1/admin/clients", None),

@@ -1,13 +1,52 @@
 //! The queues API over HTTP, each endpoint's success path, asserting its effect
 //! on the queue (counts, what a later pop or receive sees), not only the status.
+//! Every test runs once per storage backend (`sqlite::…`, `postgres::…`; see
+//! `common::conformance!`).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, ids_of, spawn_app};
+use common::{assert_error, conformance, ids_of, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+conformance! {
+    push_answers_201_with_an_id_and_the_body_comes_back_unchanged,
+    body_comes_back_byte_for_byte_as_pushed,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    competing_consumers_never_receive_the_same_message,
+    batch_push_creates_every_message_in_order,
+    batch_with_an_invalid_element_creates_nothing,
+    same_idempotency_key_returns_the_same_id_and_stores_one_message,
+    delayed_message_is_not_receivable_before_its_delay,
+    pop_returns_the_oldest_first_and_removes_them,
+    pop_without_count_takes_one_message,
+    received_messages_are_leased_and_ack_removes_them,
+    nack_returns_the_message_at_once_with_attempt_counted,
+    nack_with_delay_hides_the_message_until_the_delay_passes,
+    extend_keeps_the_message_leased_past_its_first_lease,
+    stale_receipt_is_reported_and_not_applied,
+    ack_with_a_stale_and_the_current_receipt_of_one_message_acks_once,
+    expired_lease_redelivers_with_attempt_counted,
+    message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
+    nack_of_the_last_attempt_dead_letters_the_message,
+    long_poll_wakes_up_promptly_on_a_concurrent_push,
+    long_poll_on_an_empty_queue_answers_empty_after_the_wait,
+    long_poll_wakes_up_when_another_consumer_nacks,
+    long_poll_takes_a_delayed_push_when_it_becomes_ready,
+    deleting_a_queue_ends_its_long_polls_with_404,
+    idempotency_key_is_forgotten_after_the_queue_window,
+    receipt_of_another_queue_is_stale,
+    deleting_a_queue_removes_it_and_its_messages,
+    purge_removes_every_message_but_keeps_the_queue,
+    list_shows_every_queue_with_its_counts,
+    list_shows_a_client_only_the_queues_it_holds_a_grant_on,
+    put_creates_a_queue_with_201_then_updates_it_with_200,
+    queue_lease_setting_is_the_default_lease_of_receive,
+    put_with_invalid_settings_is_400_and_changes_nothing,
+    never_created_queue_is_404_for_every_call,
+}
 
 fn receipt_of(message: &Value) -> String {
     message["receipt"]
@@ -16,9 +55,7 @@ fn receipt_of(message: &Value) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn push_answers_201_with_an_id_and_the_body_comes_back_unchanged() {
-    let app = spawn_app().await;
+async fn push_answers_201_with_an_id_and_the_body_comes_back_unchanged(app: TestApp) {
     let body =
         json!({"order": 17, "items": [{"sku": "a-1", "qty": 2}], "note": "ünïcode", "ok": null});
 
@@ -52,9 +89,7 @@ async fn push_answers_201_with_an_id_and_the_body_comes_back_unchanged() {
     assert_eq!(app.counts("orders").await, (0, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn body_comes_back_byte_for_byte_as_pushed() {
-    let app = spawn_app().await;
+async fn body_comes_back_byte_for_byte_as_pushed(app: TestApp) {
     let sent = r#"{"big":123456789012345678901234567890,"f":1.10,"s":"\u00e9"}"#;
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/exact/messages")
@@ -78,9 +113,7 @@ async fn body_comes_back_byte_for_byte_as_pushed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn competing_consumers_never_receive_the_same_message() {
-    let app = spawn_app().await;
+async fn competing_consumers_never_receive_the_same_message(app: TestApp) {
     let messages: Vec<Value> = (0..60).map(|n| json!(n)).collect();
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/shared/messages/batch")
@@ -112,9 +145,7 @@ async fn competing_consumers_never_receive_the_same_message() {
     assert_eq!(app.counts("shared").await, (0, 60, 0, 0));
 }
 
-#[tokio::test]
-async fn batch_push_creates_every_message_in_order() {
-    let app = spawn_app().await;
+async fn batch_push_creates_every_message_in_order(app: TestApp) {
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/jobs/messages/batch")
         .json(&json!({"messages": [{"n": 1}, "two", 3]}))
@@ -138,9 +169,7 @@ async fn batch_push_creates_every_message_in_order() {
     assert_eq!(bodies, [&json!({"n": 1}), &json!("two"), &json!(3)]);
 }
 
-#[tokio::test]
-async fn batch_with_an_invalid_element_creates_nothing() {
-    let app = spawn_app().await;
+async fn batch_with_an_invalid_element_creates_nothing(app: TestApp) {
     app.push("jobs", json!("already there")).await;
 
     let malformed_element = app
@@ -183,9 +212,7 @@ async fn batch_with_an_invalid_element_creates_nothing() {
     assert_error(fresh, StatusCode::NOT_FOUND, "Not Found - queue fresh").await;
 }
 
-#[tokio::test]
-async fn same_idempotency_key_returns_the_same_id_and_stores_one_message() {
-    let app = spawn_app().await;
+async fn same_idempotency_key_returns_the_same_id_and_stores_one_message(app: TestApp) {
     let push = |key: &'static str, body: Value| {
         app.as_admin(Method::POST, "/api/v1/queues/payments/messages")
             .header("Idempotency-Key", key)
@@ -208,9 +235,7 @@ async fn same_idempotency_key_returns_the_same_id_and_stores_one_message() {
     assert_eq!(app.counts("payments").await, (2, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn delayed_message_is_not_receivable_before_its_delay() {
-    let app = spawn_app().await;
+async fn delayed_message_is_not_receivable_before_its_delay(app: TestApp) {
     let pushed_at = Instant::now();
     let response = app
         .as_admin(Method::POST, "/api/v1/queues/later/messages")
@@ -240,9 +265,7 @@ async fn delayed_message_is_not_receivable_before_its_delay() {
     );
 }
 
-#[tokio::test]
-async fn pop_returns_the_oldest_first_and_removes_them() {
-    let app = spawn_app().await;
+async fn pop_returns_the_oldest_first_and_removes_them(app: TestApp) {
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.push(app.push("fifo", json!({ "n": n })).await);
@@ -266,9 +289,7 @@ async fn pop_returns_the_oldest_first_and_removes_them() {
     assert!(common::messages_of(default_count).await.is_empty());
 }
 
-#[tokio::test]
-async fn pop_without_count_takes_one_message() {
-    let app = spawn_app().await;
+async fn pop_without_count_takes_one_message(app: TestApp) {
     app.push("single", json!(1)).await;
     app.push("single", json!(2)).await;
     let response = app
@@ -282,9 +303,7 @@ async fn pop_without_count_takes_one_message() {
     assert_eq!(app.counts("single").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn received_messages_are_leased_and_ack_removes_them() {
-    let app = spawn_app().await;
+async fn received_messages_are_leased_and_ack_removes_them(app: TestApp) {
     let a = app.push("work", json!("a")).await;
     let b = app.push("work", json!("b")).await;
 
@@ -317,9 +336,7 @@ async fn received_messages_are_leased_and_ack_removes_them() {
     assert_eq!(acked_again["stale"], json!(receipts));
 }
 
-#[tokio::test]
-async fn nack_returns_the_message_at_once_with_attempt_counted() {
-    let app = spawn_app().await;
+async fn nack_returns_the_message_at_once_with_attempt_counted(app: TestApp) {
     let id = app.push("retry", json!("x")).await;
     let received = app.receive("retry", "lease=30").await;
     assert_eq!(received[0]["attempts"], 1);
@@ -339,9 +356,7 @@ async fn nack_returns_the_message_at_once_with_attempt_counted() {
     assert_eq!(again[0]["attempts"], 2);
 }
 
-#[tokio::test]
-async fn nack_with_delay_hides_the_message_until_the_delay_passes() {
-    let app = spawn_app().await;
+async fn nack_with_delay_hides_the_message_until_the_delay_passes(app: TestApp) {
     let id = app.push("retry", json!("x")).await;
     let received = app.receive("retry", "").await;
 
@@ -367,9 +382,7 @@ async fn nack_with_delay_hides_the_message_until_the_delay_passes() {
     );
 }
 
-#[tokio::test]
-async fn extend_keeps_the_message_leased_past_its_first_lease() {
-    let app = spawn_app().await;
+async fn extend_keeps_the_message_leased_past_its_first_lease(app: TestApp) {
     app.push("slow", json!("x")).await;
     let received = app.receive("slow", "lease=0.3").await;
     let receipt = receipt_of(&received[0]);
@@ -397,9 +410,7 @@ async fn extend_keeps_the_message_leased_past_its_first_lease() {
     assert_eq!(app.counts("slow").await, (0, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn stale_receipt_is_reported_and_not_applied() {
-    let app = spawn_app().await;
+async fn stale_receipt_is_reported_and_not_applied(app: TestApp) {
     let id = app.push("contended", json!("x")).await;
     let first = app.receive("contended", "lease=0.2").await;
     let first_receipt = receipt_of(&first[0]);
@@ -436,9 +447,22 @@ async fn stale_receipt_is_reported_and_not_applied() {
     assert_eq!(app.counts("contended").await, (0, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn expired_lease_redelivers_with_attempt_counted() {
-    let app = spawn_app().await;
+async fn ack_with_a_stale_and_the_current_receipt_of_one_message_acks_once(app: TestApp) {
+    let id = app.push("contended", json!("x")).await;
+    let first = app.receive("contended", "lease=0.2").await;
+    let stale = receipt_of(&first[0]);
+    let second = app.receive("contended", "lease=30&wait=5").await;
+    assert_eq!(ids_of(&second), [id]);
+    let current = receipt_of(&second[0]);
+
+    let acked = app
+        .settle("contended", "ack", json!({ "receipts": [stale, current] }))
+        .await;
+    assert_eq!(acked, json!({"acked": 1, "stale": [stale]}));
+    assert_eq!(app.counts("contended").await, (0, 0, 0, 0));
+}
+
+async fn expired_lease_redelivers_with_attempt_counted(app: TestApp) {
     let id = app.push("flaky", json!("x")).await;
     let leased_at = Instant::now();
     let first = app.receive("flaky", "lease=0.2").await;
@@ -458,9 +482,7 @@ async fn expired_lease_redelivers_with_attempt_counted() {
     );
 }
 
-#[tokio::test]
-async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts() {
-    let app = spawn_app().await;
+async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts(app: TestApp) {
     let (status, _) = app
         .configure("poison", json!({"max_attempts": 2, "lease": 0.2}))
         .await;
@@ -513,9 +535,7 @@ async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts() 
     assert_eq!(redriven[0]["attempts"], 1);
 }
 
-#[tokio::test]
-async fn nack_of_the_last_attempt_dead_letters_the_message() {
-    let app = spawn_app().await;
+async fn nack_of_the_last_attempt_dead_letters_the_message(app: TestApp) {
     app.configure("poison", json!({"max_attempts": 1})).await;
     let id = app.push("poison", json!("x")).await;
     let received = app.receive("poison", "").await;
@@ -537,9 +557,7 @@ async fn nack_of_the_last_attempt_dead_letters_the_message() {
     assert_eq!(ids_of(&common::messages_of(response).await), [id]);
 }
 
-#[tokio::test]
-async fn long_poll_wakes_up_promptly_on_a_concurrent_push() {
-    let app = spawn_app().await;
+async fn long_poll_wakes_up_promptly_on_a_concurrent_push(app: TestApp) {
     app.configure("events", json!({})).await;
     let started = Instant::now();
     let waiting = app.receive("events", "wait=10");
@@ -556,9 +574,7 @@ async fn long_poll_wakes_up_promptly_on_a_concurrent_push() {
     );
 }
 
-#[tokio::test]
-async fn long_poll_on_an_empty_queue_answers_empty_after_the_wait() {
-    let app = spawn_app().await;
+async fn long_poll_on_an_empty_queue_answers_empty_after_the_wait(app: TestApp) {
     app.configure("quiet", json!({})).await;
     let started = Instant::now();
     let received = app.receive("quiet", "wait=0.5").await;
@@ -574,9 +590,7 @@ async fn long_poll_on_an_empty_queue_answers_empty_after_the_wait() {
     );
 }
 
-#[tokio::test]
-async fn long_poll_wakes_up_when_another_consumer_nacks() {
-    let app = spawn_app().await;
+async fn long_poll_wakes_up_when_another_consumer_nacks(app: TestApp) {
     let id = app.push("events", json!("x")).await;
     let leased = app.receive("events", "lease=30").await;
     let started = Instant::now();
@@ -599,9 +613,7 @@ async fn long_poll_wakes_up_when_another_consumer_nacks() {
     );
 }
 
-#[tokio::test]
-async fn long_poll_takes_a_delayed_push_when_it_becomes_ready() {
-    let app = spawn_app().await;
+async fn long_poll_takes_a_delayed_push_when_it_becomes_ready(app: TestApp) {
     app.configure("events", json!({})).await;
     let started = Instant::now();
     let waiting = app.receive("events", "wait=10");
@@ -629,9 +641,7 @@ async fn long_poll_takes_a_delayed_push_when_it_becomes_ready() {
     );
 }
 
-#[tokio::test]
-async fn deleting_a_queue_ends_its_long_polls_with_404() {
-    let app = spawn_app().await;
+async fn deleting_a_queue_ends_its_long_polls_with_404(app: TestApp) {
     app.configure("doomed", json!({})).await;
     let started = Instant::now();
     let waiting = app
@@ -660,9 +670,7 @@ async fn deleting_a_queue_ends_its_long_polls_with_404() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_key_is_forgotten_after_the_queue_window() {
-    let app = spawn_app().await;
+async fn idempotency_key_is_forgotten_after_the_queue_window(app: TestApp) {
     app.configure("payments", json!({"idempotency_window": 1}))
         .await;
     let push = || {
@@ -683,9 +691,7 @@ async fn idempotency_key_is_forgotten_after_the_queue_window() {
     assert_eq!(app.counts("payments").await, (2, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn receipt_of_another_queue_is_stale() {
-    let app = spawn_app().await;
+async fn receipt_of_another_queue_is_stale(app: TestApp) {
     app.push("left", json!("l")).await;
     app.push("right", json!("r")).await;
     let left = app.receive("left", "").await;
@@ -704,9 +710,7 @@ async fn receipt_of_another_queue_is_stale() {
     assert_eq!(app.counts("right").await, (1, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn deleting_a_queue_removes_it_and_its_messages() {
-    let app = spawn_app().await;
+async fn deleting_a_queue_removes_it_and_its_messages(app: TestApp) {
     app.push("doomed", json!(1)).await;
     app.push("doomed", json!(2)).await;
 
@@ -740,9 +744,7 @@ async fn deleting_a_queue_removes_it_and_its_messages() {
     assert_eq!(popped[0]["body"], 3);
 }
 
-#[tokio::test]
-async fn purge_removes_every_message_but_keeps_the_queue() {
-    let app = spawn_app().await;
+async fn purge_removes_every_message_but_keeps_the_queue(app: TestApp) {
     app.configure("full", json!({"max_attempts": 7})).await;
     for n in 0..3 {
         app.push("full", json!(n)).await;
@@ -766,9 +768,7 @@ async fn purge_removes_every_message_but_keeps_the_queue() {
     assert!(app.pop("full", 10).await.is_empty());
 }
 
-#[tokio::test]
-async fn list_shows_every_queue_with_its_counts() {
-    let app = spawn_app().await;
+async fn list_shows_every_queue_with_its_counts(app: TestApp) {
     app.push("beta", json!(1)).await;
     app.push("beta", json!(2)).await;
     app.push("alpha", json!(1)).await;
@@ -801,9 +801,7 @@ async fn list_shows_every_queue_with_its_counts() {
     }
 }
 
-#[tokio::test]
-async fn list_shows_a_client_only_the_queues_it_holds_a_grant_on() {
-    let app = spawn_app().await;
+async fn list_shows_a_client_only_the_queues_it_holds_a_grant_on(app: TestApp) {
     app.push("orders", json!(1)).await;
     app.push("secrets", json!(1)).await;
     let secret = app.create_client("shop", &["queue:orders:produce"]).await;
@@ -823,9 +821,7 @@ async fn list_shows_a_client_only_the_queues_it_holds_a_grant_on() {
     assert_eq!(names, ["orders"]);
 }
 
-#[tokio::test]
-async fn put_creates_a_queue_with_201_then_updates_it_with_200() {
-    let app = spawn_app().await;
+async fn put_creates_a_queue_with_201_then_updates_it_with_200(app: TestApp) {
     let (status, created) = app
         .configure(
             "tuned",
@@ -856,9 +852,7 @@ async fn put_creates_a_queue_with_201_then_updates_it_with_200() {
     assert_eq!(info["settings"]["max_attempts"], 4);
 }
 
-#[tokio::test]
-async fn queue_lease_setting_is_the_default_lease_of_receive() {
-    let app = spawn_app().await;
+async fn queue_lease_setting_is_the_default_lease_of_receive(app: TestApp) {
     app.configure("short", json!({"lease": "200ms"})).await;
     let id = app.push("short", json!("x")).await;
     app.receive("short", "").await;
@@ -871,9 +865,7 @@ async fn queue_lease_setting_is_the_default_lease_of_receive() {
     );
 }
 
-#[tokio::test]
-async fn put_with_invalid_settings_is_400_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn put_with_invalid_settings_is_400_and_changes_nothing(app: TestApp) {
     let cases = [
         (
             json!({"max_attempts": 0}),
@@ -935,9 +927,7 @@ async fn put_with_invalid_settings_is_400_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn never_created_queue_is_404_for_every_call() {
-    let app = spawn_app().await;
+async fn never_created_queue_is_404_for_every_call(app: TestApp) {
     let receipts = json!({"receipts": ["1.0000000000000001"]});
     let calls: [(Method, &str, Option<Value>); 11] = [
         (Method::GET, "", None),

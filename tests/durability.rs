@@ -1,16 +1,26 @@
 //! The compiled `hopper` binary under abuse: a SIGKILL in the middle of concurrent
 //! pushes loses nothing that was acknowledged, and a SIGTERM drains in-flight
-//! requests and exits 0. Each test runs the binary on its own temporary store.
+//! requests and exits 0. Each test runs the binary on its own isolated store, once
+//! per storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
+
+mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{conformance, Backend, IsolatedStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+conformance! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    acknowledged_pushes_survive_sigkill,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    sigterm_drains_in_flight_requests_and_exits_zero,
+}
 
 const ADMIN_SECRET: &str = "durability-admin-secret-42";
 /// Concurrent producers: enough that some pushes are always in flight when the process dies.
@@ -24,17 +34,18 @@ struct HopperProcess {
 }
 
 impl HopperProcess {
-    /// Starts the binary on `store_dir/hopper.db` and waits until `/health` answers.
-    async fn start(store_dir: &Path, client: &reqwest::Client) -> HopperProcess {
+    /// Starts the binary on `store` (its log in the store's directory) and waits until
+    /// `/health` answers.
+    async fn start(store: &IsolatedStore, client: &reqwest::Client) -> HopperProcess {
         let port = free_port();
-        let log_path = store_dir.join(format!("hopper-{port}.log"));
+        let log_path = store.dir.path().join(format!("hopper-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hopper"))
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--store")
-            .arg(format!("sqlite://{}/hopper.db", store_dir.display()))
+            .arg(&store.url)
             .env("HOPPER_ADMIN_SECRET", ADMIN_SECRET)
             .env("RUST_LOG", "warn")
             .env_remove("HOPPER_CONFIG")
@@ -237,11 +248,10 @@ fn assert_nothing_acknowledged_was_lost(acknowledged: &[String], found: &[String
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_pushes_survive_sigkill() {
-    let store_dir = tempfile::tempdir().unwrap();
+async fn acknowledged_pushes_survive_sigkill(backend: Backend) {
+    let store = backend.isolated_store();
     let client = http_client();
-    let mut server = HopperProcess::start(store_dir.path(), &client).await;
+    let mut server = HopperProcess::start(&store, &client).await;
     // The first request verifies the admin's chosen secret with argon2 (slow in a
     // debug build); done once here, so the producers then push at full speed.
     let first = client
@@ -277,10 +287,11 @@ async fn acknowledged_pushes_survive_sigkill() {
         acknowledged.len()
     );
 
-    let server = HopperProcess::start(store_dir.path(), &client).await;
+    let server = HopperProcess::start(&store, &client).await;
     let found = pop_everything(&client, &server.base_url, "crash").await;
     eprintln!(
-        "SIGKILL after 1 s with {in_flight_at_kill} pushes in flight: {} acknowledged, {} messages found after restart",
+        "{}: SIGKILL after 1 s with {in_flight_at_kill} pushes in flight: {} acknowledged, {} messages found after restart",
+        backend.name(),
         acknowledged.len(),
         found.len()
     );
@@ -293,11 +304,10 @@ async fn acknowledged_pushes_survive_sigkill() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let store_dir = tempfile::tempdir().unwrap();
+async fn sigterm_drains_in_flight_requests_and_exits_zero(backend: Backend) {
+    let store = backend.isolated_store();
     let client = http_client();
-    let mut server = HopperProcess::start(store_dir.path(), &client).await;
+    let mut server = HopperProcess::start(&store, &client).await;
 
     let put = client
         .put(format!("{}/api/v1/queues/idle", server.base_url))
@@ -364,10 +374,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (acknowledged, _) = join_producers(producers).await;
     assert!(!acknowledged.is_empty(), "no push went through");
 
-    let server = HopperProcess::start(store_dir.path(), &client).await;
+    let server = HopperProcess::start(&store, &client).await;
     let found = pop_everything(&client, &server.base_url, "drain").await;
     eprintln!(
-        "SIGTERM: {} pushes acknowledged, {} messages found after restart, exit after {exit_took:?}",
+        "{}: SIGTERM: {} pushes acknowledged, {} messages found after restart, exit after {exit_took:?}",
+        backend.name(),
         acknowledged.len(),
         found.len()
     );

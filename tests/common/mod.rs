@@ -1,10 +1,23 @@
-//! `spawn_app()`: the real server, in-process, on an ephemeral port and its own
-//! temporary SQLite store, so tests run in parallel without sharing anything.
-//! Helpers speak the public HTTP API only; they never reach into the store.
+//! Test fixtures shared by the integration tests, and the conformance machinery that
+//! runs one test once per storage backend.
+//!
+//! - [`Backend`]: SQLite always; PostgreSQL when `HOPPER_TEST_POSTGRES` holds a base URL
+//!   such as `postgres://postgres@127.0.0.1:5432/test` (otherwise its tests pass at once
+//!   and say so on stderr).
+//! - [`IsolatedStore`]: a store nobody else uses: a temporary SQLite file, or a fresh
+//!   PostgreSQL schema `t_<random hex>` dropped when the test ends, panics included.
+//! - [`spawn_app`]: the real server, in-process, on an ephemeral port and its own
+//!   isolated store, so tests run in parallel without sharing anything. Helpers speak
+//!   the public HTTP API only; they never reach into the store.
+//! - [`conformance!`]: `conformance! { test_a, test_b }` turns each
+//!   `async fn test_a(fixture: F)` (`F` one of [`TestApp`], [`Backend`] or any other
+//!   [`Fixture`]) into the tests `sqlite::test_a` and `postgres::test_a`.
 //!
 //! Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +33,257 @@ pub const ADMIN_SECRET: &str = "test-admin-secret-0123456789";
 /// The content type every response must carry.
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
+/// The variable naming the PostgreSQL server the tests may use (a base URL, no schema).
+pub const POSTGRES_ENV: &str = "HOPPER_TEST_POSTGRES";
+
+/// Instantiates tests once per backend: `conformance! { a, b }` makes the tests
+/// `sqlite::a`, `sqlite::b`, `postgres::a` and `postgres::b`, each calling the
+/// `async fn a(fixture: F)` of the enclosing module with a fresh `F` ([`Fixture`]) on
+/// its backend. A name may carry its own `#[tokio::test(...)]` (for another runtime
+/// flavor); the default is `#[tokio::test]`. A function left out of the list is never
+/// called, which the compiler reports as dead code.
+macro_rules! conformance {
+    (@munch $backend:ident [$($done:tt)*]) => {
+        mod $backend {
+            $($done)*
+        }
+    };
+    (@munch $backend:ident [$($done:tt)*]
+        #[tokio::test $(($($args:tt)*))?] $name:ident $(, $($rest:tt)*)?) => {
+        $crate::common::conformance!(@munch $backend [
+            $($done)*
+            #[tokio::test $(($($args)*))?]
+            async fn $name() {
+                $crate::common::run($crate::common::Backend::$backend(), super::$name).await
+            }
+        ] $($($rest)*)?);
+    };
+    (@munch $backend:ident [$($done:tt)*] $name:ident $(, $($rest:tt)*)?) => {
+        $crate::common::conformance!(@munch $backend [$($done)*]
+            #[tokio::test] $name $(, $($rest)*)?);
+    };
+    (@munch $backend:ident [$($done:tt)*] $($unexpected:tt)+) => {
+        compile_error!("conformance!: expected test function names, each optionally after #[tokio::test(...)]");
+    };
+    ($($tests:tt)*) => {
+        $crate::common::conformance!(@munch sqlite [] $($tests)*);
+        $crate::common::conformance!(@munch postgres [] $($tests)*);
+    };
+}
+pub(crate) use conformance;
+
+/// Runs `test` with a fixture started on `backend`; does nothing when the backend is
+/// not available (see [`Backend::postgres`]).
+pub async fn run<F, T, Fut>(backend: Option<Backend>, test: T)
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(backend) = backend else { return };
+    test(F::start(backend).await).await
+}
+
+/// What a conformance test receives, started on the backend under test.
+pub trait Fixture: Sized {
+    /// Starts the fixture on `backend`.
+    fn start(backend: Backend) -> impl Future<Output = Self>;
+}
+
+impl Fixture for Backend {
+    async fn start(backend: Backend) -> Self {
+        backend
+    }
+}
+
+impl Fixture for TestApp {
+    async fn start(backend: Backend) -> Self {
+        spawn_app(&backend).await
+    }
+}
+
+/// A storage backend under test.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `sqlite://<temp dir>/hopper.db`.
+    Sqlite,
+    /// `<base_url>?schema=t_<random hex>`.
+    Postgres {
+        /// The server and database, from [`POSTGRES_ENV`].
+        base_url: String,
+    },
+}
+
+impl Backend {
+    /// SQLite: always available.
+    pub fn sqlite() -> Option<Backend> {
+        Some(Backend::Sqlite)
+    }
+
+    /// PostgreSQL when [`POSTGRES_ENV`] is set; otherwise `None`, said on stderr so a
+    /// skipped run is not mistaken for a passed one: by each test (shown with
+    /// `--nocapture`), and once per test binary past the harness's output capture.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(url) if !url.trim().is_empty() => Some(Backend::Postgres {
+                base_url: url.trim().to_owned(),
+            }),
+            _ => {
+                let test = std::thread::current()
+                    .name()
+                    .unwrap_or("this test")
+                    .to_owned();
+                eprintln!("SKIPPED {test}: {POSTGRES_ENV} is not set");
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    // Straight to the stderr handle: eprintln! output of a passing test
+                    // is captured and never shown.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\nSKIPPED: the postgres::* tests pass without running: {POSTGRES_ENV} is not set \
+                         (e.g. {POSTGRES_ENV}=postgres://postgres@127.0.0.1:5432/test)"
+                    );
+                });
+                None
+            }
+        }
+    }
+
+    /// The backend's name as `/health` reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// A new store of this backend that no other test uses.
+    pub fn isolated_store(&self) -> IsolatedStore {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        let (url, schema) = match self {
+            Backend::Sqlite => (format!("sqlite://{}/hopper.db", dir.path().display()), None),
+            Backend::Postgres { base_url } => {
+                let schema = PgSchema::new(base_url);
+                (schema.store_url(), Some(schema))
+            }
+        };
+        IsolatedStore {
+            url,
+            backend: self.name(),
+            dir,
+            _schema: schema,
+        }
+    }
+}
+
+/// A store URL of its own, and what keeps it alive: removed when dropped.
+pub struct IsolatedStore {
+    /// The URL for `--store` or `hopper::store::open`.
+    pub url: String,
+    /// [`Backend::name`].
+    pub backend: &'static str,
+    /// A temporary directory, for the SQLite file and for logs.
+    pub dir: TempDir,
+    _schema: Option<PgSchema>,
+}
+
+/// A PostgreSQL schema of one test, named `t_<16 random hex digits>`. Hopper creates it
+/// when it opens the store URL; dropping this value drops it with everything in it.
+pub struct PgSchema {
+    base_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// A fresh name on the server and database of `base_url`; nothing is created yet.
+    pub fn new(base_url: &str) -> PgSchema {
+        PgSchema {
+            base_url: base_url.to_owned(),
+            name: format!("t_{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `base_url` with Hopper's own `schema` parameter.
+    pub fn store_url(&self) -> String {
+        let separator = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{separator}schema={}", self.base_url, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    /// Drops the schema synchronously, on a thread with its own runtime, because this
+    /// may run while a test's runtime unwinds a panic. The test's server may still hold
+    /// connections: idle ones do not matter, but one inside a transaction (the sweep
+    /// that starts with every server, a request cut short by a panic) stays so while
+    /// this blocks the test's runtime, and would block `DROP SCHEMA` forever. So the
+    /// sessions holding locks in the schema are terminated first; the drop waits a
+    /// short lock timeout and retries if the server took new locks meanwhile.
+    fn drop(&mut self) {
+        let base_url = self.base_url.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || drop_schema(&base_url, &name))
+            .join()
+            .unwrap_or_else(|_| Err("the thread dropping it panicked".to_owned()));
+        if let Err(error) = dropped {
+            if std::thread::panicking() {
+                eprintln!("cannot drop the test schema {}: {error}", self.name);
+            } else {
+                panic!("cannot drop the test schema {}: {error}", self.name);
+            }
+        }
+    }
+}
+
+fn drop_schema(base_url: &str, name: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {base_url}: {e}"))?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("SET lock_timeout = '1s'")
+            .await
+            .map_err(|e| e.to_string())?;
+        let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            client
+                .execute(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+                     JOIN pg_class c ON c.oid = l.relation
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let error = match client.batch_execute(&drop).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let lock_timeout =
+                error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+            if !lock_timeout || attempts == 5 {
+                return Err(error.to_string());
+            }
+        }
+    })
+}
+
 /// A running server and the client that talks to it.
 pub struct TestApp {
     /// Where the server listens.
@@ -28,13 +292,22 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The secret of client `admin`.
     pub admin_secret: String,
+    /// The backend's name as `/health` must report it: `sqlite` or `postgres`.
+    pub backend: &'static str,
     server: hopper::server::Server,
-    /// Keeps the store's directory alive as long as the server uses it.
-    _store_dir: TempDir,
+    /// Keeps the store alive as long as the server uses it; removes it afterwards.
+    _store: IsolatedStore,
 }
 
-/// Starts a server on `127.0.0.1:0` with a fresh store whose `admin` has a generated
-/// secret ([`TestApp::admin_secret`]).
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stops accepting requests and the background sweep before the store goes.
+        self.server.shutdown();
+    }
+}
+
+/// Starts a server on `127.0.0.1:0` with a fresh store of `backend` whose `admin` has a
+/// generated secret ([`TestApp::admin_secret`]).
 ///
 /// The admin is created before the server starts, through the same code as the admin
 /// API, because a chosen secret is hashed with argon2, which takes about a second per
@@ -42,10 +315,9 @@ pub struct TestApp {
 /// would make the suite several times slower. Generated secrets verify in microseconds.
 /// The server still gets `admin_secret: Some(..)`, which it ignores on a store with
 /// clients; [`spawn_app_bootstrapped`] covers the bootstrap itself.
-pub async fn spawn_app() -> TestApp {
-    let store_dir = tempfile::tempdir().expect("cannot create a temp dir");
-    let store_url = store_url(&store_dir);
-    let store = hopper::store::open(&store_url)
+pub async fn spawn_app(backend: &Backend) -> TestApp {
+    let isolated = backend.isolated_store();
+    let store = hopper::store::open(&isolated.url)
         .await
         .expect("cannot open the test store");
     let admin = hopper::auth::clients::create(
@@ -57,23 +329,18 @@ pub async fn spawn_app() -> TestApp {
     .await
     .expect("cannot create the admin");
     store.close().await;
-    start(store_dir, admin.secret).await
+    start(isolated, admin.secret).await
 }
 
 /// Starts a server on a fresh, empty store, so it bootstraps `admin` with [`ADMIN_SECRET`].
-pub async fn spawn_app_bootstrapped() -> TestApp {
-    let store_dir = tempfile::tempdir().expect("cannot create a temp dir");
-    start(store_dir, ADMIN_SECRET.to_owned()).await
+pub async fn spawn_app_bootstrapped(backend: &Backend) -> TestApp {
+    start(backend.isolated_store(), ADMIN_SECRET.to_owned()).await
 }
 
-fn store_url(store_dir: &TempDir) -> String {
-    format!("sqlite://{}/hopper.db", store_dir.path().display())
-}
-
-async fn start(store_dir: TempDir, admin_secret: String) -> TestApp {
+async fn start(isolated: IsolatedStore, admin_secret: String) -> TestApp {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        store: store_url(&store_dir),
+        store: isolated.url.clone(),
         admin_secret: Some(admin_secret.clone()),
         ..Config::default()
     };
@@ -88,8 +355,9 @@ async fn start(store_dir: TempDir, admin_secret: String) -> TestApp {
         addr: server.addr,
         client,
         admin_secret,
+        backend: isolated.backend,
         server,
-        _store_dir: store_dir,
+        _store: isolated,
     }
 }
 

@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::queues;
 use crate::domain::clock::now_millis;
-use crate::domain::QueueName;
 use crate::store::{MessageId, PushRequest, StoreError, StoreResult};
 
 /// Pushes in one transaction at most; bounds one statement's size.
@@ -56,7 +55,7 @@ impl PushBatcher {
 }
 
 /// Queues known to exist, shared by the workers.
-type KnownQueues = Arc<std::sync::Mutex<std::collections::HashSet<QueueName>>>;
+type KnownQueues = Arc<queues::KnownQueues>;
 
 async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>, known: KnownQueues) {
     loop {

@@ -294,7 +294,7 @@ pub async fn settle(
                 .prepare_cached(
                     "DELETE FROM messages m USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3
-                     RETURNING m.id",
+                     RETURNING r.id, r.token",
                 )
                 .await
                 .map_err(pg("ack"))?;
@@ -309,7 +309,7 @@ pub async fn settle(
                          visible_at = $4, lease_token = NULL
                      FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
-                     RETURNING m.id",
+                     RETURNING r.id, r.token",
                 )
                 .await
                 .map_err(pg("nack"))?;
@@ -328,7 +328,7 @@ pub async fn settle(
                     "UPDATE messages m SET state = 1, visible_at = $4
                      FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
-                     RETURNING m.id",
+                     RETURNING r.id, r.token",
                 )
                 .await
                 .map_err(pg("extend"))?;
@@ -338,10 +338,13 @@ pub async fn settle(
                 .map_err(pg("extend"))?
         }
     };
-    let applied_ids: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+    // Matched by (id, token) and consumed once: a stale receipt given next to the
+    // current one of the same message, or a receipt given twice, is reported stale.
+    let mut applied: std::collections::HashSet<(i64, i64)> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     let mut settled = Settled::default();
     for receipt in receipts {
-        if applied_ids.contains(&receipt.message_id) {
+        if applied.remove(&(receipt.message_id, receipt.lease_token)) {
             settled.applied.push(*receipt);
         } else {
             settled.stale.push(*receipt);
@@ -552,9 +555,46 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
 pub async fn push_many(
     client: &deadpool_postgres::Client,
     requests: &[&PushRequest],
-    known: &std::sync::Mutex<std::collections::HashSet<QueueName>>,
+    known: &KnownQueues,
     now: Millis,
 ) -> StoreResult<Vec<StoreResult<Vec<MessageId>>>> {
+    let mut outcomes = insert_into_known_queues(client, requests, known, now).await?;
+    // A queue deleted (here or on another node) since it was last seen: a push
+    // creates its queue, so these go once more, now creating it.
+    let vanished: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    if !vanished.is_empty() {
+        let again: Vec<&PushRequest> = vanished.iter().map(|&i| requests[i]).collect();
+        let retried = insert_into_known_queues(client, &again, known, now).await?;
+        for (index, outcome) in vanished.into_iter().zip(retried) {
+            outcomes[index] = outcome;
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .zip(requests)
+        .map(|(outcome, request)| {
+            outcome.ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "queue {} was deleted during the push",
+                    request.queue
+                ))
+            })
+        })
+        .collect())
+}
+
+/// Queues seen to exist, so a batch need not create them first.
+pub type KnownQueues = std::sync::Mutex<std::collections::HashSet<QueueName>>;
+
+/// One attempt of [`push_many`]: `None` for a request whose queue vanished.
+async fn insert_into_known_queues(
+    client: &deadpool_postgres::Client,
+    requests: &[&PushRequest],
+    known: &KnownQueues,
+    now: Millis,
+) -> StoreResult<Vec<Option<Vec<MessageId>>>> {
     let unknown: Vec<&PushRequest> = {
         let known = known.lock().unwrap_or_else(|e| e.into_inner());
         requests
@@ -643,14 +683,9 @@ pub async fn push_many(
     Ok(requests
         .iter()
         .map(|r| {
-            if existing.contains(r.queue.as_str()) {
-                Ok(ids.by_ref().take(r.bodies.len()).collect())
-            } else {
-                Err(StoreError::Unavailable(format!(
-                    "queue {} was deleted during the push",
-                    r.queue
-                )))
-            }
+            existing
+                .contains(r.queue.as_str())
+                .then(|| ids.by_ref().take(r.bodies.len()).collect())
         })
         .collect())
 }

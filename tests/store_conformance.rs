@@ -1,0 +1,655 @@
+//! The `Store` trait's contract, written once and run against every backend
+//! (`sqlite::…`, `postgres::…`; see `common::conformance!`): push, lease and settle
+//! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings and
+//! clients. Each test opens its own isolated store with `hopper::store::open`.
+
+mod common;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{conformance, Backend, Fixture, IsolatedStore};
+use hopper::domain::clock::now_millis;
+use hopper::domain::{ClientId, Grant, QueueName, QueueSettings};
+use hopper::store::{
+    ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Settled,
+    Settlement, Store, StoreError, Upsert,
+};
+
+conformance! {
+    ack_removes_a_leased_message_and_nack_returns_it_with_attempt_counted,
+    receipt_from_an_earlier_lease_is_stale,
+    current_and_stale_receipts_of_one_message_are_told_apart,
+    receipt_given_twice_in_one_ack_is_applied_once,
+    receipt_still_settles_after_its_lease_expired_if_nobody_took_the_message,
+    messages_are_handed_out_oldest_first,
+    same_idempotency_key_makes_a_second_push_a_duplicate,
+    pop_removes_the_oldest_ready_messages_without_a_receipt,
+    delayed_push_becomes_ready_after_its_delay,
+    counts_tell_ready_leased_delayed_and_dead_apart,
+    message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
+    put_settings_creates_then_updates_the_queue,
+    purge_empties_a_queue_and_delete_removes_it,
+    unknown_queue_is_not_found_and_not_created,
+    clients_are_created_listed_and_deleted,
+}
+
+/// An open store of the backend under test; dereferences to `dyn Store`.
+struct TestStore {
+    store: Arc<dyn Store>,
+    _isolated: IsolatedStore,
+}
+
+impl Fixture for TestStore {
+    async fn start(backend: Backend) -> Self {
+        let isolated = backend.isolated_store();
+        let store = hopper::store::open(&isolated.url)
+            .await
+            .expect("cannot open the test store");
+        TestStore {
+            store,
+            _isolated: isolated,
+        }
+    }
+}
+
+impl Deref for TestStore {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        self.store.as_ref()
+    }
+}
+
+const LONG_LEASE: Option<Duration> = Some(Duration::from_secs(30));
+/// The shortest lease the API allows; tests wait [`PAST_SHORT_LEASE`] for it to expire.
+const SHORT_LEASE: Duration = Duration::from_millis(100);
+const PAST_SHORT_LEASE: Duration = Duration::from_millis(150);
+
+fn queue(name: &str) -> QueueName {
+    QueueName::parse(name).unwrap()
+}
+
+fn push_request(queue: &QueueName, bodies: &[&str]) -> PushRequest {
+    PushRequest {
+        queue: queue.clone(),
+        bodies: bodies.iter().map(|b| (*b).to_owned()).collect(),
+        delay: Duration::ZERO,
+        idempotency_key: None,
+        defaults: QueueSettings::default(),
+    }
+}
+
+/// Pushes `bodies` (JSON texts) without delay or key; returns the new ids.
+async fn push(store: &TestStore, queue: &QueueName, bodies: &[&str]) -> Vec<MessageId> {
+    match store.push(push_request(queue, bodies)).await.unwrap() {
+        PushOutcome::Created(ids) => {
+            assert_eq!(ids.len(), bodies.len(), "one id per body");
+            ids
+        }
+        other => panic!("a push without a key created nothing: {other:?}"),
+    }
+}
+
+/// Leases up to `count` messages.
+async fn receive(
+    store: &TestStore,
+    queue: &QueueName,
+    count: u32,
+    lease: Option<Duration>,
+) -> Vec<Message> {
+    store.receive(queue, count, lease).await.unwrap().messages
+}
+
+async fn settle(
+    store: &TestStore,
+    queue: &QueueName,
+    receipts: &[Receipt],
+    settlement: Settlement,
+) -> Settled {
+    store.settle(queue, receipts, settlement).await.unwrap()
+}
+
+async fn counts(store: &TestStore, queue: &QueueName) -> QueueCounts {
+    store.queue_info(queue).await.unwrap().counts
+}
+
+fn counted(ready: u64, leased: u64, delayed: u64, dead: u64) -> QueueCounts {
+    QueueCounts {
+        ready,
+        leased,
+        delayed,
+        dead,
+    }
+}
+
+fn ids_of(messages: &[Message]) -> Vec<MessageId> {
+    messages.iter().map(|m| m.id).collect()
+}
+
+fn receipt_of(message: &Message) -> Receipt {
+    message
+        .receipt
+        .unwrap_or_else(|| panic!("a received message has a receipt: {message:?}"))
+}
+
+const NACK_NOW: Settlement = Settlement::Nack {
+    delay: Duration::ZERO,
+};
+
+async fn ack_removes_a_leased_message_and_nack_returns_it_with_attempt_counted(store: TestStore) {
+    let q = queue("work");
+    let ids = push(&store, &q, &[r#""a""#, r#"{"b": [1, 2]}"#]).await;
+
+    let received = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&received), ids);
+    assert_eq!(received[0].body, r#""a""#);
+    assert_eq!(received[1].body, r#"{"b": [1, 2]}"#);
+    for message in &received {
+        assert_eq!(message.attempts, 1);
+        assert_eq!(receipt_of(message).message_id, message.id);
+    }
+    assert_eq!(counts(&store, &q).await, counted(0, 2, 0, 0));
+    let nothing = store.receive(&q, 10, LONG_LEASE).await.unwrap();
+    assert!(nothing.messages.is_empty(), "leased messages are invisible");
+    assert!(
+        nothing.next_ready_at.is_some_and(|at| at > now_millis()),
+        "an empty receive tells when a lease ends: {:?}",
+        nothing.next_ready_at
+    );
+
+    let (a, b) = (receipt_of(&received[0]), receipt_of(&received[1]));
+    let acked = settle(&store, &q, &[a], Settlement::Ack).await;
+    assert_eq!((acked.applied, acked.stale), (vec![a], vec![]));
+    assert_eq!(counts(&store, &q).await, counted(0, 1, 0, 0));
+
+    let nacked = settle(&store, &q, &[b], NACK_NOW).await;
+    assert_eq!((nacked.applied, nacked.stale), (vec![b], vec![]));
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+
+    let again = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&again), [ids[1]]);
+    assert_eq!(again[0].attempts, 2);
+    assert_ne!(receipt_of(&again[0]), b, "a new lease has a new receipt");
+
+    let acked_twice = settle(&store, &q, &[a], Settlement::Ack).await;
+    assert_eq!(
+        (acked_twice.applied, acked_twice.stale),
+        (vec![], vec![a]),
+        "the receipt of an acked message is stale"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 1, 0, 0));
+}
+
+async fn receipt_from_an_earlier_lease_is_stale(store: TestStore) {
+    let q = queue("contended");
+    let ids = push(&store, &q, &["1"]).await;
+    let first = receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+    let old = receipt_of(&first[0]);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let second = receive(&store, &q, 1, LONG_LEASE).await;
+    assert_eq!(ids_of(&second), ids, "an expired lease is handed out again");
+    assert_eq!(second[0].attempts, 2);
+    let current = receipt_of(&second[0]);
+    assert_ne!(old, current);
+
+    let settlements = [
+        Settlement::Ack,
+        NACK_NOW,
+        Settlement::Extend {
+            lease: Duration::from_secs(1),
+        },
+    ];
+    for settlement in settlements {
+        let settled = settle(&store, &q, &[old], settlement).await;
+        assert_eq!(
+            (settled.applied, settled.stale),
+            (vec![], vec![old]),
+            "{settlement:?} with the earlier lease's receipt"
+        );
+        assert_eq!(
+            counts(&store, &q).await,
+            counted(0, 1, 0, 0),
+            "{settlement:?} with a stale receipt changed the current lease"
+        );
+    }
+
+    let acked = settle(&store, &q, &[current], Settlement::Ack).await;
+    assert_eq!((acked.applied, acked.stale), (vec![current], vec![]));
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+}
+
+async fn current_and_stale_receipts_of_one_message_are_told_apart(store: TestStore) {
+    let q = queue("mixed");
+    push(&store, &q, &["1"]).await;
+    let first = receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+    let old = receipt_of(&first[0]);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let current = receipt_of(&receive(&store, &q, 1, LONG_LEASE).await[0]);
+
+    let extended = settle(
+        &store,
+        &q,
+        &[old, current],
+        Settlement::Extend {
+            lease: Duration::from_secs(60),
+        },
+    )
+    .await;
+    assert_eq!(
+        (extended.applied, extended.stale),
+        (vec![current], vec![old]),
+        "extend with the earlier and the current receipt of one message"
+    );
+
+    let acked = settle(&store, &q, &[old, current], Settlement::Ack).await;
+    assert_eq!(
+        (acked.applied, acked.stale),
+        (vec![current], vec![old]),
+        "ack with the earlier and the current receipt of one message"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+}
+
+async fn receipt_given_twice_in_one_ack_is_applied_once(store: TestStore) {
+    let q = queue("twice");
+    push(&store, &q, &["1"]).await;
+    let receipt = receipt_of(&receive(&store, &q, 1, LONG_LEASE).await[0]);
+    let acked = settle(&store, &q, &[receipt, receipt], Settlement::Ack).await;
+    assert_eq!(
+        (acked.applied, acked.stale),
+        (vec![receipt], vec![receipt]),
+        "one message is acked once: the second copy of its receipt finds it gone"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+}
+
+async fn receipt_still_settles_after_its_lease_expired_if_nobody_took_the_message(
+    store: TestStore,
+) {
+    let q = queue("late");
+    push(&store, &q, &["1"]).await;
+    let received = receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+    let receipt = receipt_of(&received[0]);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "an expired lease counts as ready"
+    );
+
+    let acked = settle(&store, &q, &[receipt], Settlement::Ack).await;
+    assert_eq!(
+        (acked.applied, acked.stale),
+        (vec![receipt], vec![]),
+        "only a new lease makes a receipt stale, not expiry alone"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+    assert!(receive(&store, &q, 10, LONG_LEASE).await.is_empty());
+}
+
+async fn messages_are_handed_out_oldest_first(store: TestStore) {
+    let q = queue("fifo");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.extend(push(&store, &q, &[&n.to_string()]).await);
+    }
+    ids.extend(push(&store, &q, &["3", "4", "5"]).await);
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "ids increase in push order: {ids:?}"
+    );
+
+    let received = receive(&store, &q, 2, LONG_LEASE).await;
+    assert_eq!(ids_of(&received), ids[..2]);
+    let popped = store.pop(&q, 2).await.unwrap();
+    assert_eq!(ids_of(&popped), ids[2..4]);
+    let rest = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&rest), ids[4..]);
+    let bodies: Vec<&str> = rest.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["4", "5"]);
+
+    let nacked = settle(&store, &q, &[receipt_of(&received[1])], NACK_NOW).await;
+    assert_eq!(nacked.applied.len(), 1);
+    let nacked = settle(&store, &q, &[receipt_of(&received[0])], NACK_NOW).await;
+    assert_eq!(nacked.applied.len(), 1);
+    let again = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(
+        ids_of(&again),
+        ids[..2],
+        "returned messages come back oldest first, whatever the order of the nacks"
+    );
+}
+
+async fn same_idempotency_key_makes_a_second_push_a_duplicate(store: TestStore) {
+    let q = queue("payments");
+    let keyed = |queue: &QueueName, key: &str, body: &str| PushRequest {
+        idempotency_key: Some(key.to_owned()),
+        ..push_request(queue, &[body])
+    };
+
+    let first = store.push(keyed(&q, "pay-1", "10")).await.unwrap();
+    let PushOutcome::Created(first_ids) = first else {
+        panic!("the first push with a key creates a message: {first:?}");
+    };
+    assert_eq!(first_ids.len(), 1);
+    let again = store.push(keyed(&q, "pay-1", "10")).await.unwrap();
+    assert_eq!(again, PushOutcome::Duplicate(first_ids[0]));
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+
+    let other = store.push(keyed(&q, "pay-2", "20")).await.unwrap();
+    assert!(
+        matches!(&other, PushOutcome::Created(ids) if ids.len() == 1 && ids[0] != first_ids[0]),
+        "another key creates another message: {other:?}"
+    );
+    let elsewhere = store.push(keyed(&queue("refunds"), "pay-1", "10")).await;
+    assert!(
+        matches!(elsewhere, Ok(PushOutcome::Created(_))),
+        "keys are per queue: {elsewhere:?}"
+    );
+    assert_eq!(counts(&store, &q).await, counted(2, 0, 0, 0));
+
+    let popped = store.pop(&q, 10).await.unwrap();
+    assert_eq!(popped[0].id, first_ids[0]);
+    assert_eq!(popped[0].body, "10");
+}
+
+async fn pop_removes_the_oldest_ready_messages_without_a_receipt(store: TestStore) {
+    let q = queue("popped");
+    let before = now_millis();
+    let ids = push(&store, &q, &[r#"{"n":1}"#, r#""two""#, "3"]).await;
+
+    let popped = store.pop(&q, 2).await.unwrap();
+    assert_eq!(ids_of(&popped), ids[..2]);
+    assert_eq!(popped[0].body, r#"{"n":1}"#);
+    assert_eq!(popped[1].body, r#""two""#);
+    for message in &popped {
+        assert!(message.receipt.is_none(), "pop hands out no receipt");
+        assert_eq!(message.attempts, 1);
+        assert!(
+            (before..=now_millis()).contains(&message.enqueued_at),
+            "enqueued_at {} is the push time",
+            message.enqueued_at
+        );
+    }
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+
+    assert_eq!(ids_of(&store.pop(&q, 10).await.unwrap()), ids[2..]);
+    assert!(store.pop(&q, 10).await.unwrap().is_empty());
+
+    push(&store, &q, &["4"]).await;
+    receive(&store, &q, 1, LONG_LEASE).await;
+    assert!(
+        store.pop(&q, 10).await.unwrap().is_empty(),
+        "pop leaves leased messages alone"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 1, 0, 0));
+}
+
+async fn delayed_push_becomes_ready_after_its_delay(store: TestStore) {
+    let q = queue("later");
+    let pushed_at = now_millis();
+    let delayed = PushRequest {
+        delay: Duration::from_millis(200),
+        ..push_request(&q, &["1"])
+    };
+    let PushOutcome::Created(ids) = store.push(delayed).await.unwrap() else {
+        panic!("a delayed push creates its message");
+    };
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 1, 0));
+
+    let early = store.receive(&q, 1, LONG_LEASE).await.unwrap();
+    assert!(early.messages.is_empty(), "received before its delay");
+    let next = early.next_ready_at.expect("the delayed message's time");
+    assert!(
+        (pushed_at + 200..=now_millis() + 200).contains(&next),
+        "next_ready_at {next} is the push time plus the delay"
+    );
+    assert!(store.pop(&q, 1).await.unwrap().is_empty());
+
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+    assert_eq!(ids_of(&receive(&store, &q, 1, LONG_LEASE).await), ids);
+}
+
+async fn counts_tell_ready_leased_delayed_and_dead_apart(store: TestStore) {
+    let q = queue("mixed");
+    let settings = QueueSettings {
+        max_attempts: 1,
+        ..QueueSettings::default()
+    };
+    store.put_settings(&q, &settings).await.unwrap();
+    push(&store, &q, &["1", "2", "3", "4"]).await;
+    let delayed = PushRequest {
+        delay: Duration::from_secs(60),
+        ..push_request(&q, &["5"])
+    };
+    store.push(delayed).await.unwrap();
+    receive(&store, &q, 1, LONG_LEASE).await;
+    let doomed = receive(&store, &q, 1, LONG_LEASE).await;
+    let nacked = settle(&store, &q, &[receipt_of(&doomed[0])], NACK_NOW).await;
+    assert_eq!(nacked.applied.len(), 1);
+
+    let info = store.queue_info(&q).await.unwrap();
+    assert_eq!(info.name, q);
+    assert_eq!(info.settings, settings);
+    assert_eq!(info.counts, counted(2, 1, 1, 1));
+
+    push(&store, &queue("another"), &["1"]).await;
+    let listed: Vec<(String, QueueCounts)> = store
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| (info.name.as_str().to_owned(), info.counts))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("another".to_owned(), counted(1, 0, 0, 0)),
+            ("mixed".to_owned(), counted(2, 1, 1, 1)),
+        ]
+    );
+}
+
+async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts(store: TestStore) {
+    let q = queue("poison");
+    let settings = QueueSettings {
+        lease: SHORT_LEASE,
+        max_attempts: 2,
+        ..QueueSettings::default()
+    };
+    assert_eq!(
+        store.put_settings(&q, &settings).await.unwrap(),
+        Upsert::Created
+    );
+    let ids = push(&store, &q, &[r#"{"bad":true}"#]).await;
+
+    for attempt in 1..=2 {
+        let received = receive(&store, &q, 1, None).await;
+        assert_eq!(ids_of(&received), ids, "attempt {attempt}");
+        assert_eq!(received[0].attempts, attempt);
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+    }
+    assert!(
+        receive(&store, &q, 1, None).await.is_empty(),
+        "out of attempts, yet handed out"
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 1));
+    assert!(store.pop(&q, 10).await.unwrap().is_empty());
+
+    let dead = store.dead_letters(&q, 10).await.unwrap();
+    assert_eq!(ids_of(&dead), ids);
+    assert_eq!(dead[0].body, r#"{"bad":true}"#);
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].receipt.is_none());
+
+    assert_eq!(store.redrive(&q, 10).await.unwrap(), 1);
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+    assert!(store.dead_letters(&q, 10).await.unwrap().is_empty());
+    let redriven = receive(&store, &q, 1, LONG_LEASE).await;
+    assert_eq!(ids_of(&redriven), ids);
+    assert_eq!(redriven[0].attempts, 1, "a redrive resets the attempts");
+}
+
+async fn put_settings_creates_then_updates_the_queue(store: TestStore) {
+    let q = queue("tuned");
+    assert!(matches!(
+        store.settings(&q).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    let first = QueueSettings {
+        lease: Duration::from_millis(5500),
+        max_attempts: 3,
+        retention: Some(Duration::from_secs(7200)),
+        idempotency_window: Duration::from_secs(60),
+    };
+    assert_eq!(
+        store.put_settings(&q, &first).await.unwrap(),
+        Upsert::Created
+    );
+    assert_eq!(store.settings(&q).await.unwrap(), first);
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+
+    let second = QueueSettings {
+        max_attempts: 4,
+        retention: None,
+        ..first.clone()
+    };
+    assert_eq!(
+        store.put_settings(&q, &second).await.unwrap(),
+        Upsert::Updated
+    );
+    assert_eq!(store.settings(&q).await.unwrap(), second);
+    assert_eq!(store.queue_info(&q).await.unwrap().settings, second);
+
+    let pushed = PushRequest {
+        defaults: QueueSettings {
+            max_attempts: 9,
+            ..QueueSettings::default()
+        },
+        ..push_request(&q, &["1"])
+    };
+    store.push(pushed).await.unwrap();
+    assert_eq!(
+        store.settings(&q).await.unwrap(),
+        second,
+        "a push's defaults apply only to a queue it creates"
+    );
+}
+
+async fn purge_empties_a_queue_and_delete_removes_it(store: TestStore) {
+    let q = queue("full");
+    let settings = QueueSettings {
+        max_attempts: 7,
+        ..QueueSettings::default()
+    };
+    store.put_settings(&q, &settings).await.unwrap();
+    push(&store, &q, &["1", "2", "3"]).await;
+    let leased = receive(&store, &q, 1, LONG_LEASE).await;
+
+    assert_eq!(store.purge(&q).await.unwrap(), 3);
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
+    assert_eq!(store.settings(&q).await.unwrap(), settings);
+    let acked = settle(&store, &q, &[receipt_of(&leased[0])], Settlement::Ack).await;
+    assert_eq!(acked.stale.len(), 1, "a purged message's receipt is stale");
+
+    push(&store, &q, &["4", "5"]).await;
+    assert_eq!(store.delete_queue(&q).await.unwrap(), 2);
+    assert!(matches!(
+        store.queue_info(&q).await,
+        Err(StoreError::QueueNotFound(_))
+    ));
+    assert!(store.list_queues().await.unwrap().is_empty());
+
+    push(&store, &q, &["6"]).await;
+    assert_eq!(
+        store.settings(&q).await.unwrap(),
+        QueueSettings::default(),
+        "a re-created queue starts afresh"
+    );
+    let popped = store.pop(&q, 10).await.unwrap();
+    assert_eq!(popped.len(), 1);
+    assert_eq!(popped[0].body, "6");
+}
+
+async fn unknown_queue_is_not_found_and_not_created(store: TestStore) {
+    let q = queue("ghost");
+    let receipt = Receipt {
+        message_id: 1,
+        lease_token: 1,
+    };
+    let not_found = |what: &str, result: Result<(), StoreError>| match result {
+        Err(StoreError::QueueNotFound(name)) => assert_eq!(name, "ghost", "{what}"),
+        other => panic!("{what} on a queue never created: {other:?}"),
+    };
+    not_found("pop", store.pop(&q, 1).await.map(drop));
+    not_found("receive", store.receive(&q, 1, LONG_LEASE).await.map(drop));
+    not_found(
+        "settle",
+        store
+            .settle(&q, &[receipt], Settlement::Ack)
+            .await
+            .map(drop),
+    );
+    not_found("queue_info", store.queue_info(&q).await.map(drop));
+    not_found("settings", store.settings(&q).await.map(drop));
+    not_found("dead_letters", store.dead_letters(&q, 1).await.map(drop));
+    not_found("redrive", store.redrive(&q, 1).await.map(drop));
+    not_found("purge", store.purge(&q).await.map(drop));
+    not_found("delete_queue", store.delete_queue(&q).await.map(drop));
+    assert!(store.list_queues().await.unwrap().is_empty());
+}
+
+fn client_record(id: &str, grants: &[&str]) -> ClientRecord {
+    ClientRecord {
+        id: ClientId::parse(id).unwrap(),
+        secret_hash: format!("sha256${}", "ab".repeat(32)),
+        grants: grants.iter().map(|g| g.parse::<Grant>().unwrap()).collect(),
+        created_at: now_millis(),
+    }
+}
+
+async fn clients_are_created_listed_and_deleted(store: TestStore) {
+    assert!(store.list_clients().await.unwrap().is_empty());
+    let shop = client_record("shop", &["queue:orders:produce", "queue:*:consume"]);
+    let admin = client_record("admin", &["admin"]);
+    store.create_client(&shop).await.unwrap();
+    store.create_client(&admin).await.unwrap();
+
+    let twin = client_record("shop", &["admin"]);
+    match store.create_client(&twin).await {
+        Err(StoreError::ClientExists(id)) => assert_eq!(id, "shop"),
+        other => panic!("a second client shop: {other:?}"),
+    }
+
+    let listed = store.list_clients().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["admin", "shop"], "clients are listed by id");
+    let stored = store
+        .client(&shop.id)
+        .await
+        .unwrap()
+        .expect("shop is stored");
+    assert_eq!(stored.grants, shop.grants, "the duplicate changed nothing");
+    assert_eq!(stored.secret_hash, shop.secret_hash);
+    assert_eq!(stored.created_at, shop.created_at);
+
+    store.delete_client(&shop.id).await.unwrap();
+    assert!(store.client(&shop.id).await.unwrap().is_none());
+    match store.delete_client(&shop.id).await {
+        Err(StoreError::ClientNotFound(id)) => assert_eq!(id, "shop"),
+        other => panic!("deleting shop twice: {other:?}"),
+    }
+    let nobody = ClientId::parse("nobody").unwrap();
+    assert!(store.client(&nobody).await.unwrap().is_none());
+    let left: Vec<String> = store
+        .list_clients()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    assert_eq!(left, ["admin"]);
+}
