@@ -4,7 +4,7 @@
 //! - [`api`]: the HTTP edge (parse, call the domain, answer; errors mapped in one place);
 //! - [`auth`]: credentials, verification cache, principals and client creation;
 //! - [`domain`]: the rules (names, settings, receipts, long-poll), no HTTP or SQL;
-//! - [`store`]: persistence traits and backends (SQLite with group commit);
+//! - [`store`]: persistence traits and backends (SQLite with group commit, PostgreSQL);
 //! - [`server`] and [`config`]: start-up, shutdown and configuration;
 //! - [`bench`]: `hopper bench`.
 

@@ -132,9 +132,12 @@ async fn bootstrap_admin(store: &dyn Store, secret: Option<String>) -> anyhow::R
     }
     let generated = secret.is_none();
     let id = ClientId::parse("admin").expect("admin is a valid client id");
-    let created = clients::create(store, id, secret, &["admin".to_owned()])
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the bootstrap admin: {e}"))?;
+    let created = match clients::create(store, id, secret, &["admin".to_owned()]).await {
+        Ok(created) => created,
+        // Another node sharing the store bootstrapped it first.
+        Err(crate::domain::DomainError::Conflict(_)) => return Ok(()),
+        Err(error) => anyhow::bail!("cannot create the bootstrap admin: {error}"),
+    };
     if generated {
         // Printed once, outside the log stream, so it does not linger in log storage.
         eprintln!(

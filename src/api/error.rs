@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 503: the store is unreachable or the server is stopping; retrying later may work.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 504: the store did not confirm a write: it may or may not be stored; check before retrying.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// 500: a bug or a backend failure; the source is logged, never sent.
     #[error("{context}")]
     Internal {
@@ -70,6 +73,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(d.clone()))
             }
             ApiError::ServiceUnavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone())),
+            ApiError::OutcomeUnknown(d) => (StatusCode::GATEWAY_TIMEOUT, Some(d.clone())),
             ApiError::Internal { context, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some((*context).to_owned()),
@@ -142,6 +146,10 @@ impl From<DomainError> for ApiError {
             DomainError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
                 ApiError::ServiceUnavailable("store".into())
+            }
+            DomainError::Store(StoreError::OutcomeUnknown(cause)) => {
+                tracing::error!(%cause, "store outcome unknown");
+                ApiError::OutcomeUnknown("outcome unknown".into())
             }
             DomainError::Store(source) => ApiError::Internal {
                 context: "storage failure",

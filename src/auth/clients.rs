@@ -35,8 +35,13 @@ pub async fn create(
             let to_hash = secret.clone();
             let hash = tokio::task::spawn_blocking(move || hash_secret(&to_hash))
                 .await
-                .map_err(|_| DomainError::invalid("secret hashing was cancelled"))?
-                .map_err(|e| DomainError::invalid(format!("secret cannot be hashed: {e}")))?;
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    DomainError::Store(StoreError::Unavailable(
+                        "the secret could not be hashed".into(),
+                    ))
+                })?;
             (secret, hash)
         }
     };

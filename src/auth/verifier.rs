@@ -89,7 +89,15 @@ impl Authenticator {
         };
         let id = ClientId::parse(&credentials.client_id).map_err(|_| AuthError::Unauthorized)?;
         let Some(record) = self.store.client(&id).await? else {
-            self.forget_id(&credentials.client_id);
+            // No generation bump here: with no stored client, no verification in flight
+            // can succeed for this id, and bumping would let a stream of unknown ids keep
+            // every other client from being cached.
+            if stale_hash.is_some() {
+                self.cache
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&credentials.client_id);
+            }
             return Err(AuthError::Unauthorized);
         };
         if stale_hash.as_deref() == Some(record.secret_hash.as_str()) {

@@ -1,7 +1,7 @@
 //! Persistence behind traits: the domain speaks to storage only through these.
 //!
 //! The traits take and return domain types; no SQL, connection or backend type
-//! crosses them, so every backend (SQLite now, PostgreSQL and Redis next) is a
+//! crosses them, so every backend (SQLite and PostgreSQL; Redis next) is a
 //! drop-in. A method returns only after its write is durable.
 
 use std::sync::Arc;
@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The store cannot take requests now (closed, unreachable, out of space); retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write may or may not have been stored (e.g. committed but the fsync failed,
+    /// or the connection dropped during the commit); retrying may duplicate it.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The backend failed; the source holds the backend's own error.
     #[error("{context}")]
     Backend {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::queues;
+use super::{queues, Announcer};
 use crate::domain::clock::now_millis;
 use crate::store::{MessageId, PushRequest, StoreError, StoreResult};
 
@@ -31,12 +31,17 @@ pub struct PushBatcher {
 
 impl PushBatcher {
     /// Starts the workers on `pool`.
-    pub fn start(pool: Pool) -> Self {
+    pub fn start(pool: Pool, announcer: Announcer) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
         let known = Arc::new(std::sync::Mutex::default());
         for _ in 0..WORKERS {
-            tokio::spawn(work(pool.clone(), receiver.clone(), known.clone()));
+            tokio::spawn(work(
+                pool.clone(),
+                receiver.clone(),
+                known.clone(),
+                announcer.clone(),
+            ));
         }
         PushBatcher { sender }
     }
@@ -57,7 +62,12 @@ impl PushBatcher {
 /// Queues known to exist, shared by the workers.
 type KnownQueues = Arc<queues::KnownQueues>;
 
-async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>, known: KnownQueues) {
+async fn work(
+    pool: Pool,
+    receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>,
+    known: KnownQueues,
+    announcer: Announcer,
+) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -76,7 +86,11 @@ async fn work(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>, kno
         let requests: Vec<&PushRequest> = batch.iter().map(|p| &p.request).collect();
         match insert(&pool, &requests, &known).await {
             Ok(outcomes) => {
+                let mut announced = std::collections::HashSet::new();
                 for (push, outcome) in batch.into_iter().zip(outcomes) {
+                    if outcome.is_ok() && announced.insert(push.request.queue.clone()) {
+                        announcer.announce(&push.request.queue);
+                    }
                     let _ = push.reply.send(outcome);
                 }
             }

@@ -48,7 +48,7 @@ pub async fn create(tx: &Transaction<'_>, client: &ClientRecord) -> StoreResult<
 pub async fn list(tx: &Transaction<'_>) -> StoreResult<Vec<ClientRecord>> {
     let rows = tx
         .query(
-            "SELECT id, secret_hash, grants, created_at FROM clients ORDER BY id",
+            "SELECT id, secret_hash, grants, created_at FROM clients ORDER BY id COLLATE \"C\"",
             &[],
         )
         .await

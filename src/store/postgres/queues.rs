@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
-use super::pg;
+use super::{pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
 use crate::store::{
@@ -94,6 +94,13 @@ pub async fn push(
     now: Millis,
 ) -> StoreResult<PushOutcome> {
     let queue = ensure_queue(tx, &request.queue, &request.defaults, now).await?;
+    // Held to commit, so a concurrent delete of the queue waits and then takes these rows.
+    tx.execute(
+        "SELECT 1 FROM queues WHERE id = $1 FOR KEY SHARE",
+        &[&queue.id],
+    )
+    .await
+    .map_err(pg("lock queue"))?;
     if let Some(key) = &request.idempotency_key {
         // Serializes pushes with the same key across nodes until this transaction ends.
         tx.execute(
@@ -400,7 +407,7 @@ pub async fn queue_info(
 pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<QueueInfo>> {
     let rows = tx
         .query(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name COLLATE \"C\"",
             &[],
         )
         .await
@@ -470,6 +477,14 @@ pub async fn put_settings(
 /// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.
 pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> StoreResult<u64> {
     let queue = require_queue(tx, name).await?;
+    // Waits for pushes holding the queue row (key share) to commit, so the delete
+    // below, with a fresh snapshot, takes their messages too.
+    tx.execute(
+        "SELECT 1 FROM queues WHERE id = $1 FOR UPDATE",
+        &[&queue.id],
+    )
+    .await
+    .map_err(pg("lock queue"))?;
     let removed = tx
         .execute("DELETE FROM messages WHERE queue_id = $1", &[&queue.id])
         .await
@@ -645,47 +660,58 @@ async fn insert_into_known_queues(
             bodies.push(body.as_str());
         }
     }
-    // Joined by name, not by a cached id: a queue deleted meanwhile gets no rows
-    // instead of rows under an id that no longer exists.
+    // Joined by name, not by a cached id, and under a key-share lock on each queue
+    // row: a queue deleted before gets no rows (its requests are told so), and a
+    // delete after waits for this commit, then removes these rows too.
     let stmt = client
         .prepare_cached(
-            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
-             SELECT q.id, 0, u.v, 0, $4, u.b
-             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(name, v, b, n)
-             JOIN queues q ON q.name = u.name
-             ORDER BY u.n
-             RETURNING id",
+            "WITH q AS (SELECT id, name FROM queues WHERE name = ANY($1) FOR KEY SHARE),
+             inserted AS (
+                 INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
+                 SELECT q.id, 0, u.v, 0, $4, u.b
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(name, v, b, n)
+                 JOIN q ON q.name = u.name
+                 ORDER BY u.n
+                 RETURNING id, queue_id)
+             SELECT inserted.id, q.name FROM inserted JOIN q ON q.id = inserted.queue_id",
         )
         .await
         .map_err(pg("push"))?;
     let rows = client
         .query(&stmt, &[&names, &visible, &bodies, &now])
         .await
-        .map_err(pg("push"))?;
-    // The sequence hands out ids in row order, so sorted ids line up with the bodies.
-    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
-    ids.sort_unstable();
-    let existing: std::collections::HashSet<String> = if ids.len() == total {
-        requests.iter().map(|r| r.queue.to_string()).collect()
-    } else {
-        let rows = client
-            .query("SELECT name FROM queues WHERE name = ANY($1)", &[&names])
-            .await
-            .map_err(pg("find queues"))?;
-        let existing: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-        known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|q| existing.contains(q.as_str()));
-        existing
-    };
-    let mut ids = ids.into_iter();
+        .map_err(pg_commit("push"))?;
+    // The sequence hands out ids in row order, so each queue's sorted ids line up
+    // with its requests' bodies in request order.
+    let mut by_queue: std::collections::HashMap<String, Vec<MessageId>> =
+        std::collections::HashMap::new();
+    for row in &rows {
+        by_queue.entry(row.get(1)).or_default().push(row.get(0));
+    }
+    let mut by_queue: std::collections::HashMap<String, std::vec::IntoIter<MessageId>> = by_queue
+        .into_iter()
+        .map(|(name, mut ids)| {
+            ids.sort_unstable();
+            (name, ids.into_iter())
+        })
+        .collect();
+    let vanished: Vec<&QueueName> = requests
+        .iter()
+        .map(|r| &r.queue)
+        .filter(|q| !by_queue.contains_key(q.as_str()))
+        .collect();
+    if !vanished.is_empty() {
+        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+        for queue in vanished {
+            known.remove(queue);
+        }
+    }
     Ok(requests
         .iter()
         .map(|r| {
-            existing
-                .contains(r.queue.as_str())
-                .then(|| ids.by_ref().take(r.bodies.len()).collect())
+            by_queue
+                .get_mut(r.queue.as_str())
+                .map(|ids| ids.by_ref().take(r.bodies.len()).collect())
         })
         .collect())
 }

@@ -1,4 +1,4 @@
-//! The embedded store: SQLite in WAL mode with `synchronous=FULL`.
+//! The embedded store: SQLite in WAL mode, every answered write fsynced.
 //!
 //! Writes go through [`writer::GroupCommitWriter`] (one thread, one transaction per
 //! batch, fsync before any answer); reads run on a small pool of read-only
@@ -147,7 +147,8 @@ impl QueueStore for SqliteStore {
 
     async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
         let queue = queue.clone();
-        self.write(move |conn| queues::pop(conn, &queue, count, now_millis()))
+        self.writer
+            .write_for_caller(move |conn| queues::pop(conn, &queue, count, now_millis()))
             .await
     }
 
@@ -159,7 +160,10 @@ impl QueueStore for SqliteStore {
     ) -> StoreResult<Received> {
         let queue = queue.clone();
         let token = new_lease_token();
-        self.write(move |conn| queues::receive(conn, &queue, count, lease, token, now_millis()))
+        self.writer
+            .write_for_caller(move |conn| {
+                queues::receive(conn, &queue, count, lease, token, now_millis())
+            })
             .await
     }
 

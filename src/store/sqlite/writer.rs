@@ -14,7 +14,9 @@
 
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -27,8 +29,17 @@ const MAX_BATCH: usize = 1024;
 /// Jobs that may wait for the writer before senders are made to wait too.
 const QUEUE_DEPTH: usize = 8192;
 
-/// Called once the transaction holding a job has committed (`Ok`) or failed (`Err`).
-type Completion = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// Why a job's transaction did not become durable.
+#[derive(Debug, Clone, Copy)]
+enum Failure<'a> {
+    /// Rolled back: nothing of it was written.
+    RolledBack(&'a str),
+    /// Committed, but the fsync failed: it may or may not survive a crash.
+    NotDurable(&'a str),
+}
+
+/// Called once the transaction holding a job is durable (`Ok`) or not (`Err`).
+type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 /// A write: runs inside the batch transaction, says whether it succeeded (else its
 /// savepoint is rolled back) and how to answer once the commit is known.
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
@@ -45,12 +56,14 @@ impl GroupCommitWriter {
     pub fn start(conn: Connection, wal: File) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (committed, to_sync) = std_mpsc::channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let syncer_broken = broken.clone();
         let syncer = std::thread::Builder::new()
             .name("hopper-sqlite-sync".into())
-            .spawn(move || sync_loop(wal, to_sync))?;
+            .spawn(move || sync_loop(wal, to_sync, &syncer_broken))?;
         let writer = std::thread::Builder::new()
             .name("hopper-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, committed))?;
+            .spawn(move || run(conn, receiver, committed, &broken))?;
         Ok(GroupCommitWriter {
             sender: std::sync::Mutex::new(Some(sender)),
             threads: std::sync::Mutex::new(vec![writer, syncer]),
@@ -58,6 +71,7 @@ impl GroupCommitWriter {
     }
 
     /// Runs `op` in the next batch; answers after the batch commits, then runs `after_commit`.
+    /// The write happens even if the caller is gone by then (see the module doc).
     pub async fn write<T, F>(
         &self,
         op: F,
@@ -67,8 +81,36 @@ impl GroupCommitWriter {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.submit(op, after_commit, false).await
+    }
+
+    /// Like [`Self::write`], but skipped when the caller is gone before its batch runs:
+    /// for writes that hand something to the caller (a pop, a lease), which nobody
+    /// would receive.
+    pub async fn write_for_caller<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(op, || {}, true).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        op: F,
+        after_commit: impl FnOnce() + Send + 'static,
+        skip_if_abandoned: bool,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
+            if skip_if_abandoned && reply.is_closed() {
+                let nothing: Completion = Box::new(|_| {});
+                return (true, nothing);
+            }
             let result = op(conn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit| {
@@ -77,9 +119,12 @@ impl GroupCommitWriter {
                         after_commit();
                         Ok(value)
                     }
-                    (Ok(_), Err(cause)) => {
+                    (Ok(_), Err(Failure::RolledBack(cause))) => {
                         Err(StoreError::Unavailable(format!("commit failed: {cause}")))
                     }
+                    (Ok(_), Err(Failure::NotDurable(cause))) => Err(StoreError::OutcomeUnknown(
+                        format!("committed but not fsynced: {cause}"),
+                    )),
                     (Err(error), _) => Err(error),
                 };
                 let _ = reply.send(outcome);
@@ -116,10 +161,14 @@ impl GroupCommitWriter {
     }
 }
 
+/// `broken` is set once durability can no longer be promised (a failed fsync, a dead
+/// syncer); from then on jobs are dropped unrun, so callers get `Unavailable` and
+/// nothing more is written behind their back.
 fn run(
     conn: Connection,
     mut receiver: mpsc::Receiver<Job>,
     committed: std_mpsc::Sender<Vec<Completion>>,
+    broken: &AtomicBool,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
@@ -130,10 +179,18 @@ fn run(
                 Err(_) => break,
             }
         }
+        if broken.load(Ordering::Acquire) {
+            batch.clear();
+            continue;
+        }
         if let Some(completions) = commit_batch(&conn, &mut batch) {
-            // A closed channel means the syncer died: dropping the completions answers
-            // each caller `Unavailable`, never a success that was not fsynced.
-            let _ = committed.send(completions);
+            if let Err(unsent) = committed.send(completions) {
+                tracing::error!("sqlite: the syncer thread is gone; refusing every later write");
+                broken.store(true, Ordering::Release);
+                for completion in unsent.0 {
+                    completion(Err(Failure::NotDurable("the syncer thread is gone")));
+                }
+            }
         }
     }
 }
@@ -141,7 +198,7 @@ fn run(
 /// Fsyncs the WAL for every committed batch waiting, then answers their requests.
 /// After a failed fsync nothing is trusted again: the kernel may have dropped the
 /// dirty pages, so a later "successful" fsync would not cover them.
-fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Vec<Completion>>) {
+fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Vec<Completion>>, broken: &AtomicBool) {
     let mut failed: Option<String> = None;
     while let Ok(first) = to_sync.recv() {
         let mut batches = vec![first];
@@ -150,10 +207,15 @@ fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Vec<Completion>>) {
             if let Err(error) = wal.sync_data() {
                 tracing::error!(%error, "sqlite: fsync of the WAL failed; refusing every later write");
                 failed = Some(format!("fsync failed: {error}"));
+                broken.store(true, Ordering::Release);
             }
         }
         for completion in batches.into_iter().flatten() {
-            completion(failed.as_deref().map_or(Ok(()), Err));
+            completion(
+                failed
+                    .as_deref()
+                    .map_or(Ok(()), |cause| Err(Failure::NotDurable(cause))),
+            );
         }
     }
 }
@@ -169,9 +231,23 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completio
         return None;
     }
     let mut completions = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
+    let mut jobs = batch.drain(..);
+    while let Some(job) = jobs.next() {
         if let Some(completion) = run_job(conn, job) {
             completions.push(completion);
+        }
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): nothing
+            // gathered so far was written. The rest of the batch gets a new transaction.
+            tracing::error!("sqlite: the batch transaction was rolled back by SQLite");
+            for completion in completions.drain(..) {
+                completion(Err(Failure::RolledBack("the transaction was rolled back")));
+            }
+            if let Err(error) = execute_cached(conn, "BEGIN IMMEDIATE") {
+                tracing::error!(%error, "sqlite: cannot begin a write transaction");
+                jobs.for_each(drop);
+                return None;
+            }
         }
     }
     match execute_cached(conn, "COMMIT") {
@@ -181,7 +257,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completio
             let _ = execute_cached(conn, "ROLLBACK");
             let cause = error.to_string();
             for completion in completions {
-                completion(Err(&cause));
+                completion(Err(Failure::RolledBack(&cause)));
             }
             None
         }
