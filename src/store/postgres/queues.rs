@@ -54,6 +54,37 @@ async fn require_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Qu
         .ok_or_else(|| StoreError::QueueNotFound(name.to_string()))
 }
 
+/// Creates the queue with `defaults` unless it exists (made by any node).
+async fn create_queue_if_absent(
+    client: &impl deadpool_postgres::GenericClient,
+    name: &QueueName,
+    defaults: &QueueSettings,
+    now: Millis,
+) -> StoreResult<()> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        )
+        .await
+        .map_err(pg("create queue"))?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &name.as_str(),
+                &millis_of(defaults.lease),
+                &(defaults.max_attempts as i32),
+                &defaults.retention.map(millis_of),
+                &millis_of(defaults.idempotency_window),
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg("create queue"))?;
+    Ok(())
+}
+
 /// Creates the queue unless another request (on any node) just did; returns its row.
 async fn ensure_queue(
     tx: &Transaction<'_>,
@@ -64,26 +95,7 @@ async fn ensure_queue(
     if let Some(queue) = find_queue(tx, name).await? {
         return Ok(queue);
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
-        )
-        .await
-        .map_err(pg("create queue"))?;
-    tx.execute(
-        &stmt,
-        &[
-            &name.as_str(),
-            &millis_of(defaults.lease),
-            &(defaults.max_attempts as i32),
-            &defaults.retention.map(millis_of),
-            &millis_of(defaults.idempotency_window),
-            &now,
-        ],
-    )
-    .await
-    .map_err(pg("create queue"))?;
+    create_queue_if_absent(tx, name, defaults, now).await?;
     require_queue(tx, name).await
 }
 
@@ -619,28 +631,7 @@ async fn insert_into_known_queues(
             .collect()
     };
     for request in unknown {
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
-            )
-            .await
-            .map_err(pg("create queue"))?;
-        let defaults = &request.defaults;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &request.queue.as_str(),
-                    &millis_of(defaults.lease),
-                    &(defaults.max_attempts as i32),
-                    &defaults.retention.map(millis_of),
-                    &millis_of(defaults.idempotency_window),
-                    &now,
-                ],
-            )
-            .await
-            .map_err(pg("create queue"))?;
+        create_queue_if_absent(client, &request.queue, &request.defaults, now).await?;
         known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
