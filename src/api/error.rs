@@ -173,6 +173,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_failures_map_to_retryable_or_unknown_statuses() {
+        let answer = |error: StoreError| ApiError::from(error).into_response();
+        let unavailable = answer(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(unavailable.headers().contains_key(header::RETRY_AFTER));
+        // A write that may have happened must not invite a blind retry.
+        let unknown = answer(StoreError::OutcomeUnknown("fsync failed".into()));
+        assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(!unknown.headers().contains_key(header::RETRY_AFTER));
+        let not_found = answer(StoreError::QueueNotFound("orders".into()));
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
     fn bodies_follow_seed_004() {
         assert_eq!(
             error_body(StatusCode::UNAUTHORIZED, None),

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::now_millis;
 use super::settings::{check_delay, check_lease};
 use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
 use crate::store::{
@@ -146,12 +145,9 @@ impl QueueService {
                 return Ok(received.messages);
             }
             let wake_at = received
-                .next_ready_at
-                .map(|at| {
-                    // One extra millisecond: readiness is `visible_at <= now` in whole milliseconds.
-                    let ahead = (at - now_millis()).max(0) as u64 + 1;
-                    now + Duration::from_millis(ahead)
-                })
+                .next_ready_in
+                // One extra millisecond: readiness is `visible_at <= now` in whole milliseconds.
+                .map(|ahead| now + ahead + Duration::from_millis(1))
                 .map_or(deadline, |at| at.min(deadline));
             tokio::select! {
                 _ = &mut notified => {}

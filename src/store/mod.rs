@@ -117,8 +117,9 @@ pub enum PushOutcome {
 pub struct Received {
     /// Leased messages, oldest first.
     pub messages: Vec<Message>,
-    /// When nothing was ready: the earliest time a delayed or leased message becomes ready.
-    pub next_ready_at: Option<Millis>,
+    /// When nothing was ready: how long until a delayed or leased message becomes ready
+    /// (relative, so the caller's clock need not agree with the store's).
+    pub next_ready_in: Option<Duration>,
 }
 
 /// Per receipt, whether an ack, nack or extend was applied.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{queues, Announcer};
-use crate::domain::clock::now_millis;
+use super::{queues, Announcer, DbClock};
+use crate::domain::clock::Millis;
 use crate::store::{MessageId, PushRequest, StoreError, StoreResult};
 
 /// Pushes in one transaction at most; bounds one statement's size.
@@ -31,7 +31,7 @@ pub struct PushBatcher {
 
 impl PushBatcher {
     /// Starts the workers on `pool`.
-    pub fn start(pool: Pool, announcer: Announcer) -> Self {
+    pub fn start(pool: Pool, announcer: Announcer, clock: DbClock) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
         let known = Arc::new(std::sync::Mutex::default());
@@ -41,6 +41,7 @@ impl PushBatcher {
                 receiver.clone(),
                 known.clone(),
                 announcer.clone(),
+                clock.clone(),
             ));
         }
         PushBatcher { sender }
@@ -67,6 +68,7 @@ async fn work(
     receiver: Arc<Mutex<mpsc::Receiver<PendingPush>>>,
     known: KnownQueues,
     announcer: Announcer,
+    clock: DbClock,
 ) {
     loop {
         let batch = {
@@ -84,7 +86,7 @@ async fn work(
             batch
         };
         let requests: Vec<&PushRequest> = batch.iter().map(|p| &p.request).collect();
-        match insert(&pool, &requests, &known).await {
+        match insert(&pool, &requests, &known, clock.now()).await {
             Ok(outcomes) => {
                 let mut announced = std::collections::HashSet::new();
                 for (push, outcome) in batch.into_iter().zip(outcomes) {
@@ -107,12 +109,13 @@ async fn insert(
     pool: &Pool,
     requests: &[&PushRequest],
     known: &KnownQueues,
+    now: Millis,
 ) -> StoreResult<Vec<StoreResult<Vec<MessageId>>>> {
     let client = pool
         .get()
         .await
         .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))?;
-    queues::push_many(&client, requests, known, now_millis()).await
+    queues::push_many(&client, requests, known, now).await
 }
 
 /// One batch's failure, told to each of its requests.

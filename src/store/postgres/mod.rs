@@ -15,7 +15,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::clock::now_millis;
+use crate::domain::clock::{now_millis, Millis};
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
 use crate::store::{
     ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
@@ -109,8 +109,57 @@ fn parse_url(url: &str) -> anyhow::Result<(tokio_postgres::Config, Option<String
     Ok((config, schema))
 }
 
+/// How often each node re-measures its clock against the database's.
+const CLOCK_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The database's clock, read locally: the node's clock plus a measured offset.
+/// Leases, delays and windows are compared across nodes, so every node must use one
+/// clock; asking the database on every operation would cost a round trip each.
+#[derive(Clone, Default)]
+struct DbClock {
+    offset_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl DbClock {
+    fn now(&self) -> Millis {
+        now_millis() + self.offset_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Measures the offset with one query, halving the round trip.
+    async fn sync(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let sent = now_millis();
+        let row = client
+            .query_one(
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )
+            .await?;
+        let received = now_millis();
+        let database: i64 = row.get(0);
+        let offset = database - (sent + received) / 2;
+        self.offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn keep_clock_in_sync(pool: Pool, clock: DbClock, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLOCK_SYNC_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Ok(client) = pool.get().await {
+            if let Err(error) = clock.sync(&client).await {
+                tracing::warn!(%error, "postgres: cannot read the database clock");
+            }
+        }
+    }
+}
+
 /// The PostgreSQL backend.
 pub struct PostgresStore {
+    clock: DbClock,
     pool: Pool,
     wakeups: Arc<Wakeups>,
     pushes: batcher::PushBatcher,
@@ -176,6 +225,11 @@ impl PostgresStore {
         schema::migrate(&mut client, schema.as_deref())
             .await
             .context("cannot migrate the PostgreSQL store")?;
+        let clock = DbClock::default();
+        clock
+            .sync(&client)
+            .await
+            .context("cannot read the PostgreSQL clock")?;
         drop(client);
         let _ = driver.await;
         let manager = Manager::from_config(
@@ -206,8 +260,14 @@ impl PostgresStore {
             wakeups: wakeups.clone(),
             names: names_sender,
         };
+        tokio::spawn(keep_clock_in_sync(
+            pool.clone(),
+            clock.clone(),
+            stop_listening.clone(),
+        ));
         Ok(PostgresStore {
-            pushes: batcher::PushBatcher::start(pool.clone(), announcer.clone()),
+            pushes: batcher::PushBatcher::start(pool.clone(), announcer.clone(), clock.clone()),
+            clock,
             pool,
             wakeups,
             announcer,
@@ -249,12 +309,12 @@ impl QueueStore for PostgresStore {
             // The batcher announces after its commit, even if this caller has gone.
             return self.pushes.push(request).await.map(PushOutcome::Created);
         }
-        let outcome = transaction!(self, |tx| queues::push(&tx, &request, now_millis()));
+        let outcome = transaction!(self, |tx| queues::push(&tx, &request, self.clock.now()));
         self.announcing(&request.queue, outcome)
     }
 
     async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::pop(&tx, queue, count, now_millis()))
+        transaction!(self, |tx| queues::pop(&tx, queue, count, self.clock.now()))
     }
 
     async fn receive(
@@ -270,7 +330,7 @@ impl QueueStore for PostgresStore {
             count,
             lease,
             token,
-            now_millis()
+            self.clock.now()
         ))
     }
 
@@ -285,7 +345,7 @@ impl QueueStore for PostgresStore {
             queue,
             receipts,
             settlement,
-            now_millis()
+            self.clock.now()
         ));
         match settlement {
             Settlement::Nack { .. } => self.announcing(queue, settled),
@@ -294,11 +354,11 @@ impl QueueStore for PostgresStore {
     }
 
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
-        transaction!(self, |tx| queues::queue_info(&tx, queue, now_millis()))
+        transaction!(self, |tx| queues::queue_info(&tx, queue, self.clock.now()))
     }
 
     async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
-        transaction!(self, |tx| queues::list_queues(&tx, now_millis()))
+        transaction!(self, |tx| queues::list_queues(&tx, self.clock.now()))
     }
 
     async fn put_settings(
@@ -310,7 +370,7 @@ impl QueueStore for PostgresStore {
             &tx,
             queue,
             settings,
-            now_millis()
+            self.clock.now()
         ));
         self.announcing(queue, upsert)
     }
@@ -334,17 +394,22 @@ impl QueueStore for PostgresStore {
             &tx,
             queue,
             limit,
-            now_millis()
+            self.clock.now()
         ))
     }
 
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
-        let moved = transaction!(self, |tx| queues::redrive(&tx, queue, limit, now_millis()));
+        let moved = transaction!(self, |tx| queues::redrive(
+            &tx,
+            queue,
+            limit,
+            self.clock.now()
+        ));
         self.announcing(queue, moved)
     }
 
     async fn sweep(&self) -> StoreResult<u64> {
-        transaction!(self, |tx| queues::sweep(&tx, now_millis()))
+        transaction!(self, |tx| queues::sweep(&tx, self.clock.now()))
     }
 }
 

@@ -277,7 +277,8 @@ pub async fn receive(
             .get(0);
         return Ok(Received {
             messages,
-            next_ready_at,
+            next_ready_in: next_ready_at
+                .map(|at: Millis| Duration::from_millis((at - now).max(0) as u64)),
         });
     }
     messages.sort_unstable_by_key(|m| m.id);
@@ -289,7 +290,7 @@ pub async fn receive(
     }
     Ok(Received {
         messages,
-        next_ready_at: None,
+        next_ready_in: None,
     })
 }
 

@@ -198,7 +198,7 @@ pub fn receive(
         })
         .map_err(sql("receive"))?;
     if messages.is_empty() {
-        let next_ready_at = conn
+        let next_ready_at: Option<Millis> = conn
             .prepare_cached(
                 "SELECT MIN(visible_at) FROM messages WHERE queue_id = ?1 AND state IN (0, 1)",
             )
@@ -206,7 +206,8 @@ pub fn receive(
             .map_err(sql("find next ready message"))?;
         return Ok(Received {
             messages,
-            next_ready_at,
+            next_ready_in: next_ready_at
+                .map(|at: Millis| Duration::from_millis((at - now).max(0) as u64)),
         });
     }
     messages.sort_unstable_by_key(|m| m.id);
@@ -218,7 +219,7 @@ pub fn receive(
     }
     Ok(Received {
         messages,
-        next_ready_at: None,
+        next_ready_in: None,
     })
 }
 
