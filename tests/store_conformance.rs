@@ -29,7 +29,8 @@ conformance! {
     delayed_push_becomes_ready_after_its_delay,
     counts_tell_ready_leased_delayed_and_dead_apart,
     message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
-    put_settings_creates_then_updates_the_queue,
+    update_settings_creates_then_updates_the_queue,
+    concurrent_settings_updates_compose,
     purge_empties_a_queue_and_delete_removes_it,
     unknown_queue_is_not_found_and_not_created,
     clients_are_created_listed_and_deleted,
@@ -420,7 +421,7 @@ async fn counts_tell_ready_leased_delayed_and_dead_apart(store: TestStore) {
         max_attempts: 1,
         ..QueueSettings::default()
     };
-    store.put_settings(&q, &settings).await.unwrap();
+    store.update_settings(&q, set_to(&settings)).await.unwrap();
     push(&store, &q, &["1", "2", "3", "4"]).await;
     let delayed = PushRequest {
         delay: Duration::from_secs(60),
@@ -462,7 +463,7 @@ async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts(st
         ..QueueSettings::default()
     };
     assert_eq!(
-        store.put_settings(&q, &settings).await.unwrap(),
+        store.update_settings(&q, set_to(&settings)).await.unwrap(),
         Upsert::Created
     );
     let ids = push(&store, &q, &[r#"{"bad":true}"#]).await;
@@ -494,7 +495,7 @@ async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts(st
     assert_eq!(redriven[0].attempts, 1, "a redrive resets the attempts");
 }
 
-async fn put_settings_creates_then_updates_the_queue(store: TestStore) {
+async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
     let q = queue("tuned");
     assert!(matches!(
         store.settings(&q).await,
@@ -507,7 +508,7 @@ async fn put_settings_creates_then_updates_the_queue(store: TestStore) {
         idempotency_window: Duration::from_secs(60),
     };
     assert_eq!(
-        store.put_settings(&q, &first).await.unwrap(),
+        store.update_settings(&q, set_to(&first)).await.unwrap(),
         Upsert::Created
     );
     assert_eq!(store.settings(&q).await.unwrap(), first);
@@ -519,7 +520,7 @@ async fn put_settings_creates_then_updates_the_queue(store: TestStore) {
         ..first.clone()
     };
     assert_eq!(
-        store.put_settings(&q, &second).await.unwrap(),
+        store.update_settings(&q, set_to(&second)).await.unwrap(),
         Upsert::Updated
     );
     assert_eq!(store.settings(&q).await.unwrap(), second);
@@ -546,7 +547,7 @@ async fn purge_empties_a_queue_and_delete_removes_it(store: TestStore) {
         max_attempts: 7,
         ..QueueSettings::default()
     };
-    store.put_settings(&q, &settings).await.unwrap();
+    store.update_settings(&q, set_to(&settings)).await.unwrap();
     push(&store, &q, &["1", "2", "3"]).await;
     let leased = receive(&store, &q, 1, LONG_LEASE).await;
 
@@ -653,4 +654,35 @@ async fn clients_are_created_listed_and_deleted(store: TestStore) {
         .map(|c| c.id.to_string())
         .collect();
     assert_eq!(left, ["admin"]);
+}
+
+/// An update that sets the settings whatever they were.
+fn set_to(settings: &QueueSettings) -> hopper::store::SettingsUpdate {
+    let settings = settings.clone();
+    Box::new(move |_| settings)
+}
+
+async fn concurrent_settings_updates_compose(store: TestStore) {
+    let q = queue("composed");
+    let start = QueueSettings {
+        max_attempts: 1,
+        ..QueueSettings::default()
+    };
+    store.update_settings(&q, set_to(&start)).await.unwrap();
+    // Each update reads the current value and adds one: a read and a write that are
+    // not one atomic step would lose increments.
+    let increments = (0..20).map(|_| {
+        store.update_settings(
+            &q,
+            Box::new(|current: Option<QueueSettings>| {
+                let mut next = current.expect("the queue exists");
+                next.max_attempts += 1;
+                next
+            }),
+        )
+    });
+    for upsert in futures_util::future::join_all(increments).await {
+        upsert.unwrap();
+    }
+    assert_eq!(store.settings(&q).await.unwrap().max_attempts, 21);
 }

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::settings::{check_delay, check_lease};
 use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
 use crate::store::{
-    Message, PushOutcome, PushRequest, QueueInfo, Receipt, Settled, Settlement, Store, Upsert,
+    Message, PushOutcome, PushRequest, QueueInfo, Receipt, SettingsUpdate, Settled, Settlement,
+    Store, Upsert,
 };
 
 /// Most messages one pop, receive, batch or settle may carry.
@@ -201,13 +202,15 @@ impl QueueService {
         queue: &QueueName,
         patch: &SettingsPatch,
     ) -> Result<(Upsert, QueueInfo), DomainError> {
-        let current = match self.store.settings(queue).await {
-            Ok(settings) => settings,
-            Err(crate::store::StoreError::QueueNotFound(_)) => self.defaults.clone(),
-            Err(error) => return Err(error.into()),
-        };
-        let next = patch.apply(&current)?;
-        let upsert = self.store.put_settings(queue, &next).await?;
+        // The limits do not depend on the current values: checking against the defaults
+        // here means the update below, run inside the store's write, cannot fail.
+        patch.apply(&self.defaults)?;
+        let (patch, defaults) = (patch.clone(), self.defaults.clone());
+        let update: SettingsUpdate = Box::new(move |current| {
+            let base = current.unwrap_or(defaults);
+            patch.apply(&base).unwrap_or(base)
+        });
+        let upsert = self.store.update_settings(queue, update).await?;
         Ok((upsert, self.store.queue_info(queue).await?))
     }
 

@@ -172,6 +172,9 @@ pub struct QueueInfo {
     pub counts: QueueCounts,
 }
 
+/// A change of settings computed from the current ones (`None`: the queue is new).
+pub type SettingsUpdate = Box<dyn FnOnce(Option<QueueSettings>) -> QueueSettings + Send>;
+
 /// What a settings write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -206,11 +209,12 @@ pub trait QueueStore: Send + Sync {
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo>;
     /// Every queue with its counts, by name.
     async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>>;
-    /// Creates the queue with these settings, or replaces the settings of an existing one.
-    async fn put_settings(
+    /// Creates the queue or changes its settings to `update(current)` (`None` when the
+    /// queue is new), read and written in one atomic step so concurrent changes compose.
+    async fn update_settings(
         &self,
         queue: &QueueName,
-        settings: &QueueSettings,
+        update: SettingsUpdate,
     ) -> StoreResult<Upsert>;
     /// The settings of an existing queue.
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings>;

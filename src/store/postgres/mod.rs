@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
+use crate::store::SettingsUpdate;
 use crate::store::{
     ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
     Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
@@ -361,17 +362,13 @@ impl QueueStore for PostgresStore {
         transaction!(self, |tx| queues::list_queues(&tx, self.clock.now()))
     }
 
-    async fn put_settings(
+    async fn update_settings(
         &self,
         queue: &QueueName,
-        settings: &QueueSettings,
+        update: SettingsUpdate,
     ) -> StoreResult<Upsert> {
-        let upsert = transaction!(self, |tx| queues::put_settings(
-            &tx,
-            queue,
-            settings,
-            self.clock.now()
-        ));
+        let now = self.clock.now();
+        let upsert = transaction!(self, |tx| queues::update_settings(&tx, queue, update, now));
         self.announcing(queue, upsert)
     }
 

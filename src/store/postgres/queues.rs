@@ -10,6 +10,7 @@ use deadpool_postgres::Transaction;
 use super::{pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
+use crate::store::SettingsUpdate;
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
@@ -448,43 +449,51 @@ pub async fn settings(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Que
     Ok(require_queue(tx, name).await?.settings)
 }
 
-/// Creates or updates a queue's settings.
-pub async fn put_settings(
+/// Creates or updates a queue's settings; the row lock makes concurrent changes compose.
+pub async fn update_settings(
     tx: &Transaction<'_>,
     name: &QueueName,
-    settings: &QueueSettings,
+    update: SettingsUpdate,
     now: Millis,
 ) -> StoreResult<Upsert> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (name) DO UPDATE SET lease_ms = EXCLUDED.lease_ms, max_attempts = EXCLUDED.max_attempts,
-                 retention_ms = EXCLUDED.retention_ms, idempotency_window_ms = EXCLUDED.idempotency_window_ms
-             RETURNING (xmax = 0)",
+            "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = $1 FOR UPDATE",
         )
         .await
-        .map_err(pg("put queue settings"))?;
-    let created: bool = tx
-        .query_one(
-            &stmt,
-            &[
-                &name.as_str(),
-                &millis_of(settings.lease),
-                &(settings.max_attempts as i32),
-                &settings.retention.map(millis_of),
-                &millis_of(settings.idempotency_window),
-                &now,
-            ],
+        .map_err(pg("read queue settings"))?;
+    let current = tx
+        .query_opt(&stmt, &[&name.as_str()])
+        .await
+        .map_err(pg("read queue settings"))?
+        .map(|row| settings_from_row(&row, 0));
+    let Some(current) = current else {
+        let settings = update(None);
+        create_queue_if_absent(tx, name, &settings, now).await?;
+        // Another node may have created it first; its row wins, as if it came just before.
+        return Ok(Upsert::Created);
+    };
+    let settings = update(Some(current));
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE queues SET lease_ms = $2, max_attempts = $3, retention_ms = $4, idempotency_window_ms = $5
+             WHERE name = $1",
         )
         .await
-        .map_err(pg("put queue settings"))?
-        .get(0);
-    Ok(if created {
-        Upsert::Created
-    } else {
-        Upsert::Updated
-    })
+        .map_err(pg("update queue settings"))?;
+    tx.execute(
+        &stmt,
+        &[
+            &name.as_str(),
+            &millis_of(settings.lease),
+            &(settings.max_attempts as i32),
+            &settings.retention.map(millis_of),
+            &millis_of(settings.idempotency_window),
+        ],
+    )
+    .await
+    .map_err(pg("update queue settings"))?;
+    Ok(Upsert::Updated)
 }
 
 /// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
+use crate::store::SettingsUpdate;
 use crate::store::{
     ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
     Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
@@ -195,15 +196,15 @@ impl QueueStore for SqliteStore {
             .await
     }
 
-    async fn put_settings(
+    async fn update_settings(
         &self,
         queue: &QueueName,
-        settings: &QueueSettings,
+        update: SettingsUpdate,
     ) -> StoreResult<Upsert> {
-        let (name, settings) = (queue.clone(), settings.clone());
+        let name = queue.clone();
         // A changed lease or attempt limit can make messages ready: wake waiters to re-check.
         self.write_and_wake(queue, move |conn| {
-            queues::put_settings(conn, &name, &settings, now_millis())
+            queues::update_settings(conn, &name, update, now_millis())
         })
         .await
     }

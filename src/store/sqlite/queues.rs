@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
+use crate::store::SettingsUpdate;
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
@@ -362,17 +363,18 @@ pub fn settings(conn: &Connection, name: &QueueName) -> StoreResult<QueueSetting
     Ok(require_queue(conn, name)?.settings)
 }
 
-/// Creates or updates a queue's settings.
-pub fn put_settings(
+/// Creates or updates a queue's settings, reading and writing in the same transaction.
+pub fn update_settings(
     conn: &Connection,
     name: &QueueName,
-    settings: &QueueSettings,
+    update: SettingsUpdate,
     now: Millis,
 ) -> StoreResult<Upsert> {
-    if find_queue(conn, name)?.is_none() {
-        insert_queue(conn, name, settings, now)?;
+    let Some(current) = find_queue(conn, name)? else {
+        insert_queue(conn, name, &update(None), now)?;
         return Ok(Upsert::Created);
-    }
+    };
+    let settings = update(Some(current.settings));
     conn.prepare_cached(
         "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5
          WHERE name = ?1",
