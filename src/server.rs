@@ -24,7 +24,7 @@ use crate::api::error::{error_body, json_response};
 use crate::api::{self, AppState};
 use crate::auth::{clients, Authenticator};
 use crate::config::Config;
-use crate::domain::{ClientId, QueueService};
+use crate::domain::{ClientId, QueueService, StreamService};
 use crate::store::{self, Store};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -100,6 +100,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             config.queue_defaults.clone(),
             shutdown.clone(),
         ),
+        streams: StreamService::new(store.clone(), shutdown.clone()),
         auth,
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,

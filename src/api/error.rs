@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 409: the thing exists already.
     #[error("{0}")]
     Conflict(String),
+    /// 423: the stream belongs to another producer (seed 004).
+    #[error("{0}")]
+    Locked(String),
     /// 413: the body is over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, Some(d.clone())),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, Some(d.clone())),
+            ApiError::Locked(d) => (StatusCode::LOCKED, Some(d.clone())),
             ApiError::PayloadTooLarge(d) => (StatusCode::PAYLOAD_TOO_LARGE, Some(d.clone())),
             ApiError::UnsupportedMediaType(d) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(d.clone()))

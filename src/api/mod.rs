@@ -18,13 +18,14 @@ use serde::Serialize;
 
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::settings::parse_duration;
-use crate::domain::{ClientId, QueueName, QueueService};
+use crate::domain::{ClientId, QueueName, QueueService, StreamName, StreamService};
 use crate::store::Store;
 
 mod admin;
 pub mod error;
 mod health;
 mod queues;
+mod streams;
 
 use error::json_response;
 pub use error::ApiError;
@@ -34,6 +35,8 @@ pub use error::ApiError;
 pub struct AppState {
     /// Queue rules and storage.
     pub queues: QueueService,
+    /// Stream rules and storage.
+    pub streams: StreamService,
     /// Credential checks.
     pub auth: Arc<Authenticator>,
     /// The store, for health checks and the admin API.
@@ -69,6 +72,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/queues/{queue}/purge", post(queues::purge))
         .route("/api/v1/queues/{queue}/dead", get(queues::dead_letters))
         .route("/api/v1/queues/{queue}/dead/redrive", post(queues::redrive))
+        .route("/api/v1/streams", get(streams::list))
+        .route("/api/v1/streams/{stream}", get(streams::info))
+        .route(
+            "/api/v1/streams/{stream}/events",
+            post(streams::append).get(streams::read),
+        )
+        .route(
+            "/api/v1/streams/{stream}/events/{event}",
+            post(streams::ack),
+        )
+        .route(
+            "/api/v1/admin/streams/{stream}/owner",
+            axum::routing::put(streams::set_owner),
+        )
         .route(
             "/api/v1/admin/clients",
             get(admin::list).post(admin::create),
@@ -115,31 +132,57 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// The `{queue}` path segment, validated.
-pub struct QueuePath(pub QueueName);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueuePath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
-        Ok(QueuePath(QueueName::parse(&raw)?))
-    }
+/// Path segments, percent-decoded, in route order.
+async fn path_segments<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<Vec<String>, ApiError> {
+    let Path(segments) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
+    Ok(segments.into_iter().map(|(_, value)| value).collect())
 }
 
-/// The `{id}` path segment of the admin API, validated.
-pub struct ClientPath(pub ClientId);
+/// Defines an extractor for a validated name taken from the route's first path segment.
+macro_rules! name_path {
+    ($(#[$doc:meta])* $extractor:ident($name:ty)) => {
+        $(#[$doc])*
+        pub struct $extractor(pub $name);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientPath {
+        impl<S: Send + Sync> FromRequestParts<S> for $extractor {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let segments = path_segments(parts, state).await?;
+                let raw = segments.first().map(String::as_str).unwrap_or_default();
+                Ok($extractor(<$name>::parse(raw)?))
+            }
+        }
+    };
+}
+
+name_path!(
+    /// The `{queue}` path segment, validated.
+    QueuePath(QueueName)
+);
+name_path!(
+    /// The `{stream}` path segment, validated.
+    StreamPath(StreamName)
+);
+name_path!(
+    /// The `{id}` path segment of the admin API, validated.
+    ClientPath(ClientId)
+);
+
+/// The second path segment as text, e.g. `{event}` in `/streams/{stream}/events/{event}`.
+pub struct SecondSegment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SecondSegment {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))?;
-        Ok(ClientPath(ClientId::parse(&raw)?))
+        let segments = path_segments(parts, state).await?;
+        Ok(SecondSegment(segments.get(1).cloned().unwrap_or_default()))
     }
 }
 
@@ -160,6 +203,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
+    /// A parameter as given, if present.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// A count-like parameter: an integer between 1 and `max`, `default` when absent.
     pub fn count(&self, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
         let Some(raw) = self.0.get(name) else {

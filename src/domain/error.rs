@@ -36,6 +36,7 @@ impl From<StoreError> for DomainError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::QueueNotFound(name) => DomainError::NotFound(format!("queue {name}")),
+            StoreError::StreamNotFound(name) => DomainError::NotFound(format!("stream {name}")),
             StoreError::ClientExists(id) => DomainError::Conflict(format!("client {id} exists")),
             StoreError::ClientNotFound(id) => DomainError::NotFound(format!("client {id}")),
             other => DomainError::Store(other),

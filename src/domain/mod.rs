@@ -9,11 +9,13 @@ pub mod grants;
 pub mod names;
 pub mod queues;
 pub mod settings;
+pub mod streams;
 pub mod wakeups;
 
 pub use error::DomainError;
 pub use grants::{Action, Grant, ResourceKind};
-pub use names::{ClientId, QueueName};
+pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueService, ReceiveRequest};
 pub use settings::{QueueSettings, SettingsPatch};
+pub use streams::StreamService;
 pub use wakeups::{Revocation, Wakeups};

@@ -20,51 +20,49 @@ fn check_name(kind: &str, raw: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// A queue name: `[A-Za-z0-9._-]{1,128}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
+/// Defines a validated name type over the shared alphabet.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl QueueName {
-    /// Accepts a name that matches `[A-Za-z0-9._-]{1,128}`.
-    pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        check_name("queue", raw)?;
-        Ok(QueueName(raw.to_owned()))
-    }
+        impl $name {
+            /// Accepts a name that matches `[A-Za-z0-9._-]{1,128}`.
+            pub fn parse(raw: &str) -> Result<Self, DomainError> {
+                check_name($kind, raw)?;
+                Ok($name(raw.to_owned()))
+            }
 
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for QueueName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A client id: the same alphabet as queue names, so it is safe in headers and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(String);
-
-impl ClientId {
-    /// Accepts an id that matches `[A-Za-z0-9._-]{1,128}`.
-    pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        check_name("client", raw)?;
-        Ok(ClientId(raw.to_owned()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_type!(
+    /// A queue name: `[A-Za-z0-9._-]{1,128}`.
+    QueueName,
+    "queue"
+);
+name_type!(
+    /// A stream name: `[A-Za-z0-9._-]{1,128}`.
+    StreamName,
+    "stream"
+);
+name_type!(
+    /// A client id: the same alphabet as queue names, so it is safe in headers and logs.
+    ClientId,
+    "client"
+);
 
 #[cfg(test)]
 mod tests {

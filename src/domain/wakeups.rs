@@ -7,6 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, Notify};
 
+/// The wake-up key of a stream's appends; `/` cannot occur in names, so it never
+/// meets a queue's key.
+pub fn stream_key(stream: &super::StreamName) -> String {
+    format!("stream/{stream}")
+}
+
 /// Revocations buffered per subscriber; one that falls further behind forgets every client.
 const REVOCATION_BUFFER: usize = 256;
 

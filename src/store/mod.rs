@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::clock::Millis;
-use crate::domain::{ClientId, Grant, QueueName, QueueSettings, Wakeups};
+use crate::domain::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
 
 pub mod postgres;
 pub mod sqlite;
@@ -24,6 +24,9 @@ pub enum StoreError {
     /// The queue was never created (or was deleted).
     #[error("queue {0} not found")]
     QueueNotFound(String),
+    /// The stream has no events yet (or never existed).
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
     /// A client with this id exists already.
     #[error("client {0} exists")]
     ClientExists(String),
@@ -230,6 +233,109 @@ pub trait QueueStore: Send + Sync {
     async fn sweep(&self) -> StoreResult<u64>;
 }
 
+/// An event id: the event's position in its stream, from 1, without gaps.
+pub type EventId = i64;
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The stream; created, owned by `producer`, by its first event.
+    pub stream: StreamName,
+    /// The producer writing it.
+    pub producer: String,
+    /// The event's name (`event.name`), by which consumers read and ack.
+    pub name: String,
+    /// The JSON body exactly as posted.
+    pub body: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this id.
+    Event(EventId),
+    /// The stream belongs to another producer; nothing was stored.
+    Locked,
+}
+
+/// An event as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its id.
+    pub id: EventId,
+    /// The JSON body exactly as posted.
+    pub body: String,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadFrom {
+    /// After the consumer's committed offset for the event name.
+    Offset,
+    /// After this event id (replay); offsets are untouched.
+    After(EventId),
+}
+
+/// One consumer's committed offset for one event name.
+#[derive(Debug, Clone)]
+pub struct ConsumerOffset {
+    /// The consumer.
+    pub consumer: String,
+    /// The event name.
+    pub event_name: String,
+    /// The last acked event id.
+    pub offset: EventId,
+    /// Events of that name after the offset.
+    pub lag: u64,
+}
+
+/// A stream with its owner, extent and consumers.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The stream.
+    pub name: StreamName,
+    /// The producer allowed to write it.
+    pub owner: String,
+    /// Events stored.
+    pub length: u64,
+    /// Oldest stored event.
+    pub first_event: Option<EventId>,
+    /// Newest event.
+    pub last_event: Option<EventId>,
+    /// Committed offsets (empty in listings).
+    pub consumers: Vec<ConsumerOffset>,
+}
+
+/// Stream persistence.
+#[async_trait]
+pub trait StreamStore: Send + Sync {
+    /// Appends an event if `producer` owns the stream (or creates it).
+    async fn append(&self, event: NewEvent) -> StoreResult<Appended>;
+    /// Up to `limit` events named `event_name`, oldest first, from `from`.
+    async fn read_events(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event_name: &str,
+        from: ReadFrom,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// Moves `consumer`'s offset for the event's name up to `event` (never back);
+    /// `false` when the stream has no such event.
+    async fn ack_event(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event: EventId,
+    ) -> StoreResult<bool>;
+    /// A stream with its consumers.
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo>;
+    /// Every stream, by name, without consumers.
+    async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>>;
+    /// Gives the stream to another producer.
+    async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()>;
+}
+
 /// A client as stored: the secret only as a hash.
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
@@ -258,7 +364,7 @@ pub trait ClientStore: Send + Sync {
 
 /// A complete backend.
 #[async_trait]
-pub trait Store: QueueStore + ClientStore {
+pub trait Store: QueueStore + ClientStore + StreamStore {
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;
     /// Checks the store answers, through the same path writes take.

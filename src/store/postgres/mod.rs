@@ -16,11 +16,13 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
+use crate::domain::wakeups::stream_key;
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
-    ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
-    Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
+    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, PushOutcome, PushRequest,
+    QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store, StoreError,
+    StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
 };
 
 mod batcher;
@@ -28,6 +30,7 @@ mod clients;
 mod listener;
 mod queues;
 mod schema;
+mod streams;
 
 /// Channel of queue wake-ups; the payload is the queue name.
 const NOTIFY_CHANNEL: &str = "hopper_queues";
@@ -178,8 +181,13 @@ struct Announcer {
 
 impl Announcer {
     fn announce(&self, queue: &QueueName) {
-        self.wakeups.signal(queue.as_str());
-        let _ = self.names.send(queue.to_string());
+        self.announce_key(queue.to_string());
+    }
+
+    /// Announces any wake-up key (a queue name, or a stream's [`stream_key`]).
+    fn announce_key(&self, key: String) {
+        self.wakeups.signal(&key);
+        let _ = self.names.send(key);
     }
 }
 
@@ -407,6 +415,52 @@ impl QueueStore for PostgresStore {
 
     async fn sweep(&self) -> StoreResult<u64> {
         transaction!(self, |tx| queues::sweep(&tx, self.clock.now()))
+    }
+}
+
+#[async_trait]
+impl StreamStore for PostgresStore {
+    async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
+        let now = self.clock.now();
+        let appended = transaction!(self, |tx| streams::append(&tx, &event, now));
+        if matches!(appended, Ok(Appended::Event(_))) {
+            self.announcer.announce_key(stream_key(&event.stream));
+        }
+        appended
+    }
+
+    async fn read_events(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event_name: &str,
+        from: ReadFrom,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        transaction!(self, |tx| streams::read(
+            &tx, stream, consumer, event_name, from, limit
+        ))
+    }
+
+    async fn ack_event(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event: EventId,
+    ) -> StoreResult<bool> {
+        transaction!(self, |tx| streams::ack(&tx, stream, consumer, event))
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        transaction!(self, |tx| streams::info(&tx, stream))
+    }
+
+    async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>> {
+        transaction!(self, |tx| streams::list(&tx))
+    }
+
+    async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
+        transaction!(self, |tx| streams::set_owner(&tx, stream, owner))
     }
 }
 

@@ -44,6 +44,32 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    // 2: streams, their events and consumer offsets (as SQLite's).
+    r#"
+    CREATE TABLE streams (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        last_event BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE events (
+        stream_id BIGINT NOT NULL,
+        id BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        appended_at BIGINT NOT NULL,
+        PRIMARY KEY (stream_id, id)
+    );
+    CREATE INDEX events_by_name ON events (stream_id, name, id);
+    CREATE TABLE stream_offsets (
+        stream_id BIGINT NOT NULL,
+        consumer TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        offset_id BIGINT NOT NULL,
+        PRIMARY KEY (stream_id, consumer, event_name)
+    );
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

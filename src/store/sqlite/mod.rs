@@ -12,16 +12,19 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, Wakeups};
+use crate::domain::wakeups::stream_key;
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
-    ClientRecord, ClientStore, Message, PushOutcome, PushRequest, QueueInfo, QueueStore, Receipt,
-    Received, Settled, Settlement, Store, StoreError, StoreResult, Upsert,
+    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, PushOutcome, PushRequest,
+    QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store, StoreError,
+    StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
 };
 
 mod clients;
 mod queues;
 mod schema;
+mod streams;
 mod writer;
 
 use writer::GroupCommitWriter;
@@ -243,6 +246,59 @@ impl QueueStore for SqliteStore {
 
     async fn sweep(&self) -> StoreResult<u64> {
         self.write(|conn| queues::sweep(conn, now_millis())).await
+    }
+}
+
+#[async_trait]
+impl StreamStore for SqliteStore {
+    async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
+        let (wakeups, key) = (self.wakeups.clone(), stream_key(&event.stream));
+        self.writer
+            .write(
+                move |conn| streams::append(conn, &event, now_millis()),
+                move || wakeups.signal(&key),
+            )
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event_name: &str,
+        from: ReadFrom,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let (stream, consumer, event_name) =
+            (stream.clone(), consumer.to_owned(), event_name.to_owned());
+        self.read(move |conn| streams::read(conn, &stream, &consumer, &event_name, from, limit))
+            .await
+    }
+
+    async fn ack_event(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event: EventId,
+    ) -> StoreResult<bool> {
+        let (stream, consumer) = (stream.clone(), consumer.to_owned());
+        self.write(move |conn| streams::ack(conn, &stream, &consumer, event))
+            .await
+    }
+
+    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
+        let stream = stream.clone();
+        self.read(move |conn| streams::info(conn, &stream)).await
+    }
+
+    async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>> {
+        self.read(streams::list).await
+    }
+
+    async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
+        let (stream, owner) = (stream.clone(), owner.to_owned());
+        self.write(move |conn| streams::set_owner(conn, &stream, &owner))
+            .await
     }
 }
 

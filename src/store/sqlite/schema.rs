@@ -48,6 +48,33 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: streams, their events and consumer offsets.
+    r#"
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        last_event INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        stream_id INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        appended_at INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, id)
+    ) WITHOUT ROWID;
+    -- Reads are by event name after an offset.
+    CREATE INDEX events_by_name ON events (stream_id, name, id);
+    CREATE TABLE stream_offsets (
+        stream_id INTEGER NOT NULL,
+        consumer TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        offset_id INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, consumer, event_name)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.

@@ -1,0 +1,240 @@
+//! The stream service: seed 004's event rules (validation, one writer per stream,
+//! offsets per consumer and event name) and the long-poll of reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::queues::{MAX_COUNT, MAX_WAIT};
+use super::wakeups::stream_key;
+use super::{DomainError, StreamName};
+use crate::store::{Appended, EventId, NewEvent, ReadFrom, Store, StoredEvent, StreamInfo};
+
+/// Longest producer or consumer id, in bytes.
+const MAX_PARTY_ID: usize = 256;
+
+/// Checks a seed-004 event body; returns its `event.name`. Each missing or mistyped
+/// field is named, with its path, in the error.
+pub fn validate_event(body: &Value) -> Result<String, DomainError> {
+    let object = |value: Option<&Value>,
+                  path: &str|
+     -> Result<serde_json::Map<String, Value>, DomainError> {
+        match value {
+            None | Some(Value::Null) => Err(DomainError::invalid(format!("{path} is required"))),
+            Some(Value::Object(map)) => Ok(map.clone()),
+            Some(_) => Err(DomainError::invalid(format!("{path} must be an object"))),
+        }
+    };
+    let string = |map: &serde_json::Map<String, Value>,
+                  parent: &str,
+                  field: &str|
+     -> Result<String, DomainError> {
+        match map.get(field) {
+            None | Some(Value::Null) => Err(DomainError::invalid(format!(
+                "{parent}.{field} is required"
+            ))),
+            Some(Value::String(text)) => Ok(text.clone()),
+            Some(_) => Err(DomainError::invalid(format!(
+                "{parent}.{field} must be a string"
+            ))),
+        }
+    };
+    if !body.is_object() {
+        return Err(DomainError::invalid("the event must be a JSON object"));
+    }
+    let event = object(body.get("event"), "event")?;
+    let name = string(&event, "event", "name")?;
+    if name.is_empty() {
+        return Err(DomainError::invalid("event.name must not be empty"));
+    }
+    match event.get("version") {
+        None | Some(Value::Null) => return Err(DomainError::invalid("event.version is required")),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        Some(_) => return Err(DomainError::invalid("event.version must be an integer")),
+    }
+    let system = object(body.get("system"), "system")?;
+    for field in ["id", "name", "time", "timezone"] {
+        string(&system, "system", field)?;
+    }
+    let trigger = object(body.get("trigger"), "trigger")?;
+    for field in ["type", "name"] {
+        string(&trigger, "trigger", field)?;
+    }
+    object(body.get("payload"), "payload")?;
+    Ok(name)
+}
+
+/// Checks an `X-Producer-ID` or `X-Consumer-ID` value.
+pub fn check_party(header: &str, value: Option<&str>) -> Result<String, DomainError> {
+    match value.map(str::trim) {
+        None | Some("") => Err(DomainError::invalid(format!("{header} header is required"))),
+        Some(id) if id.len() > MAX_PARTY_ID => Err(DomainError::invalid(format!(
+            "{header} must be at most {MAX_PARTY_ID} bytes"
+        ))),
+        Some(id) => Ok(id.to_owned()),
+    }
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// The consumer whose offset applies.
+    pub consumer: String,
+    /// Only events of this name.
+    pub event_name: String,
+    /// At most this many (1..=1000).
+    pub limit: u32,
+    /// Replay after this id instead of after the offset.
+    pub after: Option<EventId>,
+    /// Long-poll this long while nothing matches.
+    pub wait: Duration,
+}
+
+/// Stream operations with their rules; cheap to clone.
+#[derive(Clone)]
+pub struct StreamService {
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+}
+
+impl StreamService {
+    /// A service over `store`; waits end at `shutdown`.
+    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+        StreamService { store, shutdown }
+    }
+
+    /// Appends a validated event as `producer`; `None` when another producer owns the stream.
+    pub async fn append(
+        &self,
+        stream: StreamName,
+        producer: String,
+        body: String,
+        parsed: &Value,
+    ) -> Result<Option<EventId>, DomainError> {
+        let name = validate_event(parsed)?;
+        let event = NewEvent {
+            stream,
+            producer,
+            name,
+            body,
+        };
+        Ok(match self.store.append(event).await? {
+            Appended::Event(id) => Some(id),
+            Appended::Locked => None,
+        })
+    }
+
+    /// Events for a consumer, long-polling up to `wait` (capped at 60 s) while none match.
+    pub async fn read(
+        &self,
+        stream: &StreamName,
+        request: ReadRequest,
+    ) -> Result<Vec<StoredEvent>, DomainError> {
+        if !(1..=MAX_COUNT).contains(&request.limit) {
+            return Err(DomainError::invalid(format!(
+                "limit must be between 1 and {MAX_COUNT}"
+            )));
+        }
+        let from = request.after.map_or(ReadFrom::Offset, ReadFrom::After);
+        let deadline = Instant::now() + request.wait.min(MAX_WAIT);
+        let watch = self.store.wakeups().watch(&stream_key(stream));
+        loop {
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let events = self
+                .store
+                .read_events(
+                    stream,
+                    &request.consumer,
+                    &request.event_name,
+                    from,
+                    request.limit,
+                )
+                .await?;
+            if !events.is_empty() || Instant::now() >= deadline || self.shutdown.is_cancelled() {
+                return Ok(events);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Commits `consumer`'s offset for the event's name up to `event`; `false` if no such event.
+    pub async fn ack(
+        &self,
+        stream: &StreamName,
+        consumer: &str,
+        event: EventId,
+    ) -> Result<bool, DomainError> {
+        Ok(self.store.ack_event(stream, consumer, event).await?)
+    }
+
+    /// A stream with its consumers.
+    pub async fn info(&self, stream: &StreamName) -> Result<StreamInfo, DomainError> {
+        Ok(self.store.stream_info(stream).await?)
+    }
+
+    /// Every stream.
+    pub async fn list(&self) -> Result<Vec<StreamInfo>, DomainError> {
+        Ok(self.store.list_streams().await?)
+    }
+
+    /// Gives a stream to another producer.
+    pub async fn set_owner(&self, stream: &StreamName, owner: &str) -> Result<(), DomainError> {
+        let owner = check_party("owner", Some(owner))?;
+        Ok(self.store.set_stream_owner(stream, &owner).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seed_event() -> Value {
+        json!({
+            "event": {"name": "OrderPlaced", "version": 1},
+            "system": {"id": "alv123", "name": "codello alvine", "time": "2017-09-06 13:58:12", "timezone": "Europe/Berlin"},
+            "trigger": {"type": "system", "name": "/path/to/script.php"},
+            "payload": {}
+        })
+    }
+
+    #[test]
+    fn seed_event_is_valid_and_each_field_is_named_when_wrong() {
+        assert_eq!(validate_event(&seed_event()).unwrap(), "OrderPlaced");
+        let cases = [
+            (
+                "/event/version",
+                json!("1"),
+                "event.version must be an integer",
+            ),
+            ("/event/name", json!(5), "event.name must be a string"),
+            (
+                "/system/timezone",
+                Value::Null,
+                "system.timezone is required",
+            ),
+            ("/trigger", json!([]), "trigger must be an object"),
+            ("/payload", json!("x"), "payload must be an object"),
+        ];
+        for (pointer, value, message) in cases {
+            let mut body = seed_event();
+            *body.pointer_mut(pointer).unwrap() = value;
+            assert_eq!(validate_event(&body).unwrap_err().to_string(), message);
+        }
+        let mut body = seed_event();
+        body.as_object_mut().unwrap().remove("system");
+        assert_eq!(
+            validate_event(&body).unwrap_err().to_string(),
+            "system is required"
+        );
+    }
+}

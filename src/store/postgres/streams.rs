@@ -1,0 +1,231 @@
+//! Stream operations on PostgreSQL, as SQLite's (see `store::sqlite::streams`).
+//! Appends lock the stream row, so ids stay gapless and one owner wins a race to
+//! create a stream, whichever nodes the producers talk to.
+
+use deadpool_postgres::Transaction;
+
+use super::pg;
+use crate::domain::clock::Millis;
+use crate::domain::StreamName;
+use crate::store::{
+    Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
+    StreamInfo,
+};
+
+async fn stream_id(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<i64> {
+    let stmt = tx
+        .prepare_cached("SELECT id FROM streams WHERE name = $1")
+        .await
+        .map_err(pg("find stream"))?;
+    tx.query_opt(&stmt, &[&name.as_str()])
+        .await
+        .map_err(pg("find stream"))?
+        .map(|row| row.get(0))
+        .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))
+}
+
+/// Appends an event; see [`crate::store::StreamStore::append`].
+pub async fn append(tx: &Transaction<'_>, event: &NewEvent, now: Millis) -> StoreResult<Appended> {
+    let create = tx
+        .prepare_cached(
+            "INSERT INTO streams (name, owner, last_event, created_at) VALUES ($1, $2, 0, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .await
+        .map_err(pg("create stream"))?;
+    tx.execute(&create, &[&event.stream.as_str(), &event.producer, &now])
+        .await
+        .map_err(pg("create stream"))?;
+    // The row lock orders appends to one stream: ids without gaps, owner checked under it.
+    let lock = tx
+        .prepare_cached("SELECT id, owner FROM streams WHERE name = $1 FOR UPDATE")
+        .await
+        .map_err(pg("lock stream"))?;
+    let row = tx
+        .query_one(&lock, &[&event.stream.as_str()])
+        .await
+        .map_err(pg("lock stream"))?;
+    let (stream, owner): (i64, String) = (row.get(0), row.get(1));
+    if owner != event.producer {
+        return Ok(Appended::Locked);
+    }
+    let next = tx
+        .prepare_cached(
+            "UPDATE streams SET last_event = last_event + 1 WHERE id = $1 RETURNING last_event",
+        )
+        .await
+        .map_err(pg("append event"))?;
+    let id: i64 = tx
+        .query_one(&next, &[&stream])
+        .await
+        .map_err(pg("append event"))?
+        .get(0);
+    let insert = tx
+        .prepare_cached("INSERT INTO events (stream_id, id, name, body, appended_at) VALUES ($1, $2, $3, $4, $5)")
+        .await
+        .map_err(pg("append event"))?;
+    tx.execute(&insert, &[&stream, &id, &event.name, &event.body, &now])
+        .await
+        .map_err(pg("append event"))?;
+    Ok(Appended::Event(id))
+}
+
+/// Reads events; see [`crate::store::StreamStore::read_events`].
+pub async fn read(
+    tx: &Transaction<'_>,
+    name: &StreamName,
+    consumer: &str,
+    event_name: &str,
+    from: ReadFrom,
+    limit: u32,
+) -> StoreResult<Vec<StoredEvent>> {
+    let stream = stream_id(tx, name).await?;
+    let after = match from {
+        ReadFrom::After(id) => id,
+        ReadFrom::Offset => {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT offset_id FROM stream_offsets WHERE stream_id = $1 AND consumer = $2 AND event_name = $3",
+                )
+                .await
+                .map_err(pg("read offset"))?;
+            tx.query_opt(&stmt, &[&stream, &consumer, &event_name])
+                .await
+                .map_err(pg("read offset"))?
+                .map_or(0, |row| row.get(0))
+        }
+    };
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, body FROM events WHERE stream_id = $1 AND name = $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .await
+        .map_err(pg("read events"))?;
+    let rows = tx
+        .query(&stmt, &[&stream, &event_name, &after, &i64::from(limit)])
+        .await
+        .map_err(pg("read events"))?;
+    Ok(rows
+        .iter()
+        .map(|row| StoredEvent {
+            id: row.get(0),
+            body: row.get(1),
+        })
+        .collect())
+}
+
+/// Acks an event; see [`crate::store::StreamStore::ack_event`].
+pub async fn ack(
+    tx: &Transaction<'_>,
+    name: &StreamName,
+    consumer: &str,
+    event: EventId,
+) -> StoreResult<bool> {
+    let stream = stream_id(tx, name).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO stream_offsets (stream_id, consumer, event_name, offset_id)
+             SELECT $1, $2, name, id FROM events WHERE stream_id = $1 AND id = $3
+             ON CONFLICT (stream_id, consumer, event_name)
+             DO UPDATE SET offset_id = GREATEST(stream_offsets.offset_id, EXCLUDED.offset_id)",
+        )
+        .await
+        .map_err(pg("commit offset"))?;
+    let changed = tx
+        .execute(&stmt, &[&stream, &consumer, &event])
+        .await
+        .map_err(pg("commit offset"))?;
+    Ok(changed == 1)
+}
+
+async fn info_of(
+    tx: &Transaction<'_>,
+    stream: i64,
+    name: StreamName,
+    owner: String,
+    with_consumers: bool,
+) -> StoreResult<StreamInfo> {
+    let row = tx
+        .query_one(
+            "SELECT COUNT(*), MIN(id), MAX(id) FROM events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .map_err(pg("measure stream"))?;
+    let mut consumers = Vec::new();
+    if with_consumers {
+        let rows = tx
+            .query(
+                "SELECT o.consumer, o.event_name, o.offset_id,
+                        (SELECT COUNT(*) FROM events e WHERE e.stream_id = o.stream_id AND e.name = o.event_name AND e.id > o.offset_id)
+                 FROM stream_offsets o WHERE o.stream_id = $1 ORDER BY o.consumer COLLATE \"C\", o.event_name COLLATE \"C\"",
+                &[&stream],
+            )
+            .await
+            .map_err(pg("read offsets"))?;
+        consumers = rows
+            .iter()
+            .map(|row| ConsumerOffset {
+                consumer: row.get(0),
+                event_name: row.get(1),
+                offset: row.get(2),
+                lag: row.get::<_, i64>(3).max(0) as u64,
+            })
+            .collect();
+    }
+    Ok(StreamInfo {
+        name,
+        owner,
+        length: row.get::<_, i64>(0).max(0) as u64,
+        first_event: row.get(1),
+        last_event: row.get(2),
+        consumers,
+    })
+}
+
+/// One stream with its consumers.
+pub async fn info(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<StreamInfo> {
+    let row = tx
+        .query_opt(
+            "SELECT id, owner FROM streams WHERE name = $1",
+            &[&name.as_str()],
+        )
+        .await
+        .map_err(pg("find stream"))?
+        .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
+    info_of(tx, row.get(0), name.clone(), row.get(1), true).await
+}
+
+/// Every stream, by name.
+pub async fn list(tx: &Transaction<'_>) -> StoreResult<Vec<StreamInfo>> {
+    let rows = tx
+        .query(
+            "SELECT id, name, owner FROM streams ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(pg("list streams"))?;
+    let mut streams = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(name) = StreamName::parse(row.get::<_, &str>(1)) else {
+            continue;
+        };
+        streams.push(info_of(tx, row.get(0), name, row.get(2), false).await?);
+    }
+    Ok(streams)
+}
+
+/// Gives a stream to another producer.
+pub async fn set_owner(tx: &Transaction<'_>, name: &StreamName, owner: &str) -> StoreResult<()> {
+    let changed = tx
+        .execute(
+            "UPDATE streams SET owner = $2 WHERE name = $1",
+            &[&name.as_str(), &owner],
+        )
+        .await
+        .map_err(pg("set stream owner"))?;
+    if changed == 0 {
+        return Err(StoreError::StreamNotFound(name.to_string()));
+    }
+    Ok(())
+}
