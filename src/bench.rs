@@ -40,7 +40,8 @@ pub struct BenchArgs {
     /// Store URL for the server under test; a temporary SQLite file when absent.
     #[arg(long)]
     pub store: Option<String>,
-    /// Scenarios to run, comma-separated: bare, push, receive-ack, capacity.
+    /// Scenarios to run, comma-separated: bare, push, receive-ack, append, read, capacity
+    /// (`read` needs at least 1000 events, which `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
     /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
@@ -115,7 +116,10 @@ impl Connection {
             .method(method)
             .uri(path)
             .header("host", &self.host)
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            // Streams need these; every other endpoint ignores them.
+            .header("x-producer-id", "bench")
+            .header("x-consumer-id", "bench");
         if let Some(auth) = &self.auth {
             request = request.header("authorization", auth);
         }
@@ -136,7 +140,14 @@ enum Workload {
     Bare,
     Push,
     ReceiveAck,
+    /// Seed 004 events appended by one producer.
+    Append,
+    /// Reads of 1000 events (no ack, so every read returns a full page).
+    Read,
 }
+
+/// Seed 004's example event.
+const SEED_EVENT: &str = r#"{"event":{"name":"OrderPlaced","version":1},"system":{"id":"alv123","name":"codello alvine","time":"2017-09-06 13:58:12","timezone":"Europe/Berlin"},"trigger":{"type":"system","name":"/path/to/script.php"},"payload":{}}"#;
 
 async fn step(
     conn: &mut Connection,
@@ -157,6 +168,33 @@ async fn step(
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
             Ok((1, 1))
+        }
+        Workload::Append => {
+            let started = Instant::now();
+            let (status, _) = conn
+                .call(
+                    Method::POST,
+                    "/api/v1/streams/bench/events",
+                    Bytes::from_static(SEED_EVENT.as_bytes()),
+                )
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "status {status}");
+            Ok((1, 1))
+        }
+        Workload::Read => {
+            let started = Instant::now();
+            let (status, body) = conn
+                .call(
+                    Method::GET,
+                    "/api/v1/streams/bench/events?eventName=OrderPlaced&limit=1000",
+                    Bytes::new(),
+                )
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "status {status}");
+            let events: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
+            Ok((1, events.len() as u64))
         }
         Workload::ReceiveAck => {
             let started = Instant::now();
@@ -386,6 +424,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?
         .print(baseline);
+    }
+    if want("append") {
+        drive(
+            "append",
+            &nodes,
+            Some(auth.clone()),
+            Workload::Append,
+            &args,
+        )
+        .await?
+        .print(baseline);
+    }
+    if want("read") {
+        drive("read", &nodes, Some(auth.clone()), Workload::Read, &args)
+            .await?
+            .print(baseline);
     }
     if want("capacity") {
         let mut conn = Connection::open(addr, Some(auth.clone())).await?;

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::json_response;
-use super::{
-    parse_json, reply, ApiError, AppJson, AppState, JsonBytes, Params, SecondSegment, StreamPath,
-};
+use super::{parse_json, reply, ApiError, AppState, JsonBytes, Params, SecondSegment, StreamPath};
 use crate::auth::Principal;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::streams::{check_party, ReadRequest};
@@ -260,7 +258,7 @@ pub async fn list(
 /// Body of an owner transfer.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewOwner {
+struct NewOwner {
     owner: String,
 }
 
@@ -269,9 +267,13 @@ pub async fn set_owner(
     principal: Principal,
     State(state): State<AppState>,
     StreamPath(stream): StreamPath,
-    AppJson(body): AppJson<NewOwner>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
+    // An object, not any shape serde would map onto the struct (an array, say).
+    let object: serde_json::Map<String, Value> = parse_json(&body)?;
+    let body: NewOwner = serde_json::from_value(Value::Object(object))
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     state.streams.set_owner(&stream, &body.owner).await?;
     Ok(reply(
         StatusCode::OK,
