@@ -31,6 +31,8 @@ conformance! {
     message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
     update_settings_creates_then_updates_the_queue,
     concurrent_settings_updates_compose,
+    sweep_trims_streams_by_count_and_by_age,
+    stream_owner_offsets_and_missing_events,
     purge_empties_a_queue_and_delete_removes_it,
     unknown_queue_is_not_found_and_not_created,
     clients_are_created_listed_and_deleted,
@@ -685,4 +687,116 @@ async fn concurrent_settings_updates_compose(store: TestStore) {
         upsert.unwrap();
     }
     assert_eq!(store.settings(&q).await.unwrap().max_attempts, 21);
+}
+
+fn new_event(stream: &str, producer: &str, name: &str) -> hopper::store::NewEvent {
+    hopper::store::NewEvent {
+        stream: hopper::domain::StreamName::parse(stream).unwrap(),
+        producer: producer.to_owned(),
+        name: name.to_owned(),
+        body: format!(r#"{{"event":{{"name":"{name}","version":1}}}}"#),
+    }
+}
+
+async fn sweep_trims_streams_by_count_and_by_age(store: TestStore) {
+    use hopper::domain::streams::StreamRetention;
+    use hopper::store::Appended;
+    let stream = hopper::domain::StreamName::parse("trimmed").unwrap();
+    for expected in 1..=5 {
+        let appended = store.append(new_event("trimmed", "p", "E")).await.unwrap();
+        assert_eq!(appended, Appended::Event(expected));
+    }
+    let keep_two = StreamRetention {
+        max_age: None,
+        max_events: Some(2),
+    };
+    store.set_stream_retention(&stream, keep_two).await.unwrap();
+    store.sweep().await.unwrap();
+    let info = store.stream_info(&stream).await.unwrap();
+    assert_eq!(
+        (info.length, info.first_event, info.last_event),
+        (2, Some(4), Some(5))
+    );
+    assert_eq!(info.retention, keep_two);
+    // Ids go on after a trim; nothing is renumbered.
+    assert_eq!(
+        store.append(new_event("trimmed", "p", "E")).await.unwrap(),
+        Appended::Event(6)
+    );
+
+    let short_lived = StreamRetention {
+        max_age: Some(Duration::from_millis(1)),
+        max_events: None,
+    };
+    store
+        .set_stream_retention(&stream, short_lived)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.sweep().await.unwrap();
+    assert_eq!(store.stream_info(&stream).await.unwrap().length, 0);
+}
+
+async fn stream_owner_offsets_and_missing_events(store: TestStore) {
+    use hopper::store::{Appended, ReadFrom};
+    let stream = hopper::domain::StreamName::parse("owned").unwrap();
+    assert!(matches!(
+        store
+            .read_events(&stream, "c", "E", ReadFrom::Offset, 10)
+            .await,
+        Err(hopper::store::StoreError::StreamNotFound(_))
+    ));
+    assert_eq!(
+        store.append(new_event("owned", "p1", "E")).await.unwrap(),
+        Appended::Event(1)
+    );
+    assert_eq!(
+        store.append(new_event("owned", "p2", "E")).await.unwrap(),
+        Appended::Locked
+    );
+    assert_eq!(
+        store.append(new_event("owned", "p1", "F")).await.unwrap(),
+        Appended::Event(2)
+    );
+    assert_eq!(
+        store.append(new_event("owned", "p1", "E")).await.unwrap(),
+        Appended::Event(3)
+    );
+    assert!(
+        !store.ack_event(&stream, "c", 99).await.unwrap(),
+        "no event 99"
+    );
+    assert!(store.ack_event(&stream, "c", 3).await.unwrap());
+    assert!(
+        store.ack_event(&stream, "c", 1).await.unwrap(),
+        "an older ack is accepted"
+    );
+    let after = store
+        .read_events(&stream, "c", "E", ReadFrom::Offset, 10)
+        .await
+        .unwrap();
+    assert!(after.is_empty(), "the offset stayed at 3");
+    let others = store
+        .read_events(&stream, "c", "F", ReadFrom::Offset, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        others.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [2],
+        "F has its own offset"
+    );
+    let replay = store
+        .read_events(&stream, "c", "E", ReadFrom::After(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(replay.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 3]);
+    store.set_stream_owner(&stream, "p2").await.unwrap();
+    assert_eq!(
+        store.append(new_event("owned", "p1", "E")).await.unwrap(),
+        Appended::Locked
+    );
+    assert_eq!(
+        store.append(new_event("owned", "p2", "E")).await.unwrap(),
+        Appended::Event(4)
+    );
 }

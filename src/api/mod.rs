@@ -73,7 +73,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/queues/{queue}/dead", get(queues::dead_letters))
         .route("/api/v1/queues/{queue}/dead/redrive", post(queues::redrive))
         .route("/api/v1/streams", get(streams::list))
-        .route("/api/v1/streams/{stream}", get(streams::info))
+        .route(
+            "/api/v1/streams/{stream}",
+            get(streams::info).put(streams::configure),
+        )
         .route(
             "/api/v1/streams/{stream}/events",
             post(streams::append).get(streams::read),

@@ -14,7 +14,7 @@ use super::error::json_response;
 use super::{parse_json, reply, ApiError, AppState, JsonBytes, Params, SecondSegment, StreamPath};
 use crate::auth::Principal;
 use crate::domain::queues::MAX_COUNT;
-use crate::domain::streams::{check_party, ReadRequest};
+use crate::domain::streams::{check_party, ReadRequest, StreamRetention};
 use crate::domain::{Action, ResourceKind, StreamName};
 use crate::store::{StoredEvent, StreamInfo};
 
@@ -188,8 +188,15 @@ struct StreamView {
     length: u64,
     first_event_id: Option<String>,
     last_event_id: Option<String>,
+    retention: RetentionView,
     #[serde(skip_serializing_if = "Option::is_none")]
     consumers: Option<Vec<ConsumerView>>,
+}
+
+#[derive(Serialize)]
+struct RetentionView {
+    max_age: Option<f64>,
+    max_events: Option<u64>,
 }
 
 fn stream_view(info: &StreamInfo, with_consumers: bool) -> StreamView {
@@ -199,6 +206,10 @@ fn stream_view(info: &StreamInfo, with_consumers: bool) -> StreamView {
         length: info.length,
         first_event_id: info.first_event.map(|id| id.to_string()),
         last_event_id: info.last_event.map(|id| id.to_string()),
+        retention: RetentionView {
+            max_age: info.retention.max_age.map(|age| age.as_secs_f64()),
+            max_events: info.retention.max_events,
+        },
         consumers: with_consumers.then(|| {
             info.consumers
                 .iter()
@@ -253,6 +264,36 @@ pub async fn list(
         StatusCode::OK,
         &serde_json::json!({ "streams": streams }),
     ))
+}
+
+/// Body of `PUT /streams/{s}`: the whole retention; an absent or `null` limit is none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBody {
+    #[serde(default, with = "crate::domain::settings::opt_duration")]
+    max_age: Option<Duration>,
+    #[serde(default)]
+    max_events: Option<u64>,
+}
+
+/// `PUT /streams/{s}` `{"max_age", "max_events"}`: how long the stream keeps events.
+pub async fn configure(
+    principal: Principal,
+    State(state): State<AppState>,
+    StreamPath(stream): StreamPath,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    authorize(&principal, &stream, Action::Manage)?;
+    let object: serde_json::Map<String, Value> = parse_json(&body)?;
+    let body: RetentionBody = serde_json::from_value(Value::Object(object))
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let retention = StreamRetention {
+        max_age: body.max_age.filter(|age| !age.is_zero()),
+        max_events: body.max_events,
+    };
+    state.streams.set_retention(&stream, retention).await?;
+    let info = state.streams.info(&stream).await?;
+    Ok(reply(StatusCode::OK, &stream_view(&info, true)))
 }
 
 /// Body of an owner transfer.

@@ -13,6 +13,15 @@ use super::wakeups::stream_key;
 use super::{DomainError, StreamName};
 use crate::store::{Appended, EventId, NewEvent, ReadFrom, Store, StoredEvent, StreamInfo};
 
+/// How long a stream keeps its events; `None` fields keep them forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamRetention {
+    /// Events older than this are dropped.
+    pub max_age: Option<Duration>,
+    /// Only this many of the newest events are kept.
+    pub max_events: Option<u64>,
+}
+
 /// Longest producer or consumer id, in bytes.
 const MAX_PARTY_ID: usize = 256;
 
@@ -184,6 +193,18 @@ impl StreamService {
     /// Every stream.
     pub async fn list(&self) -> Result<Vec<StreamInfo>, DomainError> {
         Ok(self.store.list_streams().await?)
+    }
+
+    /// Sets how long the stream keeps its events (enforced by the periodic sweep).
+    pub async fn set_retention(
+        &self,
+        stream: &StreamName,
+        retention: StreamRetention,
+    ) -> Result<(), DomainError> {
+        if retention.max_events == Some(0) {
+            return Err(DomainError::invalid("max_events must be at least 1"));
+        }
+        Ok(self.store.set_stream_retention(stream, retention).await?)
     }
 
     /// Gives a stream to another producer.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::clock::Millis;
+use crate::domain::streams::StreamRetention;
 use crate::domain::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
 
 pub mod postgres;
@@ -229,7 +230,8 @@ pub trait QueueStore: Send + Sync {
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>>;
     /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
-    /// Drops messages past their queue's retention and idempotency keys past their window.
+    /// Drops messages past their queue's retention, events past their stream's, and
+    /// idempotency keys past their window.
     async fn sweep(&self) -> StoreResult<u64>;
 }
 
@@ -304,6 +306,8 @@ pub struct StreamInfo {
     pub last_event: Option<EventId>,
     /// Committed offsets (empty in listings).
     pub consumers: Vec<ConsumerOffset>,
+    /// How long it keeps events.
+    pub retention: StreamRetention,
 }
 
 /// Stream persistence.
@@ -334,6 +338,12 @@ pub trait StreamStore: Send + Sync {
     async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>>;
     /// Gives the stream to another producer.
     async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()>;
+    /// Sets how long the stream keeps events; [`QueueStore::sweep`] drops the rest.
+    async fn set_stream_retention(
+        &self,
+        stream: &StreamName,
+        retention: StreamRetention,
+    ) -> StoreResult<()>;
 }
 
 /// A client as stored: the secret only as a hash.

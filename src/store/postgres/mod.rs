@@ -16,6 +16,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
+use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
 use crate::store::SettingsUpdate;
@@ -414,7 +415,10 @@ impl QueueStore for PostgresStore {
     }
 
     async fn sweep(&self) -> StoreResult<u64> {
-        transaction!(self, |tx| queues::sweep(&tx, self.clock.now()))
+        let now = self.clock.now();
+        transaction!(self, |tx| async {
+            Ok::<_, StoreError>(queues::sweep(&tx, now).await? + streams::sweep(&tx, now).await?)
+        })
     }
 }
 
@@ -461,6 +465,14 @@ impl StreamStore for PostgresStore {
 
     async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
         transaction!(self, |tx| streams::set_owner(&tx, stream, owner))
+    }
+
+    async fn set_stream_retention(
+        &self,
+        stream: &StreamName,
+        retention: StreamRetention,
+    ) -> StoreResult<()> {
+        transaction!(self, |tx| streams::set_retention(&tx, stream, retention))
     }
 }
 

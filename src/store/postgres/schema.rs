@@ -51,7 +51,10 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL UNIQUE,
         owner TEXT NOT NULL,
         last_event BIGINT NOT NULL,
-        created_at BIGINT NOT NULL
+        created_at BIGINT NOT NULL,
+        -- Retention: events older than this, or more than this many, are dropped.
+        max_age_ms BIGINT,
+        max_events BIGINT
     );
     CREATE TABLE events (
         stream_id BIGINT NOT NULL,

@@ -6,6 +6,10 @@ use deadpool_postgres::Transaction;
 
 use super::pg;
 use crate::domain::clock::Millis;
+use std::time::Duration;
+
+use crate::domain::clock::millis_of;
+use crate::domain::streams::StreamRetention;
 use crate::domain::StreamName;
 use crate::store::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
@@ -138,13 +142,33 @@ pub async fn ack(
     Ok(changed == 1)
 }
 
+/// A stream row as the info queries need it.
+struct StreamRow {
+    id: i64,
+    owner: String,
+    retention: StreamRetention,
+}
+
+fn stream_row(row: &tokio_postgres::Row) -> StreamRow {
+    StreamRow {
+        id: row.get(0),
+        owner: row.get(1),
+        retention: StreamRetention {
+            max_age: row
+                .get::<_, Option<i64>>(2)
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            max_events: row.get::<_, Option<i64>>(3).map(|n| n.max(0) as u64),
+        },
+    }
+}
+
 async fn info_of(
     tx: &Transaction<'_>,
-    stream: i64,
+    stream_row: StreamRow,
     name: StreamName,
-    owner: String,
     with_consumers: bool,
 ) -> StoreResult<StreamInfo> {
+    let stream = stream_row.id;
     let row = tx
         .query_one(
             "SELECT COUNT(*), MIN(id), MAX(id) FROM events WHERE stream_id = $1",
@@ -175,7 +199,8 @@ async fn info_of(
     }
     Ok(StreamInfo {
         name,
-        owner,
+        owner: stream_row.owner,
+        retention: stream_row.retention,
         length: row.get::<_, i64>(0).max(0) as u64,
         first_event: row.get(1),
         last_event: row.get(2),
@@ -187,32 +212,70 @@ async fn info_of(
 pub async fn info(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<StreamInfo> {
     let row = tx
         .query_opt(
-            "SELECT id, owner FROM streams WHERE name = $1",
+            "SELECT id, owner, max_age_ms, max_events FROM streams WHERE name = $1",
             &[&name.as_str()],
         )
         .await
         .map_err(pg("find stream"))?
         .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
-    info_of(tx, row.get(0), name.clone(), row.get(1), true).await
+    info_of(tx, stream_row(&row), name.clone(), true).await
 }
 
 /// Every stream, by name.
 pub async fn list(tx: &Transaction<'_>) -> StoreResult<Vec<StreamInfo>> {
     let rows = tx
         .query(
-            "SELECT id, name, owner FROM streams ORDER BY name COLLATE \"C\"",
+            "SELECT id, owner, max_age_ms, max_events, name FROM streams ORDER BY name COLLATE \"C\"",
             &[],
         )
         .await
         .map_err(pg("list streams"))?;
     let mut streams = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(name) = StreamName::parse(row.get::<_, &str>(1)) else {
+        let Ok(name) = StreamName::parse(row.get::<_, &str>(4)) else {
             continue;
         };
-        streams.push(info_of(tx, row.get(0), name, row.get(2), false).await?);
+        streams.push(info_of(tx, stream_row(&row), name, false).await?);
     }
     Ok(streams)
+}
+
+/// Sets a stream's retention.
+pub async fn set_retention(
+    tx: &Transaction<'_>,
+    name: &StreamName,
+    retention: StreamRetention,
+) -> StoreResult<()> {
+    let changed = tx
+        .execute(
+            "UPDATE streams SET max_age_ms = $2, max_events = $3 WHERE name = $1",
+            &[
+                &name.as_str(),
+                &retention.max_age.map(millis_of),
+                &retention
+                    .max_events
+                    .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            ],
+        )
+        .await
+        .map_err(pg("set stream retention"))?;
+    if changed == 0 {
+        return Err(StoreError::StreamNotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Drops events past their stream's retention.
+pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
+    tx.execute(
+        "DELETE FROM events e USING streams s
+         WHERE s.id = e.stream_id AND (
+             (s.max_age_ms IS NOT NULL AND e.appended_at <= $1 - s.max_age_ms)
+             OR (s.max_events IS NOT NULL AND e.id <= s.last_event - s.max_events))",
+        &[&now],
+    )
+    .await
+    .map_err(pg("drop expired events"))
 }
 
 /// Gives a stream to another producer.

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
+use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
 use crate::store::SettingsUpdate;
@@ -245,7 +246,11 @@ impl QueueStore for SqliteStore {
     }
 
     async fn sweep(&self) -> StoreResult<u64> {
-        self.write(|conn| queues::sweep(conn, now_millis())).await
+        self.write(|conn| {
+            let now = now_millis();
+            Ok(queues::sweep(conn, now)? + streams::sweep(conn, now)?)
+        })
+        .await
     }
 }
 
@@ -298,6 +303,16 @@ impl StreamStore for SqliteStore {
     async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
         let (stream, owner) = (stream.clone(), owner.to_owned());
         self.write(move |conn| streams::set_owner(conn, &stream, &owner))
+            .await
+    }
+
+    async fn set_stream_retention(
+        &self,
+        stream: &StreamName,
+        retention: StreamRetention,
+    ) -> StoreResult<()> {
+        let stream = stream.clone();
+        self.write(move |conn| streams::set_retention(conn, &stream, retention))
             .await
     }
 }

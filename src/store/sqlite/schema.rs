@@ -55,7 +55,10 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL UNIQUE,
         owner TEXT NOT NULL,
         last_event INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL,
+        -- Retention: events older than this, or more than this many, are dropped.
+        max_age_ms INTEGER,
+        max_events INTEGER
     );
     CREATE TABLE events (
         stream_id INTEGER NOT NULL,

@@ -4,6 +4,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::clock::Millis;
+use std::time::Duration;
+
+use crate::domain::clock::millis_of;
+use crate::domain::streams::StreamRetention;
 use crate::domain::StreamName;
 use crate::store::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
@@ -127,13 +131,27 @@ pub fn ack(
     Ok(true)
 }
 
+/// A stream row as the info queries need it.
+struct StreamRow {
+    id: i64,
+    owner: String,
+    retention: StreamRetention,
+}
+
+fn retention_from(max_age_ms: Option<i64>, max_events: Option<i64>) -> StreamRetention {
+    StreamRetention {
+        max_age: max_age_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        max_events: max_events.map(|n| n.max(0) as u64),
+    }
+}
+
 fn info_of(
     conn: &Connection,
-    stream: i64,
+    row: StreamRow,
     name: StreamName,
-    owner: String,
     with_consumers: bool,
 ) -> StoreResult<StreamInfo> {
+    let stream = row.id;
     let (length, first_event, last_event): (u64, Option<i64>, Option<i64>) = conn
         .prepare_cached("SELECT COUNT(*), MIN(id), MAX(id) FROM events WHERE stream_id = ?1")
         .and_then(|mut stmt| {
@@ -163,40 +181,84 @@ fn info_of(
     }
     Ok(StreamInfo {
         name,
-        owner,
+        owner: row.owner,
         length,
         first_event,
         last_event,
         consumers,
+        retention: row.retention,
+    })
+}
+
+fn stream_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
+    Ok(StreamRow {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        retention: retention_from(row.get(2)?, row.get(3)?),
     })
 }
 
 /// One stream with its consumers.
 pub fn info(conn: &Connection, name: &StreamName) -> StoreResult<StreamInfo> {
-    let (stream, owner): (i64, String) = conn
-        .prepare_cached("SELECT id, owner FROM streams WHERE name = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([name.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
-        })
+    let row = conn
+        .prepare_cached("SELECT id, owner, max_age_ms, max_events FROM streams WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name.as_str()], stream_row).optional())
         .map_err(sql("find stream"))?
         .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
-    info_of(conn, stream, name.clone(), owner, true)
+    info_of(conn, row, name.clone(), true)
 }
 
 /// Every stream, by name.
 pub fn list(conn: &Connection) -> StoreResult<Vec<StreamInfo>> {
-    let rows: Vec<(i64, String, String)> = conn
-        .prepare_cached("SELECT id, name, owner FROM streams ORDER BY name")
+    let rows: Vec<(StreamRow, String)> = conn
+        .prepare_cached("SELECT id, owner, max_age_ms, max_events, name FROM streams ORDER BY name")
         .and_then(|mut stmt| {
-            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            stmt.query_map([], |row| Ok((stream_row(row)?, row.get(4)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("list streams"))?;
     rows.into_iter()
-        .filter_map(|(id, name, owner)| StreamName::parse(&name).ok().map(|name| (id, name, owner)))
-        .map(|(id, name, owner)| info_of(conn, id, name, owner, false))
+        .filter_map(|(row, name)| StreamName::parse(&name).ok().map(|name| (row, name)))
+        .map(|(row, name)| info_of(conn, row, name, false))
         .collect()
+}
+
+/// Sets a stream's retention.
+pub fn set_retention(
+    conn: &Connection,
+    name: &StreamName,
+    retention: StreamRetention,
+) -> StoreResult<()> {
+    let changed = conn
+        .prepare_cached("UPDATE streams SET max_age_ms = ?2, max_events = ?3 WHERE name = ?1")
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                name.as_str(),
+                retention.max_age.map(millis_of),
+                retention
+                    .max_events
+                    .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+            ])
+        })
+        .map_err(sql("set stream retention"))?;
+    if changed == 0 {
+        return Err(StoreError::StreamNotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Drops events past their stream's retention.
+pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
+    let dropped = conn
+        .prepare_cached(
+            "DELETE FROM events WHERE EXISTS (
+                 SELECT 1 FROM streams s WHERE s.id = events.stream_id AND (
+                     (s.max_age_ms IS NOT NULL AND events.appended_at <= ?1 - s.max_age_ms)
+                     OR (s.max_events IS NOT NULL AND events.id <= s.last_event - s.max_events)))",
+        )
+        .and_then(|mut stmt| stmt.execute([now]))
+        .map_err(sql("drop expired events"))?;
+    Ok(dropped as u64)
 }
 
 /// Gives a stream to another producer.
