@@ -19,6 +19,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
 conformance! {
+    retention_is_set_by_put_and_shown_in_the_details,
     seed_requests_sent_as_written_get_the_seed_answers,
     append_answers_200_with_the_event_id_as_a_json_string_counting_from_1_per_stream,
     events_come_back_as_posted_with_their_id_added,
@@ -1756,4 +1757,60 @@ async fn owner_transfer_is_admin_only_and_checks_stream_and_body(app: TestApp) {
             .all(|s| s["name"] != "nosuch"),
         "a refused transfer creates no stream"
     );
+}
+
+async fn retention_is_set_by_put_and_shown_in_the_details(app: TestApp) {
+    append_named(&app, "orders", "shop", PLACED, 1).await;
+    let put = |stream: &str, body: Value| {
+        app.as_admin(Method::PUT, &format!("/api/v1/streams/{stream}"))
+            .json(&body)
+            .send()
+    };
+    let response = put("orders", json!({"max_age": "7d", "max_events": 1000}))
+        .await
+        .unwrap();
+    let (status, set) = answer(response).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(
+        set["retention"],
+        json!({"max_age": 604800.0, "max_events": 1000})
+    );
+    let details: Value = app
+        .as_admin(Method::GET, "/api/v1/streams/orders")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(details["retention"]["max_events"], json!(1000));
+
+    let cleared = put("orders", json!({})).await.unwrap();
+    let (_, cleared) = answer(cleared).await;
+    assert_eq!(
+        cleared["retention"],
+        json!({"max_age": null, "max_events": null})
+    );
+
+    let unknown = put("nosuch", json!({"max_events": 5})).await.unwrap();
+    assert_error_prefix(unknown, StatusCode::NOT_FOUND, "Not Found - stream nosuch").await;
+    for body in [
+        json!({"max_events": 0}),
+        json!({"max_age": "soon"}),
+        json!([1]),
+        json!({"keep": 1}),
+    ] {
+        let response = put("orders", body.clone()).await.unwrap();
+        assert_error_prefix(response, StatusCode::BAD_REQUEST, "Bad Request - ").await;
+    }
+    let secret = app
+        .create_client("writer", &["stream:orders:produce"])
+        .await;
+    let forbidden = app
+        .as_client("writer", &secret, Method::PUT, "/api/v1/streams/orders")
+        .json(&json!({"max_events": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_error_prefix(forbidden, StatusCode::FORBIDDEN, "Forbidden - ").await;
 }
