@@ -1,14 +1,14 @@
 //! The compiled `hopper` binary under abuse: a SIGKILL in the middle of concurrent
-//! pushes loses nothing that was acknowledged, and a SIGTERM drains in-flight
-//! requests and exits 0. Each test runs the binary on its own isolated store, once
+//! pushes (or stream appends and ACKs) loses nothing that was acknowledged, and a
+//! SIGTERM drains in-flight requests and exits 0. Each test runs the binary on its own isolated store, once
 //! per storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{conformance, Backend, IsolatedStore};
@@ -20,6 +20,8 @@ conformance! {
     acknowledged_pushes_survive_sigkill,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     sigterm_drains_in_flight_requests_and_exits_zero,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    acknowledged_events_owners_and_offsets_survive_sigkill,
 }
 
 const ADMIN_SECRET: &str = "durability-admin-secret-42";
@@ -383,4 +385,453 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero(backend: Backend) {
         found.len()
     );
     assert_nothing_acknowledged_was_lost(&acknowledged, &found);
+}
+
+// ---------------------------------------------------------------------------
+// Streams: appends, owner and consumer offsets across a SIGKILL
+// ---------------------------------------------------------------------------
+
+/// Concurrent appenders, all as the one producer that owns the stream.
+const APPENDERS: usize = 8;
+const STREAM: &str = "orders";
+const OWNER: &str = "shop";
+const CONSUMER: &str = "c1";
+const EVENT_NAMES: [&str; 2] = ["OrderPlaced", "OrderShipped"];
+const LOCKED: &str = "Locked - Second writers not allowed";
+
+/// A seed-004 event named `name`, told apart by its payload.
+fn stream_event(name: &str, appender: usize, n: u64) -> Value {
+    json!({
+        "event": {"name": name, "version": 1},
+        "system": {
+            "id": "alv123",
+            "name": "codello alvine",
+            "time": "2017-09-06 13:58:12",
+            "timezone": "Europe/Berlin"
+        },
+        "trigger": {"type": "system", "name": "/path/to/script.php"},
+        "payload": {"appender": appender, "n": n}
+    })
+}
+
+/// `POST /api/v1/streams/{STREAM}/events` as `producer`.
+async fn try_append_event(
+    client: &reqwest::Client,
+    base_url: &str,
+    producer: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base_url}/api/v1/streams/{STREAM}/events"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("X-Producer-ID", producer)
+        .body(body.to_string())
+        .send()
+        .await
+}
+
+/// The numeric id of a 200 append answer (a JSON string such as `"17"`).
+async fn event_id_of(response: reqwest::Response) -> u64 {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "append answered {body}");
+    body.as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("an append answers with the id as a JSON string, got {body}"))
+}
+
+/// `POST /api/v1/streams/{STREAM}/events/{id}` with `action=ACK` as [`CONSUMER`].
+async fn try_ack_event(
+    client: &reqwest::Client,
+    base_url: &str,
+    id: u64,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base_url}/api/v1/streams/{STREAM}/events/{id}"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Consumer-ID", CONSUMER)
+        .body("action=ACK")
+        .send()
+        .await
+}
+
+/// `GET /api/v1/streams/{STREAM}/events?<query>` as `consumer`; asserts 200 and
+/// returns the events.
+async fn read_events(
+    client: &reqwest::Client,
+    base_url: &str,
+    consumer: &str,
+    query: &str,
+) -> Vec<Value> {
+    let response = client
+        .get(format!("{base_url}/api/v1/streams/{STREAM}/events?{query}"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .header("X-Consumer-ID", consumer)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "read {query}: {body}");
+    body.as_array()
+        .unwrap_or_else(|| panic!("a read answers with a JSON array, got {body}"))
+        .clone()
+}
+
+/// The numeric `id` of an event as a read returns it.
+fn id_in(event: &Value) -> u64 {
+    event["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("an event carries its id as a string: {event}"))
+}
+
+/// Every event named `name`, replayed with `after=` 1000 at a time (which moves no
+/// offset), by id.
+async fn replay_all(client: &reqwest::Client, base_url: &str, name: &str) -> BTreeMap<u64, Value> {
+    let mut found = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = read_events(
+            client,
+            base_url,
+            "auditor",
+            &format!("eventName={name}&limit=1000&after={after}"),
+        )
+        .await;
+        let Some(last) = page.last() else {
+            return found;
+        };
+        after = id_in(last);
+        for event in page {
+            let id = id_in(&event);
+            assert_eq!(
+                event["event"]["name"], name,
+                "a replay of {name} returned {event}"
+            );
+            assert!(
+                found.insert(id, event).is_none(),
+                "event {id} replayed twice"
+            );
+        }
+    }
+}
+
+/// What the appenders got: each event answered 200, by id, with its name and body.
+type Appended = Vec<(u64, &'static str, Value)>;
+
+/// Appends to [`STREAM`] as [`OWNER`] from [`APPENDERS`] tasks, names alternating,
+/// until `stop` is set or the server goes away. Each 200 is also published in
+/// `published` (id and name index) for the acker. Returns what each task got 200 for,
+/// and how many other answers came.
+fn start_appenders(
+    client: &reqwest::Client,
+    base_url: &str,
+    stop: &Arc<AtomicBool>,
+    in_flight: &Arc<AtomicUsize>,
+    published: &Arc<Mutex<[Vec<u64>; 2]>>,
+) -> Vec<tokio::task::JoinHandle<(Appended, usize)>> {
+    (0..APPENDERS)
+        .map(|appender| {
+            let client = client.clone();
+            let base_url = base_url.to_owned();
+            let stop = stop.clone();
+            let in_flight = in_flight.clone();
+            let published = published.clone();
+            tokio::spawn(async move {
+                let mut appended = Vec::new();
+                let mut refused = 0;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let which = (appender + n as usize) % 2;
+                    let body = stream_event(EVENT_NAMES[which], appender, n);
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    let answer = match try_append_event(&client, &base_url, OWNER, &body).await {
+                        Ok(response) if response.status() == StatusCode::OK => response
+                            .json::<Value>()
+                            .await
+                            .map(|id| Some(id.as_str().and_then(|id| id.parse::<u64>().ok()))),
+                        Ok(_) => Ok(None),
+                        Err(error) => Err(error),
+                    };
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    match answer {
+                        Ok(Some(id)) => {
+                            let id = id.expect("a 200 append answers with the id as a string");
+                            published.lock().unwrap()[which].push(id);
+                            appended.push((id, EVENT_NAMES[which], body));
+                        }
+                        Ok(None) => refused += 1,
+                        Err(_) => break,
+                    }
+                }
+                (appended, refused)
+            })
+        })
+        .collect()
+}
+
+/// What the acker did, per event name: the highest id whose ACK got 200 `"OK"`, and
+/// the highest id it sent an ACK for (which may have committed without an answer).
+#[derive(Debug, Default, Clone, Copy)]
+struct Acked {
+    ok: Option<u64>,
+    attempted: Option<u64>,
+}
+
+/// Acknowledges, as [`CONSUMER`], names taking turns, the median event appended so far
+/// of that name, until `stop` is set or the server goes away. Returns what it did per
+/// name, and how many ACKs got another answer than 200 `"OK"`.
+fn start_acker(
+    client: &reqwest::Client,
+    base_url: &str,
+    stop: &Arc<AtomicBool>,
+    published: &Arc<Mutex<[Vec<u64>; 2]>>,
+) -> tokio::task::JoinHandle<([Acked; 2], Vec<String>)> {
+    let client = client.clone();
+    let base_url = base_url.to_owned();
+    let stop = stop.clone();
+    let published = published.clone();
+    tokio::spawn(async move {
+        let mut acked = [Acked::default(); 2];
+        let mut failures = Vec::new();
+        let mut turn = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            turn += 1;
+            let which = turn % 2;
+            let id = {
+                let published = published.lock().unwrap();
+                let ids = &published[which];
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut sorted = ids.clone();
+                sorted.sort_unstable();
+                sorted[sorted.len() / 2]
+            };
+            acked[which].attempted = acked[which].attempted.max(Some(id));
+            let Ok(response) = try_ack_event(&client, &base_url, id).await else {
+                break;
+            };
+            let status = response.status();
+            match response.json::<Value>().await {
+                Ok(body) if status == StatusCode::OK && body == json!("OK") => {
+                    acked[which].ok = acked[which].ok.max(Some(id));
+                }
+                Ok(body) => failures.push(format!("ACK {id}: {status} {body}")),
+                Err(_) => break,
+            }
+        }
+        (acked, failures)
+    })
+}
+
+async fn acknowledged_events_owners_and_offsets_survive_sigkill(backend: Backend) {
+    let store = backend.isolated_store();
+    let client = http_client();
+    let mut server = HopperProcess::start(&store, &client).await;
+    // Creates the stream, owned by OWNER, and pays the argon2 verification of the
+    // admin's secret once, so the appenders then run at full speed.
+    let first_body = stream_event(EVENT_NAMES[0], usize::MAX, 0);
+    let first = try_append_event(&client, &server.base_url, OWNER, &first_body)
+        .await
+        .unwrap();
+    assert_eq!(event_id_of(first).await, 1, "the first event of a stream");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let published = Arc::new(Mutex::new([vec![1], Vec::new()]));
+    let appenders = start_appenders(&client, &server.base_url, &stop, &in_flight, &published);
+    let acker = start_acker(&client, &server.base_url, &stop, &published);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let in_flight_at_kill = in_flight.load(Ordering::SeqCst);
+    server.kill_hard();
+    stop.store(true, Ordering::Relaxed);
+
+    let mut appended: Appended = vec![(1, EVENT_NAMES[0], first_body)];
+    let mut refused = 0;
+    for appender in appenders {
+        let (events, refusals) = appender.await.unwrap();
+        appended.extend(events);
+        refused += refusals;
+    }
+    let (acked, ack_failures) = acker.await.unwrap();
+    assert_eq!(
+        refused, 0,
+        "appends of the owner were refused before the crash"
+    );
+    assert!(
+        ack_failures.is_empty(),
+        "ACKs of appended events failed before the crash: {ack_failures:?}"
+    );
+    assert!(
+        in_flight_at_kill > 0,
+        "no append was in flight at the SIGKILL"
+    );
+    assert!(
+        appended.len() >= 4 * APPENDERS,
+        "too few appends in a second to test anything: {}",
+        appended.len()
+    );
+    for (which, name) in EVENT_NAMES.iter().enumerate() {
+        assert!(
+            acked[which].ok.is_some(),
+            "no ACK of {name} got through before the crash: {acked:?}"
+        );
+    }
+    let mut answered: HashMap<u64, (&str, &Value)> = HashMap::new();
+    for (id, name, body) in &appended {
+        assert!(
+            answered.insert(*id, (name, body)).is_none(),
+            "two appends were answered with id {id}"
+        );
+    }
+
+    let server = HopperProcess::start(&store, &client).await;
+    let base_url = &server.base_url;
+
+    // Every event answered 200 is there, with its exact body; nothing twice.
+    let mut by_name = Vec::new();
+    let mut all: BTreeMap<u64, &Value> = BTreeMap::new();
+    for name in EVENT_NAMES {
+        by_name.push(replay_all(&client, base_url, name).await);
+    }
+    for events in &by_name {
+        for (id, event) in events {
+            assert!(
+                all.insert(*id, event).is_none(),
+                "event {id} replayed under both names"
+            );
+        }
+    }
+    let lost: Vec<u64> = answered
+        .keys()
+        .copied()
+        .filter(|id| !all.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged appends were lost, e.g. {:?}",
+        lost.len(),
+        answered.len(),
+        &lost[..lost.len().min(10)]
+    );
+    for (id, (name, body)) in &answered {
+        let mut expected = (*body).clone();
+        expected["id"] = json!(id.to_string());
+        assert_eq!(all[id], &expected, "event {id} ({name}) after the restart");
+    }
+    let unanswered = all.len() - answered.len();
+    assert!(
+        unanswered <= APPENDERS,
+        "{} events found, {} acknowledged: at most one unanswered append per appender can have committed",
+        all.len(),
+        answered.len()
+    );
+    let last = *all.keys().next_back().unwrap();
+    assert_eq!(
+        all.keys().copied().collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>(),
+        "event ids are consecutive from 1 after the restart"
+    );
+
+    // The stream's owner and extent, and c1's offsets: at least the highest ACK that
+    // got "OK", at most the highest ACK sent.
+    let response = client
+        .get(format!("{base_url}/api/v1/streams/{STREAM}"))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let info: Value = response.json().await.unwrap();
+    assert_eq!(info["owner"], OWNER, "{info}");
+    assert_eq!(info["length"], json!(all.len()), "{info}");
+    assert_eq!(info["first_event_id"], "1", "{info}");
+    assert_eq!(info["last_event_id"], json!(last.to_string()), "{info}");
+    for (which, name) in EVENT_NAMES.iter().enumerate() {
+        let entry = info["consumers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no consumers in {info}"))
+            .iter()
+            .find(|c| c["consumer"] == CONSUMER && c["event_name"] == *name)
+            .unwrap_or_else(|| panic!("the offset of {CONSUMER} for {name} is gone: {info}"));
+        let offset: u64 = entry["offset"]
+            .as_str()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("offset of {entry}"));
+        let Acked { ok, attempted } = acked[which];
+        assert!(
+            Some(offset) >= ok && Some(offset) <= attempted,
+            "{CONSUMER}'s offset for {name} is {offset}; the highest ACK answered OK was {ok:?}, the highest sent {attempted:?}"
+        );
+        let tail: Vec<u64> = by_name[which]
+            .keys()
+            .copied()
+            .filter(|id| *id > offset)
+            .collect();
+        assert_eq!(
+            entry["lag"],
+            json!(tail.len()),
+            "lag of {CONSUMER} for {name}: {entry}"
+        );
+
+        // A plain read (no after=) starts past the offset.
+        let read = read_events(
+            &client,
+            base_url,
+            CONSUMER,
+            &format!("eventName={name}&limit=1000"),
+        )
+        .await;
+        let read_ids: Vec<u64> = read.iter().map(id_in).collect();
+        assert!(
+            read_ids.iter().all(|id| Some(*id) > ok),
+            "{CONSUMER} read {name} events at or before its acknowledged {ok:?}: {:?}",
+            &read_ids[..read_ids.len().min(10)]
+        );
+        assert_eq!(
+            read_ids,
+            tail[..tail.len().min(1000)],
+            "{CONSUMER} reads exactly the {name} events after its offset {offset}"
+        );
+    }
+
+    // The owner survived: a second producer is locked out and appends nothing, the
+    // original one goes on with the next id.
+    let intruder = try_append_event(
+        &client,
+        base_url,
+        "intruder",
+        &stream_event(EVENT_NAMES[1], 0, 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(intruder.status(), StatusCode::LOCKED);
+    assert_eq!(intruder.json::<Value>().await.unwrap(), json!(LOCKED));
+    let next = try_append_event(
+        &client,
+        base_url,
+        OWNER,
+        &stream_event(EVENT_NAMES[1], 0, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        event_id_of(next).await,
+        last + 1,
+        "the owner appends after the restart"
+    );
+
+    eprintln!(
+        "{}: stream SIGKILL after 1 s with {in_flight_at_kill} appends in flight: {} answered, {} events found, offsets {:?}",
+        backend.name(),
+        answered.len(),
+        all.len(),
+        acked
+    );
 }

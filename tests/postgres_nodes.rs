@@ -1,5 +1,6 @@
-//! Several `hopper serve` processes on one PostgreSQL database behave as one server,
-//! and a PostgreSQL outage gives 503s that heal without a restart.
+//! Several `hopper serve` processes on one PostgreSQL database behave as one server
+//! (queues, clients, streams), and a PostgreSQL outage gives 503s that heal without a
+//! restart.
 //!
 //! Runs when `HOPPER_TEST_POSTGRES` is set (a base URL such as
 //! `postgres://postgres@127.0.0.1:5432/test`); `.ci/run` sets it.
@@ -555,4 +556,295 @@ async fn postgres_outage_gives_503_and_heals_without_restart() {
     );
     drop(node);
     drop(postgres);
+}
+
+// ---------------------------------------------------------------------------
+// Streams across nodes
+// ---------------------------------------------------------------------------
+
+const LOCKED: &str = "Locked - Second writers not allowed";
+
+/// A seed-004 event named `OrderPlaced`, told apart by its payload.
+fn order_placed(payload: Value) -> Value {
+    json!({
+        "event": {"name": "OrderPlaced", "version": 1},
+        "system": {
+            "id": "alv123",
+            "name": "codello alvine",
+            "time": "2017-09-06 13:58:12",
+            "timezone": "Europe/Berlin"
+        },
+        "trigger": {"type": "system", "name": "/path/to/script.php"},
+        "payload": payload
+    })
+}
+
+impl Node {
+    /// `POST /streams/{stream}/events` as `producer`.
+    async fn append_event(&self, stream: &str, producer: &str, body: &Value) -> reqwest::Response {
+        self.post(&format!("/streams/{stream}/events"))
+            .header("content-type", "application/json; charset=utf-8")
+            .header("X-Producer-ID", producer)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Appends as `producer`; asserts 200 and returns the numeric id.
+    async fn append_ok(&self, stream: &str, producer: &str, body: &Value) -> u64 {
+        let response = self.append_event(stream, producer, body).await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "append through {}: {answer}", self.base);
+        answer
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("an append answers with the id as a string, got {answer}"))
+    }
+
+    /// `GET /streams/{stream}/events?<query>` as `consumer`; asserts 200, returns the events.
+    async fn read_events(&self, stream: &str, consumer: &str, query: &str) -> Vec<Value> {
+        let response = self
+            .get(&format!("/streams/{stream}/events?{query}"))
+            .header("X-Consumer-ID", consumer)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "read {query} through {}: {body}", self.base);
+        body.as_array()
+            .unwrap_or_else(|| panic!("a read answers with a JSON array, got {body}"))
+            .clone()
+    }
+
+    /// ACKs event `id` as `consumer`; asserts 200 `"OK"`.
+    async fn ack_event(&self, stream: &str, consumer: &str, id: u64) {
+        let response = self
+            .post(&format!("/streams/{stream}/events/{id}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("X-Consumer-ID", consumer)
+            .body("action=ACK")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body),
+            (200, json!("OK")),
+            "ACK of {id} through {}",
+            self.base
+        );
+    }
+
+    /// `GET /streams/{stream}`; asserts 200.
+    async fn stream_info(&self, stream: &str) -> Value {
+        let response = self
+            .get(&format!("/streams/{stream}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            status, 200,
+            "GET stream {stream} through {}: {body}",
+            self.base
+        );
+        body
+    }
+}
+
+/// The numeric `id` of each event as a read returns it.
+fn event_ids(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|event| {
+            event["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("an event carries its id as a string: {event}"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_consistent_across_nodes() {
+    let Some(base) = postgres_base() else { return };
+    let schema = random_schema();
+    let _guard = SchemaGuard {
+        base: base.clone(),
+        schema: schema.clone(),
+    };
+    let store = with_schema(&base, &schema);
+    let nodes = Arc::new([start_node(&store).await, start_node(&store).await]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // The first request to each node verifies the admin's secret with argon2 (slow in a
+    // debug build): paid here, not inside the race.
+    for node in nodes.iter() {
+        let warm = node.get("/streams").send().await.unwrap();
+        assert_eq!(warm.status(), 200);
+    }
+
+    // Ten producers race to create the stream, alternating nodes: one wins.
+    const RACERS: usize = 10;
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|racer| {
+            let (nodes, start) = (nodes.clone(), start.clone());
+            tokio::spawn(async move {
+                let producer = format!("producer-{racer}");
+                let body = order_placed(json!({ "racer": racer }));
+                start.wait().await;
+                let response = nodes[racer % 2]
+                    .append_event("orders", &producer, &body)
+                    .await;
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap();
+                (producer, body, status, answer)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for racer in racers {
+        let (producer, body, status, answer) = racer.await.unwrap();
+        match status {
+            200 => winners.push((producer, body, answer)),
+            423 => {
+                assert_eq!(answer, json!(LOCKED), "{producer} lost the race");
+                losers.push(producer);
+            }
+            other => panic!("{producer} racing for the stream got {other} {answer}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racing producer owns the stream: {winners:?}"
+    );
+    let (owner, first_body, first_id) = winners.pop().unwrap();
+    assert_eq!(first_id, json!("1"), "the winner's event is the first");
+    for loser in &losers {
+        for node in nodes.iter() {
+            let response = node
+                .append_event("orders", loser, &order_placed(json!({"late": loser})))
+                .await;
+            assert_eq!(response.status(), 423, "{loser} through {}", node.base);
+            assert_eq!(response.json::<Value>().await.unwrap(), json!(LOCKED));
+        }
+    }
+    for node in nodes.iter() {
+        let info = node.stream_info("orders").await;
+        assert_eq!(info["owner"], json!(owner), "through {}: {info}", node.base);
+        assert_eq!(info["length"], 1, "the losers appended nothing: {info}");
+    }
+
+    // The owner appends 99 more, concurrently, alternating nodes: ids 1..=100, no gap,
+    // no duplicate, each with its own body.
+    const EVENTS: u64 = 100;
+    const APPENDERS: u64 = 8;
+    let appenders: Vec<_> = (0..APPENDERS)
+        .map(|appender| {
+            let (nodes, owner) = (nodes.clone(), owner.clone());
+            tokio::spawn(async move {
+                let mut appended = Vec::new();
+                for n in (2 + appender..=EVENTS).step_by(APPENDERS as usize) {
+                    let body = order_placed(json!({ "n": n }));
+                    let id = nodes[n as usize % 2]
+                        .append_ok("orders", &owner, &body)
+                        .await;
+                    appended.push((id, body));
+                }
+                appended
+            })
+        })
+        .collect();
+    let mut appended = vec![(1, first_body)];
+    for appender in appenders {
+        appended.extend(appender.await.unwrap());
+    }
+    appended.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        appended.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "appends through two nodes get the ids 1..=100"
+    );
+    let expected: Vec<Value> = appended
+        .iter()
+        .map(|(id, body)| {
+            let mut event = body.clone();
+            event["id"] = json!(id.to_string());
+            event
+        })
+        .collect();
+    for node in nodes.iter() {
+        let replayed = node
+            .read_events(
+                "orders",
+                "auditor",
+                "eventName=OrderPlaced&limit=1000&after=0",
+            )
+            .await;
+        assert_eq!(
+            replayed, expected,
+            "every node replays the same events, each with the body that got its id"
+        );
+    }
+
+    // A consumer reads through B, ACKs through A, and B sees the offset at once.
+    let page = b
+        .read_events("orders", "c1", "eventName=OrderPlaced&limit=60")
+        .await;
+    assert_eq!(event_ids(&page), (1..=60).collect::<Vec<_>>());
+    a.ack_event("orders", "c1", 50).await;
+    let page = b
+        .read_events("orders", "c1", "eventName=OrderPlaced&limit=1000")
+        .await;
+    assert_eq!(
+        event_ids(&page),
+        (51..=EVENTS).collect::<Vec<_>>(),
+        "B reads past the offset A committed"
+    );
+    let info = b.stream_info("orders").await;
+    let entry = info["consumers"]
+        .as_array()
+        .and_then(|consumers| consumers.iter().find(|c| c["consumer"] == "c1"))
+        .unwrap_or_else(|| panic!("no c1 in {info}"));
+    assert_eq!(
+        (&entry["event_name"], &entry["offset"], &entry["lag"]),
+        (&json!("OrderPlaced"), &json!("50"), &json!(50)),
+        "{info}"
+    );
+
+    // A long-poll on B wakes when the owner appends through A.
+    a.ack_event("orders", "c1", EVENTS).await;
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let nodes = nodes.clone();
+        async move {
+            let events = nodes[1]
+                .read_events("orders", "c1", "eventName=OrderPlaced&limit=10&wait=10")
+                .await;
+            (events, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the long-poll answered before the append"
+    );
+    let late = order_placed(json!({"late": true}));
+    let id = a.append_ok("orders", &owner, &late).await;
+    assert_eq!(id, EVENTS + 1);
+    let (events, waited) = waiting.await.unwrap();
+    let mut expected = late;
+    expected["id"] = json!((EVENTS + 1).to_string());
+    assert_eq!(events, vec![expected]);
+    assert!(
+        waited < Duration::from_secs(3),
+        "woken by the append through the other node, not by the 10 s wait: {waited:?}"
+    );
 }
