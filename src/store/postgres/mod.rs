@@ -21,9 +21,9 @@ use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
-    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, PushOutcome, PushRequest,
-    QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store, StoreError,
-    StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
+    Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, PushOutcome,
+    PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
+    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
 };
 
 mod batcher;
@@ -167,7 +167,10 @@ pub struct PostgresStore {
     clock: DbClock,
     pool: Pool,
     wakeups: Arc<Wakeups>,
-    pushes: batcher::PushBatcher,
+    /// Pushes without idempotency keys, gathered into shared statements.
+    pushes: batcher::Batcher<PushRequest, Vec<MessageId>>,
+    /// Stream appends, gathered into shared transactions.
+    appends: batcher::Batcher<NewEvent, Appended>,
     announcer: Announcer,
     stop_listening: CancellationToken,
 }
@@ -276,7 +279,8 @@ impl PostgresStore {
             stop_listening.clone(),
         ));
         Ok(PostgresStore {
-            pushes: batcher::PushBatcher::start(pool.clone(), announcer.clone(), clock.clone()),
+            pushes: push_batcher(pool.clone(), announcer.clone(), clock.clone()),
+            appends: append_batcher(pool.clone(), announcer.clone(), clock.clone()),
             clock,
             pool,
             wakeups,
@@ -301,6 +305,67 @@ impl PostgresStore {
     }
 }
 
+async fn pooled(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
+}
+
+/// Batched pushes: one self-committing statement per batch; wake-ups announced
+/// after the commit, even if the callers are gone.
+fn push_batcher(
+    pool: Pool,
+    announcer: Announcer,
+    clock: DbClock,
+) -> batcher::Batcher<PushRequest, Vec<MessageId>> {
+    let known: Arc<queues::KnownQueues> = Arc::default();
+    batcher::Batcher::start(move |requests: Arc<Vec<PushRequest>>| {
+        let (pool, announcer, clock, known) = (
+            pool.clone(),
+            announcer.clone(),
+            clock.clone(),
+            known.clone(),
+        );
+        async move {
+            let client = pooled(&pool).await?;
+            let refs: Vec<&PushRequest> = requests.iter().collect();
+            let outcomes = queues::push_many(&client, &refs, &known, clock.now()).await?;
+            let mut announced = std::collections::HashSet::new();
+            for (request, outcome) in requests.iter().zip(&outcomes) {
+                if outcome.is_ok() && announced.insert(&request.queue) {
+                    announcer.announce(&request.queue);
+                }
+            }
+            Ok(outcomes)
+        }
+    })
+}
+
+/// Batched stream appends: one transaction per batch, each stream locked once.
+fn append_batcher(
+    pool: Pool,
+    announcer: Announcer,
+    clock: DbClock,
+) -> batcher::Batcher<NewEvent, Appended> {
+    batcher::Batcher::start(move |events: Arc<Vec<NewEvent>>| {
+        let (pool, announcer, clock) = (pool.clone(), announcer.clone(), clock.clone());
+        async move {
+            let mut client = pooled(&pool).await?;
+            let tx = client.transaction().await.map_err(pg("begin"))?;
+            let refs: Vec<&NewEvent> = events.iter().collect();
+            let outcomes = streams::append_many(&tx, &refs, clock.now()).await?;
+            tx.commit().await.map_err(pg_commit("commit"))?;
+            let mut announced = std::collections::HashSet::new();
+            for (event, outcome) in events.iter().zip(&outcomes) {
+                if matches!(outcome, Appended::Event(_)) && announced.insert(&event.stream) {
+                    announcer.announce_key(stream_key(&event.stream));
+                }
+            }
+            Ok(outcomes.into_iter().map(Ok).collect())
+        }
+    })
+}
+
 /// Runs `$body` (an expression using `$tx`) in one transaction and commits it.
 macro_rules! transaction {
     ($store:expr, |$tx:ident| $body:expr) => {{
@@ -317,7 +382,7 @@ impl QueueStore for PostgresStore {
     async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
         if request.idempotency_key.is_none() {
             // The batcher announces after its commit, even if this caller has gone.
-            return self.pushes.push(request).await.map(PushOutcome::Created);
+            return self.pushes.submit(request).await.map(PushOutcome::Created);
         }
         let outcome = transaction!(self, |tx| queues::push(&tx, &request, self.clock.now()));
         self.announcing(&request.queue, outcome)
@@ -425,12 +490,8 @@ impl QueueStore for PostgresStore {
 #[async_trait]
 impl StreamStore for PostgresStore {
     async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
-        let now = self.clock.now();
-        let appended = transaction!(self, |tx| streams::append(&tx, &event, now));
-        if matches!(appended, Ok(Appended::Event(_))) {
-            self.announcer.announce_key(stream_key(&event.stream));
-        }
-        appended
+        // The batcher announces after its commit, even if this caller has gone.
+        self.appends.submit(event).await
     }
 
     async fn read_events(

@@ -28,8 +28,20 @@ async fn stream_id(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<i64> 
         .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))
 }
 
-/// Appends an event; see [`crate::store::StreamStore::append`].
-pub async fn append(tx: &Transaction<'_>, event: &NewEvent, now: Millis) -> StoreResult<Appended> {
+/// Appends events from many requests, one stream at a time, in one transaction:
+/// each stream's row is locked once (ids stay gapless, the owner is checked under
+/// the lock) and its events go in with one statement. Returns each request's
+/// outcome in request order. The first producer of a new stream, in request order,
+/// owns it.
+pub async fn append_many(
+    tx: &Transaction<'_>,
+    events: &[&NewEvent],
+    now: Millis,
+) -> StoreResult<Vec<Appended>> {
+    let mut outcomes = vec![Appended::Locked; events.len()];
+    let mut streams: Vec<&StreamName> = events.iter().map(|e| &e.stream).collect();
+    streams.sort();
+    streams.dedup();
     let create = tx
         .prepare_cached(
             "INSERT INTO streams (name, owner, last_event, created_at) VALUES ($1, $2, 0, $3)
@@ -37,41 +49,61 @@ pub async fn append(tx: &Transaction<'_>, event: &NewEvent, now: Millis) -> Stor
         )
         .await
         .map_err(pg("create stream"))?;
-    tx.execute(&create, &[&event.stream.as_str(), &event.producer, &now])
-        .await
-        .map_err(pg("create stream"))?;
-    // The row lock orders appends to one stream: ids without gaps, owner checked under it.
     let lock = tx
         .prepare_cached("SELECT id, owner FROM streams WHERE name = $1 FOR UPDATE")
         .await
         .map_err(pg("lock stream"))?;
-    let row = tx
-        .query_one(&lock, &[&event.stream.as_str()])
-        .await
-        .map_err(pg("lock stream"))?;
-    let (stream, owner): (i64, String) = (row.get(0), row.get(1));
-    if owner != event.producer {
-        return Ok(Appended::Locked);
-    }
-    let next = tx
+    let reserve = tx
         .prepare_cached(
-            "UPDATE streams SET last_event = last_event + 1 WHERE id = $1 RETURNING last_event",
+            "UPDATE streams SET last_event = last_event + $2 WHERE id = $1 RETURNING last_event",
         )
         .await
-        .map_err(pg("append event"))?;
-    let id: i64 = tx
-        .query_one(&next, &[&stream])
-        .await
-        .map_err(pg("append event"))?
-        .get(0);
+        .map_err(pg("append events"))?;
     let insert = tx
-        .prepare_cached("INSERT INTO events (stream_id, id, name, body, appended_at) VALUES ($1, $2, $3, $4, $5)")
+        .prepare_cached(
+            "INSERT INTO events (stream_id, id, name, body, appended_at)
+             SELECT $1, id, name, body, $5 FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(id, name, body)",
+        )
         .await
-        .map_err(pg("append event"))?;
-    tx.execute(&insert, &[&stream, &id, &event.name, &event.body, &now])
-        .await
-        .map_err(pg("append event"))?;
-    Ok(Appended::Event(id))
+        .map_err(pg("append events"))?;
+    // Streams in name order, so two batches lock them in the same order.
+    for stream in streams {
+        let mine: Vec<usize> = (0..events.len())
+            .filter(|&i| &events[i].stream == stream)
+            .collect();
+        let first_producer = &events[mine[0]].producer;
+        tx.execute(&create, &[&stream.as_str(), first_producer, &now])
+            .await
+            .map_err(pg("create stream"))?;
+        let row = tx
+            .query_one(&lock, &[&stream.as_str()])
+            .await
+            .map_err(pg("lock stream"))?;
+        let (stream_id, owner): (i64, String) = (row.get(0), row.get(1));
+        let accepted: Vec<usize> = mine
+            .into_iter()
+            .filter(|&i| events[i].producer == owner)
+            .collect();
+        if accepted.is_empty() {
+            continue;
+        }
+        let last: i64 = tx
+            .query_one(&reserve, &[&stream_id, &(accepted.len() as i64)])
+            .await
+            .map_err(pg("append events"))?
+            .get(0);
+        let first = last - accepted.len() as i64 + 1;
+        let ids: Vec<i64> = (first..=last).collect();
+        let names: Vec<&str> = accepted.iter().map(|&i| events[i].name.as_str()).collect();
+        let bodies: Vec<&str> = accepted.iter().map(|&i| events[i].body.as_str()).collect();
+        tx.execute(&insert, &[&stream_id, &ids, &names, &bodies, &now])
+            .await
+            .map_err(pg("append events"))?;
+        for (index, id) in accepted.into_iter().zip(ids) {
+            outcomes[index] = Appended::Event(id);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Reads events; see [`crate::store::StreamStore::read_events`].
