@@ -12,8 +12,6 @@ use crate::store::{StoreError, StoreResult};
 
 /// Requests in one batch at most; bounds one statement's size.
 const MAX_BATCH: usize = 512;
-/// Concurrent batches: one gathers while others wait on their commit.
-const WORKERS: usize = 8;
 /// Requests waiting for a worker before callers wait too.
 const QUEUE_DEPTH: usize = 8192;
 
@@ -28,16 +26,17 @@ pub struct Batcher<R, T> {
 }
 
 impl<R: Send + 'static, T: Send + 'static> Batcher<R, T> {
-    /// Starts the workers; `write` stores one batch and returns each request's
-    /// outcome in order, or one error for the whole batch.
-    pub fn start<F, Fut>(write: F) -> Self
+    /// Starts `workers` workers (concurrent batches: one gathers while others wait
+    /// on their commit); `write` stores one batch and returns each request's outcome
+    /// in order, or one error for the whole batch.
+    pub fn start<F, Fut>(workers: usize, write: F) -> Self
     where
         F: Fn(Arc<Vec<R>>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = StoreResult<Vec<StoreResult<T>>>> + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..WORKERS {
+        for _ in 0..workers.max(1) {
             tokio::spawn(work(receiver.clone(), write.clone()));
         }
         Batcher { sender }

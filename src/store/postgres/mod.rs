@@ -319,7 +319,9 @@ fn push_batcher(
     clock: DbClock,
 ) -> batcher::Batcher<PushRequest, Vec<MessageId>> {
     let known: Arc<queues::KnownQueues> = Arc::default();
-    batcher::Batcher::start(move |requests: Arc<Vec<PushRequest>>| {
+    // Pushes to different queues, or even one queue, commit independently: several
+    // batches in flight overlap their round trips and fsyncs.
+    batcher::Batcher::start(8, move |requests: Arc<Vec<PushRequest>>| {
         let (pool, announcer, clock, known) = (
             pool.clone(),
             announcer.clone(),
@@ -347,7 +349,9 @@ fn append_batcher(
     announcer: Announcer,
     clock: DbClock,
 ) -> batcher::Batcher<NewEvent, Appended> {
-    batcher::Batcher::start(move |events: Arc<Vec<NewEvent>>| {
+    // Appends to one stream serialize on its row lock, so few batches in flight
+    // (each larger) beat many small ones waiting on each other.
+    batcher::Batcher::start(2, move |events: Arc<Vec<NewEvent>>| {
         let (pool, announcer, clock) = (pool.clone(), announcer.clone(), clock.clone());
         async move {
             let mut client = pooled(&pool).await?;
