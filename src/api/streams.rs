@@ -44,7 +44,10 @@ pub async fn append(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     authorize(&principal, &stream, Action::Produce)?;
-    let producer = check_party("X-Producer-ID", header_value(&headers, "x-producer-id")?)?;
+    let producer = check_party(
+        "X-Producer-ID header",
+        header_value(&headers, "x-producer-id")?,
+    )?;
     let raw: &serde_json::value::RawValue = parse_json(&body)?;
     let parsed: Value = parse_json(&body)?;
     match state
@@ -104,7 +107,10 @@ pub async fn read(
                 .ok_or_else(|| ApiError::bad_request("after must be an event id"))
         })
         .transpose()?;
-    let consumer = check_party("X-Consumer-ID", header_value(&headers, "x-consumer-id")?)?;
+    let consumer = check_party(
+        "X-Consumer-ID header",
+        header_value(&headers, "x-consumer-id")?,
+    )?;
     let request = ReadRequest {
         consumer,
         event_name: event_name.to_owned(),
@@ -144,7 +150,10 @@ pub async fn ack(
             )));
         }
     }
-    let consumer = check_party("X-Consumer-ID", header_value(&headers, "x-consumer-id")?)?;
+    let consumer = check_party(
+        "X-Consumer-ID header",
+        header_value(&headers, "x-consumer-id")?,
+    )?;
     let form = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the form body must be UTF-8"))?;
     let action = form

@@ -76,12 +76,12 @@ pub fn validate_event(body: &Value) -> Result<String, DomainError> {
     Ok(name)
 }
 
-/// Checks an `X-Producer-ID` or `X-Consumer-ID` value.
-pub fn check_party(header: &str, value: Option<&str>) -> Result<String, DomainError> {
+/// Checks a producer or consumer id; `what` names it in errors (e.g. `X-Producer-ID header`).
+pub fn check_party(what: &str, value: Option<&str>) -> Result<String, DomainError> {
     match value.map(str::trim) {
-        None | Some("") => Err(DomainError::invalid(format!("{header} header is required"))),
+        None | Some("") => Err(DomainError::invalid(format!("{what} is required"))),
         Some(id) if id.len() > MAX_PARTY_ID => Err(DomainError::invalid(format!(
-            "{header} must be at most {MAX_PARTY_ID} bytes"
+            "{what} must be at most {MAX_PARTY_ID} bytes"
         ))),
         Some(id) => Ok(id.to_owned()),
     }
