@@ -17,7 +17,8 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    fn as_str(self) -> &'static str {
+    /// The kind as grants spell it.
+    pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Queue => "queue",
             ResourceKind::Stream => "stream",
