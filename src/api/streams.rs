@@ -172,8 +172,10 @@ pub async fn ack(
     }
     // Seed 004 answers a plain "Not Found" for an unknown stream or event.
     let not_found = || ApiError::NotFound(String::new());
-    let Ok(event) = event.parse::<i64>() else {
-        return Err(not_found());
+    // Digits only: `+5` or `05` name no event, as they name no event in seed 004.
+    let event = match event.parse::<i64>() {
+        Ok(id) if id.to_string() == event => id,
+        _ => return Err(not_found()),
     };
     match state.streams.ack(&stream, &consumer, event).await {
         Ok(true) => Ok(reply(StatusCode::OK, &"OK")),

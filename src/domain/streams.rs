@@ -56,9 +56,7 @@ pub fn validate_event(body: &Value) -> Result<String, DomainError> {
     }
     let event = object(body.get("event"), "event")?;
     let name = string(&event, "event", "name")?;
-    if name.is_empty() {
-        return Err(DomainError::invalid("event.name must not be empty"));
-    }
+    check_event_name("event.name", &name)?;
     match event.get("version") {
         None | Some(Value::Null) => return Err(DomainError::invalid("event.version is required")),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
@@ -76,6 +74,17 @@ pub fn validate_event(body: &Value) -> Result<String, DomainError> {
     Ok(name)
 }
 
+/// Checks an event name: not empty, and no NUL, which PostgreSQL text cannot hold.
+pub fn check_event_name(what: &str, name: &str) -> Result<(), DomainError> {
+    if name.is_empty() {
+        return Err(DomainError::invalid(format!("{what} must not be empty")));
+    }
+    if name.contains('\0') {
+        return Err(DomainError::invalid(format!("{what} must not contain NUL")));
+    }
+    Ok(())
+}
+
 /// Checks a producer or consumer id; `what` names it in errors (e.g. `X-Producer-ID header`).
 pub fn check_party(what: &str, value: Option<&str>) -> Result<String, DomainError> {
     match value.map(str::trim) {
@@ -83,6 +92,9 @@ pub fn check_party(what: &str, value: Option<&str>) -> Result<String, DomainErro
         Some(id) if id.len() > MAX_PARTY_ID => Err(DomainError::invalid(format!(
             "{what} must be at most {MAX_PARTY_ID} bytes"
         ))),
+        Some(id) if id.contains('\0') => {
+            Err(DomainError::invalid(format!("{what} must not contain NUL")))
+        }
         Some(id) => Ok(id.to_owned()),
     }
 }
@@ -251,6 +263,14 @@ mod tests {
             *body.pointer_mut(pointer).unwrap() = value;
             assert_eq!(validate_event(&body).unwrap_err().to_string(), message);
         }
+        let mut body = seed_event();
+        body["event"]["name"] = json!("a\u{0}b");
+        assert_eq!(
+            validate_event(&body).unwrap_err().to_string(),
+            "event.name must not contain NUL",
+            "PostgreSQL text cannot hold NUL: refused up front, not as a failed batch"
+        );
+        assert!(check_party("owner", Some("p\u{0}")).is_err());
         let mut body = seed_event();
         body.as_object_mut().unwrap().remove("system");
         assert_eq!(

@@ -116,29 +116,34 @@ pub async fn read(
     limit: u32,
 ) -> StoreResult<Vec<StoredEvent>> {
     let stream = stream_id(tx, name).await?;
-    let after = match from {
-        ReadFrom::After(id) => id,
-        ReadFrom::Offset => {
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT offset_id FROM stream_offsets WHERE stream_id = $1 AND consumer = $2 AND event_name = $3",
-                )
-                .await
-                .map_err(pg("read offset"))?;
-            tx.query_opt(&stmt, &[&stream, &consumer, &event_name])
-                .await
-                .map_err(pg("read offset"))?
-                .map_or(0, |row| row.get(0))
-        }
+    // One statement reads the offset and the events, so an ack committing between
+    // the two cannot show acked events next to newer ones.
+    let (after, use_offset) = match from {
+        ReadFrom::After(id) => (id, false),
+        ReadFrom::Offset => (0, true),
     };
     let stmt = tx
         .prepare_cached(
-            "SELECT id, body FROM events WHERE stream_id = $1 AND name = $2 AND id > $3 ORDER BY id LIMIT $4",
+            "SELECT id, body FROM events
+             WHERE stream_id = $1 AND name = $2
+               AND id > CASE WHEN $5 THEN COALESCE((SELECT offset_id FROM stream_offsets
+                            WHERE stream_id = $1 AND consumer = $3 AND event_name = $2), 0) ELSE $4 END
+             ORDER BY id LIMIT $6",
         )
         .await
         .map_err(pg("read events"))?;
     let rows = tx
-        .query(&stmt, &[&stream, &event_name, &after, &i64::from(limit)])
+        .query(
+            &stmt,
+            &[
+                &stream,
+                &event_name,
+                &consumer,
+                &after,
+                &use_offset,
+                &i64::from(limit),
+            ],
+        )
         .await
         .map_err(pg("read events"))?;
     Ok(rows

@@ -60,21 +60,6 @@ pub fn append(conn: &Connection, event: &NewEvent, now: Millis) -> StoreResult<A
     Ok(Appended::Event(id))
 }
 
-fn committed_offset(
-    conn: &Connection,
-    stream: i64,
-    consumer: &str,
-    event_name: &str,
-) -> StoreResult<EventId> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT offset_id FROM stream_offsets WHERE stream_id = ?1 AND consumer = ?2 AND event_name = ?3",
-        )
-        .and_then(|mut stmt| stmt.query_row(params![stream, consumer, event_name], |row| row.get(0)).optional())
-        .map_err(sql("read offset"))?
-        .unwrap_or(0))
-}
-
 /// Reads events; see [`crate::store::StreamStore::read_events`].
 pub fn read(
     conn: &Connection,
@@ -85,20 +70,29 @@ pub fn read(
     limit: u32,
 ) -> StoreResult<Vec<StoredEvent>> {
     let stream = stream_id(conn, name)?;
-    let after = match from {
-        ReadFrom::After(id) => id,
-        ReadFrom::Offset => committed_offset(conn, stream, consumer, event_name)?,
+    // One statement reads the offset and the events, so an ack committing between
+    // the two cannot show acked events next to newer ones.
+    let (after, use_offset) = match from {
+        ReadFrom::After(id) => (id, false),
+        ReadFrom::Offset => (0, true),
     };
     conn.prepare_cached(
-        "SELECT id, body FROM events WHERE stream_id = ?1 AND name = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+        "SELECT id, body FROM events
+         WHERE stream_id = ?1 AND name = ?2
+           AND id > CASE WHEN ?5 THEN COALESCE((SELECT offset_id FROM stream_offsets
+                        WHERE stream_id = ?1 AND consumer = ?3 AND event_name = ?2), 0) ELSE ?4 END
+         ORDER BY id LIMIT ?6",
     )
     .and_then(|mut stmt| {
-        stmt.query_map(params![stream, event_name, after, limit], |row| {
-            Ok(StoredEvent {
-                id: row.get(0)?,
-                body: row.get(1)?,
-            })
-        })?
+        stmt.query_map(
+            params![stream, event_name, consumer, after, use_offset, limit],
+            |row| {
+                Ok(StoredEvent {
+                    id: row.get(0)?,
+                    body: row.get(1)?,
+                })
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()
     })
     .map_err(sql("read events"))
