@@ -10,8 +10,11 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::store::{StoreError, StoreResult};
 
-/// Requests in one batch at most; bounds one statement's size.
+/// Requests in one batch at most.
 const MAX_BATCH: usize = 512;
+/// Bytes of bodies in one batch at most (one request always goes, whatever its
+/// size): keeps a statement's array parameters far below PostgreSQL's 1 GB limit.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Requests waiting for a worker before callers wait too.
 const QUEUE_DEPTH: usize = 8192;
 
@@ -25,7 +28,13 @@ pub struct Batcher<R, T> {
     sender: mpsc::Sender<Pending<R, T>>,
 }
 
-impl<R: Send + 'static, T: Send + 'static> Batcher<R, T> {
+/// A request's size, for the batch byte budget.
+pub trait Weigh {
+    /// Bytes this request adds to a statement.
+    fn weight(&self) -> usize;
+}
+
+impl<R: Weigh + Send + 'static, T: Send + 'static> Batcher<R, T> {
     /// Starts `workers` workers (concurrent batches: one gathers while others wait
     /// on their commit); `write` stores one batch and returns each request's outcome
     /// in order, or one error for the whole batch.
@@ -55,7 +64,7 @@ impl<R: Send + 'static, T: Send + 'static> Batcher<R, T> {
     }
 }
 
-async fn work<R, T, F, Fut>(receiver: Arc<Mutex<mpsc::Receiver<Pending<R, T>>>>, write: F)
+async fn work<R: Weigh, T, F, Fut>(receiver: Arc<Mutex<mpsc::Receiver<Pending<R, T>>>>, write: F)
 where
     F: Fn(Arc<Vec<R>>) -> Fut,
     Fut: Future<Output = StoreResult<Vec<StoreResult<T>>>>,
@@ -66,10 +75,14 @@ where
             let Some(first) = receiver.recv().await else {
                 return;
             };
+            let mut bytes = first.request.weight();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
+                    Ok(pending) => {
+                        bytes += pending.request.weight();
+                        batch.push(pending);
+                    }
                     Err(_) => break,
                 }
             }

@@ -305,6 +305,18 @@ impl PostgresStore {
     }
 }
 
+impl batcher::Weigh for PushRequest {
+    fn weight(&self) -> usize {
+        self.bodies.iter().map(String::len).sum()
+    }
+}
+
+impl batcher::Weigh for NewEvent {
+    fn weight(&self) -> usize {
+        self.body.len() + self.name.len()
+    }
+}
+
 async fn pooled(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
     pool.get()
         .await
