@@ -146,7 +146,6 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(d) => ApiError::NotFound(d),
             DomainError::Forbidden(d) => ApiError::Forbidden(d),
             DomainError::Conflict(d) => ApiError::Conflict(d),
-            DomainError::ShuttingDown => ApiError::ServiceUnavailable("shutting down".into()),
             DomainError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
                 ApiError::ServiceUnavailable("store".into())

@@ -48,11 +48,12 @@ pub async fn append(
         "X-Producer-ID header",
         header_value(&headers, "x-producer-id")?,
     )?;
-    let raw: &serde_json::value::RawValue = parse_json(&body)?;
     let parsed: Value = parse_json(&body)?;
+    // Parsed above, so the bytes are valid UTF-8 JSON: stored as sent, less outer whitespace.
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
     match state
         .streams
-        .append(stream, producer, raw.get().to_owned(), &parsed)
+        .append(stream, producer, text, &parsed)
         .await?
     {
         Some(id) => Ok(reply(StatusCode::OK, &id.to_string())),

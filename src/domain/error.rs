@@ -17,9 +17,6 @@ pub enum DomainError {
     /// The thing exists already, e.g. a client id taken.
     #[error("{0}")]
     Conflict(String),
-    /// The server is shutting down and takes no new waits.
-    #[error("shutting down")]
-    ShuttingDown,
     /// Storage failed; the cause is for the log, not for the caller.
     #[error(transparent)]
     Store(StoreError),
