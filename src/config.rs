@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::domain::settings::opt_duration;
-use crate::domain::{QueueSettings, SettingsPatch};
+use crate::domain::{QueueSettings, SettingsPatch, TaskSettings};
 
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -19,6 +19,9 @@ pub const DEFAULT_STORE: &str = "sqlite://data/hopper.db";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How often expired messages and idempotency keys are dropped.
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Longest `tasks.max_wait`: an HTTP request held longer meets proxy and client timeouts.
+const MAX_TASK_WAIT: Duration = Duration::from_secs(300);
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -47,6 +50,8 @@ pub struct Config {
     pub queue_defaults: QueueSettings,
     /// Interval of the retention sweep.
     pub sweep_interval: Duration,
+    /// Waits of task requests and retention of finished tasks.
+    pub tasks: TaskSettings,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             admin_secret: None,
             queue_defaults: QueueSettings::default(),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            tasks: TaskSettings::default(),
         }
     }
 }
@@ -91,6 +97,19 @@ struct FileConfig {
     #[serde(default, with = "opt_duration")]
     sweep_interval: Option<Duration>,
     queue_defaults: Option<SettingsPatch>,
+    tasks: Option<TasksFile>,
+}
+
+/// `[tasks]`: how long task requests wait, and how long finished tasks are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksFile {
+    #[serde(default, with = "opt_duration")]
+    default_wait: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    max_wait: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    retention: Option<Duration>,
 }
 
 impl Config {
@@ -135,6 +154,25 @@ impl Config {
             config.queue_defaults = patch
                 .apply(&config.queue_defaults)
                 .map_err(|e| anyhow::anyhow!("queue_defaults: {e}"))?;
+        }
+        if let Some(tasks) = file.tasks {
+            let settings = &mut config.tasks;
+            settings.default_wait = tasks.default_wait.unwrap_or(settings.default_wait);
+            settings.max_wait = tasks.max_wait.unwrap_or(settings.max_wait);
+            settings.retention = tasks.retention.unwrap_or(settings.retention);
+            anyhow::ensure!(
+                settings.max_wait <= MAX_TASK_WAIT,
+                "tasks.max_wait must be at most {} seconds",
+                MAX_TASK_WAIT.as_secs()
+            );
+            anyhow::ensure!(
+                settings.default_wait <= settings.max_wait,
+                "tasks.default_wait must not exceed tasks.max_wait"
+            );
+            anyhow::ensure!(
+                settings.retention >= Duration::from_secs(1),
+                "tasks.retention must be at least 1s"
+            );
         }
         config.admin_secret = overrides.admin_secret.filter(|s| !s.is_empty());
         Ok(config)

@@ -24,7 +24,7 @@ use crate::api::error::{error_body, json_response};
 use crate::api::{self, AppState};
 use crate::auth::{clients, Authenticator};
 use crate::config::Config;
-use crate::domain::{ClientId, QueueService, StreamService};
+use crate::domain::{ClientId, QueueService, StreamService, TaskService};
 use crate::store::{self, Store};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -101,6 +101,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             shutdown.clone(),
         ),
         streams: StreamService::new(store.clone(), shutdown.clone()),
+        tasks: TaskService::new(
+            store.clone(),
+            config.queue_defaults.clone(),
+            config.tasks.clone(),
+            shutdown.clone(),
+        ),
         auth,
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -161,7 +167,7 @@ async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: Cancellation
         }
         match store.sweep().await {
             Ok(0) => {}
-            Ok(dropped) => tracing::info!(dropped, "dropped messages past their retention"),
+            Ok(dropped) => tracing::info!(dropped, "dropped what outlived its retention"),
             Err(error) => tracing::warn!(%error, "retention sweep failed"),
         }
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::settings::parse_duration;
-use crate::domain::{ClientId, QueueName, QueueService, StreamName, StreamService};
+use crate::domain::{ClientId, QueueName, QueueService, StreamName, StreamService, TaskService};
 use crate::store::Store;
 
 mod admin;
@@ -26,6 +26,7 @@ pub mod error;
 mod health;
 mod queues;
 mod streams;
+mod tasks;
 
 use error::json_response;
 pub use error::ApiError;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub queues: QueueService,
     /// Stream rules and storage.
     pub streams: StreamService,
+    /// Task rules and storage.
+    pub tasks: TaskService,
     /// Credential checks.
     pub auth: Arc<Authenticator>,
     /// The store, for health checks and the admin API.
@@ -72,6 +75,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/queues/{queue}/purge", post(queues::purge))
         .route("/api/v1/queues/{queue}/dead", get(queues::dead_letters))
         .route("/api/v1/queues/{queue}/dead/redrive", post(queues::redrive))
+        .route(
+            "/api/v1/tasks/{queue_or_id}",
+            post(tasks::create).get(tasks::get),
+        )
+        .route("/api/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/api/v1/tasks/{id}/fail", post(tasks::fail))
         .route("/api/v1/streams", get(streams::list))
         .route(
             "/api/v1/streams/{stream}",
@@ -187,6 +196,20 @@ impl<S: Send + Sync> FromRequestParts<S> for SecondSegment {
         let segments = path_segments(parts, state).await?;
         Ok(SecondSegment(segments.get(1).cloned().unwrap_or_default()))
     }
+}
+
+/// A header's value as text, if present; a 400 naming it when it is not visible ASCII.
+pub fn header_text<'a>(
+    headers: &'a axum::http::HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be visible ASCII")))
+        })
+        .transpose()
 }
 
 /// Query parameters, read one by one with errors that name the parameter.

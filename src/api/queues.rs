@@ -8,7 +8,9 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{parse_json, reply, ApiError, AppJson, AppState, JsonBytes, Params, QueuePath};
+use super::{
+    header_text, parse_json, reply, ApiError, AppJson, AppState, JsonBytes, Params, QueuePath,
+};
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
 use crate::domain::queues::{format_receipt, MAX_COUNT};
@@ -72,6 +74,16 @@ struct QueueView {
     delayed: u64,
     dead: u64,
     settings: SettingsView,
+    tasks: TaskCountsView,
+}
+
+#[derive(Serialize)]
+struct TaskCountsView {
+    pending: u64,
+    running: u64,
+    succeeded: u64,
+    failed: u64,
+    expired: u64,
 }
 
 impl From<&QueueInfo> for QueueView {
@@ -83,18 +95,15 @@ impl From<&QueueInfo> for QueueView {
             delayed: info.counts.delayed,
             dead: info.counts.dead,
             settings: SettingsView::from(&info.settings),
+            tasks: TaskCountsView {
+                pending: info.tasks.pending,
+                running: info.tasks.running,
+                succeeded: info.tasks.succeeded,
+                failed: info.tasks.failed,
+                expired: info.tasks.expired,
+            },
         }
     }
-}
-
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::bad_request(format!("{name} must be visible ASCII")))
-        })
-        .transpose()
 }
 
 fn delay_header(headers: &HeaderMap) -> Result<Duration, ApiError> {

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::json_response;
-use super::{parse_json, reply, ApiError, AppState, JsonBytes, Params, SecondSegment, StreamPath};
+use super::{
+    header_text, parse_json, reply, ApiError, AppState, JsonBytes, Params, SecondSegment,
+    StreamPath,
+};
 use crate::auth::Principal;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::streams::{check_party, ReadRequest, StreamRetention};
@@ -25,16 +28,6 @@ fn authorize(principal: &Principal, stream: &StreamName, action: Action) -> Resu
     Ok(principal.authorize(ResourceKind::Stream, stream.as_str(), action)?)
 }
 
-fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::bad_request(format!("{name} must be visible ASCII")))
-        })
-        .transpose()
-}
-
 /// `POST /streams/{s}/events` with `X-Producer-ID` → 200 `"<eventID>"`, or 423.
 pub async fn append(
     principal: Principal,
@@ -46,7 +39,7 @@ pub async fn append(
     authorize(&principal, &stream, Action::Produce)?;
     let producer = check_party(
         "X-Producer-ID header",
-        header_value(&headers, "x-producer-id")?,
+        header_text(&headers, "x-producer-id")?,
     )?;
     let parsed: Value = parse_json(&body)?;
     // Parsed above, so the bytes are valid UTF-8 JSON: stored as sent, less outer whitespace.
@@ -110,7 +103,7 @@ pub async fn read(
         .transpose()?;
     let consumer = check_party(
         "X-Consumer-ID header",
-        header_value(&headers, "x-consumer-id")?,
+        header_text(&headers, "x-consumer-id")?,
     )?;
     let request = ReadRequest {
         consumer,
@@ -143,7 +136,7 @@ pub async fn ack(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&principal, &stream, Action::Consume)?;
-    if let Some(content_type) = header_value(&headers, header::CONTENT_TYPE.as_str())? {
+    if let Some(content_type) = header_text(&headers, header::CONTENT_TYPE.as_str())? {
         let essence = content_type.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -153,7 +146,7 @@ pub async fn ack(
     }
     let consumer = check_party(
         "X-Consumer-ID header",
-        header_value(&headers, "x-consumer-id")?,
+        header_text(&headers, "x-consumer-id")?,
     )?;
     let form = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the form body must be UTF-8"))?;

@@ -10,6 +10,7 @@ pub mod names;
 pub mod queues;
 pub mod settings;
 pub mod streams;
+pub mod tasks;
 pub mod wakeups;
 
 pub use error::DomainError;
@@ -18,4 +19,5 @@ pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueService, ReceiveRequest};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use streams::StreamService;
+pub use tasks::{TaskId, TaskService, TaskSettings, TaskStatus};
 pub use wakeups::{Revocation, Wakeups};

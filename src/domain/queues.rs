@@ -31,6 +31,18 @@ pub fn check_count(what: &str, count: u32) -> Result<u32, DomainError> {
     Ok(count)
 }
 
+/// Checks an `Idempotency-Key` against 1..=[`MAX_IDEMPOTENCY_KEY`] bytes.
+pub fn check_idempotency_key(key: Option<String>) -> Result<Option<String>, DomainError> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => Err(
+            DomainError::invalid(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            )),
+        ),
+        key => Ok(key),
+    }
+}
+
 /// A receipt as text: `<message id>.<lease token in hex>`.
 pub fn format_receipt(receipt: &Receipt) -> String {
     format!("{}.{:016x}", receipt.message_id, receipt.lease_token as u64)
@@ -101,18 +113,11 @@ impl QueueService {
                 "messages must hold at most {MAX_COUNT} messages"
             )));
         }
-        if let Some(key) = &idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(DomainError::invalid(format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-                )));
-            }
-        }
         let request = PushRequest {
             queue,
             bodies,
             delay: check_delay(delay)?,
-            idempotency_key,
+            idempotency_key: check_idempotency_key(idempotency_key)?,
             defaults: self.defaults.clone(),
         };
         Ok(self.store.push(request).await?)

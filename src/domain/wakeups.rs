@@ -13,6 +13,11 @@ pub fn stream_key(stream: &super::StreamName) -> String {
     format!("stream/{stream}")
 }
 
+/// The wake-up key of a task's finish; like [`stream_key`], never a queue's.
+pub fn task_key(task: &super::tasks::TaskId) -> String {
+    format!("task/{task}")
+}
+
 /// Revocations buffered per subscriber; one that falls further behind forgets every client.
 const REVOCATION_BUFFER: usize = 256;
 

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::domain::clock::Millis;
 use crate::domain::streams::StreamRetention;
+use crate::domain::tasks::{TaskId, TaskStatus};
 use crate::domain::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
 
 pub mod postgres;
@@ -165,6 +166,35 @@ pub struct QueueCounts {
     pub dead: u64,
 }
 
+/// Task counts of a queue, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Waiting for a worker.
+    pub pending: u64,
+    /// Leased by a worker.
+    pub running: u64,
+    /// Completed by a worker.
+    pub succeeded: u64,
+    /// Failed by a worker, or out of attempts.
+    pub failed: u64,
+    /// Their message was dropped before any worker finished them.
+    pub expired: u64,
+}
+
+impl TaskCounts {
+    /// Adds `n` tasks of `status`.
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        let slot = match status {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Succeeded => &mut self.succeeded,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Expired => &mut self.expired,
+        };
+        *slot += n;
+    }
+}
+
 /// A queue with its settings and counts.
 #[derive(Debug, Clone)]
 pub struct QueueInfo {
@@ -174,6 +204,8 @@ pub struct QueueInfo {
     pub settings: QueueSettings,
     /// Its message counts.
     pub counts: QueueCounts,
+    /// Its tasks' counts.
+    pub tasks: TaskCounts,
 }
 
 /// A change of settings computed from the current ones (`None`: the queue is new).
@@ -230,8 +262,9 @@ pub trait QueueStore: Send + Sync {
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>>;
     /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
-    /// Drops messages past their queue's retention, events past their stream's, and
-    /// idempotency keys past their window.
+    /// Drops messages past their queue's retention, events past their stream's,
+    /// idempotency keys past their window and tasks past their `keep_finished`;
+    /// marks tasks whose message is gone unfinished as expired.
     async fn sweep(&self) -> StoreResult<u64>;
 }
 
@@ -346,6 +379,142 @@ pub trait StreamStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// A task to create: its message (pushed in the same transaction) and its id.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// The task id, chosen by the caller.
+    pub id: TaskId,
+    /// The push of the task's message `{"task_id", "payload"}`; with an idempotency
+    /// key, a repeated create finds the task its first push made.
+    pub message: PushRequest,
+    /// How long the task is kept once finished.
+    pub keep_finished: Duration,
+}
+
+/// What a task create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskCreated {
+    /// A new task.
+    New(TaskId),
+    /// The idempotency key was seen inside the window: the task its first create made.
+    Existing(TaskId),
+    /// The idempotency key belongs to a message that is not a task; nothing was created.
+    KeyTaken,
+}
+
+/// A task as stored, its status derived from its message while it is unfinished.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    /// The task id.
+    pub id: TaskId,
+    /// The queue its message went to.
+    pub queue: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// The worker's result (JSON), once succeeded.
+    pub result: Option<String>,
+    /// The worker's last error (JSON), from a failure with or without retry.
+    pub error: Option<String>,
+    /// Times its message was handed out.
+    pub attempts: u32,
+    /// When it was created.
+    pub created_at: Millis,
+    /// When a worker finished it (or it expired).
+    pub finished_at: Option<Millis>,
+    /// While running: how long until its lease ends, when the status may change
+    /// without anyone finishing it (redelivery, or failure when out of attempts).
+    pub lease_ends_in: Option<Duration>,
+}
+
+/// How a worker finishes a task.
+#[derive(Debug, Clone)]
+pub enum TaskFinish {
+    /// Done: the result (JSON) is kept and the message acked.
+    Succeeded {
+        /// The result, JSON text.
+        result: String,
+    },
+    /// Given up: the error (JSON) is kept and the message acked.
+    Failed {
+        /// The error, JSON text.
+        error: String,
+    },
+    /// Failed this time: the error is kept and the message nacked, to be handed out
+    /// again after `delay` (a dead letter, and the task failed, when out of attempts).
+    Retry {
+        /// The error, JSON text.
+        error: String,
+        /// Delay before the message is ready again.
+        delay: Duration,
+    },
+}
+
+/// What finishing a task did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskFinished {
+    /// Applied, together with the settlement of its message.
+    Applied,
+    /// No such task.
+    NotFound,
+    /// The receipt is for another message than the task's.
+    WrongMessage,
+    /// The receipt no longer holds the lease (expired and re-leased, already
+    /// settled, out of attempts) or the task is finished; nothing changed.
+    Stale,
+}
+
+/// Stored task status codes, shared by every backend's schema.
+pub(crate) mod task_codes {
+    /// Unfinished: pending, running or failed, as its message says; expired when it is gone.
+    pub const UNFINISHED: i64 = 0;
+    /// Completed by a worker.
+    pub const SUCCEEDED: i64 = 1;
+    /// Failed by a worker.
+    pub const FAILED: i64 = 2;
+    /// Its message was dropped unfinished.
+    pub const EXPIRED: i64 = 3;
+}
+
+/// A task message's state, as far as its task's status depends on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskMessage {
+    /// Dead letter: out of attempts.
+    pub dead: bool,
+    /// Under a lease that has not ended.
+    pub leased: bool,
+    /// Its lease ended with no attempts left: a dead letter not yet moved.
+    pub lease_ended_exhausted: bool,
+}
+
+/// A task's status from its stored code and, while unfinished, its message (`None`: gone).
+pub(crate) fn task_status(code: i64, message: Option<TaskMessage>) -> TaskStatus {
+    match (code, message) {
+        (task_codes::SUCCEEDED, _) => TaskStatus::Succeeded,
+        (task_codes::FAILED, _) => TaskStatus::Failed,
+        (task_codes::EXPIRED, _) | (_, None) => TaskStatus::Expired,
+        (_, Some(m)) if m.dead || m.lease_ended_exhausted => TaskStatus::Failed,
+        (_, Some(m)) if m.leased => TaskStatus::Running,
+        _ => TaskStatus::Pending,
+    }
+}
+
+/// Task persistence. A task lives beside its queue message; finishing it settles
+/// the message in the same transaction.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores the task and pushes its message in one transaction.
+    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated>;
+    /// A task, unless it does not exist or has been dropped after `keep_finished`.
+    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>>;
+    /// Finishes (or retries) a task if `receipt` holds its message's lease.
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        receipt: Receipt,
+        finish: TaskFinish,
+    ) -> StoreResult<TaskFinished>;
+}
+
 /// A client as stored: the secret only as a hash.
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
@@ -374,7 +543,7 @@ pub trait ClientStore: Send + Sync {
 
 /// A complete backend.
 #[async_trait]
-pub trait Store: QueueStore + ClientStore + StreamStore {
+pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore {
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;
     /// Checks the store answers, through the same path writes take.

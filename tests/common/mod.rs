@@ -316,6 +316,12 @@ impl Drop for TestApp {
 /// The server still gets `admin_secret: Some(..)`, which it ignores on a store with
 /// clients; [`spawn_app_bootstrapped`] covers the bootstrap itself.
 pub async fn spawn_app(backend: &Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// As [`spawn_app`], with the configuration changed by `configure` first (e.g. a
+/// short sweep interval or task retention).
+pub async fn spawn_app_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
     let isolated = backend.isolated_store();
     let store = hopper::store::open(&isolated.url)
         .await
@@ -329,21 +335,26 @@ pub async fn spawn_app(backend: &Backend) -> TestApp {
     .await
     .expect("cannot create the admin");
     store.close().await;
-    start(isolated, admin.secret).await
+    start(isolated, admin.secret, configure).await
 }
 
 /// Starts a server on a fresh, empty store, so it bootstraps `admin` with [`ADMIN_SECRET`].
 pub async fn spawn_app_bootstrapped(backend: &Backend) -> TestApp {
-    start(backend.isolated_store(), ADMIN_SECRET.to_owned()).await
+    start(backend.isolated_store(), ADMIN_SECRET.to_owned(), |_| {}).await
 }
 
-async fn start(isolated: IsolatedStore, admin_secret: String) -> TestApp {
-    let config = Config {
+async fn start(
+    isolated: IsolatedStore,
+    admin_secret: String,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: isolated.url.clone(),
         admin_secret: Some(admin_secret.clone()),
         ..Config::default()
     };
+    configure(&mut config);
     let server = hopper::server::start(config)
         .await
         .expect("the server did not start");

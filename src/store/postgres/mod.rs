@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::streams::StreamRetention;
-use crate::domain::wakeups::stream_key;
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
+use crate::domain::wakeups::{stream_key, task_key};
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
     Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, PushOutcome,
     PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
-    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
+    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish,
+    TaskFinished, TaskRecord, TaskStore, Upsert, NewTask,
 };
 
 mod batcher;
@@ -32,6 +33,7 @@ mod listener;
 mod queues;
 mod schema;
 mod streams;
+mod tasks;
 
 /// Channel of queue wake-ups; the payload is the queue name.
 const NOTIFY_CHANNEL: &str = "hopper_queues";
@@ -498,7 +500,11 @@ impl QueueStore for PostgresStore {
     async fn sweep(&self) -> StoreResult<u64> {
         let now = self.clock.now();
         transaction!(self, |tx| async {
-            Ok::<_, StoreError>(queues::sweep(&tx, now).await? + streams::sweep(&tx, now).await?)
+            Ok::<_, StoreError>(
+                queues::sweep(&tx, now).await?
+                    + streams::sweep(&tx, now).await?
+                    + tasks::sweep(&tx, now).await?,
+            )
         })
     }
 }
@@ -550,6 +556,40 @@ impl StreamStore for PostgresStore {
         retention: StreamRetention,
     ) -> StoreResult<()> {
         transaction!(self, |tx| streams::set_retention(&tx, stream, retention))
+    }
+}
+
+#[async_trait]
+impl TaskStore for PostgresStore {
+    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
+        let created = transaction!(self, |tx| tasks::create(&tx, &task, self.clock.now()));
+        self.announcing(&task.message.queue, created)
+    }
+
+    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
+        transaction!(self, |tx| tasks::get(&tx, id, self.clock.now()))
+    }
+
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        receipt: Receipt,
+        finish: TaskFinish,
+    ) -> StoreResult<TaskFinished> {
+        let (finished, ready_again) = transaction!(self, |tx| tasks::finish(
+            &tx,
+            id,
+            receipt,
+            &finish,
+            self.clock.now()
+        ))?;
+        if finished == TaskFinished::Applied {
+            self.announcer.announce_key(task_key(id));
+        }
+        if let Some(queue) = ready_again {
+            self.announcer.announce(&queue);
+        }
+        Ok(finished)
     }
 }
 

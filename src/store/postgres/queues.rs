@@ -413,6 +413,7 @@ pub async fn queue_info(
     Ok(QueueInfo {
         name: name.clone(),
         counts: counts(tx, &queue, now).await?,
+        tasks: super::tasks::counts(tx, name, queue.settings.max_attempts, now).await?,
         settings: queue.settings,
     })
 }
@@ -436,8 +437,9 @@ pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<Q
             settings: settings_from_row(&row, 1),
         };
         queues.push(QueueInfo {
-            name,
             counts: counts(tx, &queue, now).await?,
+            tasks: super::tasks::counts(tx, &name, queue.settings.max_attempts, now).await?,
+            name,
             settings: queue.settings,
         });
     }

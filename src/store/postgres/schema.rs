@@ -73,6 +73,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream_id, consumer, event_name)
     );
     "#,
+    // 3: tasks, each beside its queue message (as SQLite's).
+    r#"
+    -- status: 0 unfinished (pending, running or failed, as its message says; expired
+    -- when the message is gone), 1 succeeded, 2 failed, 3 expired.
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        message_id BIGINT NOT NULL,
+        status SMALLINT NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        keep_ms BIGINT NOT NULL,
+        expires_at BIGINT
+    );
+    CREATE INDEX tasks_by_queue ON tasks (queue, status);
+    CREATE INDEX tasks_by_message ON tasks (message_id);
+    CREATE INDEX tasks_unfinished ON tasks (message_id) WHERE status = 0;
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

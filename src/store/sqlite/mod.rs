@@ -5,7 +5,7 @@
 //! connections on the blocking thread pool, never on the async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,19 +13,21 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
 use crate::domain::streams::StreamRetention;
-use crate::domain::wakeups::stream_key;
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, Wakeups};
+use crate::domain::wakeups::{stream_key, task_key};
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
     Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, PushOutcome, PushRequest,
     QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store, StoreError,
-    StoreResult, StoredEvent, StreamInfo, StreamStore, Upsert,
+    StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish, TaskFinished,
+    TaskRecord, TaskStore, Upsert, NewTask,
 };
 
 mod clients;
 mod queues;
 mod schema;
 mod streams;
+mod tasks;
 mod writer;
 
 use writer::GroupCommitWriter;
@@ -248,7 +250,7 @@ impl QueueStore for SqliteStore {
     async fn sweep(&self) -> StoreResult<u64> {
         self.write(|conn| {
             let now = now_millis();
-            Ok(queues::sweep(conn, now)? + streams::sweep(conn, now)?)
+            Ok(queues::sweep(conn, now)? + streams::sweep(conn, now)? + tasks::sweep(conn, now)?)
         })
         .await
     }
@@ -313,6 +315,50 @@ impl StreamStore for SqliteStore {
     ) -> StoreResult<()> {
         let stream = stream.clone();
         self.write(move |conn| streams::set_retention(conn, &stream, retention))
+            .await
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
+        let queue = task.message.queue.clone();
+        self.write_and_wake(&queue, move |conn| tasks::create(conn, &task, now_millis()))
+            .await
+    }
+
+    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
+        let id = id.clone();
+        self.read(move |conn| tasks::get(conn, &id, now_millis()))
+            .await
+    }
+
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        receipt: Receipt,
+        finish: TaskFinish,
+    ) -> StoreResult<TaskFinished> {
+        // A retry makes the message ready again: its queue's receives are woken too.
+        let ready_again: Arc<OnceLock<String>> = Arc::default();
+        let (wakeups, key, queue) = (self.wakeups.clone(), task_key(id), ready_again.clone());
+        let id = id.clone();
+        self.writer
+            .write(
+                move |conn| {
+                    let (finished, woken) = tasks::finish(conn, &id, receipt, &finish, now_millis())?;
+                    if let Some(woken) = woken {
+                        let _ = ready_again.set(woken);
+                    }
+                    Ok(finished)
+                },
+                move || {
+                    wakeups.signal(&key);
+                    if let Some(queue) = queue.get() {
+                        wakeups.signal(queue);
+                    }
+                },
+            )
             .await
     }
 }

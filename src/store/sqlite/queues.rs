@@ -323,6 +323,7 @@ pub fn queue_info(conn: &Connection, name: &QueueName, now: Millis) -> StoreResu
     Ok(QueueInfo {
         name: name.clone(),
         counts: counts(conn, &queue, now)?,
+        tasks: super::tasks::counts(conn, name, queue.settings.max_attempts, now)?,
         settings: queue.settings,
     })
 }
@@ -350,8 +351,9 @@ pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>
         .filter_map(|(queue, name)| QueueName::parse(&name).ok().map(|name| (queue, name)))
         .map(|(queue, name)| {
             Ok(QueueInfo {
-                name,
                 counts: counts(conn, &queue, now)?,
+                tasks: super::tasks::counts(conn, &name, queue.settings.max_attempts, now)?,
+                name,
                 settings: queue.settings,
             })
         })

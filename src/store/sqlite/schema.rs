@@ -78,6 +78,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream_id, consumer, event_name)
     ) WITHOUT ROWID;
     "#,
+    // 3: tasks, each beside its queue message.
+    r#"
+    -- status: 0 unfinished (pending, running or failed, as its message says; expired
+    -- when the message is gone), 1 succeeded, 2 failed, 3 expired.
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        keep_ms INTEGER NOT NULL,
+        expires_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_by_queue ON tasks (queue, status);
+    -- Idempotent creates find a task by the message its first push made.
+    CREATE INDEX tasks_by_message ON tasks (message_id);
+    -- The sweep looks only at unfinished tasks, and at finished ones past their time.
+    CREATE INDEX tasks_unfinished ON tasks (message_id) WHERE status = 0;
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.

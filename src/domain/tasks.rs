@@ -1,0 +1,261 @@
+//! Tasks: asynchronous request-reply over a queue (seed 001). A task is a message
+//! `{"task_id", "payload"}` that expects a result; callers wait for it up to a
+//! limit, woken by the commit that finishes it (here, or on another node through
+//! the store), never by polling.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::queues::parse_receipt;
+use super::settings::check_delay;
+use super::wakeups::task_key;
+use super::{DomainError, QueueName, QueueSettings};
+use crate::store::{
+    NewTask, PushRequest, Store, TaskCreated, TaskFinish, TaskFinished, TaskRecord,
+};
+
+/// A task id: a UUID, so ids cannot be guessed from one another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// A new random id.
+    pub fn generate() -> Self {
+        TaskId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Accepts a UUID in its hyphenated form (any case), kept lowercase.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        uuid::Uuid::try_parse(raw)
+            .ok()
+            .filter(|_| raw.len() == 36)
+            .map(|id| TaskId(id.to_string()))
+            .ok_or_else(|| DomainError::invalid(format!("invalid task id {raw:?}: expected a UUID")))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Its message waits for a worker (or for a retry delay to pass).
+    Pending,
+    /// A worker holds its message's lease.
+    Running,
+    /// A worker completed it.
+    Succeeded,
+    /// A worker failed it, or its message ran out of attempts.
+    Failed,
+    /// Its message was dropped (queue retention, purge or delete) before any worker finished it.
+    Expired,
+}
+
+impl TaskStatus {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Expired => "expired",
+        }
+    }
+
+    /// Whether the task has its outcome; waiting for it ends here.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Expired
+        )
+    }
+}
+
+/// How long callers wait for tasks and how long finished ones are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// Wait when the request names none.
+    pub default_wait: Duration,
+    /// Longest wait; a longer `Prefer: wait` is capped to it.
+    pub max_wait: Duration,
+    /// How long a finished task is kept before its id gives 404.
+    pub retention: Duration,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings {
+            default_wait: Duration::from_secs(5),
+            max_wait: Duration::from_secs(60),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Task operations with their rules; cheap to clone.
+#[derive(Clone)]
+pub struct TaskService {
+    store: Arc<dyn Store>,
+    queue_defaults: QueueSettings,
+    settings: TaskSettings,
+    shutdown: CancellationToken,
+}
+
+fn not_found(id: &TaskId) -> DomainError {
+    DomainError::NotFound(format!("task {id}"))
+}
+
+impl TaskService {
+    /// A service over `store`; task queues created implicitly get `queue_defaults`;
+    /// waits end at `shutdown`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue_defaults: QueueSettings,
+        settings: TaskSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        TaskService {
+            store,
+            queue_defaults,
+            settings,
+            shutdown,
+        }
+    }
+
+    /// The wait a request gets: its own capped at the maximum, else the default.
+    pub fn wait_for(&self, requested: Option<Duration>) -> Duration {
+        requested
+            .unwrap_or(self.settings.default_wait)
+            .min(self.settings.max_wait)
+    }
+
+    /// Creates a task with `payload` (JSON text) on `queue`, creating the queue if
+    /// needed; with an idempotency key seen in the queue's window, the first task
+    /// instead. Then waits up to `wait` for it to finish.
+    pub async fn create(
+        &self,
+        queue: QueueName,
+        payload: &str,
+        idempotency_key: Option<String>,
+        wait: Duration,
+    ) -> Result<TaskRecord, DomainError> {
+        let id = TaskId::generate();
+        // The id is a UUID and the payload validated JSON, so this is JSON too.
+        let body = format!(r#"{{"task_id":"{id}","payload":{payload}}}"#);
+        let message = PushRequest {
+            queue,
+            bodies: vec![body],
+            delay: Duration::ZERO,
+            idempotency_key: super::queues::check_idempotency_key(idempotency_key)?,
+            defaults: self.queue_defaults.clone(),
+        };
+        let created = self
+            .store
+            .create_task(NewTask {
+                id,
+                message,
+                keep_finished: self.settings.retention,
+            })
+            .await?;
+        let id = match created {
+            TaskCreated::New(id) | TaskCreated::Existing(id) => id,
+            TaskCreated::KeyTaken => {
+                return Err(DomainError::Conflict(
+                    "Idempotency-Key was used by a message that is not a task".into(),
+                ))
+            }
+        };
+        self.wait(&id, wait).await
+    }
+
+    /// The task now.
+    pub async fn get(&self, id: &TaskId) -> Result<TaskRecord, DomainError> {
+        self.store.task(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// The task once it is finished, or after `wait` (capped), whichever comes first.
+    pub async fn wait(&self, id: &TaskId, wait: Duration) -> Result<TaskRecord, DomainError> {
+        let deadline = Instant::now() + wait.min(self.settings.max_wait);
+        let watch = self.store.wakeups().watch(&task_key(id));
+        loop {
+            // Armed before the read, so a finish committed between the read and the
+            // wait still wakes this request.
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let task = self.get(id).await?;
+            let now = Instant::now();
+            if task.status.is_final() || now >= deadline || self.shutdown.is_cancelled() {
+                return Ok(task);
+            }
+            // A lease that ends may fail the task (out of attempts) with no commit to
+            // signal it: look again then.
+            let wake_at = task
+                .lease_ends_in
+                .map(|ahead| now + ahead + Duration::from_millis(1))
+                .map_or(deadline, |at| at.min(deadline));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Finishes the task if `receipt` holds its message's lease; returns the task after.
+    pub async fn finish(
+        &self,
+        id: &TaskId,
+        receipt: &str,
+        finish: TaskFinish,
+    ) -> Result<TaskRecord, DomainError> {
+        let receipt = parse_receipt(receipt)?;
+        if let TaskFinish::Retry { delay, .. } = &finish {
+            check_delay(*delay)?;
+        }
+        match self.store.finish_task(id, receipt, finish).await? {
+            TaskFinished::Applied => self.get(id).await,
+            TaskFinished::NotFound => Err(not_found(id)),
+            TaskFinished::WrongMessage => Err(DomainError::invalid(format!(
+                "the receipt is not for task {id}'s message"
+            ))),
+            TaskFinished::Stale => Err(DomainError::Conflict(format!(
+                "the receipt no longer holds the lease of task {id}, or the task is finished"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_hyphenated_uuids() {
+        let id = TaskId::generate();
+        assert_eq!(TaskId::parse(id.as_str()).unwrap(), id);
+        assert_eq!(
+            TaskId::parse("A0B1C2D3-0000-4000-8000-000000000000")
+                .unwrap()
+                .as_str(),
+            "a0b1c2d3-0000-4000-8000-000000000000"
+        );
+        for bad in ["", "42", "a0b1c2d30000400080000000000000000", "../x"] {
+            assert!(TaskId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

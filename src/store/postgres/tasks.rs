@@ -1,0 +1,283 @@
+//! Task operations as SQL on one PostgreSQL transaction; the model and the rules
+//! are SQLite's (see `store::sqlite::tasks`). Wake-ups are announced by the caller
+//! after the commit, so a task finished on one node wakes its waiters on every node.
+
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+
+use super::{pg, queues};
+use crate::domain::clock::{millis_of, Millis};
+use crate::domain::{QueueName, TaskId};
+use crate::store::{
+    task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
+    TaskCreated, TaskFinish, TaskFinished, TaskMessage, TaskRecord,
+};
+
+fn stored_id(raw: &str) -> StoreResult<TaskId> {
+    TaskId::parse(raw).map_err(|e| StoreError::backend("a stored task id is invalid", e))
+}
+
+/// Creates a task; see [`crate::store::TaskStore::create_task`].
+pub async fn create(
+    tx: &Transaction<'_>,
+    task: &NewTask,
+    now: Millis,
+) -> StoreResult<TaskCreated> {
+    let message_id = match queues::push(tx, &task.message, now).await? {
+        PushOutcome::Created(ids) => ids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable("the task message was not stored".into()))?,
+        PushOutcome::Duplicate(message_id) => {
+            let stmt = tx
+                .prepare_cached("SELECT id FROM tasks WHERE message_id = $1")
+                .await
+                .map_err(pg("find task by message"))?;
+            let existing = tx
+                .query_opt(&stmt, &[&message_id])
+                .await
+                .map_err(pg("find task by message"))?;
+            return Ok(match existing {
+                Some(row) => TaskCreated::Existing(stored_id(row.get(0))?),
+                None => TaskCreated::KeyTaken,
+            });
+        }
+    };
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, queue, message_id, status, attempts, created_at, keep_ms)
+             VALUES ($1, $2, $3, 0, 0, $4, $5)",
+        )
+        .await
+        .map_err(pg("create task"))?;
+    tx.execute(
+        &stmt,
+        &[
+            &task.id.as_str(),
+            &task.message.queue.as_str(),
+            &message_id,
+            &now,
+            &millis_of(task.keep_finished),
+        ],
+    )
+    .await
+    .map_err(pg("create task"))?;
+    Ok(TaskCreated::New(task.id.clone()))
+}
+
+/// A task with its status; see [`crate::store::TaskStore::task`].
+pub async fn get(
+    tx: &Transaction<'_>,
+    id: &TaskId,
+    now: Millis,
+) -> StoreResult<Option<TaskRecord>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
+                    m.state, m.visible_at, m.attempts, q.max_attempts
+             FROM tasks t
+             LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             LEFT JOIN queues q ON q.id = m.queue_id
+             WHERE t.id = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+        )
+        .await
+        .map_err(pg("read task"))?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&id.as_str(), &now])
+        .await
+        .map_err(pg("read task"))?
+    else {
+        return Ok(None);
+    };
+    let state: Option<i16> = row.get(7);
+    let visible_at: Millis = row.get::<_, Option<i64>>(8).unwrap_or(0);
+    let message_attempts = row.get::<_, Option<i32>>(9).unwrap_or(0).max(0) as u32;
+    let max_attempts = row.get::<_, Option<i32>>(10).map_or(u32::MAX, |n| n.max(1) as u32);
+    let message = state.map(|state| TaskMessage {
+        dead: state == 2,
+        leased: state == 1 && visible_at > now,
+        lease_ended_exhausted: state == 1 && visible_at <= now && message_attempts >= max_attempts,
+    });
+    Ok(Some(TaskRecord {
+        id: id.clone(),
+        queue: row.get(0),
+        status: task_status(i64::from(row.get::<_, i16>(1)), message),
+        result: row.get(2),
+        error: row.get(3),
+        attempts: if state.is_some() {
+            message_attempts
+        } else {
+            row.get::<_, i32>(4).max(0) as u32
+        },
+        created_at: row.get(5),
+        finished_at: row.get(6),
+        lease_ends_in: message
+            .filter(|m| m.leased)
+            .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),
+    }))
+}
+
+/// Finishes a task; see [`crate::store::TaskStore::finish_task`]. Also returns the
+/// queue whose message a retry made ready again.
+pub async fn finish(
+    tx: &Transaction<'_>,
+    id: &TaskId,
+    receipt: Receipt,
+    finish: &TaskFinish,
+    now: Millis,
+) -> StoreResult<(TaskFinished, Option<QueueName>)> {
+    // The task row is locked first, so finishes of one task (from any node) queue up.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT t.status, t.message_id, q.max_attempts, t.queue FROM tasks t
+             LEFT JOIN queues q ON q.name = t.queue
+             WHERE t.id = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)
+             FOR UPDATE OF t",
+        )
+        .await
+        .map_err(pg("read task"))?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&id.as_str(), &now])
+        .await
+        .map_err(pg("read task"))?
+    else {
+        return Ok((TaskFinished::NotFound, None));
+    };
+    let (status, message_id): (i16, i64) = (row.get(0), row.get(1));
+    if receipt.message_id != message_id {
+        return Ok((TaskFinished::WrongMessage, None));
+    }
+    let Some(max_attempts) = row
+        .get::<_, Option<i32>>(2)
+        .filter(|_| i64::from(status) == task_codes::UNFINISHED)
+    else {
+        return Ok((TaskFinished::Stale, None));
+    };
+    // The receipt must hold a lease the message still counts: not a dead letter, and
+    // not a lease that ended with no attempts left (the task reads as failed then).
+    const HELD: &str = "id = $1 AND lease_token = $2 AND state <> 2
+         AND NOT (state = 1 AND visible_at <= $3 AND attempts >= $4)";
+    let (code, result, error) = match finish {
+        TaskFinish::Retry { error, delay } => {
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "UPDATE messages SET state = CASE WHEN attempts >= $4 THEN 2 ELSE 0 END,
+                         visible_at = $5, lease_token = NULL
+                     WHERE {HELD}"
+                ))
+                .await
+                .map_err(pg("retry task"))?;
+            let visible_at = now.saturating_add(millis_of(*delay));
+            let nacked = tx
+                .execute(
+                    &stmt,
+                    &[
+                        &message_id,
+                        &receipt.lease_token,
+                        &now,
+                        &max_attempts,
+                        &visible_at,
+                    ],
+                )
+                .await
+                .map_err(pg("retry task"))?;
+            if nacked == 0 {
+                return Ok((TaskFinished::Stale, None));
+            }
+            tx.execute(
+                "UPDATE tasks SET error = $2 WHERE id = $1",
+                &[&id.as_str(), error],
+            )
+            .await
+            .map_err(pg("retry task"))?;
+            let queue = QueueName::parse(row.get(3)).ok();
+            return Ok((TaskFinished::Applied, queue));
+        }
+        TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
+        TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
+    };
+    let stmt = tx
+        .prepare_cached(&format!(
+            "DELETE FROM messages WHERE {HELD} RETURNING attempts"
+        ))
+        .await
+        .map_err(pg("finish task"))?;
+    let Some(deleted) = tx
+        .query_opt(
+            &stmt,
+            &[&message_id, &receipt.lease_token, &now, &max_attempts],
+        )
+        .await
+        .map_err(pg("finish task"))?
+    else {
+        return Ok((TaskFinished::Stale, None));
+    };
+    let attempts: i32 = deleted.get(0);
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = $2, result = $3, error = $4, attempts = $5,
+                 finished_at = $6, expires_at = $6 + keep_ms
+             WHERE id = $1",
+        )
+        .await
+        .map_err(pg("finish task"))?;
+    tx.execute(
+        &stmt,
+        &[&id.as_str(), &(code as i16), &result, &error, &attempts, &now],
+    )
+    .await
+    .map_err(pg("finish task"))?;
+    Ok((TaskFinished::Applied, None))
+}
+
+/// Marks unfinished tasks whose message is gone as expired, and drops tasks past
+/// their time; returns how many were dropped.
+pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
+    tx.execute(
+        "UPDATE tasks SET status = 3, finished_at = $1, expires_at = $1 + keep_ms
+         WHERE status = 0 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = tasks.message_id)",
+        &[&now],
+    )
+    .await
+    .map_err(pg("expire orphaned tasks"))?;
+    tx.execute("DELETE FROM tasks WHERE expires_at <= $1", &[&now])
+        .await
+        .map_err(pg("drop finished tasks"))
+}
+
+/// Counts of a queue's tasks by status, as seen at `now`.
+pub async fn counts(
+    tx: &Transaction<'_>,
+    queue: &QueueName,
+    max_attempts: u32,
+    now: Millis,
+) -> StoreResult<TaskCounts> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT t.status, m.state, m.visible_at > $2, m.attempts >= $3, COUNT(*)
+             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             WHERE t.queue = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)
+             GROUP BY 1, 2, 3, 4",
+        )
+        .await
+        .map_err(pg("count tasks"))?;
+    let rows = tx
+        .query(&stmt, &[&queue.as_str(), &now, &(max_attempts as i32)])
+        .await
+        .map_err(pg("count tasks"))?;
+    let mut counts = TaskCounts::default();
+    for row in rows {
+        let state: Option<i16> = row.get(1);
+        let lease_live = row.get::<_, Option<bool>>(2).unwrap_or(false);
+        let exhausted = row.get::<_, Option<bool>>(3).unwrap_or(false);
+        let message = state.map(|state| TaskMessage {
+            dead: state == 2,
+            leased: state == 1 && lease_live,
+            lease_ended_exhausted: state == 1 && !lease_live && exhausted,
+        });
+        let status = task_status(i64::from(row.get::<_, i16>(0)), message);
+        counts.add(status, row.get::<_, i64>(4).max(0) as u64);
+    }
+    Ok(counts)
+}

@@ -1,0 +1,246 @@
+//! Task operations as SQL. A task row sits beside its queue message: creating one
+//! pushes the message, finishing one settles it, in the same transaction. While
+//! unfinished, a task's status is read off its message, so every queue operation
+//! (lease, expiry, dead-lettering, redrive) moves it without touching the task.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::queues;
+use crate::domain::clock::{millis_of, Millis};
+use crate::domain::{QueueName, TaskId, TaskStatus};
+use crate::store::{
+    task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
+    TaskCreated, TaskFinish, TaskFinished, TaskMessage, TaskRecord,
+};
+
+fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |error| StoreError::backend(context, error)
+}
+
+fn stored_id(raw: &str) -> StoreResult<TaskId> {
+    TaskId::parse(raw).map_err(|e| StoreError::backend("a stored task id is invalid", e))
+}
+
+/// Creates a task; see [`crate::store::TaskStore::create_task`].
+pub fn create(conn: &Connection, task: &NewTask, now: Millis) -> StoreResult<TaskCreated> {
+    let message_id = match queues::push(conn, &task.message, now)? {
+        PushOutcome::Created(ids) => ids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable("the task message was not stored".into()))?,
+        PushOutcome::Duplicate(message_id) => {
+            let existing: Option<String> = conn
+                .prepare_cached("SELECT id FROM tasks WHERE message_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([message_id], |row| row.get(0)).optional())
+                .map_err(sql("find task by message"))?;
+            return Ok(match existing {
+                Some(id) => TaskCreated::Existing(stored_id(&id)?),
+                None => TaskCreated::KeyTaken,
+            });
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO tasks (id, queue, message_id, status, attempts, created_at, keep_ms)
+         VALUES (?1, ?2, ?3, 0, 0, ?4, ?5)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            task.id.as_str(),
+            task.message.queue.as_str(),
+            message_id,
+            now,
+            millis_of(task.keep_finished)
+        ])
+    })
+    .map_err(sql("create task"))?;
+    Ok(TaskCreated::New(task.id.clone()))
+}
+
+/// A task with its status; see [`crate::store::TaskStore::task`].
+pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<TaskRecord>> {
+    conn.prepare_cached(
+        "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
+                m.state, m.visible_at, m.attempts, q.max_attempts
+         FROM tasks t
+         LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+         LEFT JOIN queues q ON q.id = m.queue_id
+         WHERE t.id = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![id.as_str(), now], |row| {
+            let state: Option<i64> = row.get(7)?;
+            let visible_at: Millis = row.get::<_, Option<i64>>(8)?.unwrap_or(0);
+            let message_attempts: u32 = row.get::<_, Option<u32>>(9)?.unwrap_or(0);
+            let max_attempts: u32 = row.get::<_, Option<u32>>(10)?.unwrap_or(u32::MAX);
+            let message = state.map(|state| TaskMessage {
+                dead: state == 2,
+                leased: state == 1 && visible_at > now,
+                lease_ended_exhausted: state == 1
+                    && visible_at <= now
+                    && message_attempts >= max_attempts,
+            });
+            let status = task_status(row.get(1)?, message);
+            Ok(TaskRecord {
+                id: id.clone(),
+                queue: row.get(0)?,
+                status,
+                result: row.get(2)?,
+                error: row.get(3)?,
+                attempts: if state.is_some() {
+                    message_attempts
+                } else {
+                    row.get(4)?
+                },
+                created_at: row.get(5)?,
+                finished_at: row.get(6)?,
+                lease_ends_in: message
+                    .filter(|m| m.leased)
+                    .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),
+            })
+        })
+        .optional()
+    })
+    .map_err(sql("read task"))
+}
+
+/// Finishes a task; see [`crate::store::TaskStore::finish_task`]. Also returns the
+/// queue whose message a retry made ready again.
+pub fn finish(
+    conn: &Connection,
+    id: &TaskId,
+    receipt: Receipt,
+    finish: &TaskFinish,
+    now: Millis,
+) -> StoreResult<(TaskFinished, Option<String>)> {
+    let task: Option<(i64, i64, Option<u32>, String)> = conn
+        .prepare_cached(
+            "SELECT t.status, t.message_id, q.max_attempts, t.queue FROM tasks t
+             LEFT JOIN queues q ON q.name = t.queue
+             WHERE t.id = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id.as_str(), now], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(sql("read task"))?;
+    let Some((status, message_id, max_attempts, queue)) = task else {
+        return Ok((TaskFinished::NotFound, None));
+    };
+    if receipt.message_id != message_id {
+        return Ok((TaskFinished::WrongMessage, None));
+    }
+    let Some(max_attempts) = max_attempts.filter(|_| status == task_codes::UNFINISHED) else {
+        return Ok((TaskFinished::Stale, None));
+    };
+    // The receipt must hold a lease the message still counts: not a dead letter, and
+    // not a lease that ended with no attempts left (the task reads as failed then).
+    const HELD: &str = "id = ?1 AND lease_token = ?2 AND state != 2
+         AND NOT (state = 1 AND visible_at <= ?3 AND attempts >= ?4)";
+    let (code, result, error) = match finish {
+        TaskFinish::Retry { error, delay } => {
+            let nacked = conn
+                .prepare_cached(&format!(
+                    "UPDATE messages SET state = CASE WHEN attempts >= ?4 THEN 2 ELSE 0 END,
+                         visible_at = ?5, lease_token = NULL
+                     WHERE {HELD}"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        message_id,
+                        receipt.lease_token,
+                        now,
+                        max_attempts,
+                        now.saturating_add(millis_of(*delay))
+                    ])
+                })
+                .map_err(sql("retry task"))?;
+            if nacked == 0 {
+                return Ok((TaskFinished::Stale, None));
+            }
+            conn.prepare_cached("UPDATE tasks SET error = ?2 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![id.as_str(), error]))
+                .map_err(sql("retry task"))?;
+            return Ok((TaskFinished::Applied, Some(queue)));
+        }
+        TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
+        TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
+    };
+    let attempts: Option<u32> = conn
+        .prepare_cached(&format!("DELETE FROM messages WHERE {HELD} RETURNING attempts"))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![message_id, receipt.lease_token, now, max_attempts],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+        .map_err(sql("finish task"))?;
+    let Some(attempts) = attempts else {
+        return Ok((TaskFinished::Stale, None));
+    };
+    conn.prepare_cached(
+        "UPDATE tasks SET status = ?2, result = ?3, error = ?4, attempts = ?5,
+             finished_at = ?6, expires_at = ?6 + keep_ms
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id.as_str(), code, result, error, attempts, now]))
+    .map_err(sql("finish task"))?;
+    Ok((TaskFinished::Applied, None))
+}
+
+/// Marks unfinished tasks whose message is gone as expired, and drops tasks past
+/// their time; returns how many were dropped.
+pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "UPDATE tasks SET status = 3, finished_at = ?1, expires_at = ?1 + keep_ms
+         WHERE status = 0 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = tasks.message_id)",
+    )
+    .and_then(|mut stmt| stmt.execute([now]))
+    .map_err(sql("expire orphaned tasks"))?;
+    let dropped = conn
+        .prepare_cached("DELETE FROM tasks WHERE expires_at <= ?1")
+        .and_then(|mut stmt| stmt.execute([now]))
+        .map_err(sql("drop finished tasks"))?;
+    Ok(dropped as u64)
+}
+
+/// Counts of a queue's tasks by status, as seen at `now`.
+pub fn counts(
+    conn: &Connection,
+    queue: &QueueName,
+    max_attempts: u32,
+    now: Millis,
+) -> StoreResult<TaskCounts> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT t.status, m.state, m.visible_at > ?2, m.attempts >= ?3, COUNT(*)
+             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             WHERE t.queue = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)
+             GROUP BY 1, 2, 3, 4",
+        )
+        .map_err(sql("count tasks"))?;
+    let mut rows = stmt
+        .query(params![queue.as_str(), now, max_attempts])
+        .map_err(sql("count tasks"))?;
+    let mut counts = TaskCounts::default();
+    while let Some(row) = rows.next().map_err(sql("count tasks"))? {
+        let read = || -> rusqlite::Result<(TaskStatus, u64)> {
+            let state: Option<i64> = row.get(1)?;
+            let lease_live: bool = row.get::<_, Option<bool>>(2)?.unwrap_or(false);
+            let exhausted: bool = row.get::<_, Option<bool>>(3)?.unwrap_or(false);
+            let message = state.map(|state| TaskMessage {
+                dead: state == 2,
+                leased: state == 1 && lease_live,
+                lease_ended_exhausted: state == 1 && !lease_live && exhausted,
+            });
+            Ok((task_status(row.get(0)?, message), row.get(4)?))
+        };
+        let (status, n) = read().map_err(sql("count tasks"))?;
+        counts.add(status, n);
+    }
+    Ok(counts)
+}
