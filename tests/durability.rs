@@ -1,5 +1,6 @@
 //! The compiled `hopper` binary under abuse: a SIGKILL in the middle of concurrent
-//! pushes (or stream appends and ACKs) loses nothing that was acknowledged, and a
+//! pushes (or stream appends and ACKs, or task creates and completions) loses
+//! nothing that was acknowledged, and a
 //! SIGTERM drains in-flight requests and exits 0. Each test runs the binary on its own isolated store, once
 //! per storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
 
@@ -22,6 +23,8 @@ conformance! {
     sigterm_drains_in_flight_requests_and_exits_zero,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     acknowledged_events_owners_and_offsets_survive_sigkill,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    accepted_tasks_and_their_results_survive_sigkill,
 }
 
 const ADMIN_SECRET: &str = "durability-admin-secret-42";
@@ -833,5 +836,221 @@ async fn acknowledged_events_owners_and_offsets_survive_sigkill(backend: Backend
         answered.len(),
         all.len(),
         acked
+    );
+}
+
+/// Task creators and workers running at once.
+const TASK_CREATORS: usize = 8;
+const TASK_WORKERS: usize = 4;
+
+/// Creates tasks on `queue` (answered 202 at once) until `stop`; returns the ids of
+/// those answered 2xx, with the `n` each carried.
+fn start_task_creators(
+    client: &reqwest::Client,
+    base_url: &str,
+    queue: &str,
+    stop: &Arc<AtomicBool>,
+    in_flight: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, u64)>>> {
+    (0..TASK_CREATORS)
+        .map(|creator| {
+            let (client, stop, in_flight) = (client.clone(), stop.clone(), in_flight.clone());
+            let url = format!("{base_url}/api/v1/tasks/{queue}");
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                let mut n = creator as u64 * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    let sent = client
+                        .post(&url)
+                        .basic_auth("admin", Some(ADMIN_SECRET))
+                        .header("prefer", "respond-async")
+                        .json(&json!({ "n": n }))
+                        .send()
+                        .await;
+                    let answer = match sent {
+                        Ok(response) => {
+                            assert!(
+                                response.status().is_success(),
+                                "a create was refused: {}",
+                                response.status()
+                            );
+                            response.json::<Value>().await
+                        }
+                        Err(error) => Err(error),
+                    };
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    match answer {
+                        Ok(task) => accepted.push((task["id"].as_str().unwrap().to_owned(), n)),
+                        Err(_) => break,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect()
+}
+
+/// Receives task messages and completes each with `{"double": 2n}`, adding to
+/// `completed` the ids whose completion was answered 200; without `stop`, until the
+/// queue is empty.
+async fn work_tasks(
+    client: &reqwest::Client,
+    base_url: &str,
+    queue: &str,
+    stop: Option<&AtomicBool>,
+    completed: &mut Vec<String>,
+) -> Result<(), reqwest::Error> {
+    loop {
+        if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let response = client
+            // Leases of 1 s: tasks leased when the process died come back soon after;
+            // draining waits out one lease before it calls the queue empty.
+            .post(format!(
+                "{base_url}/api/v1/queues/{queue}/receive?count=10&lease=1&wait={}",
+                if stop.is_some() { "0.2" } else { "2" }
+            ))
+            .basic_auth("admin", Some(ADMIN_SECRET))
+            .send()
+            .await?;
+        let body: Value = response.json().await?;
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        if messages.is_empty() && stop.is_none() {
+            return Ok(());
+        }
+        for message in messages {
+            let id = message["body"]["task_id"].as_str().unwrap().to_owned();
+            let n = message["body"]["payload"]["n"].as_u64().unwrap();
+            let response = client
+                .post(format!("{base_url}/api/v1/tasks/{id}/complete"))
+                .basic_auth("admin", Some(ADMIN_SECRET))
+                .json(&json!({ "receipt": message["receipt"], "result": { "double": 2 * n } }))
+                .send()
+                .await?;
+            assert_eq!(response.status(), StatusCode::OK, "completing {id}");
+            completed.push(id);
+        }
+    }
+}
+
+async fn accepted_tasks_and_their_results_survive_sigkill(backend: Backend) {
+    let store = backend.isolated_store();
+    let client = http_client();
+    let mut server = HopperProcess::start(&store, &client).await;
+    // Creates the queue and pays the argon2 verification of the admin's secret once.
+    let first = client
+        .post(format!("{}/api/v1/tasks/work", server.base_url))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .header("prefer", "respond-async")
+        .json(&json!({ "n": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first_id = first.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let creators = start_task_creators(&client, &server.base_url, "work", &stop, &in_flight);
+    let workers: Vec<_> = (0..TASK_WORKERS)
+        .map(|_| {
+            let (client, base_url, stop) = (client.clone(), server.base_url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut completed = Vec::new();
+                // Ends at the SIGKILL: a request then fails, and what was completed so far counts.
+                let _ = work_tasks(&client, &base_url, "work", Some(&stop), &mut completed).await;
+                completed
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let in_flight_at_kill = in_flight.load(Ordering::SeqCst);
+    server.kill_hard();
+    stop.store(true, Ordering::Relaxed);
+    let mut accepted = vec![(first_id, 0)];
+    for creator in creators {
+        accepted.extend(creator.await.unwrap());
+    }
+    let mut completed = HashSet::new();
+    for worker in workers {
+        for id in worker.await.unwrap() {
+            assert!(completed.insert(id.clone()), "task {id} completed twice");
+        }
+    }
+    assert!(
+        in_flight_at_kill > 0,
+        "no create was in flight at the SIGKILL"
+    );
+    assert!(
+        accepted.len() >= TASK_CREATORS && !completed.is_empty(),
+        "too little happened in a second to test anything: {} accepted, {} completed",
+        accepted.len(),
+        completed.len()
+    );
+
+    let server = HopperProcess::start(&store, &client).await;
+    let base_url = &server.base_url;
+    // Every completion answered 200 kept its result; the rest are still to do, and
+    // their messages are still queued: working the queue dry finishes every task.
+    let mut pending = 0;
+    for (id, n) in &accepted {
+        let response = client
+            .get(format!("{base_url}/api/v1/tasks/{id}"))
+            .basic_auth("admin", Some(ADMIN_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "accepted task {id} is gone"
+        );
+        let task: Value = response.json().await.unwrap();
+        if completed.contains(id) {
+            assert_eq!(task["status"], "succeeded", "{task}");
+            assert_eq!(task["result"], json!({ "double": 2 * n }), "{task}");
+        } else if task["status"] != "succeeded" {
+            pending += 1;
+        }
+    }
+    let mut finished_now = Vec::new();
+    work_tasks(&client, base_url, "work", None, &mut finished_now)
+        .await
+        .unwrap();
+    let finished_now: HashSet<String> = finished_now.into_iter().collect();
+    for (id, n) in &accepted {
+        let task: Value = client
+            .get(format!("{base_url}/api/v1/tasks/{id}"))
+            .basic_auth("admin", Some(ADMIN_SECRET))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["result"], json!({ "double": 2 * n }), "{task}");
+        assert!(
+            !(completed.contains(id) && finished_now.contains(id)),
+            "task {id} was handed out again after its completion was answered"
+        );
+    }
+    eprintln!(
+        "{}: tasks SIGKILL after 1 s with {in_flight_at_kill} creates in flight: {} accepted, {} completed before, {pending} still to do after the restart, {} finished after",
+        backend.name(),
+        accepted.len(),
+        completed.len(),
+        finished_now.len()
+    );
+    assert!(
+        finished_now.len() >= pending,
+        "{pending} unfinished tasks but only {} messages left to work",
+        finished_now.len()
     );
 }

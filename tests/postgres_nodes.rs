@@ -848,3 +848,115 @@ async fn streams_are_consistent_across_nodes() {
         "woken by the append through the other node, not by the 10 s wait: {waited:?}"
     );
 }
+
+/// A task created and waited on through node A is answered (200, with the result) as
+/// soon as a worker completes it through node B: the wake-up crosses nodes through
+/// PostgreSQL, and so does a `GET` waiting with `Prefer: wait` on node B for a task
+/// a worker on node A finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other() {
+    let Some(base) = postgres_base() else { return };
+    let schema = random_schema();
+    let _guard = SchemaGuard {
+        base: base.clone(),
+        schema: schema.clone(),
+    };
+    let store = with_schema(&base, &schema);
+    let (a, b) = (start_node(&store).await, start_node(&store).await);
+    // Pays the argon2 verification of the admin's secret on both nodes, outside the timings.
+    for node in [&a, &b] {
+        let response = node.get("/queues").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    // A worker on node B long-polls the task queue and completes what it gets there.
+    let worker = |node: &Node, result: Value| {
+        let (receive, http, base) = (
+            node.post("/queues/signup/receive?wait=20"),
+            node.http.clone(),
+            node.base.clone(),
+        );
+        async move {
+            let received: Value = receive.send().await.unwrap().json().await.unwrap();
+            let message = &received["messages"][0];
+            let id = message["body"]["task_id"].as_str().unwrap().to_owned();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let completed = http
+                .post(format!("{base}/api/v1/tasks/{id}/complete"))
+                .basic_auth("admin", Some(ADMIN_SECRET))
+                .json(&json!({ "receipt": message["receipt"], "result": result }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(completed.status(), 200);
+            (id, message["body"]["payload"].clone())
+        }
+    };
+    let configured = a
+        .http
+        .put(format!("{}/api/v1/queues/signup", a.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(configured.status().is_success());
+    let working = tokio::spawn(worker(&b, json!({ "customer": 42 })));
+    let started = Instant::now();
+    let created = a
+        .post("/tasks/signup")
+        .header("prefer", "wait=20")
+        .json(&json!({ "email": "ada@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(created.status(), 200, "finished within the wait");
+    let task: Value = created.json().await.unwrap();
+    let (id, payload) = working.await.unwrap();
+    assert_eq!(task["id"], id.as_str());
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["result"], json!({ "customer": 42 }));
+    assert_eq!(payload, json!({ "email": "ada@example.com" }));
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "woken by node B's completion, not by the 20 s wait: {elapsed:?}"
+    );
+
+    // The other way round, and through GET: created without waiting, waited on at B.
+    let created = a
+        .post("/tasks/signup")
+        .header("prefer", "respond-async")
+        .json(&json!({ "email": "grace@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let location = created
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let working = tokio::spawn(worker(&a, json!("done")));
+    let started = Instant::now();
+    let waited = b
+        .http
+        .get(format!("{}{location}", b.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .header("prefer", "wait=20")
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(waited.status(), 200);
+    let task: Value = waited.json().await.unwrap();
+    working.await.unwrap();
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["result"], "done");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "woken by node A's completion, not by the 20 s wait: {elapsed:?}"
+    );
+}
