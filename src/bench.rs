@@ -3,11 +3,16 @@
 //! 200 without touching storage, so ratios are measured side by side on one machine.
 //!
 //! Scenarios: `bare`, `push` (seed 000's 53-byte body), `receive-ack` (count=100),
-//! and `capacity` (RSS with N messages queued, then restart time).
+//! `append` and `read` (seed 004's event), `capacity` (RSS with N messages queued,
+//! then restart time), `tasks` (the fast path of seed 001: a create that waits while
+//! workers long-poll and complete, paced at `--task-rate`, then as fast as it goes)
+//! and `task-waiters` (memory and CPU with `--task-waiters` requests waiting).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,6 +25,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+/// How long a task create waits for its result in the task scenarios.
+const TASK_PREFER: &str = "wait=5";
+/// The queue of the task scenarios.
+const TASK_QUEUE: &str = "bench-tasks";
 
 /// Seed 000's request body: 53 bytes.
 const SEED_BODY: &str = r#"{"user_id":123,"app_id":222,"item_id":4,"quantity":5}"#;
@@ -40,8 +50,8 @@ pub struct BenchArgs {
     /// Store URL for the server under test; a temporary SQLite file when absent.
     #[arg(long)]
     pub store: Option<String>,
-    /// Scenarios to run, comma-separated: bare, push, receive-ack, append, read, capacity
-    /// (`read` needs at least 1000 events, which `append` writes first).
+    /// Scenarios to run, comma-separated: bare, push, receive-ack, append, read, capacity,
+    /// tasks, task-waiters (`read` needs at least 1000 events, which `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
     /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
@@ -50,6 +60,15 @@ pub struct BenchArgs {
     /// Messages queued by the `capacity` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub capacity_messages: usize,
+    /// Tasks per second created by the `tasks` scenario's paced run.
+    #[arg(long, default_value_t = 1000.0)]
+    pub task_rate: f64,
+    /// Workers in the `tasks` scenario, each on its own connection taking one task at a time.
+    #[arg(long, default_value_t = 16)]
+    pub task_workers: usize,
+    /// Requests held waiting for a result by the `task-waiters` scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub task_waiters: usize,
 }
 
 /// One scenario's figures.
@@ -117,9 +136,10 @@ impl Connection {
             .uri(path)
             .header("host", &self.host)
             .header("content-type", "application/json")
-            // Streams need these; every other endpoint ignores them.
+            // Streams need these, tasks the last; every other endpoint ignores them.
             .header("x-producer-id", "bench")
-            .header("x-consumer-id", "bench");
+            .header("x-consumer-id", "bench")
+            .header("prefer", TASK_PREFER);
         if let Some(auth) = &self.auth {
             request = request.header("authorization", auth);
         }
@@ -144,6 +164,8 @@ enum Workload {
     Append,
     /// Reads of 1000 events (no ack, so every read returns a full page).
     Read,
+    /// Task creates that wait for their result (workers run beside).
+    Task,
 }
 
 /// Seed 004's example event.
@@ -168,6 +190,12 @@ async fn step(
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
             Ok((1, 1))
+        }
+        Workload::Task => {
+            let started = Instant::now();
+            let created = create_task(conn).await;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            created.map(|()| (1, 1))
         }
         Workload::Append => {
             let started = Instant::now();
@@ -371,6 +399,205 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A worker: long-polls the task queue and completes every task it gets, until `stop`.
+async fn task_worker(
+    addr: SocketAddr,
+    auth: String,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut conn = Connection::open(addr, Some(auth)).await?;
+    let receive = format!("/api/v1/queues/{TASK_QUEUE}/receive?wait=0.5");
+    while !stop.load(Ordering::Relaxed) {
+        let (status, body) = conn.call(Method::POST, &receive, Bytes::new()).await?;
+        anyhow::ensure!(status.is_success(), "receive: status {status}");
+        let received: serde_json::Value = serde_json::from_slice(&body)?;
+        for message in received["messages"].as_array().into_iter().flatten() {
+            let id = message["body"]["task_id"].as_str().unwrap_or_default();
+            let answer = serde_json::json!({ "receipt": message["receipt"], "result": { "ok": true } });
+            let (status, _) = conn
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/tasks/{id}/complete"),
+                    serde_json::to_vec(&answer)?.into(),
+                )
+                .await?;
+            anyhow::ensure!(status.is_success(), "complete: status {status}");
+        }
+    }
+    Ok(())
+}
+
+/// One create that waits for its result; an answer other than 200 (finished) is an error.
+async fn create_task(conn: &mut Connection) -> anyhow::Result<()> {
+    let (status, _) = conn
+        .call(
+            Method::POST,
+            &format!("/api/v1/tasks/{TASK_QUEUE}"),
+            Bytes::from_static(SEED_BODY.as_bytes()),
+        )
+        .await?;
+    anyhow::ensure!(status == StatusCode::OK, "create: status {status}");
+    Ok(())
+}
+
+/// Creates tasks at `rate` per second, each on the first free connection of `connections`,
+/// timing each from its scheduled start, so a slow answer cannot hide the ones that
+/// queue up behind it.
+async fn paced_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
+    let period = Duration::from_secs_f64(1.0 / args.task_rate);
+    let start = Instant::now() + Duration::from_millis(100);
+    let measure_from = start + args.warmup;
+    let slots = ((args.warmup + args.duration).as_secs_f64() * args.task_rate) as u64;
+    let lanes = args.connections as u64;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut latency, mut done, mut errors) = (new_histogram(), 0u64, 0u64);
+            for slot in (lane..slots).step_by(lanes as usize) {
+                let at = start + period.mul_f64(slot as f64);
+                tokio::time::sleep_until(at.into()).await;
+                let created = create_task(&mut conn).await;
+                if at < measure_from {
+                    continue;
+                }
+                latency.saturating_record(at.elapsed().as_micros() as u64);
+                match created {
+                    Ok(()) => done += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (latency, done, errors)
+        }));
+    }
+    let mut figures = Figures {
+        name: format!("tasks@{}/s", args.task_rate),
+        requests: 0,
+        messages: 0,
+        errors: 0,
+        elapsed: args.duration,
+        latency: new_histogram(),
+    };
+    for task in tasks {
+        let (latency, done, errors) = task.await?;
+        figures.latency.add(latency)?;
+        figures.requests += done;
+        figures.messages += done;
+        figures.errors += errors;
+    }
+    Ok(figures)
+}
+
+/// The `tasks` scenario: workers on, then a paced run and a run as fast as it goes.
+async fn bench_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    let (status, _) = conn
+        .call(
+            Method::PUT,
+            &format!("/api/v1/queues/{TASK_QUEUE}"),
+            Bytes::from_static(b"{}"),
+        )
+        .await?;
+    anyhow::ensure!(status.is_success(), "creating the task queue: status {status}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..args.task_workers)
+        .map(|_| tokio::spawn(task_worker(addr, auth.to_owned(), stop.clone())))
+        .collect();
+    paced_tasks(addr, auth, args).await?.print(None);
+    let mut most = drive(
+        "tasks-max",
+        &[addr],
+        Some(auth.to_owned()),
+        Workload::Task,
+        args,
+    )
+    .await?;
+    most.messages = most.requests;
+    most.print(None);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) of a process so far, from `/proc` (Linux's 100 ticks a second).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The `task-waiters` scenario: `--task-waiters` creates each waiting for a result no
+/// worker gives; the server's memory per waiter, and its CPU while they all wait.
+async fn bench_task_waiters(
+    addr: SocketAddr,
+    pid: u32,
+    auth: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let queue = "bench-waiters";
+    let mut control = Connection::open(addr, Some(auth.to_owned())).await?;
+    control
+        .call(Method::PUT, &format!("/api/v1/queues/{queue}"), Bytes::from_static(b"{}"))
+        .await?;
+    let rss_before = rss_mb(pid).unwrap_or(f64::NAN);
+    let mut waiters = Vec::with_capacity(args.task_waiters);
+    for _ in 0..args.task_waiters {
+        let mut conn = Connection::open(addr, Some(auth.to_owned()))
+            .await
+            .context("opening a waiter's connection (raise `ulimit -n`?)")?;
+        waiters.push(tokio::spawn(async move {
+            conn.call(
+                Method::POST,
+                &format!("/api/v1/tasks/{queue}"),
+                Bytes::from_static(SEED_BODY.as_bytes()),
+            )
+            .await
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let (_, info) = control
+            .call(Method::GET, &format!("/api/v1/queues/{queue}"), Bytes::new())
+            .await?;
+        let info: serde_json::Value = serde_json::from_slice(&info)?;
+        if info["tasks"]["pending"].as_u64() == Some(args.task_waiters as u64) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(50),
+            "the waiters' tasks were not all created: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created_in = started.elapsed();
+    // The store settles (WAL checkpoint, sweep) before the idle window is timed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_waiting = rss_mb(pid).unwrap_or(f64::NAN);
+    let window = Duration::from_secs(5);
+    let cpu_before = cpu_time(pid).context("cannot read the server's CPU time")?;
+    tokio::time::sleep(window).await;
+    let cpu_after = cpu_time(pid).context("cannot read the server's CPU time")?;
+    let still_waiting = waiters.iter().filter(|w| !w.is_finished()).count();
+    println!(
+        "task-waiters {} requests waiting (created in {:.1} s, {} still waiting at the end): RSS {:.1} MB -> {:.1} MB ({:.1} KB per waiter); CPU while they wait {:.2}% of one core",
+        args.task_waiters,
+        created_in.as_secs_f64(),
+        still_waiting,
+        rss_before,
+        rss_waiting,
+        (rss_waiting - rss_before) * 1024.0 / args.task_waiters as f64,
+        100.0 * (cpu_after - cpu_before).as_secs_f64() / window.as_secs_f64()
+    );
+    for waiter in waiters {
+        waiter.abort();
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints one line per scenario.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -441,6 +668,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?
             .print(baseline);
     }
+    if want("tasks") {
+        bench_tasks(addr, &auth, &args).await?;
+    }
+    if want("task-waiters") {
+        let pid = server.id().context("the server has exited")?;
+        bench_task_waiters(addr, pid, &auth, &args).await?;
+    }
     if want("capacity") {
         let mut conn = Connection::open(addr, Some(auth.clone())).await?;
         conn.call(Method::POST, "/api/v1/queues/bench/purge", Bytes::new())
@@ -483,6 +717,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 pub async fn serve_bare(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let answer = || async { ([("content-type", "application/json")], r#"{"status":"OK"}"#) };
     let app = axum::Router::new().fallback(answer);
+    // As `hopper serve` does, so the baseline differs only by what Hopper adds.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

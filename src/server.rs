@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -117,6 +118,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown.clone(),
     ));
     let stop = shutdown.clone();
+    // Answers leave at once: with Nagle's algorithm a response written in parts waits
+    // for the client's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let serving = tokio::spawn(async move {
         axum::serve(listener, app(state))
             .with_graceful_shutdown(async move { stop.cancelled().await })

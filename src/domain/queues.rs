@@ -145,9 +145,20 @@ impl QueueService {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let received = self.store.receive(queue, count, lease).await?;
+            let received = match self.store.receive(queue, count, lease).await {
+                Ok(received) => received,
+                Err(error) => {
+                    // E.g. the queue was deleted: the next waiter learns it too.
+                    watch.hand_on();
+                    return Err(error.into());
+                }
+            };
+            if !received.messages.is_empty() {
+                watch.hand_on();
+                return Ok(received.messages);
+            }
             let now = Instant::now();
-            if !received.messages.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
+            if now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(received.messages);
             }
             let wake_at = received

@@ -1,6 +1,6 @@
-//! In-process signals from the store: queue wake-ups for long-polls (a store signals
-//! a queue after it commits a change that may make messages ready, and every receive
-//! waiting on that queue retries), and client revocations for credential caches.
+//! In-process signals from the store: wake-ups for long-polls (a store signals a
+//! queue after it commits a change that may make messages ready, a stream after an
+//! append, a task when it finishes), and client revocations for credential caches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,11 +70,20 @@ impl Wakeups {
         }
     }
 
-    /// Wakes every receive waiting on `queue`; a no-op when none waits.
-    pub fn signal(&self, queue: &str) {
+    /// Wakes the waiters of `key`; a no-op when none waits. On a queue it wakes one
+    /// receive, since receives compete for the same messages: waking them all would
+    /// have each of them ask the store, and all but one come back empty. The receive
+    /// that finds messages hands on to the next (see [`Watch::hand_on`]), so a burst
+    /// wakes as many as it feeds. On a stream or a task it wakes every waiter, since
+    /// each reads for itself.
+    pub fn signal(&self, key: &str) {
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = queues.get(queue) {
-            notify.notify_waiters();
+        if let Some(notify) = queues.get(key) {
+            if key.contains('/') {
+                notify.notify_waiters();
+            } else {
+                notify.notify_one();
+            }
         }
     }
 
@@ -98,6 +107,12 @@ impl Watch {
     /// The notifier to wait on.
     pub fn notify(&self) -> &Notify {
         &self.notify
+    }
+
+    /// Wakes the next waiter on this queue: called by a receive that found messages,
+    /// since more may be ready than one receive takes.
+    pub fn hand_on(&self) {
+        self.notify.notify_one();
     }
 }
 
@@ -128,5 +143,32 @@ mod tests {
         assert_eq!(wakeups.queues.lock().unwrap().len(), 1);
         drop(second);
         assert!(wakeups.queues.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queue_wakes_one_waiter_a_stream_or_task_all() {
+        use std::time::Duration;
+        let wakeups = Arc::new(Wakeups::default());
+        for (key, expected) in [("q", 1), ("stream/s", 2), ("task/t", 2)] {
+            let watches = [wakeups.watch(key), wakeups.watch(key)];
+            let mut waiting: Vec<_> = watches
+                .iter()
+                .map(|w| Box::pin(w.notify().notified()))
+                .collect();
+            for notified in &mut waiting {
+                notified.as_mut().enable();
+            }
+            wakeups.signal(key);
+            let mut woken = 0;
+            for notified in waiting {
+                if tokio::time::timeout(Duration::from_millis(20), notified)
+                    .await
+                    .is_ok()
+                {
+                    woken += 1;
+                }
+            }
+            assert_eq!(woken, expected, "waiters woken on {key}");
+        }
     }
 }

@@ -32,14 +32,17 @@ mod writer;
 
 use writer::GroupCommitWriter;
 
-/// Read connections kept open between reads; more are opened under load and closed after.
-const IDLE_READERS: usize = 4;
+/// Read connections, and so reads running at once; more reads wait for one. Opening
+/// a connection parses the schema, so they are kept, never opened per read.
+const READERS: usize = 8;
 
 /// The SQLite backend.
 pub struct SqliteStore {
     path: PathBuf,
     writer: GroupCommitWriter,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection, held while a read runs.
+    reading: tokio::sync::Semaphore,
     wakeups: Arc<Wakeups>,
 }
 
@@ -87,6 +90,7 @@ impl SqliteStore {
             path,
             writer,
             readers: Mutex::new(Vec::new()),
+            reading: tokio::sync::Semaphore::new(READERS),
             wakeups: Arc::new(Wakeups::default()),
         })
     }
@@ -113,25 +117,32 @@ impl SqliteStore {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        let _permit = self
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        // With a permit, a connection is free in the pool or may be opened.
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_connection(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| StoreError::backend("open a read connection", e))?,
-        };
+        let path = self.path.clone();
         let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| StoreError::backend("open a read connection", e))?,
+            };
             let result = op(&conn);
-            (conn, result)
+            Ok::<_, StoreError>((conn, result))
         })
         .await
-        .map_err(|_| StoreError::Unavailable("a read was cancelled".into()))?;
-        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if readers.len() < IDLE_READERS {
-            readers.push(conn);
-        }
+        .map_err(|_| StoreError::Unavailable("a read was cancelled".into()))??;
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
         result
     }
 }
@@ -410,6 +421,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.reading.close();
         self.writer.close().await;
         self.readers
             .lock()
