@@ -110,6 +110,8 @@ struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
     host: String,
     auth: Option<String>,
+    /// The `Prefer` header of every request.
+    prefer: &'static str,
 }
 
 impl Connection {
@@ -122,6 +124,7 @@ impl Connection {
             sender,
             host: addr.to_string(),
             auth,
+            prefer: TASK_PREFER,
         })
     }
 
@@ -139,7 +142,7 @@ impl Connection {
             // Streams need these, tasks the last; every other endpoint ignores them.
             .header("x-producer-id", "bench")
             .header("x-consumer-id", "bench")
-            .header("prefer", TASK_PREFER);
+            .header("prefer", self.prefer);
         if let Some(auth) = &self.auth {
             request = request.header("authorization", auth);
         }
@@ -400,11 +403,7 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
 }
 
 /// A worker: long-polls the task queue and completes every task it gets, until `stop`.
-async fn task_worker(
-    addr: SocketAddr,
-    auth: String,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+async fn task_worker(addr: SocketAddr, auth: String, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut conn = Connection::open(addr, Some(auth)).await?;
     let receive = format!("/api/v1/queues/{TASK_QUEUE}/receive?wait=0.5");
     while !stop.load(Ordering::Relaxed) {
@@ -413,7 +412,8 @@ async fn task_worker(
         let received: serde_json::Value = serde_json::from_slice(&body)?;
         for message in received["messages"].as_array().into_iter().flatten() {
             let id = message["body"]["task_id"].as_str().unwrap_or_default();
-            let answer = serde_json::json!({ "receipt": message["receipt"], "result": { "ok": true } });
+            let answer =
+                serde_json::json!({ "receipt": message["receipt"], "result": { "ok": true } });
             let (status, _) = conn
                 .call(
                     Method::POST,
@@ -498,7 +498,10 @@ async fn bench_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::
             Bytes::from_static(b"{}"),
         )
         .await?;
-    anyhow::ensure!(status.is_success(), "creating the task queue: status {status}");
+    anyhow::ensure!(
+        status.is_success(),
+        "creating the task queue: status {status}"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..args.task_workers)
         .map(|_| tokio::spawn(task_worker(addr, auth.to_owned(), stop.clone())))
@@ -541,14 +544,21 @@ async fn bench_task_waiters(
     let queue = "bench-waiters";
     let mut control = Connection::open(addr, Some(auth.to_owned())).await?;
     control
-        .call(Method::PUT, &format!("/api/v1/queues/{queue}"), Bytes::from_static(b"{}"))
+        .call(
+            Method::PUT,
+            &format!("/api/v1/queues/{queue}"),
+            Bytes::from_static(b"{}"),
+        )
         .await?;
     let rss_before = rss_mb(pid).unwrap_or(f64::NAN);
+    let opened_at = Instant::now();
     let mut waiters = Vec::with_capacity(args.task_waiters);
     for _ in 0..args.task_waiters {
         let mut conn = Connection::open(addr, Some(auth.to_owned()))
             .await
             .context("opening a waiter's connection (raise `ulimit -n`?)")?;
+        // Longer than the whole scenario: every waiter is still waiting when it ends.
+        conn.prefer = "wait=60";
         waiters.push(tokio::spawn(async move {
             conn.call(
                 Method::POST,
@@ -561,7 +571,11 @@ async fn bench_task_waiters(
     let started = Instant::now();
     loop {
         let (_, info) = control
-            .call(Method::GET, &format!("/api/v1/queues/{queue}"), Bytes::new())
+            .call(
+                Method::GET,
+                &format!("/api/v1/queues/{queue}"),
+                Bytes::new(),
+            )
             .await?;
         let info: serde_json::Value = serde_json::from_slice(&info)?;
         if info["tasks"]["pending"].as_u64() == Some(args.task_waiters as u64) {
@@ -573,7 +587,7 @@ async fn bench_task_waiters(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let created_in = started.elapsed();
+    let created_in = opened_at.elapsed();
     // The store settles (WAL checkpoint, sweep) before the idle window is timed.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_waiting = rss_mb(pid).unwrap_or(f64::NAN);

@@ -173,10 +173,7 @@ pub async fn create(
     let key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
     let payload: &RawValue = parse_json(&body)?;
     let (wait, applied) = applied_wait(&state, &prefer, state.tasks.wait_for(None));
-    let task = state
-        .tasks
-        .create(queue, payload.get(), key, wait)
-        .await?;
+    let task = state.tasks.create(queue, payload.get(), key, wait).await?;
     let status = if task.status.is_final() {
         StatusCode::OK
     } else {

@@ -34,11 +34,11 @@ pub fn check_count(what: &str, count: u32) -> Result<u32, DomainError> {
 /// Checks an `Idempotency-Key` against 1..=[`MAX_IDEMPOTENCY_KEY`] bytes.
 pub fn check_idempotency_key(key: Option<String>) -> Result<Option<String>, DomainError> {
     match key {
-        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => Err(
-            DomainError::invalid(format!(
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
+            Err(DomainError::invalid(format!(
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-            )),
-        ),
+            )))
+        }
         key => Ok(key),
     }
 }

@@ -34,7 +34,9 @@ impl TaskId {
             .ok()
             .filter(|_| raw.len() == 36)
             .map(|id| TaskId(id.to_string()))
-            .ok_or_else(|| DomainError::invalid(format!("invalid task id {raw:?}: expected a UUID")))
+            .ok_or_else(|| {
+                DomainError::invalid(format!("invalid task id {raw:?}: expected a UUID"))
+            })
     }
 
     /// The id as text.

@@ -14,7 +14,7 @@ pub fn stream_key(stream: &super::StreamName) -> String {
 }
 
 /// The wake-up key of a task's finish; like [`stream_key`], never a queue's.
-pub fn task_key(task: &super::tasks::TaskId) -> String {
+pub fn task_key(task: impl std::fmt::Display) -> String {
     format!("task/{task}")
 }
 

@@ -475,6 +475,31 @@ pub(crate) mod task_codes {
     pub const EXPIRED: i64 = 3;
 }
 
+/// How a task ends when its message does without a worker's `complete` or `fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskEnding {
+    /// Acked through the queue API: done, with no result.
+    Acked,
+    /// Dead-lettered: out of attempts.
+    OutOfAttempts,
+    /// Dropped (retention, purge, queue deleted) or popped, which no worker can answer.
+    Dropped,
+}
+
+impl TaskEnding {
+    /// The stored status code the task ends with.
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            TaskEnding::Acked => task_codes::SUCCEEDED,
+            TaskEnding::OutOfAttempts => task_codes::FAILED,
+            TaskEnding::Dropped => task_codes::EXPIRED,
+        }
+    }
+}
+
+/// The error a task failed by running out of attempts shows when no worker gave one.
+pub(crate) const OUT_OF_ATTEMPTS: &str = r#""out of attempts""#;
+
 /// A task message's state, as far as its task's status depends on it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskMessage {

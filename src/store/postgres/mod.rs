@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::streams::StreamRetention;
-use crate::domain::wakeups::{stream_key, task_key};
+use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
-    Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, PushOutcome,
-    PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
-    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish,
-    TaskFinished, TaskRecord, TaskStore, Upsert, NewTask,
+    Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
+    PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
+    Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
+    TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
 
 mod batcher;
@@ -291,10 +291,13 @@ impl PostgresStore {
         })
     }
 
-    /// Announces `queue` when `result` is a success, and passes it on.
-    fn announcing<T>(&self, queue: &QueueName, result: StoreResult<T>) -> StoreResult<T> {
+    /// Announces the wake-up keys a write named (queues, tasks) when it committed,
+    /// and passes its result on.
+    fn waking<T>(&self, wake: Vec<String>, result: StoreResult<T>) -> StoreResult<T> {
         if result.is_ok() {
-            self.announcer.announce(queue);
+            for key in wake {
+                self.announcer.announce_key(key);
+            }
         }
         result
     }
@@ -402,12 +405,16 @@ impl QueueStore for PostgresStore {
             // The batcher announces after its commit, even if this caller has gone.
             return self.pushes.submit(request).await.map(PushOutcome::Created);
         }
-        let outcome = transaction!(self, |tx| queues::push(&tx, &request, self.clock.now()));
-        self.announcing(&request.queue, outcome)
+        let mut wake = Vec::new();
+        let now = self.clock.now();
+        let outcome = transaction!(self, |tx| queues::push(&tx, &request, now, &mut wake));
+        self.waking(wake, outcome)
     }
 
     async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::pop(&tx, queue, count, self.clock.now()))
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let popped = transaction!(self, |tx| queues::pop(&tx, queue, count, now, &mut wake));
+        self.waking(wake, popped)
     }
 
     async fn receive(
@@ -417,14 +424,11 @@ impl QueueStore for PostgresStore {
         lease: Option<Duration>,
     ) -> StoreResult<Received> {
         let token: i64 = rand::random();
-        transaction!(self, |tx| queues::receive(
-            &tx,
-            queue,
-            count,
-            lease,
-            token,
-            self.clock.now()
-        ))
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let received = transaction!(self, |tx| queues::receive(
+            &tx, queue, count, lease, token, now, &mut wake
+        ));
+        self.waking(wake, received)
     }
 
     async fn settle(
@@ -433,17 +437,11 @@ impl QueueStore for PostgresStore {
         receipts: &[Receipt],
         settlement: Settlement,
     ) -> StoreResult<Settled> {
+        let (mut wake, now) = (Vec::new(), self.clock.now());
         let settled = transaction!(self, |tx| queues::settle(
-            &tx,
-            queue,
-            receipts,
-            settlement,
-            self.clock.now()
+            &tx, queue, receipts, settlement, now, &mut wake
         ));
-        match settlement {
-            Settlement::Nack { .. } => self.announcing(queue, settled),
-            Settlement::Ack | Settlement::Extend { .. } => settled,
-        }
+        self.waking(wake, settled)
     }
 
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
@@ -459,9 +457,11 @@ impl QueueStore for PostgresStore {
         queue: &QueueName,
         update: SettingsUpdate,
     ) -> StoreResult<Upsert> {
-        let now = self.clock.now();
-        let upsert = transaction!(self, |tx| queues::update_settings(&tx, queue, update, now));
-        self.announcing(queue, upsert)
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let upsert = transaction!(self, |tx| queues::update_settings(
+            &tx, queue, update, now, &mut wake
+        ));
+        self.waking(wake, upsert)
     }
 
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
@@ -469,43 +469,43 @@ impl QueueStore for PostgresStore {
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
-        // Waiters wake to find the queue gone and answer 404 instead of waiting out their time.
-        let deleted = transaction!(self, |tx| queues::clear(&tx, queue, true));
-        self.announcing(queue, deleted)
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let deleted = transaction!(self, |tx| queues::clear(&tx, queue, true, now, &mut wake));
+        self.waking(wake, deleted)
     }
 
     async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
-        transaction!(self, |tx| queues::clear(&tx, queue, false))
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let purged = transaction!(self, |tx| queues::clear(&tx, queue, false, now, &mut wake));
+        self.waking(wake, purged)
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::dead_letters(
-            &tx,
-            queue,
-            limit,
-            self.clock.now()
-        ))
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let dead = transaction!(self, |tx| queues::dead_letters(
+            &tx, queue, limit, now, &mut wake
+        ));
+        self.waking(wake, dead)
     }
 
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
+        let (mut wake, now) = (Vec::new(), self.clock.now());
         let moved = transaction!(self, |tx| queues::redrive(
-            &tx,
-            queue,
-            limit,
-            self.clock.now()
+            &tx, queue, limit, now, &mut wake
         ));
-        self.announcing(queue, moved)
+        self.waking(wake, moved)
     }
 
     async fn sweep(&self) -> StoreResult<u64> {
-        let now = self.clock.now();
-        transaction!(self, |tx| async {
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let swept = transaction!(self, |tx| async {
             Ok::<_, StoreError>(
-                queues::sweep(&tx, now).await?
+                queues::sweep(&tx, now, &mut wake).await?
                     + streams::sweep(&tx, now).await?
                     + tasks::sweep(&tx, now).await?,
             )
-        })
+        });
+        self.waking(wake, swept)
     }
 }
 
@@ -562,8 +562,9 @@ impl StreamStore for PostgresStore {
 #[async_trait]
 impl TaskStore for PostgresStore {
     async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
-        let created = transaction!(self, |tx| tasks::create(&tx, &task, self.clock.now()));
-        self.announcing(&task.message.queue, created)
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let created = transaction!(self, |tx| tasks::create(&tx, &task, now, &mut wake));
+        self.waking(wake, created)
     }
 
     async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -576,20 +577,11 @@ impl TaskStore for PostgresStore {
         receipt: Receipt,
         finish: TaskFinish,
     ) -> StoreResult<TaskFinished> {
-        let (finished, ready_again) = transaction!(self, |tx| tasks::finish(
-            &tx,
-            id,
-            receipt,
-            &finish,
-            self.clock.now()
-        ))?;
-        if finished == TaskFinished::Applied {
-            self.announcer.announce_key(task_key(id));
-        }
-        if let Some(queue) = ready_again {
-            self.announcer.announce(&queue);
-        }
-        Ok(finished)
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let finished = transaction!(self, |tx| tasks::finish(
+            &tx, id, receipt, &finish, now, &mut wake
+        ));
+        self.waking(wake, finished)
     }
 }
 

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
+use super::tasks;
 use super::{pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
-use crate::store::SettingsUpdate;
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
+use crate::store::{SettingsUpdate, TaskEnding};
 
 /// A queue row: its id and settings.
 pub struct QueueRow {
@@ -105,7 +106,9 @@ pub async fn push(
     tx: &Transaction<'_>,
     request: &PushRequest,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<PushOutcome> {
+    wake.push(request.queue.to_string());
     let queue = ensure_queue(tx, &request.queue, &request.defaults, now).await?;
     // Held to commit, so a concurrent delete of the queue waits and then takes these rows.
     tx.execute(
@@ -168,27 +171,41 @@ pub async fn push(
     Ok(PushOutcome::Created(ids))
 }
 
-/// Returns expired leases to waiting, or to the dead letters when out of attempts.
+/// Returns expired leases to waiting, or to the dead letters when out of attempts
+/// (failing their tasks).
 async fn release_expired_leases(
     tx: &Transaction<'_>,
     queue: &QueueRow,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<()> {
     let stmt = tx
         .prepare_cached(
             "UPDATE messages SET state = CASE WHEN attempts >= $3 THEN 2 ELSE 0 END
              WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 1 AND visible_at <= $2
-                          FOR UPDATE SKIP LOCKED)",
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, attempts, state",
         )
         .await
         .map_err(pg("release expired leases"))?;
-    tx.execute(
-        &stmt,
-        &[&queue.id, &now, &(queue.settings.max_attempts as i32)],
-    )
-    .await
-    .map_err(pg("release expired leases"))?;
-    Ok(())
+    let rows = tx
+        .query(
+            &stmt,
+            &[&queue.id, &now, &(queue.settings.max_attempts as i32)],
+        )
+        .await
+        .map_err(pg("release expired leases"))?;
+    let dead: Vec<(i64, u32)> = rows
+        .iter()
+        .filter(|row| row.get::<_, i16>(2) == 2)
+        .map(id_and_attempts)
+        .collect();
+    tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await
+}
+
+/// `(id, attempts)` from the first two columns of a row.
+fn id_and_attempts(row: &tokio_postgres::Row) -> (i64, u32) {
+    (row.get(0), row.get::<_, i32>(1).max(0) as u32)
 }
 
 fn message_from_row(row: &tokio_postgres::Row) -> Message {
@@ -207,9 +224,10 @@ pub async fn pop(
     name: &QueueName,
     count: u32,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(tx, name).await?;
-    release_expired_leases(tx, &queue, now).await?;
+    release_expired_leases(tx, &queue, now, wake).await?;
     let stmt = tx
         .prepare_cached(
             "DELETE FROM messages WHERE id IN (
@@ -225,6 +243,8 @@ pub async fn pop(
         .map_err(pg("pop"))?;
     let mut messages: Vec<Message> = rows.iter().map(message_from_row).collect();
     messages.sort_unstable_by_key(|m| m.id);
+    let popped: Vec<(i64, u32)> = messages.iter().map(|m| (m.id, m.attempts)).collect();
+    tasks::end(tx, &popped, TaskEnding::Dropped, now, wake).await?;
     Ok(messages)
 }
 
@@ -236,9 +256,10 @@ pub async fn receive(
     lease: Option<Duration>,
     lease_token: i64,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Received> {
     let queue = require_queue(tx, name).await?;
-    release_expired_leases(tx, &queue, now).await?;
+    release_expired_leases(tx, &queue, now, wake).await?;
     let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
     let stmt = tx
         .prepare_cached(
@@ -302,6 +323,7 @@ pub async fn settle(
     receipts: &[Receipt],
     settlement: Settlement,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Settled> {
     let queue = require_queue(tx, name).await?;
     // Rows are locked in id order, so two settles over overlapping receipts cannot deadlock.
@@ -315,7 +337,7 @@ pub async fn settle(
                 .prepare_cached(
                     "DELETE FROM messages m USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3
-                     RETURNING r.id, r.token",
+                     RETURNING r.id, r.token, m.attempts, m.state",
                 )
                 .await
                 .map_err(pg("ack"))?;
@@ -330,7 +352,7 @@ pub async fn settle(
                          visible_at = $4, lease_token = NULL
                      FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
-                     RETURNING r.id, r.token",
+                     RETURNING r.id, r.token, m.attempts, m.state",
                 )
                 .await
                 .map_err(pg("nack"))?;
@@ -349,7 +371,7 @@ pub async fn settle(
                     "UPDATE messages m SET state = 1, visible_at = $4
                      FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
-                     RETURNING r.id, r.token",
+                     RETURNING r.id, r.token, m.attempts, m.state",
                 )
                 .await
                 .map_err(pg("extend"))?;
@@ -370,6 +392,24 @@ pub async fn settle(
         } else {
             settled.stale.push(*receipt);
         }
+    }
+    // Acked or dead-lettered messages whose tasks end with them.
+    let ended: Vec<(i64, u32)> = rows
+        .iter()
+        .filter(|row| match settlement {
+            Settlement::Ack => true,
+            Settlement::Nack { .. } => row.get::<_, i16>(3) == 2,
+            Settlement::Extend { .. } => false,
+        })
+        .map(|row| (row.get(0), row.get::<_, i32>(2).max(0) as u32))
+        .collect();
+    match settlement {
+        Settlement::Ack => tasks::end(tx, &ended, TaskEnding::Acked, now, wake).await?,
+        Settlement::Nack { .. } => {
+            tasks::end(tx, &ended, TaskEnding::OutOfAttempts, now, wake).await?;
+            wake.push(name.to_string());
+        }
+        Settlement::Extend { .. } => {}
     }
     Ok(settled)
 }
@@ -457,7 +497,10 @@ pub async fn update_settings(
     name: &QueueName,
     update: SettingsUpdate,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Upsert> {
+    // A changed lease or attempt limit can make messages ready: waiters re-check.
+    wake.push(name.to_string());
     let stmt = tx
         .prepare_cached(
             "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = $1 FOR UPDATE",
@@ -498,8 +541,15 @@ pub async fn update_settings(
     Ok(Upsert::Updated)
 }
 
-/// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.
-pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> StoreResult<u64> {
+/// Deletes every message of a queue (ending their tasks); with `drop_queue`, the
+/// queue and its keys too.
+pub async fn clear(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    drop_queue: bool,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<u64> {
     let queue = require_queue(tx, name).await?;
     // Waits for pushes holding the queue row (key share) to commit, so the delete
     // below, with a fresh snapshot, takes their messages too.
@@ -509,6 +559,9 @@ pub async fn clear(tx: &Transaction<'_>, name: &QueueName, drop_queue: bool) -> 
     )
     .await
     .map_err(pg("lock queue"))?;
+    tasks::end_all_of_queue(tx, name, now, wake).await?;
+    // Waiters wake to find the queue gone (404) instead of waiting out their time.
+    wake.push(name.to_string());
     let removed = tx
         .execute("DELETE FROM messages WHERE queue_id = $1", &[&queue.id])
         .await
@@ -533,9 +586,10 @@ pub async fn dead_letters(
     name: &QueueName,
     limit: u32,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(tx, name).await?;
-    release_expired_leases(tx, &queue, now).await?;
+    release_expired_leases(tx, &queue, now, wake).await?;
     let rows = tx
         .query(
             "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
@@ -546,37 +600,65 @@ pub async fn dead_letters(
     Ok(rows.iter().map(message_from_row).collect())
 }
 
-/// Makes dead letters ready again with attempts reset.
+/// Makes dead letters ready again with attempts reset; their tasks wait for a worker again.
 pub async fn redrive(
     tx: &Transaction<'_>,
     name: &QueueName,
     limit: u32,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<u64> {
     let queue = require_queue(tx, name).await?;
-    release_expired_leases(tx, &queue, now).await?;
-    let moved = tx
-        .execute(
+    release_expired_leases(tx, &queue, now, wake).await?;
+    let moved: Vec<i64> = tx
+        .query(
             "UPDATE messages SET state = 0, attempts = 0, visible_at = $2, lease_token = NULL
              WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $3
-                          FOR UPDATE SKIP LOCKED)",
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id",
             &[&queue.id, &now, &i64::from(limit)],
         )
         .await
-        .map_err(pg("redrive"))?;
-    Ok(moved)
+        .map_err(pg("redrive"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tasks::revive(tx, &moved).await?;
+    wake.push(name.to_string());
+    Ok(moved.len() as u64)
 }
 
-/// Drops messages past retention and expired idempotency keys.
-pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
-    let expired = tx
-        .execute(
+/// Drops messages past retention and expired idempotency keys, and dead-letters
+/// expired leases out of attempts in every queue (so their tasks fail even when
+/// nobody receives from the queue).
+pub async fn sweep(tx: &Transaction<'_>, now: Millis, wake: &mut Vec<String>) -> StoreResult<u64> {
+    let dropped: Vec<(i64, u32)> = tx
+        .query(
             "DELETE FROM messages m USING queues q
-             WHERE m.queue_id = q.id AND q.retention_ms IS NOT NULL AND m.enqueued_at <= $1 - q.retention_ms",
+             WHERE m.queue_id = q.id AND q.retention_ms IS NOT NULL AND m.enqueued_at <= $1 - q.retention_ms
+             RETURNING m.id, m.attempts",
             &[&now],
         )
         .await
-        .map_err(pg("drop expired messages"))?;
+        .map_err(pg("drop expired messages"))?
+        .iter()
+        .map(id_and_attempts)
+        .collect();
+    tasks::end(tx, &dropped, TaskEnding::Dropped, now, wake).await?;
+    let dead: Vec<(i64, u32)> = tx
+        .query(
+            "UPDATE messages m SET state = 2 FROM queues q
+             WHERE m.queue_id = q.id AND m.state = 1 AND m.visible_at <= $1 AND m.attempts >= q.max_attempts
+             RETURNING m.id, m.attempts",
+            &[&now],
+        )
+        .await
+        .map_err(pg("dead-letter expired leases"))?
+        .iter()
+        .map(id_and_attempts)
+        .collect();
+    tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await?;
+    let expired = dropped.len() as u64;
     tx.execute(
         "DELETE FROM idempotency_keys WHERE expires_at <= $1",
         &[&now],

@@ -8,10 +8,11 @@ use deadpool_postgres::Transaction;
 
 use super::{pg, queues};
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId};
 use crate::store::{
     task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
-    TaskCreated, TaskFinish, TaskFinished, TaskMessage, TaskRecord,
+    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
 };
 
 fn stored_id(raw: &str) -> StoreResult<TaskId> {
@@ -23,8 +24,9 @@ pub async fn create(
     tx: &Transaction<'_>,
     task: &NewTask,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<TaskCreated> {
-    let message_id = match queues::push(tx, &task.message, now).await? {
+    let message_id = match queues::push(tx, &task.message, now, wake).await? {
         PushOutcome::Created(ids) => ids
             .first()
             .copied()
@@ -93,7 +95,9 @@ pub async fn get(
     let state: Option<i16> = row.get(7);
     let visible_at: Millis = row.get::<_, Option<i64>>(8).unwrap_or(0);
     let message_attempts = row.get::<_, Option<i32>>(9).unwrap_or(0).max(0) as u32;
-    let max_attempts = row.get::<_, Option<i32>>(10).map_or(u32::MAX, |n| n.max(1) as u32);
+    let max_attempts = row
+        .get::<_, Option<i32>>(10)
+        .map_or(u32::MAX, |n| n.max(1) as u32);
     let message = state.map(|state| TaskMessage {
         dead: state == 2,
         leased: state == 1 && visible_at > now,
@@ -118,15 +122,15 @@ pub async fn get(
     }))
 }
 
-/// Finishes a task; see [`crate::store::TaskStore::finish_task`]. Also returns the
-/// queue whose message a retry made ready again.
+/// Finishes a task; see [`crate::store::TaskStore::finish_task`].
 pub async fn finish(
     tx: &Transaction<'_>,
     id: &TaskId,
     receipt: Receipt,
     finish: &TaskFinish,
     now: Millis,
-) -> StoreResult<(TaskFinished, Option<QueueName>)> {
+    wake: &mut Vec<String>,
+) -> StoreResult<TaskFinished> {
     // The task row is locked first, so finishes of one task (from any node) queue up.
     let stmt = tx
         .prepare_cached(
@@ -142,17 +146,17 @@ pub async fn finish(
         .await
         .map_err(pg("read task"))?
     else {
-        return Ok((TaskFinished::NotFound, None));
+        return Ok(TaskFinished::NotFound);
     };
     let (status, message_id): (i16, i64) = (row.get(0), row.get(1));
     if receipt.message_id != message_id {
-        return Ok((TaskFinished::WrongMessage, None));
+        return Ok(TaskFinished::WrongMessage);
     }
     let Some(max_attempts) = row
         .get::<_, Option<i32>>(2)
         .filter(|_| i64::from(status) == task_codes::UNFINISHED)
     else {
-        return Ok((TaskFinished::Stale, None));
+        return Ok(TaskFinished::Stale);
     };
     // The receipt must hold a lease the message still counts: not a dead letter, and
     // not a lease that ended with no attempts left (the task reads as failed then).
@@ -164,13 +168,14 @@ pub async fn finish(
                 .prepare_cached(&format!(
                     "UPDATE messages SET state = CASE WHEN attempts >= $4 THEN 2 ELSE 0 END,
                          visible_at = $5, lease_token = NULL
-                     WHERE {HELD}"
+                     WHERE {HELD}
+                     RETURNING state, attempts"
                 ))
                 .await
                 .map_err(pg("retry task"))?;
             let visible_at = now.saturating_add(millis_of(*delay));
             let nacked = tx
-                .execute(
+                .query_opt(
                     &stmt,
                     &[
                         &message_id,
@@ -182,17 +187,30 @@ pub async fn finish(
                 )
                 .await
                 .map_err(pg("retry task"))?;
-            if nacked == 0 {
-                return Ok((TaskFinished::Stale, None));
-            }
+            let Some(nacked) = nacked else {
+                return Ok(TaskFinished::Stale);
+            };
             tx.execute(
                 "UPDATE tasks SET error = $2 WHERE id = $1",
                 &[&id.as_str(), error],
             )
             .await
             .map_err(pg("retry task"))?;
-            let queue = QueueName::parse(row.get(3)).ok();
-            return Ok((TaskFinished::Applied, queue));
+            if nacked.get::<_, i16>(0) == 2 {
+                // Out of attempts: failed now, though its dead letter stays for a redrive.
+                let attempts = nacked.get::<_, i32>(1).max(0) as u32;
+                end(
+                    tx,
+                    &[(message_id, attempts)],
+                    TaskEnding::OutOfAttempts,
+                    now,
+                    wake,
+                )
+                .await?;
+            } else {
+                wake.push(row.get::<_, String>(3));
+            }
+            return Ok(TaskFinished::Applied);
         }
         TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
@@ -211,7 +229,7 @@ pub async fn finish(
         .await
         .map_err(pg("finish task"))?
     else {
-        return Ok((TaskFinished::Stale, None));
+        return Ok(TaskFinished::Stale);
     };
     let attempts: i32 = deleted.get(0);
     let stmt = tx
@@ -224,23 +242,104 @@ pub async fn finish(
         .map_err(pg("finish task"))?;
     tx.execute(
         &stmt,
-        &[&id.as_str(), &(code as i16), &result, &error, &attempts, &now],
+        &[
+            &id.as_str(),
+            &(code as i16),
+            &result,
+            &error,
+            &attempts,
+            &now,
+        ],
     )
     .await
     .map_err(pg("finish task"))?;
-    Ok((TaskFinished::Applied, None))
+    wake.push(task_key(id));
+    Ok(TaskFinished::Applied)
 }
 
-/// Marks unfinished tasks whose message is gone as expired, and drops tasks past
-/// their time; returns how many were dropped.
-pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
+/// Ends the unfinished tasks of messages that ended without a worker's answer,
+/// given as `(message id, attempts)`; adds the ended tasks' wake-up keys to `wake`.
+pub async fn end(
+    tx: &Transaction<'_>,
+    messages: &[(i64, u32)],
+    ending: TaskEnding,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = messages.iter().map(|(id, _)| *id).collect();
+    let attempts: Vec<i32> = messages
+        .iter()
+        .map(|(_, attempts)| (*attempts).min(i32::MAX as u32) as i32)
+        .collect();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE tasks t SET status = $3::SMALLINT, attempts = u.attempts, finished_at = $4,
+                 expires_at = $4 + t.keep_ms,
+                 error = CASE WHEN $3::SMALLINT = 2 THEN COALESCE(t.error, $5) ELSE t.error END
+             FROM UNNEST($1::BIGINT[], $2::INTEGER[]) AS u(id, attempts)
+             WHERE t.message_id = u.id AND t.status = 0
+             RETURNING t.id",
+        )
+        .await
+        .map_err(pg("end tasks"))?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &ids,
+                &attempts,
+                &(ending.code() as i16),
+                &now,
+                &OUT_OF_ATTEMPTS,
+            ],
+        )
+        .await
+        .map_err(pg("end tasks"))?;
+    wake.extend(rows.iter().map(|row| task_key(row.get::<_, &str>(0))));
+    Ok(())
+}
+
+/// Ends the unfinished tasks of a queue whose messages are all being dropped.
+pub async fn end_all_of_queue(
+    tx: &Transaction<'_>,
+    queue: &QueueName,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    let rows = tx
+        .query(
+            "UPDATE tasks t SET status = 3, finished_at = $2, expires_at = $2 + t.keep_ms,
+                 attempts = COALESCE((SELECT m.attempts FROM messages m WHERE m.id = t.message_id), t.attempts)
+             WHERE t.queue = $1 AND t.status = 0
+             RETURNING t.id",
+            &[&queue.as_str(), &now],
+        )
+        .await
+        .map_err(pg("end tasks of a queue"))?;
+    wake.extend(rows.iter().map(|row| task_key(row.get::<_, &str>(0))));
+    Ok(())
+}
+
+/// Reopens the tasks of redriven dead letters: they wait for a worker again.
+pub async fn revive(tx: &Transaction<'_>, message_ids: &[i64]) -> StoreResult<()> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
     tx.execute(
-        "UPDATE tasks SET status = 3, finished_at = $1, expires_at = $1 + keep_ms
-         WHERE status = 0 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = tasks.message_id)",
-        &[&now],
+        "UPDATE tasks SET status = 0, finished_at = NULL, expires_at = NULL
+         WHERE message_id = ANY($1) AND status = 2",
+        &[&message_ids],
     )
     .await
-    .map_err(pg("expire orphaned tasks"))?;
+    .map_err(pg("revive tasks"))?;
+    Ok(())
+}
+
+/// Drops tasks past their time; returns how many.
+pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
     tx.execute("DELETE FROM tasks WHERE expires_at <= $1", &[&now])
         .await
         .map_err(pg("drop finished tasks"))

@@ -5,7 +5,7 @@
 //! connections on the blocking thread pool, never on the async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,14 +13,14 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
 use crate::domain::streams::StreamRetention;
-use crate::domain::wakeups::{stream_key, task_key};
+use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
 use crate::store::SettingsUpdate;
 use crate::store::{
-    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, PushOutcome, PushRequest,
-    QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store, StoreError,
-    StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish, TaskFinished,
-    TaskRecord, TaskStore, Upsert, NewTask,
+    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, NewTask, PushOutcome,
+    PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
+    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish,
+    TaskFinished, TaskRecord, TaskStore, Upsert,
 };
 
 mod clients;
@@ -102,15 +102,32 @@ impl SqliteStore {
         self.writer.write(op, || {}).await
     }
 
-    /// A write after whose commit waiters on `queue` are woken.
-    async fn write_and_wake<T: Send + 'static>(
+    /// A write that names the wake-up keys its changes concern (queues that may have
+    /// ready messages, tasks that ended); they are signalled once it is durable.
+    /// `for_caller`: skipped if the caller is gone first (see `write_for_caller`).
+    async fn write_waking<T: Send + 'static>(
         &self,
-        queue: &QueueName,
-        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        for_caller: bool,
+        op: impl FnOnce(&Connection, &mut Vec<String>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let wakeups = self.wakeups.clone();
-        let queue = queue.to_string();
-        self.writer.write(op, move || wakeups.signal(&queue)).await
+        let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (collected, wakeups) = (keys.clone(), self.wakeups.clone());
+        let op = move |conn: &Connection| {
+            let mut wake = Vec::new();
+            let result = op(conn, &mut wake);
+            *collected.lock().unwrap_or_else(|e| e.into_inner()) = wake;
+            result
+        };
+        let signal = move || {
+            for key in keys.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                wakeups.signal(&key);
+            }
+        };
+        if for_caller {
+            self.writer.write_for_caller(op, signal).await
+        } else {
+            self.writer.write(op, signal).await
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -155,19 +172,18 @@ fn new_lease_token() -> i64 {
 #[async_trait]
 impl QueueStore for SqliteStore {
     async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
-        // Delayed pushes wake waiters too, so they re-arm their timers for the new message.
-        let queue = request.queue.clone();
-        self.write_and_wake(&queue, move |conn| {
-            queues::push(conn, &request, now_millis())
+        self.write_waking(false, move |conn, wake| {
+            queues::push(conn, &request, now_millis(), wake)
         })
         .await
     }
 
     async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
         let queue = queue.clone();
-        self.writer
-            .write_for_caller(move |conn| queues::pop(conn, &queue, count, now_millis()))
-            .await
+        self.write_waking(true, move |conn, wake| {
+            queues::pop(conn, &queue, count, now_millis(), wake)
+        })
+        .await
     }
 
     async fn receive(
@@ -178,11 +194,10 @@ impl QueueStore for SqliteStore {
     ) -> StoreResult<Received> {
         let queue = queue.clone();
         let token = new_lease_token();
-        self.writer
-            .write_for_caller(move |conn| {
-                queues::receive(conn, &queue, count, lease, token, now_millis())
-            })
-            .await
+        self.write_waking(true, move |conn, wake| {
+            queues::receive(conn, &queue, count, lease, token, now_millis(), wake)
+        })
+        .await
     }
 
     async fn settle(
@@ -191,15 +206,11 @@ impl QueueStore for SqliteStore {
         receipts: &[Receipt],
         settlement: Settlement,
     ) -> StoreResult<Settled> {
-        let receipts = receipts.to_vec();
-        let name = queue.clone();
-        let op = move |conn: &Connection| {
-            queues::settle(conn, &name, &receipts, settlement, now_millis())
-        };
-        match settlement {
-            Settlement::Nack { .. } => self.write_and_wake(queue, op).await,
-            Settlement::Ack | Settlement::Extend { .. } => self.write(op).await,
-        }
+        let (queue, receipts) = (queue.clone(), receipts.to_vec());
+        self.write_waking(false, move |conn, wake| {
+            queues::settle(conn, &queue, &receipts, settlement, now_millis(), wake)
+        })
+        .await
     }
 
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
@@ -218,10 +229,9 @@ impl QueueStore for SqliteStore {
         queue: &QueueName,
         update: SettingsUpdate,
     ) -> StoreResult<Upsert> {
-        let name = queue.clone();
-        // A changed lease or attempt limit can make messages ready: wake waiters to re-check.
-        self.write_and_wake(queue, move |conn| {
-            queues::update_settings(conn, &name, update, now_millis())
+        let queue = queue.clone();
+        self.write_waking(false, move |conn, wake| {
+            queues::update_settings(conn, &queue, update, now_millis(), wake)
         })
         .await
     }
@@ -232,36 +242,43 @@ impl QueueStore for SqliteStore {
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
-        let name = queue.clone();
-        // Waiters wake to find the queue gone and answer 404 instead of waiting out their time.
-        self.write_and_wake(queue, move |conn| queues::clear(conn, &name, true))
-            .await
+        let queue = queue.clone();
+        self.write_waking(false, move |conn, wake| {
+            queues::clear(conn, &queue, true, now_millis(), wake)
+        })
+        .await
     }
 
     async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
         let queue = queue.clone();
-        self.write(move |conn| queues::clear(conn, &queue, false))
-            .await
+        self.write_waking(false, move |conn, wake| {
+            queues::clear(conn, &queue, false, now_millis(), wake)
+        })
+        .await
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
         let queue = queue.clone();
-        self.write(move |conn| queues::dead_letters(conn, &queue, limit, now_millis()))
-            .await
+        self.write_waking(false, move |conn, wake| {
+            queues::dead_letters(conn, &queue, limit, now_millis(), wake)
+        })
+        .await
     }
 
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
-        let name = queue.clone();
-        self.write_and_wake(queue, move |conn| {
-            queues::redrive(conn, &name, limit, now_millis())
+        let queue = queue.clone();
+        self.write_waking(false, move |conn, wake| {
+            queues::redrive(conn, &queue, limit, now_millis(), wake)
         })
         .await
     }
 
     async fn sweep(&self) -> StoreResult<u64> {
-        self.write(|conn| {
+        self.write_waking(false, |conn, wake| {
             let now = now_millis();
-            Ok(queues::sweep(conn, now)? + streams::sweep(conn, now)? + tasks::sweep(conn, now)?)
+            Ok(queues::sweep(conn, now, wake)?
+                + streams::sweep(conn, now)?
+                + tasks::sweep(conn, now)?)
         })
         .await
     }
@@ -333,9 +350,10 @@ impl StreamStore for SqliteStore {
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
-        let queue = task.message.queue.clone();
-        self.write_and_wake(&queue, move |conn| tasks::create(conn, &task, now_millis()))
-            .await
+        self.write_waking(false, move |conn, wake| {
+            tasks::create(conn, &task, now_millis(), wake)
+        })
+        .await
     }
 
     async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
@@ -350,27 +368,11 @@ impl TaskStore for SqliteStore {
         receipt: Receipt,
         finish: TaskFinish,
     ) -> StoreResult<TaskFinished> {
-        // A retry makes the message ready again: its queue's receives are woken too.
-        let ready_again: Arc<OnceLock<String>> = Arc::default();
-        let (wakeups, key, queue) = (self.wakeups.clone(), task_key(id), ready_again.clone());
         let id = id.clone();
-        self.writer
-            .write(
-                move |conn| {
-                    let (finished, woken) = tasks::finish(conn, &id, receipt, &finish, now_millis())?;
-                    if let Some(woken) = woken {
-                        let _ = ready_again.set(woken);
-                    }
-                    Ok(finished)
-                },
-                move || {
-                    wakeups.signal(&key);
-                    if let Some(queue) = queue.get() {
-                        wakeups.signal(queue);
-                    }
-                },
-            )
-            .await
+        self.write_waking(false, move |conn, wake| {
+            tasks::finish(conn, &id, receipt, &finish, now_millis(), wake)
+        })
+        .await
     }
 }
 

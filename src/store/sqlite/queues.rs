@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::tasks;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::{QueueName, QueueSettings};
-use crate::store::SettingsUpdate;
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
+use crate::store::{SettingsUpdate, TaskEnding};
 
 const WAITING: i64 = 0;
 const LEASED: i64 = 1;
@@ -83,7 +84,14 @@ fn insert_queue(
 }
 
 /// Pushes messages; see [`crate::store::QueueStore::push`].
-pub fn push(conn: &Connection, request: &PushRequest, now: Millis) -> StoreResult<PushOutcome> {
+pub fn push(
+    conn: &Connection,
+    request: &PushRequest,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<PushOutcome> {
+    // Delayed pushes wake waiters too, so they re-arm their timers for the new message.
+    wake.push(request.queue.to_string());
     let queue = match find_queue(conn, &request.queue)? {
         Some(queue) => queue,
         None => QueueRow {
@@ -127,15 +135,36 @@ pub fn push(conn: &Connection, request: &PushRequest, now: Millis) -> StoreResul
     Ok(PushOutcome::Created(ids))
 }
 
-/// Returns expired leases to waiting, or to the dead letters when out of attempts.
-fn release_expired_leases(conn: &Connection, queue: &QueueRow, now: Millis) -> StoreResult<()> {
-    conn.prepare_cached(
-        "UPDATE messages SET state = CASE WHEN attempts >= ?3 THEN 2 ELSE 0 END
-         WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2",
-    )
-    .and_then(|mut stmt| stmt.execute(params![queue.id, now, queue.settings.max_attempts]))
-    .map_err(sql("release expired leases"))?;
-    Ok(())
+/// Returns expired leases to waiting, or to the dead letters when out of attempts
+/// (failing their tasks).
+fn release_expired_leases(
+    conn: &Connection,
+    queue: &QueueRow,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    let dead = conn
+        .prepare_cached(
+            "UPDATE messages SET state = CASE WHEN attempts >= ?3 THEN 2 ELSE 0 END
+             WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2
+             RETURNING id, attempts, state",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![queue.id, now, queue.settings.max_attempts],
+                dead_row,
+            )?
+            .filter_map(Result::transpose)
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("release expired leases"))?;
+    tasks::end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)
+}
+
+/// `(id, attempts)` of a row `(id, attempts, state)` when the state is dead.
+fn dead_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(i64, u32)>> {
+    let state: i64 = row.get(2)?;
+    Ok((state == DEAD).then_some((row.get(0)?, row.get(1)?)))
 }
 
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -154,9 +183,10 @@ pub fn pop(
     name: &QueueName,
     count: u32,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now)?;
+    release_expired_leases(conn, &queue, now, wake)?;
     let mut messages = conn
         .prepare_cached(
             "DELETE FROM messages WHERE id IN (
@@ -170,6 +200,8 @@ pub fn pop(
         })
         .map_err(sql("pop"))?;
     messages.sort_unstable_by_key(|m| m.id);
+    let popped: Vec<(i64, u32)> = messages.iter().map(|m| (m.id, m.attempts)).collect();
+    tasks::end(conn, &popped, TaskEnding::Dropped, now, wake)?;
     Ok(messages)
 }
 
@@ -181,9 +213,10 @@ pub fn receive(
     lease: Option<Duration>,
     lease_token: i64,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Received> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now)?;
+    release_expired_leases(conn, &queue, now, wake)?;
     let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
     let mut messages = conn
         .prepare_cached(
@@ -231,51 +264,84 @@ pub fn settle(
     receipts: &[Receipt],
     settlement: Settlement,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Settled> {
     let queue = require_queue(conn, name)?;
     // A receipt matches while its token is on the message: expiry alone does not take
     // it away, only a new lease (new token), a nack (no token) or deletion.
     let mut stmt = match settlement {
         Settlement::Ack => conn.prepare_cached(
-            "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3",
+            "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3
+             RETURNING id, attempts, state",
         ),
         Settlement::Nack { .. } => conn.prepare_cached(
             "UPDATE messages SET state = CASE WHEN attempts >= ?5 THEN 2 ELSE 0 END,
                  visible_at = ?4, lease_token = NULL
-             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2",
+             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2
+             RETURNING id, attempts, state",
         ),
         Settlement::Extend { .. } => conn.prepare_cached(
             "UPDATE messages SET state = 1, visible_at = ?4
-             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2",
+             WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2
+             RETURNING id, attempts, state",
         ),
     }
     .map_err(sql("settle"))?;
     let mut settled = Settled::default();
+    // Acked or dead-lettered messages whose tasks end with them.
+    let mut ended = Vec::new();
+    let settled_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, u32, i64)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    };
     for receipt in receipts {
-        let changed = match settlement {
-            Settlement::Ack => {
-                stmt.execute(params![receipt.message_id, queue.id, receipt.lease_token])
-            }
-            Settlement::Nack { delay } => stmt.execute(params![
-                receipt.message_id,
-                queue.id,
-                receipt.lease_token,
-                now.saturating_add(millis_of(delay)),
-                queue.settings.max_attempts
-            ]),
-            Settlement::Extend { lease } => stmt.execute(params![
-                receipt.message_id,
-                queue.id,
-                receipt.lease_token,
-                now.saturating_add(millis_of(lease))
-            ]),
+        let row = match settlement {
+            Settlement::Ack => stmt.query_row(
+                params![receipt.message_id, queue.id, receipt.lease_token],
+                settled_row,
+            ),
+            Settlement::Nack { delay } => stmt.query_row(
+                params![
+                    receipt.message_id,
+                    queue.id,
+                    receipt.lease_token,
+                    now.saturating_add(millis_of(delay)),
+                    queue.settings.max_attempts
+                ],
+                settled_row,
+            ),
+            Settlement::Extend { lease } => stmt.query_row(
+                params![
+                    receipt.message_id,
+                    queue.id,
+                    receipt.lease_token,
+                    now.saturating_add(millis_of(lease))
+                ],
+                settled_row,
+            ),
         }
+        .optional()
         .map_err(sql("settle"))?;
-        if changed == 1 {
-            settled.applied.push(*receipt);
-        } else {
+        let Some((id, attempts, state)) = row else {
             settled.stale.push(*receipt);
+            continue;
+        };
+        settled.applied.push(*receipt);
+        let ends_task = match settlement {
+            Settlement::Ack => true,
+            Settlement::Nack { .. } => state == DEAD,
+            Settlement::Extend { .. } => false,
+        };
+        if ends_task {
+            ended.push((id, attempts));
         }
+    }
+    match settlement {
+        Settlement::Ack => tasks::end(conn, &ended, TaskEnding::Acked, now, wake)?,
+        Settlement::Nack { .. } => {
+            tasks::end(conn, &ended, TaskEnding::OutOfAttempts, now, wake)?;
+            wake.push(name.to_string());
+        }
+        Settlement::Extend { .. } => {}
     }
     Ok(settled)
 }
@@ -371,7 +437,10 @@ pub fn update_settings(
     name: &QueueName,
     update: SettingsUpdate,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Upsert> {
+    // A changed lease or attempt limit can make messages ready: waiters re-check.
+    wake.push(name.to_string());
     let Some(current) = find_queue(conn, name)? else {
         insert_queue(conn, name, &update(None), now)?;
         return Ok(Upsert::Created);
@@ -394,9 +463,19 @@ pub fn update_settings(
     Ok(Upsert::Updated)
 }
 
-/// Deletes every message of a queue; with `drop_queue`, the queue and its keys too.
-pub fn clear(conn: &Connection, name: &QueueName, drop_queue: bool) -> StoreResult<u64> {
+/// Deletes every message of a queue (ending their tasks); with `drop_queue`, the
+/// queue and its keys too.
+pub fn clear(
+    conn: &Connection,
+    name: &QueueName,
+    drop_queue: bool,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<u64> {
     let queue = require_queue(conn, name)?;
+    tasks::end_all_of_queue(conn, name, now, wake)?;
+    // Waiters wake to find the queue gone (404) instead of waiting out their time.
+    wake.push(name.to_string());
     let removed = conn
         .prepare_cached("DELETE FROM messages WHERE queue_id = ?1")
         .and_then(|mut stmt| stmt.execute([queue.id]))
@@ -417,9 +496,10 @@ pub fn dead_letters(
     name: &QueueName,
     limit: u32,
     now: Millis,
+    wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now)?;
+    release_expired_leases(conn, &queue, now, wake)?;
     conn.prepare_cached(
         "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
     )
@@ -430,30 +510,63 @@ pub fn dead_letters(
     .map_err(sql("list dead letters"))
 }
 
-/// Makes dead letters ready again with attempts reset.
-pub fn redrive(conn: &Connection, name: &QueueName, limit: u32, now: Millis) -> StoreResult<u64> {
+/// Makes dead letters ready again with attempts reset; their tasks wait for a worker again.
+pub fn redrive(
+    conn: &Connection,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<u64> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now)?;
+    release_expired_leases(conn, &queue, now, wake)?;
     let moved = conn
         .prepare_cached(
             "UPDATE messages SET state = 0, attempts = 0, visible_at = ?2, lease_token = NULL
-             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?3)",
+             WHERE id IN (SELECT id FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?3)
+             RETURNING id",
         )
-        .and_then(|mut stmt| stmt.execute(params![queue.id, now, limit]))
+        .and_then(|mut stmt| {
+            stmt.query_map(params![queue.id, now, limit], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+        })
         .map_err(sql("redrive"))?;
-    Ok(moved as u64)
+    tasks::revive(conn, &moved)?;
+    wake.push(name.to_string());
+    Ok(moved.len() as u64)
 }
 
-/// Drops messages past retention and expired idempotency keys.
-pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
-    let expired_messages = conn
+/// Drops messages past retention and expired idempotency keys, and dead-letters
+/// expired leases out of attempts in every queue (so their tasks fail even when
+/// nobody receives from the queue).
+pub fn sweep(conn: &Connection, now: Millis, wake: &mut Vec<String>) -> StoreResult<u64> {
+    let dropped = conn
         .prepare_cached(
             "DELETE FROM messages WHERE id IN (
                  SELECT m.id FROM queues q JOIN messages m ON m.queue_id = q.id
-                 WHERE q.retention_ms IS NOT NULL AND m.enqueued_at <= ?1 - q.retention_ms)",
+                 WHERE q.retention_ms IS NOT NULL AND m.enqueued_at <= ?1 - q.retention_ms)
+             RETURNING id, attempts",
         )
-        .and_then(|mut stmt| stmt.execute([now]))
+        .and_then(|mut stmt| {
+            stmt.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(i64, u32)>>>()
+        })
         .map_err(sql("drop expired messages"))?;
+    tasks::end(conn, &dropped, TaskEnding::Dropped, now, wake)?;
+    let dead = conn
+        .prepare_cached(
+            "UPDATE messages SET state = 2
+             WHERE state = 1 AND visible_at <= ?1
+               AND attempts >= (SELECT max_attempts FROM queues q WHERE q.id = messages.queue_id)
+             RETURNING id, attempts",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(i64, u32)>>>()
+        })
+        .map_err(sql("dead-letter expired leases"))?;
+    tasks::end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)?;
+    let expired_messages = dropped.len();
     conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
         .and_then(|mut stmt| stmt.execute([now]))
         .map_err(sql("drop expired idempotency keys"))?;

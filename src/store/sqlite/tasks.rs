@@ -9,10 +9,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::queues;
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId, TaskStatus};
 use crate::store::{
     task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
-    TaskCreated, TaskFinish, TaskFinished, TaskMessage, TaskRecord,
+    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
 };
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -24,8 +25,13 @@ fn stored_id(raw: &str) -> StoreResult<TaskId> {
 }
 
 /// Creates a task; see [`crate::store::TaskStore::create_task`].
-pub fn create(conn: &Connection, task: &NewTask, now: Millis) -> StoreResult<TaskCreated> {
-    let message_id = match queues::push(conn, &task.message, now)? {
+pub fn create(
+    conn: &Connection,
+    task: &NewTask,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<TaskCreated> {
+    let message_id = match queues::push(conn, &task.message, now, wake)? {
         PushOutcome::Created(ids) => ids
             .first()
             .copied()
@@ -105,15 +111,15 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
     .map_err(sql("read task"))
 }
 
-/// Finishes a task; see [`crate::store::TaskStore::finish_task`]. Also returns the
-/// queue whose message a retry made ready again.
+/// Finishes a task; see [`crate::store::TaskStore::finish_task`].
 pub fn finish(
     conn: &Connection,
     id: &TaskId,
     receipt: Receipt,
     finish: &TaskFinish,
     now: Millis,
-) -> StoreResult<(TaskFinished, Option<String>)> {
+    wake: &mut Vec<String>,
+) -> StoreResult<TaskFinished> {
     let task: Option<(i64, i64, Option<u32>, String)> = conn
         .prepare_cached(
             "SELECT t.status, t.message_id, q.max_attempts, t.queue FROM tasks t
@@ -128,13 +134,13 @@ pub fn finish(
         })
         .map_err(sql("read task"))?;
     let Some((status, message_id, max_attempts, queue)) = task else {
-        return Ok((TaskFinished::NotFound, None));
+        return Ok(TaskFinished::NotFound);
     };
     if receipt.message_id != message_id {
-        return Ok((TaskFinished::WrongMessage, None));
+        return Ok(TaskFinished::WrongMessage);
     }
     let Some(max_attempts) = max_attempts.filter(|_| status == task_codes::UNFINISHED) else {
-        return Ok((TaskFinished::Stale, None));
+        return Ok(TaskFinished::Stale);
     };
     // The receipt must hold a lease the message still counts: not a dead letter, and
     // not a lease that ended with no attempts left (the task reads as failed then).
@@ -142,35 +148,54 @@ pub fn finish(
          AND NOT (state = 1 AND visible_at <= ?3 AND attempts >= ?4)";
     let (code, result, error) = match finish {
         TaskFinish::Retry { error, delay } => {
-            let nacked = conn
+            let nacked: Option<(i64, u32)> = conn
                 .prepare_cached(&format!(
                     "UPDATE messages SET state = CASE WHEN attempts >= ?4 THEN 2 ELSE 0 END,
                          visible_at = ?5, lease_token = NULL
-                     WHERE {HELD}"
+                     WHERE {HELD}
+                     RETURNING state, attempts"
                 ))
                 .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        message_id,
-                        receipt.lease_token,
-                        now,
-                        max_attempts,
-                        now.saturating_add(millis_of(*delay))
-                    ])
+                    stmt.query_row(
+                        params![
+                            message_id,
+                            receipt.lease_token,
+                            now,
+                            max_attempts,
+                            now.saturating_add(millis_of(*delay))
+                        ],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
                 })
                 .map_err(sql("retry task"))?;
-            if nacked == 0 {
-                return Ok((TaskFinished::Stale, None));
-            }
+            let Some((state, attempts)) = nacked else {
+                return Ok(TaskFinished::Stale);
+            };
             conn.prepare_cached("UPDATE tasks SET error = ?2 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![id.as_str(), error]))
                 .map_err(sql("retry task"))?;
-            return Ok((TaskFinished::Applied, Some(queue)));
+            if state == 2 {
+                // Out of attempts: failed now, though its dead letter stays for a redrive.
+                end(
+                    conn,
+                    &[(message_id, attempts)],
+                    TaskEnding::OutOfAttempts,
+                    now,
+                    wake,
+                )?;
+            } else {
+                wake.push(queue);
+            }
+            return Ok(TaskFinished::Applied);
         }
         TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
     };
     let attempts: Option<u32> = conn
-        .prepare_cached(&format!("DELETE FROM messages WHERE {HELD} RETURNING attempts"))
+        .prepare_cached(&format!(
+            "DELETE FROM messages WHERE {HELD} RETURNING attempts"
+        ))
         .and_then(|mut stmt| {
             stmt.query_row(
                 params![message_id, receipt.lease_token, now, max_attempts],
@@ -180,7 +205,7 @@ pub fn finish(
         })
         .map_err(sql("finish task"))?;
     let Some(attempts) = attempts else {
-        return Ok((TaskFinished::Stale, None));
+        return Ok(TaskFinished::Stale);
     };
     conn.prepare_cached(
         "UPDATE tasks SET status = ?2, result = ?3, error = ?4, attempts = ?5,
@@ -189,18 +214,81 @@ pub fn finish(
     )
     .and_then(|mut stmt| stmt.execute(params![id.as_str(), code, result, error, attempts, now]))
     .map_err(sql("finish task"))?;
-    Ok((TaskFinished::Applied, None))
+    wake.push(task_key(id));
+    Ok(TaskFinished::Applied)
 }
 
-/// Marks unfinished tasks whose message is gone as expired, and drops tasks past
-/// their time; returns how many were dropped.
+/// Ends the unfinished tasks of messages that ended without a worker's answer,
+/// given as `(message id, attempts)`; adds the ended tasks' wake-up keys to `wake`.
+pub fn end(
+    conn: &Connection,
+    messages: &[(i64, u32)],
+    ending: TaskEnding,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = ?2, attempts = ?3, finished_at = ?4, expires_at = ?4 + keep_ms,
+                 error = CASE WHEN ?2 = 2 THEN COALESCE(error, ?5) ELSE error END
+             WHERE message_id = ?1 AND status = 0
+             RETURNING id",
+        )
+        .map_err(sql("end tasks"))?;
+    for (message_id, attempts) in messages {
+        let ended: Option<String> = stmt
+            .query_row(
+                params![message_id, ending.code(), attempts, now, OUT_OF_ATTEMPTS],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql("end tasks"))?;
+        if let Some(id) = ended {
+            wake.push(task_key(id));
+        }
+    }
+    Ok(())
+}
+
+/// Ends the unfinished tasks of a queue whose messages are all being dropped.
+pub fn end_all_of_queue(
+    conn: &Connection,
+    queue: &QueueName,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    let ended = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 3, finished_at = ?2, expires_at = ?2 + keep_ms,
+                 attempts = COALESCE((SELECT attempts FROM messages m WHERE m.id = tasks.message_id), attempts)
+             WHERE queue = ?1 AND status = 0
+             RETURNING id",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![queue.as_str(), now], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("end tasks of a queue"))?;
+    wake.extend(ended.into_iter().map(task_key));
+    Ok(())
+}
+
+/// Reopens the tasks of redriven dead letters: they wait for a worker again.
+pub fn revive(conn: &Connection, message_ids: &[i64]) -> StoreResult<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 0, finished_at = NULL, expires_at = NULL
+             WHERE message_id = ?1 AND status = 2",
+        )
+        .map_err(sql("revive tasks"))?;
+    for id in message_ids {
+        stmt.execute([id]).map_err(sql("revive tasks"))?;
+    }
+    Ok(())
+}
+
+/// Drops tasks past their time; returns how many.
 pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
-    conn.prepare_cached(
-        "UPDATE tasks SET status = 3, finished_at = ?1, expires_at = ?1 + keep_ms
-         WHERE status = 0 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = tasks.message_id)",
-    )
-    .and_then(|mut stmt| stmt.execute([now]))
-    .map_err(sql("expire orphaned tasks"))?;
     let dropped = conn
         .prepare_cached("DELETE FROM tasks WHERE expires_at <= ?1")
         .and_then(|mut stmt| stmt.execute([now]))

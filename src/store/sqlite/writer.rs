@@ -87,12 +87,16 @@ impl GroupCommitWriter {
     /// Like [`Self::write`], but skipped when the caller is gone before its batch runs:
     /// for writes that hand something to the caller (a pop, a lease), which nobody
     /// would receive.
-    pub async fn write_for_caller<T, F>(&self, op: F) -> StoreResult<T>
+    pub async fn write_for_caller<T, F>(
+        &self,
+        op: F,
+        after_commit: impl FnOnce() + Send + 'static,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, || {}, true).await
+        self.submit(op, after_commit, true).await
     }
 
     async fn submit<T, F>(
