@@ -60,6 +60,12 @@ impl Principal {
         }
     }
 
+    /// Whether `action` is allowed on every resource of `kind`, so a check by name
+    /// (which may need a lookup first) can be skipped.
+    pub fn may_on_every(&self, kind: ResourceKind, action: Action) -> bool {
+        self.grants.iter().any(|g| g.allows_every(kind, action))
+    }
+
     /// Allows only admins.
     pub fn require_admin(&self) -> Result<(), DomainError> {
         if self.grants.contains(&Grant::Admin) {

@@ -66,6 +66,18 @@ pub enum Grant {
 
 impl Grant {
     /// Whether this grant allows `action` on the resource `kind` named `name`.
+    /// Whether this grant allows `action` on every resource of `kind`, whatever its name.
+    pub fn allows_every(&self, kind: ResourceKind, action: Action) -> bool {
+        match self {
+            Grant::Admin => true,
+            Grant::Scoped {
+                kind: k,
+                name: n,
+                action: a,
+            } => *k == kind && n.is_none() && a.is_none_or(|a| a == action),
+        }
+    }
+
     pub fn allows(&self, kind: ResourceKind, name: &str, action: Action) -> bool {
         match self {
             Grant::Admin => true,

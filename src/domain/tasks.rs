@@ -7,12 +7,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::queues::parse_receipt;
 use super::settings::check_delay;
-use super::wakeups::task_key;
+use super::wakeups::{task_key, Watch};
 use super::{DomainError, QueueName, QueueSettings};
 use crate::store::{
     NewTask, PushRequest, Store, TaskCreated, TaskFinish, TaskFinished, TaskRecord,
@@ -156,6 +159,12 @@ impl TaskService {
         wait: Duration,
     ) -> Result<TaskRecord, DomainError> {
         let id = TaskId::generate();
+        // Armed before the create commits: a worker may finish the task before this
+        // request is polled again.
+        let watch = self.store.wakeups().watch(&task_key(&id));
+        let finished = watch.notify().notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
         // The id is a UUID and the payload validated JSON, so this is JSON too.
         let body = format!(r#"{{"task_id":"{id}","payload":{payload}}}"#);
         let message = PushRequest {
@@ -173,15 +182,13 @@ impl TaskService {
                 keep_finished: self.settings.retention,
             })
             .await?;
-        let id = match created {
-            TaskCreated::New(id) | TaskCreated::Existing(id) => id,
-            TaskCreated::KeyTaken => {
-                return Err(DomainError::Conflict(
-                    "Idempotency-Key was used by a message that is not a task".into(),
-                ))
-            }
-        };
-        self.wait(&id, wait).await
+        match created {
+            TaskCreated::New(id) => self.wait_watching(&id, wait, &watch, Some(finished)).await,
+            TaskCreated::Existing(id) => self.wait(&id, wait).await,
+            TaskCreated::KeyTaken => Err(DomainError::Conflict(
+                "Idempotency-Key was used by a message that is not a task".into(),
+            )),
+        }
     }
 
     /// The task now.
@@ -191,9 +198,29 @@ impl TaskService {
 
     /// The task once it is finished, or after `wait` (capped), whichever comes first.
     pub async fn wait(&self, id: &TaskId, wait: Duration) -> Result<TaskRecord, DomainError> {
-        let deadline = Instant::now() + wait.min(self.settings.max_wait);
         let watch = self.store.wakeups().watch(&task_key(id));
+        self.wait_watching(id, wait, &watch, None).await
+    }
+
+    /// [`Self::wait`] on a registered `watch`; with `armed`, a notification enabled
+    /// before the task was created, the first read is skipped: the task was unfinished.
+    async fn wait_watching(
+        &self,
+        id: &TaskId,
+        wait: Duration,
+        watch: &Watch,
+        mut armed: Option<Pin<&mut Notified<'_>>>,
+    ) -> Result<TaskRecord, DomainError> {
+        let deadline = Instant::now() + wait.min(self.settings.max_wait);
         loop {
+            if let Some(finished) = armed.take() {
+                tokio::select! {
+                    _ = finished => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = self.shutdown.cancelled() => {}
+                }
+                continue;
+            }
             // Armed before the read, so a finish committed between the read and the
             // wait still wakes this request.
             let notified = watch.notify().notified();
@@ -230,7 +257,7 @@ impl TaskService {
             check_delay(*delay)?;
         }
         match self.store.finish_task(id, receipt, finish).await? {
-            TaskFinished::Applied => self.get(id).await,
+            TaskFinished::Applied(task) => Ok(task),
             TaskFinished::NotFound => Err(not_found(id)),
             TaskFinished::WrongMessage => Err(DomainError::invalid(format!(
                 "the receipt is not for task {id}'s message"

@@ -450,10 +450,10 @@ pub enum TaskFinish {
 }
 
 /// What finishing a task did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TaskFinished {
-    /// Applied, together with the settlement of its message.
-    Applied,
+    /// Applied, together with the settlement of its message: the task after.
+    Applied(TaskRecord),
     /// No such task.
     NotFound,
     /// The receipt is for another message than the task's.

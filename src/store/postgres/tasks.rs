@@ -210,7 +210,7 @@ pub async fn finish(
             } else {
                 wake.push(row.get::<_, String>(3));
             }
-            return Ok(TaskFinished::Applied);
+            return applied(tx, id, now).await;
         }
         TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
@@ -254,7 +254,15 @@ pub async fn finish(
     .await
     .map_err(pg("finish task"))?;
     wake.push(task_key(id));
-    Ok(TaskFinished::Applied)
+    applied(tx, id, now).await
+}
+
+/// The answer to a finish that was applied: the task as it is now.
+async fn applied(tx: &Transaction<'_>, id: &TaskId, now: Millis) -> StoreResult<TaskFinished> {
+    get(tx, id, now)
+        .await?
+        .map(TaskFinished::Applied)
+        .ok_or_else(|| StoreError::Unavailable("the finished task vanished".into()))
 }
 
 /// Ends the unfinished tasks of messages that ended without a worker's answer,

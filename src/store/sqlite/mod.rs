@@ -23,6 +23,7 @@ use crate::store::{
     TaskFinished, TaskRecord, TaskStore, Upsert,
 };
 
+mod checkpoint;
 mod clients;
 mod queues;
 mod schema;
@@ -30,7 +31,11 @@ mod streams;
 mod tasks;
 mod writer;
 
+use checkpoint::Checkpointer;
 use writer::GroupCommitWriter;
+
+/// Bytes the WAL file keeps after a restart (64 MiB).
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Read connections, and so reads running at once; more reads wait for one. Opening
 /// a connection parses the schema, so they are kept, never opened per read.
@@ -40,6 +45,8 @@ const READERS: usize = 8;
 pub struct SqliteStore {
     path: PathBuf,
     writer: GroupCommitWriter,
+    /// Dropped at close, after the writer's last commit.
+    checkpointer: Mutex<Option<Checkpointer>>,
     readers: Mutex<Vec<Connection>>,
     /// One permit per read connection, held while a read runs.
     reading: tokio::sync::Semaphore,
@@ -76,6 +83,16 @@ impl SqliteStore {
         // The writer's commits skip SQLite's own WAL fsync; the writer's syncer thread
         // fsyncs this file before any answer (see `writer`).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints run on their own thread (see `checkpoint`), never in a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A WAL grown by a burst is cut back to this once it restarts.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let checkpointer = Checkpointer::start(
+            open_connection(&path, OpenFlags::default())
+                .context("cannot open the SQLite checkpoint connection")?,
+            &path,
+        )
+        .context("cannot start the SQLite checkpoint thread")?;
         let mut wal_path = path.clone().into_os_string();
         wal_path.push("-wal");
         let wal = std::fs::OpenOptions::new()
@@ -89,6 +106,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             writer,
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             reading: tokio::sync::Semaphore::new(READERS),
             wakeups: Arc::new(Wakeups::default()),
@@ -425,6 +443,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reading.close();
         self.writer.close().await;
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Joining waits for at most one checkpoint: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(checkpointer)).await;
         self.readers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -187,7 +187,7 @@ pub fn finish(
             } else {
                 wake.push(queue);
             }
-            return Ok(TaskFinished::Applied);
+            return applied(conn, id, now);
         }
         TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
@@ -215,7 +215,14 @@ pub fn finish(
     .and_then(|mut stmt| stmt.execute(params![id.as_str(), code, result, error, attempts, now]))
     .map_err(sql("finish task"))?;
     wake.push(task_key(id));
-    Ok(TaskFinished::Applied)
+    applied(conn, id, now)
+}
+
+/// The answer to a finish that was applied: the task as it is now.
+fn applied(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<TaskFinished> {
+    get(conn, id, now)?
+        .map(TaskFinished::Applied)
+        .ok_or_else(|| StoreError::Unavailable("the finished task vanished".into()))
 }
 
 /// Ends the unfinished tasks of messages that ended without a worker's answer,

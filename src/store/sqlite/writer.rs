@@ -40,9 +40,23 @@ enum Failure<'a> {
 
 /// Called once the transaction holding a job is durable (`Ok`) or not (`Err`).
 type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
-/// A write: runs inside the batch transaction, says whether it succeeded (else its
+/// Runs a write inside the batch transaction; says whether it succeeded (else its
 /// savepoint is rolled back) and how to answer once the commit is known.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// A write and how it is answered.
+struct Job {
+    run: Run,
+    /// Whether its answer waits for the fsync; see [`GroupCommitWriter::write_for_caller`].
+    durable: bool,
+}
+
+/// A committed batch on its way to the syncer.
+struct Committed {
+    completions: Vec<Completion>,
+    /// Some job's answer waits for the fsync.
+    needs_sync: bool,
+}
 
 /// Handle to the writer and syncer threads.
 pub struct GroupCommitWriter {
@@ -84,9 +98,11 @@ impl GroupCommitWriter {
         self.submit(op, after_commit, false).await
     }
 
-    /// Like [`Self::write`], but skipped when the caller is gone before its batch runs:
-    /// for writes that hand something to the caller (a pop, a lease), which nobody
-    /// would receive.
+    /// Like [`Self::write`], for writes that hand something to the caller (a pop, a
+    /// lease): skipped when the caller is gone before its batch runs, since nobody
+    /// would receive it, and answered once committed without waiting for an fsync of
+    /// its own. Losing such a write in a crash only makes its messages ready again
+    /// (at least once, never lost), and the next durable write's fsync covers it.
     pub async fn write_for_caller<T, F>(
         &self,
         op: F,
@@ -110,7 +126,7 @@ impl GroupCommitWriter {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let run = Box::new(move |conn: &Connection| {
             if skip_if_abandoned && reply.is_closed() {
                 let nothing: Completion = Box::new(|_| {});
                 return (true, nothing);
@@ -135,6 +151,10 @@ impl GroupCommitWriter {
             });
             (ok, completion)
         });
+        let job = Job {
+            run,
+            durable: !skip_if_abandoned,
+        };
         let sender = self
             .sender
             .lock()
@@ -171,7 +191,7 @@ impl GroupCommitWriter {
 fn run(
     conn: Connection,
     mut receiver: mpsc::Receiver<Job>,
-    committed: std_mpsc::Sender<Vec<Completion>>,
+    committed: std_mpsc::Sender<Committed>,
     broken: &AtomicBool,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -187,11 +207,16 @@ fn run(
             batch.clear();
             continue;
         }
+        let needs_sync = batch.iter().any(|job| job.durable);
         if let Some(completions) = commit_batch(&conn, &mut batch) {
-            if let Err(unsent) = committed.send(completions) {
+            let sent = committed.send(Committed {
+                completions,
+                needs_sync,
+            });
+            if let Err(unsent) = sent {
                 tracing::error!("sqlite: the syncer thread is gone; refusing every later write");
                 broken.store(true, Ordering::Release);
-                for completion in unsent.0 {
+                for completion in unsent.0.completions {
                     completion(Err(Failure::NotDurable("the syncer thread is gone")));
                 }
             }
@@ -199,22 +224,24 @@ fn run(
     }
 }
 
-/// Fsyncs the WAL for every committed batch waiting, then answers their requests.
-/// After a failed fsync nothing is trusted again: the kernel may have dropped the
-/// dirty pages, so a later "successful" fsync would not cover them.
-fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Vec<Completion>>, broken: &AtomicBool) {
+/// Fsyncs the WAL for every committed batch waiting, then answers their requests
+/// (without an fsync when none of them waits for one). After a failed fsync nothing
+/// is trusted again: the kernel may have dropped the dirty pages, so a later
+/// "successful" fsync would not cover them.
+fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Committed>, broken: &AtomicBool) {
     let mut failed: Option<String> = None;
     while let Ok(first) = to_sync.recv() {
         let mut batches = vec![first];
         batches.extend(to_sync.try_iter());
-        if failed.is_none() {
+        let needs_sync = batches.iter().any(|batch| batch.needs_sync);
+        if failed.is_none() && needs_sync {
             if let Err(error) = wal.sync_data() {
                 tracing::error!(%error, "sqlite: fsync of the WAL failed; refusing every later write");
                 failed = Some(format!("fsync failed: {error}"));
                 broken.store(true, Ordering::Release);
             }
         }
-        for completion in batches.into_iter().flatten() {
+        for completion in batches.into_iter().flat_map(|batch| batch.completions) {
             completion(
                 failed
                     .as_deref()
@@ -274,7 +301,7 @@ fn run_job(conn: &Connection, job: Job) -> Option<Completion> {
         tracing::error!(%error, "sqlite: cannot open a savepoint");
         return None;
     }
-    let (ok, completion) = match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
+    let (ok, completion) = match std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(conn))) {
         Ok((ok, completion)) => (ok, Some(completion)),
         Err(_) => {
             tracing::error!("sqlite: a write job panicked; its changes are rolled back");
