@@ -552,14 +552,19 @@ async fn bench_task_waiters(
         .await?;
     let rss_before = rss_mb(pid).unwrap_or(f64::NAN);
     let opened_at = Instant::now();
+    // Connections open a few hundred at a time, within the listen backlog.
+    let opening = Arc::new(tokio::sync::Semaphore::new(256));
     let mut waiters = Vec::with_capacity(args.task_waiters);
     for _ in 0..args.task_waiters {
-        let mut conn = Connection::open(addr, Some(auth.to_owned()))
-            .await
-            .context("opening a waiter's connection (raise `ulimit -n`?)")?;
-        // Longer than the whole scenario: every waiter is still waiting when it ends.
-        conn.prefer = "wait=60";
+        let (auth, opening) = (auth.to_owned(), opening.clone());
         waiters.push(tokio::spawn(async move {
+            let permit = opening.acquire_owned().await?;
+            let mut conn = Connection::open(addr, Some(auth))
+                .await
+                .context("opening a waiter's connection (raise `ulimit -n`?)")?;
+            drop(permit);
+            // Longer than the whole scenario: every waiter is still waiting when it ends.
+            conn.prefer = "wait=60";
             conn.call(
                 Method::POST,
                 &format!("/api/v1/tasks/{queue}"),
