@@ -511,6 +511,18 @@ pub(crate) struct TaskMessage {
     pub lease_ended_exhausted: bool,
 }
 
+impl TaskMessage {
+    /// From a message's `state` (0 waiting, 1 leased, 2 dead), whether its lease is
+    /// still running, and whether it has used up its attempts.
+    pub(crate) fn new(state: i64, lease_running: bool, exhausted: bool) -> Self {
+        TaskMessage {
+            dead: state == 2,
+            leased: state == 1 && lease_running,
+            lease_ended_exhausted: state == 1 && !lease_running && exhausted,
+        }
+    }
+}
+
 /// A task's status from its stored code and, while unfinished, its message (`None`: gone).
 pub(crate) fn task_status(code: i64, message: Option<TaskMessage>) -> TaskStatus {
     match (code, message) {

@@ -98,10 +98,12 @@ pub async fn get(
     let max_attempts = row
         .get::<_, Option<i32>>(10)
         .map_or(u32::MAX, |n| n.max(1) as u32);
-    let message = state.map(|state| TaskMessage {
-        dead: state == 2,
-        leased: state == 1 && visible_at > now,
-        lease_ended_exhausted: state == 1 && visible_at <= now && message_attempts >= max_attempts,
+    let message = state.map(|state| {
+        TaskMessage::new(
+            i64::from(state),
+            visible_at > now,
+            message_attempts >= max_attempts,
+        )
     });
     Ok(Some(TaskRecord {
         id: id.clone(),
@@ -378,11 +380,7 @@ pub async fn counts(
         let state: Option<i16> = row.get(1);
         let lease_live = row.get::<_, Option<bool>>(2).unwrap_or(false);
         let exhausted = row.get::<_, Option<bool>>(3).unwrap_or(false);
-        let message = state.map(|state| TaskMessage {
-            dead: state == 2,
-            leased: state == 1 && lease_live,
-            lease_ended_exhausted: state == 1 && !lease_live && exhausted,
-        });
+        let message = state.map(|state| TaskMessage::new(i64::from(state), lease_live, exhausted));
         let status = task_status(i64::from(row.get::<_, i16>(0)), message);
         counts.add(status, row.get::<_, i64>(4).max(0) as u64);
     }

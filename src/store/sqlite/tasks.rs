@@ -80,12 +80,8 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
             let visible_at: Millis = row.get::<_, Option<i64>>(8)?.unwrap_or(0);
             let message_attempts: u32 = row.get::<_, Option<u32>>(9)?.unwrap_or(0);
             let max_attempts: u32 = row.get::<_, Option<u32>>(10)?.unwrap_or(u32::MAX);
-            let message = state.map(|state| TaskMessage {
-                dead: state == 2,
-                leased: state == 1 && visible_at > now,
-                lease_ended_exhausted: state == 1
-                    && visible_at <= now
-                    && message_attempts >= max_attempts,
+            let message = state.map(|state| {
+                TaskMessage::new(state, visible_at > now, message_attempts >= max_attempts)
             });
             let status = task_status(row.get(1)?, message);
             Ok(TaskRecord {
@@ -327,11 +323,7 @@ pub fn counts(
             let state: Option<i64> = row.get(1)?;
             let lease_live: bool = row.get::<_, Option<bool>>(2)?.unwrap_or(false);
             let exhausted: bool = row.get::<_, Option<bool>>(3)?.unwrap_or(false);
-            let message = state.map(|state| TaskMessage {
-                dead: state == 2,
-                leased: state == 1 && lease_live,
-                lease_ended_exhausted: state == 1 && !lease_live && exhausted,
-            });
+            let message = state.map(|state| TaskMessage::new(state, lease_live, exhausted));
             Ok((task_status(row.get(0)?, message), row.get(4)?))
         };
         let (status, n) = read().map_err(sql("count tasks"))?;
