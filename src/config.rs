@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::domain::settings::opt_duration;
-use crate::domain::{QueueSettings, SettingsPatch, TaskSettings};
+use crate::domain::{QueueName, QueueSettings, SettingsPatch, TaskSettings};
 
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -52,6 +52,10 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Waits of task requests and retention of finished tasks.
     pub tasks: TaskSettings,
+    /// `[queues.NAME]`: settings applied at start, creating the queues if needed.
+    pub queues: Vec<(QueueName, SettingsPatch)>,
+    /// `[[routes]]`: HTTP endpoints mapped onto queues and tasks, validated.
+    pub routes: Vec<crate::routes::Route>,
 }
 
 impl Default for Config {
@@ -67,6 +71,8 @@ impl Default for Config {
             queue_defaults: QueueSettings::default(),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             tasks: TaskSettings::default(),
+            queues: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -98,6 +104,10 @@ struct FileConfig {
     sweep_interval: Option<Duration>,
     queue_defaults: Option<SettingsPatch>,
     tasks: Option<TasksFile>,
+    #[serde(default)]
+    queues: std::collections::BTreeMap<String, SettingsPatch>,
+    #[serde(default)]
+    routes: Vec<toml::Spanned<crate::routes::RouteSpec>>,
 }
 
 /// `[tasks]`: how long task requests wait, and how long finished tasks are kept.
@@ -115,18 +125,19 @@ struct TasksFile {
 impl Config {
     /// Builds the configuration from the file named in `overrides` (if any) and the overrides.
     pub fn load(overrides: Overrides) -> anyhow::Result<Config> {
-        let file = match &overrides.config {
+        let (file, text) = match &overrides.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), String::new()),
         };
         let source = overrides
             .config
             .as_ref()
             .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
-        Self::resolve(file, overrides).with_context(|| format!("invalid {source}"))
+        Self::resolve(file, &text, overrides).with_context(|| format!("invalid {source}"))
     }
 
-    fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Config> {
+    /// `text` is the file's, so errors found after parsing can name their line.
+    fn resolve(file: FileConfig, text: &str, overrides: Overrides) -> anyhow::Result<Config> {
         let mut config = Config::default();
         if let Some(listen) = overrides.listen.or(file.listen) {
             config.listen = listen.parse().with_context(|| {
@@ -174,15 +185,32 @@ impl Config {
                 "tasks.retention must be at least 1s"
             );
         }
+        for (name, patch) in file.queues {
+            let queue =
+                QueueName::parse(&name).map_err(|e| anyhow::anyhow!("[queues.{name}]: {e}"))?;
+            patch
+                .apply(&config.queue_defaults)
+                .map_err(|e| anyhow::anyhow!("[queues.{name}]: {e}"))?;
+            config.queues.push((queue, patch));
+        }
+        config.routes = crate::routes::parse(file.routes, text)?;
         config.admin_secret = overrides.admin_secret.filter(|s| !s.is_empty());
         Ok(config)
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<(FileConfig, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let file = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((file, text))
+}
+
+/// The line (from 1) of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
 }
 
 #[cfg(test)]

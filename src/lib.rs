@@ -5,6 +5,8 @@
 //! - [`auth`]: credentials, verification cache, principals and client creation;
 //! - [`domain`]: the rules (names, settings, receipts, long-poll), no HTTP or SQL;
 //! - [`store`]: persistence traits and backends (SQLite with group commit, PostgreSQL);
+//! - [`delivery`]: Hopper calling upstream HTTP APIs with a queue's messages;
+//! - [`routes`]: endpoints of the config file mapped onto queues, tasks and upstreams;
 //! - [`server`] and [`config`]: start-up, shutdown and configuration;
 //! - [`bench`]: `hopper bench`.
 
@@ -12,6 +14,8 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod delivery;
 pub mod domain;
+pub mod routes;
 pub mod server;
 pub mod store;

@@ -26,12 +26,13 @@ use crate::api::{self, AppState};
 use crate::auth::{clients, Authenticator};
 use crate::config::Config;
 use crate::domain::{ClientId, QueueService, StreamService, TaskService};
+use crate::routes::Route;
 use crate::store::{self, Store};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP application over `state`.
-pub fn app(state: AppState) -> Router {
+/// The whole HTTP application over `state`, with the configured `routes`.
+pub fn app(state: AppState, routes: &[Route]) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
@@ -52,7 +53,10 @@ pub fn app(state: AppState) -> Router {
                 error_body(StatusCode::INTERNAL_SERVER_ERROR, Some("unexpected failure")),
             )
         }));
-    api::routes().with_state(state).layer(middleware)
+    api::routes()
+        .merge(crate::routes::router(routes))
+        .with_state(state)
+        .layer(middleware)
 }
 
 /// A running server.
@@ -111,7 +115,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         auth,
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
+        http: reqwest::Client::new(),
     };
+    for (queue, patch) in &config.queues {
+        state
+            .queues
+            .configure(queue, patch)
+            .await
+            .with_context(|| format!("cannot apply [queues.{queue}] of the configuration"))?;
+    }
     tokio::spawn(sweep(
         store.clone(),
         config.sweep_interval,
@@ -126,7 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
     });
     let serving = tokio::spawn(async move {
-        axum::serve(listener, app(state))
+        axum::serve(listener, app(state, &config.routes))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .into_future()
             .await

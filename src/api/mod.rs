@@ -46,6 +46,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Client for upstream calls (pooled keep-alive connections).
+    pub http: reqwest::Client,
 }
 
 /// Every route of the API, without middleware (see [`crate::server::app`]).

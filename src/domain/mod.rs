@@ -4,6 +4,7 @@
 //! are reached only through the traits of `crate::store`.
 
 pub mod clock;
+pub mod delivery;
 pub mod error;
 pub mod grants;
 pub mod names;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::delivery::DeliverySettings;
 use super::DomainError;
 
 /// Shortest lease a receive may take; shorter ones would expire in flight.
@@ -18,7 +19,7 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 pub const MAX_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// How a queue treats its messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueSettings {
     /// How long a received message stays invisible before it is handed out again.
     pub lease: Duration,
@@ -28,6 +29,8 @@ pub struct QueueSettings {
     pub retention: Option<Duration>,
     /// How long an `Idempotency-Key` maps to the message it first created.
     pub idempotency_window: Duration,
+    /// Hopper delivers the messages to an upstream itself.
+    pub delivery: Option<DeliverySettings>,
 }
 
 impl Default for QueueSettings {
@@ -37,6 +40,7 @@ impl Default for QueueSettings {
             max_attempts: 10,
             retention: None,
             idempotency_window: Duration::from_secs(300),
+            delivery: None,
         }
     }
 }
@@ -56,6 +60,16 @@ pub struct SettingsPatch {
     /// New idempotency window.
     #[serde(default, with = "opt_duration")]
     pub idempotency_window: Option<Duration>,
+    /// New delivery (replacing the whole of it); JSON `null` stops delivering.
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub delivery: Option<Option<DeliverySettings>>,
+}
+
+/// Reads a present field as `Some(value)`, `null` included; an absent one stays `None`.
+fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl SettingsPatch {
@@ -84,6 +98,12 @@ impl SettingsPatch {
                 )));
             }
             next.idempotency_window = window;
+        }
+        if let Some(delivery) = &self.delivery {
+            if let Some(delivery) = delivery {
+                delivery.validate()?;
+            }
+            next.delivery = delivery.clone();
         }
         Ok(next)
     }
@@ -123,6 +143,8 @@ pub struct SettingsView {
     pub retention: Option<f64>,
     /// Idempotency window in seconds.
     pub idempotency_window: f64,
+    /// Delivery, with the signing secret hidden.
+    pub delivery: Option<DeliverySettings>,
 }
 
 impl From<&QueueSettings> for SettingsView {
@@ -132,6 +154,13 @@ impl From<&QueueSettings> for SettingsView {
             max_attempts: settings.max_attempts,
             retention: settings.retention.map(|r| r.as_secs_f64()),
             idempotency_window: settings.idempotency_window.as_secs_f64(),
+            delivery: settings.delivery.clone().map(|mut delivery| {
+                // Shown as set, never echoed: it signs what receivers trust.
+                if delivery.signing_secret.is_some() {
+                    delivery.signing_secret = Some("whsec_…".into());
+                }
+                delivery
+            }),
         }
     }
 }
@@ -168,6 +197,22 @@ impl DurationRepr {
             }),
             DurationRepr::Text(text) => parse_duration(&text).map_err(E::custom),
         }
+    }
+}
+
+/// Serde adapter for `Duration` fields: written as seconds, read as seconds or a
+/// duration string.
+pub mod seconds {
+    use super::*;
+
+    /// Writes seconds, with a fraction.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Reads a number of seconds or a duration string.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        DurationRepr::deserialize(d)?.into_duration()
     }
 }
 

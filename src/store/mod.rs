@@ -421,6 +421,8 @@ pub struct TaskRecord {
     pub created_at: Millis,
     /// When a worker finished it (or it expired).
     pub finished_at: Option<Millis>,
+    /// The upstream's status, when a delivery finished it.
+    pub upstream_status: Option<u16>,
     /// While running: how long until its lease ends, when the status may change
     /// without anyone finishing it (redelivery, or failure when out of attempts).
     pub lease_ends_in: Option<Duration>,

@@ -30,13 +30,32 @@ fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> QueueSettings {
         max_attempts: row.get::<_, i32>(first + 1).max(1) as u32,
         retention: row.get::<_, Option<i64>>(first + 2).map(millis),
         idempotency_window: millis(row.get(first + 3)),
+        delivery: row.get::<_, Option<&str>>(first + 4).and_then(
+            |json| match serde_json::from_str(json) {
+                Ok(delivery) => Some(delivery),
+                Err(error) => {
+                    tracing::error!(%error, "postgres: a stored delivery setting is unreadable");
+                    None
+                }
+            },
+        ),
     }
+}
+
+/// A queue's delivery setting as stored: JSON, or NULL.
+fn delivery_json(settings: &QueueSettings) -> StoreResult<Option<String>> {
+    settings
+        .delivery
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::backend("encode a delivery setting", e))
 }
 
 async fn find_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Option<QueueRow>> {
     let stmt = tx
         .prepare_cached(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = $1",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = $1",
         )
         .await
         .map_err(pg("find queue"))?;
@@ -65,8 +84,8 @@ async fn create_queue_if_absent(
 ) -> StoreResult<()> {
     let stmt = client
         .prepare_cached(
-            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .await
         .map_err(pg("create queue"))?;
@@ -80,6 +99,7 @@ async fn create_queue_if_absent(
                 &defaults.retention.map(millis_of),
                 &millis_of(defaults.idempotency_window),
                 &now,
+                &delivery_json(defaults)?,
             ],
         )
         .await
@@ -462,14 +482,14 @@ pub async fn queue_info(
 pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<QueueInfo>> {
     let rows = tx
         .query(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name COLLATE \"C\"",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, name FROM queues ORDER BY name COLLATE \"C\"",
             &[],
         )
         .await
         .map_err(pg("list queues"))?;
     let mut queues = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(name) = QueueName::parse(row.get::<_, &str>(5)) else {
+        let Ok(name) = QueueName::parse(row.get::<_, &str>(6)) else {
             continue;
         };
         let queue = QueueRow {
@@ -503,7 +523,7 @@ pub async fn update_settings(
     wake.push(name.to_string());
     let stmt = tx
         .prepare_cached(
-            "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = $1 FOR UPDATE",
+            "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = $1 FOR UPDATE",
         )
         .await
         .map_err(pg("read queue settings"))?;
@@ -521,7 +541,8 @@ pub async fn update_settings(
     let settings = update(Some(current));
     let stmt = tx
         .prepare_cached(
-            "UPDATE queues SET lease_ms = $2, max_attempts = $3, retention_ms = $4, idempotency_window_ms = $5
+            "UPDATE queues SET lease_ms = $2, max_attempts = $3, retention_ms = $4, idempotency_window_ms = $5,
+                 delivery = $6
              WHERE name = $1",
         )
         .await
@@ -534,6 +555,7 @@ pub async fn update_settings(
             &(settings.max_attempts as i32),
             &settings.retention.map(millis_of),
             &millis_of(settings.idempotency_window),
+            &delivery_json(&settings)?,
         ],
     )
     .await

@@ -95,6 +95,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_unfinished ON tasks (message_id) WHERE status = 0;
     CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
     "#,
+    // 4: delivery to upstreams (as SQLite's).
+    r#"
+    ALTER TABLE queues ADD COLUMN delivery TEXT;
+    ALTER TABLE messages ADD COLUMN last_error TEXT;
+    ALTER TABLE tasks ADD COLUMN upstream_status INTEGER;
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

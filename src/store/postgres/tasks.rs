@@ -118,6 +118,7 @@ pub async fn get(
         },
         created_at: row.get(5),
         finished_at: row.get(6),
+        upstream_status: None,
         lease_ends_in: message
             .filter(|m| m.leased)
             .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),

@@ -36,12 +36,33 @@ fn settings_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
         max_attempts: row.get(first + 1)?,
         retention: row.get::<_, Option<i64>>(first + 2)?.map(millis),
         idempotency_window: millis(row.get(first + 3)?),
+        delivery: row
+            .get::<_, Option<String>>(first + 4)?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    first + 4,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
     })
+}
+
+/// A queue's delivery setting as stored: JSON, or NULL.
+fn delivery_json(settings: &QueueSettings) -> StoreResult<Option<String>> {
+    settings
+        .delivery
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::backend("encode a delivery setting", e))
 }
 
 fn find_queue(conn: &Connection, name: &QueueName) -> StoreResult<Option<QueueRow>> {
     conn.prepare_cached(
-        "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms FROM queues WHERE name = ?1",
+        "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = ?1",
     )
     .and_then(|mut stmt| {
         stmt.query_row([name.as_str()], |row| {
@@ -65,9 +86,10 @@ fn insert_queue(
     settings: &QueueSettings,
     now: Millis,
 ) -> StoreResult<i64> {
+    let delivery = delivery_json(settings)?;
     conn.prepare_cached(
-        "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -76,7 +98,8 @@ fn insert_queue(
             settings.max_attempts,
             settings.retention.map(millis_of),
             millis_of(settings.idempotency_window),
-            now
+            now,
+            delivery
         ])
     })
     .map_err(sql("create queue"))?;
@@ -398,7 +421,7 @@ pub fn queue_info(conn: &Connection, name: &QueueName, now: Millis) -> StoreResu
 pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>> {
     let rows = conn
         .prepare_cached(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, name FROM queues ORDER BY name",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, name FROM queues ORDER BY name",
         )
         .and_then(|mut stmt| {
             stmt.query_map([], |row| {
@@ -407,7 +430,7 @@ pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>
                         id: row.get(0)?,
                         settings: settings_from_row(row, 1)?,
                     },
-                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -446,8 +469,10 @@ pub fn update_settings(
         return Ok(Upsert::Created);
     };
     let settings = update(Some(current.settings));
+    let delivery = delivery_json(&settings)?;
     conn.prepare_cached(
-        "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5
+        "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5,
+             delivery = ?6
          WHERE name = ?1",
     )
     .and_then(|mut stmt| {
@@ -456,7 +481,8 @@ pub fn update_settings(
             millis_of(settings.lease),
             settings.max_attempts,
             settings.retention.map(millis_of),
-            millis_of(settings.idempotency_window)
+            millis_of(settings.idempotency_window),
+            delivery
         ])
     })
     .map_err(sql("update queue settings"))?;

@@ -102,6 +102,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_unfinished ON tasks (message_id) WHERE status = 0;
     CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
     "#,
+    // 4: delivery to upstreams: the queue's setting (JSON), a message's last failed
+    // attempt, the upstream status that finished a task.
+    r#"
+    ALTER TABLE queues ADD COLUMN delivery TEXT;
+    ALTER TABLE messages ADD COLUMN last_error TEXT;
+    ALTER TABLE tasks ADD COLUMN upstream_status INTEGER;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.

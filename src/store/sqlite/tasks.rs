@@ -97,6 +97,7 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
                 },
                 created_at: row.get(5)?,
                 finished_at: row.get(6)?,
+                upstream_status: None,
                 lease_ends_in: message
                     .filter(|m| m.leased)
                     .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),

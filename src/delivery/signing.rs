@@ -1,0 +1,1 @@
+//! Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
