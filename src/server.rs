@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
         http: reqwest::Client::new(),
+        deliveries: Arc::default(),
     };
     for (queue, patch) in &config.queues {
         state
@@ -124,6 +125,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .await
             .with_context(|| format!("cannot apply [queues.{queue}] of the configuration"))?;
     }
+    tokio::spawn(crate::delivery::run(
+        store.clone(),
+        state.queues.clone(),
+        state.http.clone(),
+        state.deliveries.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(sweep(
         store.clone(),
         config.sweep_interval,

@@ -48,6 +48,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Client for upstream calls (pooled keep-alive connections).
     pub http: reqwest::Client,
+    /// What this node's deliveries to upstreams are doing.
+    pub deliveries: Arc<crate::delivery::Deliveries>,
 }
 
 /// Every route of the API, without middleware (see [`crate::server::app`]).

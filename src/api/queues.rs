@@ -37,6 +37,8 @@ struct MessageView<'a> {
     body: &'a RawValue,
     attempts: u32,
     enqueued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +59,7 @@ fn messages_reply(messages: &[Message]) -> Response {
                 })?,
                 attempts: m.attempts,
                 enqueued_at: rfc3339(m.enqueued_at),
+                last_error: m.last_error.as_deref(),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>();
@@ -75,6 +78,8 @@ struct QueueView {
     dead: u64,
     settings: SettingsView,
     tasks: TaskCountsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<crate::delivery::DeliveryView>,
 }
 
 #[derive(Serialize)]
@@ -86,9 +91,14 @@ struct TaskCountsView {
     expired: u64,
 }
 
-impl From<&QueueInfo> for QueueView {
-    fn from(info: &QueueInfo) -> Self {
+impl QueueView {
+    fn new(info: &QueueInfo, state: &AppState) -> Self {
         QueueView {
+            delivery: info
+                .settings
+                .delivery
+                .as_ref()
+                .map(|_| state.deliveries.view(&info.name).unwrap_or_default()),
             name: info.name.to_string(),
             ready: info.counts.ready,
             leased: info.counts.leased,
@@ -313,7 +323,7 @@ pub async fn info(
 ) -> Result<Response, ApiError> {
     authorize_any(&principal, &queue)?;
     let info = state.queues.info(&queue).await?;
-    Ok(reply(StatusCode::OK, &QueueView::from(&info)))
+    Ok(reply(StatusCode::OK, &QueueView::new(&info, &state)))
 }
 
 /// `GET /queues`: every queue the caller holds a grant on, with counts.
@@ -327,7 +337,7 @@ pub async fn list(
         .await?
         .iter()
         .filter(|info| authorize_any(&principal, &info.name).is_ok())
-        .map(QueueView::from)
+        .map(|info| QueueView::new(info, &state))
         .collect();
     Ok(reply(
         StatusCode::OK,
@@ -349,11 +359,14 @@ pub async fn configure(
         parse_json(&body)?
     };
     let (upsert, info) = state.queues.configure(&queue, &patch).await?;
+    if patch.delivery.is_some() {
+        state.deliveries.settings_changed();
+    }
     let status = match upsert {
         crate::store::Upsert::Created => StatusCode::CREATED,
         crate::store::Upsert::Updated => StatusCode::OK,
     };
-    Ok(reply(status, &QueueView::from(&info)))
+    Ok(reply(status, &QueueView::new(&info, &state)))
 }
 
 /// `DELETE /queues/{q}`: the queue and its messages.

@@ -252,6 +252,7 @@ pub async fn complete(
     authorize_worker(&state, &principal, &id).await?;
     let finish = TaskFinish::Succeeded {
         result: json_or_null(body.result),
+        upstream_status: None,
     };
     let task = state.tasks.finish(&id, &body.receipt, finish).await?;
     task_reply(&task, StatusCode::OK, &[])

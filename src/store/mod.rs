@@ -91,6 +91,8 @@ pub struct Message {
     pub enqueued_at: Millis,
     /// Present when the message was leased (receive), absent for pop and dead letters.
     pub receipt: Option<Receipt>,
+    /// Why its last delivery to an upstream failed (dead letters of delivering queues).
+    pub last_error: Option<String>,
 }
 
 /// One or more messages to push to one queue.
@@ -260,6 +262,16 @@ pub trait QueueStore: Send + Sync {
     async fn purge(&self, queue: &QueueName) -> StoreResult<u64>;
     /// Up to `limit` dead letters, oldest first.
     async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>>;
+    /// Nacks a leased message after a failed delivery, ready again after `delay` (a
+    /// dead letter when out of attempts), keeping `error` on it; `false` when the
+    /// receipt no longer holds the lease.
+    async fn retry_later(
+        &self,
+        queue: &QueueName,
+        receipt: Receipt,
+        delay: Duration,
+        error: String,
+    ) -> StoreResult<bool>;
     /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
     /// Drops messages past their queue's retention, events past their stream's,
@@ -435,6 +447,8 @@ pub enum TaskFinish {
     Succeeded {
         /// The result, JSON text.
         result: String,
+        /// The upstream's status, when a delivery finished it.
+        upstream_status: Option<u16>,
     },
     /// Given up: the error (JSON) is kept and the message acked.
     Failed {
@@ -449,6 +463,16 @@ pub enum TaskFinish {
         /// Delay before the message is ready again.
         delay: Duration,
     },
+}
+
+/// The upstream status a finish records.
+pub(crate) fn upstream_status(finish: &TaskFinish) -> Option<u16> {
+    match finish {
+        TaskFinish::Succeeded {
+            upstream_status, ..
+        } => *upstream_status,
+        _ => None,
+    }
 }
 
 /// What finishing a task did.

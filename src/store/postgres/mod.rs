@@ -488,6 +488,20 @@ impl QueueStore for PostgresStore {
         self.waking(wake, dead)
     }
 
+    async fn retry_later(
+        &self,
+        queue: &QueueName,
+        receipt: Receipt,
+        delay: Duration,
+        error: String,
+    ) -> StoreResult<bool> {
+        let (mut wake, now) = (Vec::new(), self.clock.now());
+        let applied = transaction!(self, |tx| queues::retry_later(
+            &tx, queue, receipt, delay, &error, now, &mut wake
+        ));
+        self.waking(wake, applied)
+    }
+
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
         let (mut wake, now) = (Vec::new(), self.clock.now());
         let moved = transaction!(self, |tx| queues::redrive(

@@ -235,6 +235,7 @@ fn message_from_row(row: &tokio_postgres::Row) -> Message {
         attempts: row.get::<_, i32>(2).max(0) as u32,
         enqueued_at: row.get(3),
         receipt: None,
+        last_error: None,
     }
 }
 
@@ -614,12 +615,41 @@ pub async fn dead_letters(
     release_expired_leases(tx, &queue, now, wake).await?;
     let rows = tx
         .query(
-            "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
+            "SELECT id, body, attempts, enqueued_at, last_error FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
             &[&queue.id, &i64::from(limit)],
         )
         .await
         .map_err(pg("list dead letters"))?;
-    Ok(rows.iter().map(message_from_row).collect())
+    Ok(rows
+        .iter()
+        .map(|row| Message {
+            last_error: row.get(4),
+            ..message_from_row(row)
+        })
+        .collect())
+}
+
+/// Nacks one leased message after a failed delivery, keeping its last error.
+pub async fn retry_later(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    receipt: Receipt,
+    delay: Duration,
+    error: &str,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<bool> {
+    let settled = settle(tx, name, &[receipt], Settlement::Nack { delay }, now, wake).await?;
+    if settled.applied.is_empty() {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE messages SET last_error = $2 WHERE id = $1",
+        &[&receipt.message_id, &error],
+    )
+    .await
+    .map_err(pg("keep the delivery error"))?;
+    Ok(true)
 }
 
 /// Makes dead letters ready again with attempts reset; their tasks wait for a worker again.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 
 use super::{pg, queues};
+use crate::store::upstream_status;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId};
@@ -77,7 +78,7 @@ pub async fn get(
     let stmt = tx
         .prepare_cached(
             "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
-                    m.state, m.visible_at, m.attempts, q.max_attempts
+                    m.state, m.visible_at, m.attempts, q.max_attempts, t.upstream_status
              FROM tasks t
              LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
              LEFT JOIN queues q ON q.id = m.queue_id
@@ -118,7 +119,9 @@ pub async fn get(
         },
         created_at: row.get(5),
         finished_at: row.get(6),
-        upstream_status: None,
+        upstream_status: row
+            .get::<_, Option<i32>>(11)
+            .and_then(|s| u16::try_from(s).ok()),
         lease_ends_in: message
             .filter(|m| m.leased)
             .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),
@@ -215,7 +218,7 @@ pub async fn finish(
             }
             return applied(tx, id, now).await;
         }
-        TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
+        TaskFinish::Succeeded { result, .. } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
     };
     let stmt = tx
@@ -238,7 +241,7 @@ pub async fn finish(
     let stmt = tx
         .prepare_cached(
             "UPDATE tasks SET status = $2, result = $3, error = $4, attempts = $5,
-                 finished_at = $6, expires_at = $6 + keep_ms
+                 finished_at = $6, expires_at = $6 + keep_ms, upstream_status = $7
              WHERE id = $1",
         )
         .await
@@ -252,6 +255,7 @@ pub async fn finish(
             &error,
             &attempts,
             &now,
+            &upstream_status(finish).map(i32::from),
         ],
     )
     .await

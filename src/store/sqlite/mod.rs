@@ -283,6 +283,20 @@ impl QueueStore for SqliteStore {
         .await
     }
 
+    async fn retry_later(
+        &self,
+        queue: &QueueName,
+        receipt: Receipt,
+        delay: Duration,
+        error: String,
+    ) -> StoreResult<bool> {
+        let queue = queue.clone();
+        self.write_waking(false, move |conn, wake| {
+            queues::retry_later(conn, &queue, receipt, delay, &error, now_millis(), wake)
+        })
+        .await
+    }
+
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
         let queue = queue.clone();
         self.write_waking(false, move |conn, wake| {

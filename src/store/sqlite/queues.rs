@@ -197,6 +197,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         attempts: row.get(2)?,
         enqueued_at: row.get(3)?,
         receipt: None,
+        last_error: None,
     })
 }
 
@@ -527,13 +528,38 @@ pub fn dead_letters(
     let queue = require_queue(conn, name)?;
     release_expired_leases(conn, &queue, now, wake)?;
     conn.prepare_cached(
-        "SELECT id, body, attempts, enqueued_at FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
+        "SELECT id, body, attempts, enqueued_at, last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
     )
     .and_then(|mut stmt| {
-        stmt.query_map(params![queue.id, limit], message_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()
+        stmt.query_map(params![queue.id, limit], |row| {
+            Ok(Message {
+                last_error: row.get(4)?,
+                ..message_from_row(row)?
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
     })
     .map_err(sql("list dead letters"))
+}
+
+/// Nacks one leased message after a failed delivery, keeping its last error.
+pub fn retry_later(
+    conn: &Connection,
+    name: &QueueName,
+    receipt: Receipt,
+    delay: Duration,
+    error: &str,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<bool> {
+    let settled = settle(conn, name, &[receipt], Settlement::Nack { delay }, now, wake)?;
+    if settled.applied.is_empty() {
+        return Ok(false);
+    }
+    conn.prepare_cached("UPDATE messages SET last_error = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![receipt.message_id, error]))
+        .map_err(sql("keep the delivery error"))?;
+    Ok(true)
 }
 
 /// Makes dead letters ready again with attempts reset; their tasks wait for a worker again.

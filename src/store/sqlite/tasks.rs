@@ -13,7 +13,7 @@ use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId, TaskStatus};
 use crate::store::{
     task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
-    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
+    TaskCreated, TaskEnding, TaskFinish, upstream_status, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
 };
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -68,7 +68,7 @@ pub fn create(
 pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<TaskRecord>> {
     conn.prepare_cached(
         "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
-                m.state, m.visible_at, m.attempts, q.max_attempts
+                m.state, m.visible_at, m.attempts, q.max_attempts, t.upstream_status
          FROM tasks t
          LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
          LEFT JOIN queues q ON q.id = m.queue_id
@@ -97,7 +97,7 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
                 },
                 created_at: row.get(5)?,
                 finished_at: row.get(6)?,
-                upstream_status: None,
+                upstream_status: row.get(11)?,
                 lease_ends_in: message
                     .filter(|m| m.leased)
                     .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),
@@ -186,7 +186,7 @@ pub fn finish(
             }
             return applied(conn, id, now);
         }
-        TaskFinish::Succeeded { result } => (task_codes::SUCCEEDED, Some(result), None),
+        TaskFinish::Succeeded { result, .. } => (task_codes::SUCCEEDED, Some(result), None),
         TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
     };
     let attempts: Option<u32> = conn
@@ -206,10 +206,20 @@ pub fn finish(
     };
     conn.prepare_cached(
         "UPDATE tasks SET status = ?2, result = ?3, error = ?4, attempts = ?5,
-             finished_at = ?6, expires_at = ?6 + keep_ms
+             finished_at = ?6, expires_at = ?6 + keep_ms, upstream_status = ?7
          WHERE id = ?1",
     )
-    .and_then(|mut stmt| stmt.execute(params![id.as_str(), code, result, error, attempts, now]))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            id.as_str(),
+            code,
+            result,
+            error,
+            attempts,
+            now,
+            upstream_status(finish)
+        ])
+    })
     .map_err(sql("finish task"))?;
     wake.push(task_key(id));
     applied(conn, id, now)
