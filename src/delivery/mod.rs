@@ -246,7 +246,7 @@ impl Worker {
                 }
                 continue;
             };
-            self.deliver(message).await;
+            self.deliver(message, fixed_host.is_some()).await;
         }
     }
 
@@ -271,7 +271,8 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, message: Message) {
+    /// Delivers one leased message; `gated`: the breaker already let this call through.
+    async fn deliver(&self, message: Message, gated: bool) {
         let Some(receipt) = message.receipt else {
             return;
         };
@@ -292,7 +293,12 @@ impl Worker {
             }
         }
         let breaker = self.deliveries.breaker(&host);
-        if let Gate::WaitUntil(until) = breaker.gate(&self.settings.breaker) {
+        let gate = if gated {
+            Gate::Pass
+        } else {
+            breaker.gate(&self.settings.breaker)
+        };
+        if let Gate::WaitUntil(until) = gate {
             // A host named by the message itself, found open only now.
             let error = format!("circuit breaker open for {host}");
             let delay = until.saturating_duration_since(Instant::now());
