@@ -6,7 +6,9 @@
 //! `append` and `read` (seed 004's event), `capacity` (RSS with N messages queued,
 //! then restart time), `tasks` (the fast path of seed 001: a create that waits while
 //! workers long-poll and complete, paced at `--task-rate`, then as fast as it goes)
-//! and `task-waiters` (memory and CPU with `--task-waiters` requests waiting).
+//! `task-waiters` (memory and CPU with `--task-waiters` requests waiting), `deliver`
+//! (messages delivered per second to the bare handler as upstream) and `breaker`
+//! (Hopper's CPU while its upstream fails every call).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,7 +53,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub store: Option<String>,
     /// Scenarios to run, comma-separated: bare, push, receive-ack, append, read, capacity,
-    /// tasks, task-waiters (`read` needs at least 1000 events, which `append` writes first).
+    /// tasks, task-waiters, deliver, breaker (`read` needs at least 1000 events, which
+    /// `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
     /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
@@ -69,6 +72,12 @@ pub struct BenchArgs {
     /// Requests held waiting for a result by the `task-waiters` scenario.
     #[arg(long, default_value_t = 10_000)]
     pub task_waiters: usize,
+    /// Messages delivered by the `deliver` scenario.
+    #[arg(long, default_value_t = 200_000)]
+    pub deliver_messages: usize,
+    /// `delivery.concurrency` of the `deliver` scenario's queue.
+    #[arg(long, default_value_t = 64)]
+    pub deliver_concurrency: u32,
 }
 
 /// One scenario's figures.
@@ -617,6 +626,101 @@ async fn bench_task_waiters(
     Ok(())
 }
 
+/// Fills `queue` with `total` seed bodies, 1000 per batch push.
+async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> anyhow::Result<()> {
+    let batch: Vec<serde_json::Value> = (0..1000)
+        .map(|_| serde_json::from_str(SEED_BODY).expect("the seed body is JSON"))
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "messages": batch }))?);
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    for _ in 0..total.div_ceil(1000) {
+        let (status, _) = conn
+            .call(Method::POST, &format!("/api/v1/queues/{queue}/messages/batch"), body.clone())
+            .await?;
+        anyhow::ensure!(status.is_success(), "batch push: status {status}");
+    }
+    Ok(())
+}
+
+/// A queue's counts and delivery state.
+async fn queue_info(conn: &mut Connection, queue: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, info) = conn
+        .call(Method::GET, &format!("/api/v1/queues/{queue}"), Bytes::new())
+        .await?;
+    Ok(serde_json::from_slice(&info)?)
+}
+
+/// The `deliver` scenario: `--deliver-messages` queued, then delivery turned on to
+/// the bare handler; deliveries per second until the queue is empty.
+async fn bench_deliver(
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    pid: u32,
+    auth: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let queue = "bench-deliver";
+    fill_queue(addr, auth, queue, args.deliver_messages).await?;
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    let settings = serde_json::json!({ "delivery": {
+        "url": format!("http://{upstream}/hook"), "concurrency": args.deliver_concurrency } });
+    let cpu_before = cpu_time(pid).context("cannot read the server's CPU time")?;
+    let started = Instant::now();
+    conn.call(Method::PUT, &format!("/api/v1/queues/{queue}"), serde_json::to_vec(&settings)?.into())
+        .await?;
+    loop {
+        let info = queue_info(&mut conn, queue).await?;
+        let left = ["ready", "leased", "delayed"]
+            .iter()
+            .map(|k| info[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "delivery stalled: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(pid).context("cannot read the server's CPU time")? - cpu_before;
+    println!(
+        "deliver      {} messages delivered to a local upstream in {:.1} s: {:.0} deliveries/s (concurrency {}); server CPU {:.0}% of one core",
+        args.deliver_messages,
+        elapsed.as_secs_f64(),
+        args.deliver_messages as f64 / elapsed.as_secs_f64(),
+        args.deliver_concurrency,
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The `breaker` scenario: an upstream that refuses every call; Hopper's CPU once
+/// the breaker is open, with messages waiting.
+async fn bench_breaker(addr: SocketAddr, pid: u32, auth: &str) -> anyhow::Result<()> {
+    let queue = "bench-breaker";
+    fill_queue(addr, auth, queue, 10_000).await?;
+    // Nothing listens there: every call fails at once.
+    let dead = free_addr()?;
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    let settings = serde_json::json!({ "max_attempts": 1000, "delivery": {
+        "url": format!("http://{dead}/hook"), "concurrency": 64 } });
+    conn.call(Method::PUT, &format!("/api/v1/queues/{queue}"), serde_json::to_vec(&settings)?.into())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = Duration::from_secs(10);
+    let cpu_before = cpu_time(pid).context("cannot read the server's CPU time")?;
+    tokio::time::sleep(window).await;
+    let cpu = cpu_time(pid).context("cannot read the server's CPU time")? - cpu_before;
+    let info = queue_info(&mut conn, queue).await?;
+    println!(
+        "breaker      upstream down, 10000 messages waiting: server CPU {:.2}% of one core over {} s; {} failed attempts; breaker {}",
+        100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
+        window.as_secs(),
+        info["delivery"]["failed_attempts"],
+        info["delivery"]["breakers"]
+    );
+    Ok(())
+}
+
 /// Runs the benchmark and prints one line per scenario.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -693,6 +797,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if want("task-waiters") {
         let pid = server.id().context("the server has exited")?;
         bench_task_waiters(addr, pid, &auth, &args).await?;
+    }
+    if want("deliver") {
+        let pid = server.id().context("the server has exited")?;
+        bench_deliver(addr, bare_addr, pid, &auth, &args).await?;
+    }
+    if want("breaker") {
+        let pid = server.id().context("the server has exited")?;
+        bench_breaker(addr, pid, &auth).await?;
     }
     if want("capacity") {
         let mut conn = Connection::open(addr, Some(auth.clone())).await?;

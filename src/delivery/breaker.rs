@@ -71,6 +71,14 @@ impl Breaker {
         }
     }
 
+    /// Whether calls go freely (not open, not probing).
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            State::Closed { .. }
+        )
+    }
+
     /// The host answered: close.
     pub fn succeeded(&self) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };

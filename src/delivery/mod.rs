@@ -36,6 +36,9 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Largest upstream answer kept as a task's result.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Most messages one worker leases and calls at once: fewer store round trips per
+/// delivery (one receive and one ack per batch) while calls still overlap.
+const BATCH: u32 = 8;
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -153,7 +156,9 @@ pub async fn run(
                         .entry(queue.to_string())
                         .or_default()
                         .clone();
+                    let workers_count = settings.concurrency.div_ceil(BATCH);
                     let worker = Worker {
+                        batch: settings.concurrency.div_ceil(workers_count),
                         queue: queue.clone(),
                         settings: Arc::new(settings.clone()),
                         store: store.clone(),
@@ -164,7 +169,7 @@ pub async fn run(
                         stop: stop.clone(),
                     };
                     let mut workers = JoinSet::new();
-                    for _ in 0..settings.concurrency {
+                    for _ in 0..workers_count {
                         workers.spawn(worker.clone().run());
                     }
                     tracing::info!(%queue, url = %settings.url, "delivering");
@@ -187,9 +192,11 @@ pub async fn run(
     }
 }
 
-/// One of a queue's `concurrency` workers.
+/// One of a queue's workers; together they make `concurrency` calls at most.
 #[derive(Clone)]
 struct Worker {
+    /// Messages leased and called at once.
+    batch: u32,
     queue: QueueName,
     settings: Arc<DeliverySettings>,
     store: Arc<dyn Store>,
@@ -217,13 +224,18 @@ impl Worker {
         // The host is known before a message is when the URL's authority has no field.
         let fixed_host = authority(&self.settings.url).filter(|host| !host.contains('{'));
         while !self.stop.is_cancelled() {
+            let mut count = self.batch;
             if let Some(host) = &fixed_host {
                 if !self.pass_breaker(host).await {
                     continue;
                 }
+                // A probe goes alone.
+                if !self.deliveries.breaker(host).is_closed() {
+                    count = 1;
+                }
             }
             let request = ReceiveRequest {
-                count: 1,
+                count,
                 lease: Some(self.settings.timeout + LEASE_MARGIN),
                 wait: RECEIVE_WAIT,
             };
@@ -239,14 +251,26 @@ impl Worker {
                     continue;
                 }
             };
-            let Some(message) = messages.into_iter().next() else {
+            if messages.is_empty() {
                 if let Some(host) = &fixed_host {
                     // A probe with nothing to send: let another worker probe later.
                     self.deliveries.breaker(host).release_probe();
                 }
                 continue;
-            };
-            self.deliver(message, fixed_host.is_some()).await;
+            }
+            let gated = fixed_host.is_some();
+            let delivered: Vec<Receipt> = futures_util::future::join_all(
+                messages.into_iter().map(|message| self.deliver(message, gated)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+            if !delivered.is_empty() {
+                if let Err(error) = self.ack(&delivered).await {
+                    tracing::warn!(queue = %self.queue, %error, "delivery: delivered, but cannot ack; the messages will go out again");
+                }
+            }
         }
     }
 
@@ -272,10 +296,10 @@ impl Worker {
     }
 
     /// Delivers one leased message; `gated`: the breaker already let this call through.
-    async fn deliver(&self, message: Message, gated: bool) {
-        let Some(receipt) = message.receipt else {
-            return;
-        };
+    /// Returns the receipt to ack when it was delivered and is not a task's (a task
+    /// is finished, its message acked with it, here).
+    async fn deliver(&self, message: Message, gated: bool) -> Option<Receipt> {
+        let receipt = message.receipt?;
         let body: serde_json::Value = serde_json::from_str(&message.body).unwrap_or_default();
         let task = task_of(&body);
         let payload = task.as_ref().map_or(&body, |(_, payload)| payload);
@@ -283,7 +307,7 @@ impl Worker {
             let error = format!("url {:?} names a field the message does not have", self.settings.url);
             self.failed(&message, receipt, task.map(|(id, _)| id), error, None)
                 .await;
-            return;
+            return None;
         };
         let host = authority(&url).unwrap_or_default();
         {
@@ -304,7 +328,7 @@ impl Worker {
             let delay = until.saturating_duration_since(Instant::now());
             self.failed(&message, receipt, task.map(|(id, _)| id), error, Some(delay))
                 .await;
-            return;
+            return None;
         }
         self.status.in_flight.fetch_add(1, Ordering::Relaxed);
         let outcome = self
@@ -314,8 +338,11 @@ impl Worker {
         match outcome {
             Outcome::Delivered { status, answer } => {
                 breaker.succeeded();
-                self.delivered(receipt, task.map(|(id, _)| id), status, answer)
-                    .await;
+                self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                match task {
+                    Some((task, _)) => self.delivered_task(receipt, task, status, answer).await,
+                    None => Some(receipt),
+                }
             }
             Outcome::Failed {
                 error,
@@ -329,6 +356,7 @@ impl Worker {
                 }
                 self.failed(&message, receipt, task.map(|(id, _)| id), error, retry_after)
                     .await;
+                None
             }
         }
     }
@@ -395,30 +423,32 @@ impl Worker {
         }
     }
 
-    async fn delivered(&self, receipt: Receipt, task: Option<TaskId>, status: u16, answer: Vec<u8>) {
-        self.status.delivered.fetch_add(1, Ordering::Relaxed);
-        let settled = match task {
-            Some(task) => {
-                let finish = TaskFinish::Succeeded {
-                    result: answer_json(&answer),
-                    upstream_status: Some(status),
-                };
-                match self.store.finish_task(&task, receipt, finish).await {
-                    // A task that is gone (retention) still has its message: ack it.
-                    Ok(TaskFinished::NotFound) => self.ack(receipt).await,
-                    other => other.map(|_| ()),
-                }
-            }
-            None => self.ack(receipt).await,
+    /// Finishes a delivered task with the upstream's answer; returns the receipt to
+    /// ack when the task is gone (dropped after its retention) but its message is not.
+    async fn delivered_task(
+        &self,
+        receipt: Receipt,
+        task: TaskId,
+        status: u16,
+        answer: Vec<u8>,
+    ) -> Option<Receipt> {
+        let finish = TaskFinish::Succeeded {
+            result: answer_json(&answer),
+            upstream_status: Some(status),
         };
-        if let Err(error) = settled {
-            tracing::warn!(queue = %self.queue, %error, "delivery: delivered, but cannot settle the message; it will go out again");
+        match self.store.finish_task(&task, receipt, finish).await {
+            Ok(TaskFinished::NotFound) => Some(receipt),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(queue = %self.queue, %error, "delivery: delivered, but cannot finish the task; it will go out again");
+                None
+            }
         }
     }
 
-    async fn ack(&self, receipt: Receipt) -> crate::store::StoreResult<()> {
+    async fn ack(&self, receipts: &[Receipt]) -> crate::store::StoreResult<()> {
         self.store
-            .settle(&self.queue, &[receipt], crate::store::Settlement::Ack)
+            .settle(&self.queue, receipts, crate::store::Settlement::Ack)
             .await
             .map(|_| ())
     }
