@@ -631,11 +631,17 @@ async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> 
     let batch: Vec<serde_json::Value> = (0..1000)
         .map(|_| serde_json::from_str(SEED_BODY).expect("the seed body is JSON"))
         .collect();
-    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({ "messages": batch }))?);
+    let body = Bytes::from(serde_json::to_vec(
+        &serde_json::json!({ "messages": batch }),
+    )?);
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
     for _ in 0..total.div_ceil(1000) {
         let (status, _) = conn
-            .call(Method::POST, &format!("/api/v1/queues/{queue}/messages/batch"), body.clone())
+            .call(
+                Method::POST,
+                &format!("/api/v1/queues/{queue}/messages/batch"),
+                body.clone(),
+            )
             .await?;
         anyhow::ensure!(status.is_success(), "batch push: status {status}");
     }
@@ -645,7 +651,11 @@ async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> 
 /// A queue's counts and delivery state.
 async fn queue_info(conn: &mut Connection, queue: &str) -> anyhow::Result<serde_json::Value> {
     let (_, info) = conn
-        .call(Method::GET, &format!("/api/v1/queues/{queue}"), Bytes::new())
+        .call(
+            Method::GET,
+            &format!("/api/v1/queues/{queue}"),
+            Bytes::new(),
+        )
         .await?;
     Ok(serde_json::from_slice(&info)?)
 }
@@ -666,8 +676,12 @@ async fn bench_deliver(
         "url": format!("http://{upstream}/hook"), "concurrency": args.deliver_concurrency } });
     let cpu_before = cpu_time(pid).context("cannot read the server's CPU time")?;
     let started = Instant::now();
-    conn.call(Method::PUT, &format!("/api/v1/queues/{queue}"), serde_json::to_vec(&settings)?.into())
-        .await?;
+    conn.call(
+        Method::PUT,
+        &format!("/api/v1/queues/{queue}"),
+        serde_json::to_vec(&settings)?.into(),
+    )
+    .await?;
     loop {
         let info = queue_info(&mut conn, queue).await?;
         let left = ["ready", "leased", "delayed"]
@@ -677,7 +691,10 @@ async fn bench_deliver(
         if left == 0 {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "delivery stalled: {info}");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "delivery stalled: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
@@ -703,8 +720,12 @@ async fn bench_breaker(addr: SocketAddr, pid: u32, auth: &str) -> anyhow::Result
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
     let settings = serde_json::json!({ "max_attempts": 1000, "delivery": {
         "url": format!("http://{dead}/hook"), "concurrency": 64 } });
-    conn.call(Method::PUT, &format!("/api/v1/queues/{queue}"), serde_json::to_vec(&settings)?.into())
-        .await?;
+    conn.call(
+        Method::PUT,
+        &format!("/api/v1/queues/{queue}"),
+        serde_json::to_vec(&settings)?.into(),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(10);
     let cpu_before = cpu_time(pid).context("cannot read the server's CPU time")?;

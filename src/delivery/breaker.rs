@@ -13,10 +13,16 @@ use crate::domain::delivery::Breaker as Settings;
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One probe may be in flight.
-    HalfOpen { probing: bool },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 /// One upstream host's breaker.
@@ -127,7 +133,10 @@ mod tests {
         assert_eq!(breaker.state_name(), "open");
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(breaker.gate(&settings), Gate::Pass, "the probe");
-        assert!(matches!(breaker.gate(&settings), Gate::WaitUntil(_)), "only one probe");
+        assert!(
+            matches!(breaker.gate(&settings), Gate::WaitUntil(_)),
+            "only one probe"
+        );
         breaker.failed(&settings);
         assert_eq!(breaker.state_name(), "open");
         tokio::time::advance(Duration::from_secs(6)).await;

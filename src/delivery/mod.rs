@@ -33,12 +33,18 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a worker's receive waits for a message.
 const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 /// A lease outlives the upstream's timeout by this much, so a slow answer is still ours.
-const LEASE_MARGIN: Duration = Duration::from_secs(10);
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Largest upstream answer kept as a task's result.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// Most messages one worker leases and calls at once: fewer store round trips per
 /// delivery (one receive and one ack per batch) while calls still overlap.
 const BATCH: u32 = 8;
+/// What a `{field}` value escapes in a URL: all but RFC 3986's unreserved characters.
+const URL_FIELD: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -260,7 +266,9 @@ impl Worker {
             }
             let gated = fixed_host.is_some();
             let delivered: Vec<Receipt> = futures_util::future::join_all(
-                messages.into_iter().map(|message| self.deliver(message, gated)),
+                messages
+                    .into_iter()
+                    .map(|message| self.deliver(message, gated)),
             )
             .await
             .into_iter()
@@ -304,7 +312,10 @@ impl Worker {
         let task = task_of(&body);
         let payload = task.as_ref().map_or(&body, |(_, payload)| payload);
         let Some(url) = resolve_url(&self.settings.url, payload) else {
-            let error = format!("url {:?} names a field the message does not have", self.settings.url);
+            let error = format!(
+                "url {:?} names a field the message does not have",
+                self.settings.url
+            );
             self.failed(&message, receipt, task.map(|(id, _)| id), error, None)
                 .await;
             return None;
@@ -326,8 +337,14 @@ impl Worker {
             // A host named by the message itself, found open only now.
             let error = format!("circuit breaker open for {host}");
             let delay = until.saturating_duration_since(Instant::now());
-            self.failed(&message, receipt, task.map(|(id, _)| id), error, Some(delay))
-                .await;
+            self.failed(
+                &message,
+                receipt,
+                task.map(|(id, _)| id),
+                error,
+                Some(delay),
+            )
+            .await;
             return None;
         }
         self.status.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -354,8 +371,14 @@ impl Worker {
                 } else {
                     breaker.succeeded();
                 }
-                self.failed(&message, receipt, task.map(|(id, _)| id), error, retry_after)
-                    .await;
+                self.failed(
+                    &message,
+                    receipt,
+                    task.map(|(id, _)| id),
+                    error,
+                    retry_after,
+                )
+                .await;
                 None
             }
         }
@@ -518,7 +541,7 @@ fn resolve_url(template: &str, body: &serde_json::Value) -> Option<String> {
             serde_json::Value::Null => return None,
             other => other.to_string(),
         };
-        Some(percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string())
+        Some(percent_encoding::utf8_percent_encode(&text, URL_FIELD).to_string())
     })
 }
 
@@ -527,7 +550,9 @@ fn authority(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if authority.contains(':') || authority.contains('{') {
         return Some(authority.to_owned());
     }
@@ -572,7 +597,9 @@ fn answer_json(answer: &[u8]) -> String {
     }
     match serde_json::from_slice::<&serde_json::value::RawValue>(answer) {
         Ok(raw) => raw.get().to_owned(),
-        Err(_) => serde_json::Value::String(String::from_utf8_lossy(answer).into_owned()).to_string(),
+        Err(_) => {
+            serde_json::Value::String(String::from_utf8_lossy(answer).into_owned()).to_string()
+        }
     }
 }
 
@@ -597,6 +624,10 @@ mod tests {
         assert_eq!(
             resolve_url("http://cluster/groups/{group_id}?n={n}", &body).as_deref(),
             Some("http://cluster/groups/a%20b%2Fc?n=7")
+        );
+        assert_eq!(
+            resolve_url("http://c/{id}", &serde_json::json!({"id": "g-1.x_y~"})).as_deref(),
+            Some("http://c/g-1.x_y~")
         );
         assert_eq!(resolve_url("http://c/{missing}", &body), None);
         assert_eq!(authority("http://cluster/x").as_deref(), Some("cluster:80"));

@@ -121,10 +121,9 @@ fn segment(raw: &str, part: &str) -> Result<Segment, String> {
                 "path {raw:?}: a parameter is a whole segment {{name}}"
             ));
         };
-        if name.starts_with('*') {
+        if let Some(wildcard) = name.strip_prefix('*') {
             return Err(format!(
-                "path {raw:?}: wildcard parameters ({{*{}}}) are not supported",
-                &name[1..]
+                "path {raw:?}: wildcard parameters ({{*{wildcard}}}) are not supported"
             ));
         }
         if !is_name(name) {
@@ -169,11 +168,16 @@ mod tests {
         assert_eq!(path.shape(), "/groups/{p1}/members/{p3}");
         assert_eq!(path.params().collect::<Vec<_>>(), ["group", "member"]);
         assert_eq!(
-            PathPattern::parse("/groups/{id}/members/{m}").unwrap().shape(),
+            PathPattern::parse("/groups/{id}/members/{m}")
+                .unwrap()
+                .shape(),
             path.shape()
         );
         assert_eq!(PathPattern::parse("/").unwrap().shape(), "/");
-        assert_eq!(PathPattern::parse("/clients/").unwrap().shape(), "/clients/");
+        assert_eq!(
+            PathPattern::parse("/clients/").unwrap().shape(),
+            "/clients/"
+        );
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl Template {
                 }
                 Value::String(text)
             }
-            Template::Array(items) => Value::Array(items.iter().map(|t| t.render(values)).collect()),
+            Template::Array(items) => {
+                Value::Array(items.iter().map(|t| t.render(values)).collect())
+            }
             Template::Object(fields) => Value::Object(
                 fields
                     .iter()
@@ -214,7 +216,11 @@ mod tests {
                 "plain": {"n": 1, "s": "no placeholder }}"},
             })
         );
-        assert_eq!(template.names(), ["count", "count", "message", "message", "name", "count"]);
+        // Object keys come sorted (serde_json's map), so names come in key order.
+        assert_eq!(
+            template.names(),
+            ["count", "name", "count", "message", "message", "count"]
+        );
         let literal = Template::compile(&json!({"status": "OK"})).unwrap();
         assert_eq!(literal, Template::Literal(json!({"status": "OK"})));
     }

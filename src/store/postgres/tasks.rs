@@ -7,10 +7,10 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 
 use super::{pg, queues};
-use crate::store::upstream_status;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId};
+use crate::store::upstream_status;
 use crate::store::{
     task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
     TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,

@@ -552,7 +552,14 @@ pub fn retry_later(
     now: Millis,
     wake: &mut Vec<String>,
 ) -> StoreResult<bool> {
-    let settled = settle(conn, name, &[receipt], Settlement::Nack { delay }, now, wake)?;
+    let settled = settle(
+        conn,
+        name,
+        &[receipt],
+        Settlement::Nack { delay },
+        now,
+        wake,
+    )?;
     if settled.applied.is_empty() {
         return Ok(false);
     }

@@ -12,8 +12,9 @@ use crate::domain::clock::{millis_of, Millis};
 use crate::domain::wakeups::task_key;
 use crate::domain::{QueueName, TaskId, TaskStatus};
 use crate::store::{
-    task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
-    TaskCreated, TaskEnding, TaskFinish, upstream_status, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
+    task_codes, task_status, upstream_status, NewTask, PushOutcome, Receipt, StoreError,
+    StoreResult, TaskCounts, TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage,
+    TaskRecord, OUT_OF_ATTEMPTS,
 };
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
