@@ -43,19 +43,20 @@ struct Seen {
     at: Instant,
 }
 
+/// One scripted answer: status, headers, body.
+type Scripted = (u16, Vec<(&'static str, String)>, String);
+
 /// A scripted upstream: answers each request with the next scripted answer (the
 /// last one repeats), and records what it got.
 #[derive(Clone, Default)]
 struct Upstream {
-    script: Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>, String)>>>,
+    script: Arc<Mutex<VecDeque<Scripted>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Upstream {
     /// Starts it on an ephemeral port with `script` (status, headers, body).
-    async fn start(
-        script: Vec<(u16, Vec<(&'static str, String)>, String)>,
-    ) -> (Upstream, SocketAddr) {
+    async fn start(script: Vec<Scripted>) -> (Upstream, SocketAddr) {
         let upstream = Upstream {
             script: Arc::new(Mutex::new(script.into())),
             ..Upstream::default()
@@ -123,7 +124,7 @@ async fn answer(
     response
 }
 
-fn ok(body: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn ok(body: &str) -> Scripted {
     (
         200,
         vec![("content-type", "application/json".into())],
@@ -131,7 +132,7 @@ fn ok(body: &str) -> (u16, Vec<(&'static str, String)>, String) {
     )
 }
 
-fn status(code: u16) -> (u16, Vec<(&'static str, String)>, String) {
+fn status(code: u16) -> Scripted {
     (code, vec![], String::new())
 }
 
