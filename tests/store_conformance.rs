@@ -508,6 +508,17 @@ async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
         max_attempts: 3,
         retention: Some(Duration::from_secs(7200)),
         idempotency_window: Duration::from_secs(60),
+        // Every delivery field survives the store, as it was set.
+        delivery: Some(
+            serde_json::from_str(
+                r#"{"url": "http://cluster/groups/{id}", "method": "DELETE",
+                    "headers": {"x-k": "v"}, "timeout": 2.5, "concurrency": 3,
+                    "backoff": {"initial": 0.5, "max": 60, "factor": 3},
+                    "done_statuses": [404], "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "breaker": {"failures": 2, "open_for": 10}}"#,
+            )
+            .unwrap(),
+        ),
     };
     assert_eq!(
         store.update_settings(&q, set_to(&first)).await.unwrap(),
