@@ -832,7 +832,8 @@ async fn put_creates_a_queue_with_201_then_updates_it_with_200(app: TestApp) {
     assert_eq!(created["name"], "tuned");
     assert_eq!(
         created["settings"],
-        json!({"lease": 5.0, "max_attempts": 3, "retention": 7200.0, "idempotency_window": 60.0})
+        json!({"lease": 5.0, "max_attempts": 3, "retention": 7200.0, "idempotency_window": 60.0,
+               "delivery": null})
     );
     assert_eq!(app.counts("tuned").await, (0, 0, 0, 0));
 
