@@ -960,3 +960,83 @@ async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other() {
         "woken by node A's completion, not by the 20 s wait: {elapsed:?}"
     );
 }
+
+/// Deliveries spread over nodes: two nodes deliver one queue to an upstream; every
+/// message reaches it, and both nodes deliver some (leases with `SKIP LOCKED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_queue_s_deliveries() {
+    let Some(base) = postgres_base() else { return };
+    let schema = random_schema();
+    let _guard = SchemaGuard {
+        base: base.clone(),
+        schema: schema.clone(),
+    };
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let recorded = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let recorded = recorded.clone();
+        async move {
+            if let Some(id) = headers
+                .get("hopper-message-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                recorded.lock().unwrap().insert(id.to_owned());
+            }
+            // Slow enough that one node alone would not take every message.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            "{}"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let store = with_schema(&base, &schema);
+    let (a, b) = (start_node(&store).await, start_node(&store).await);
+    let configured = a
+        .http
+        .put(format!("{}/api/v1/queues/hooks", a.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .json(
+            &json!({ "delivery": { "url": format!("http://{upstream}/hook"), "concurrency": 4 } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(configured.status().is_success());
+    // Node B follows settings changed through A within 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let body: Vec<Value> = (0..200).map(|n| json!({ "n": n })).collect();
+    let pushed = a
+        .post("/queues/hooks/messages/batch")
+        .json(&json!({ "messages": body }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 200 delivered",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut delivered = Vec::new();
+    for node in [&a, &b] {
+        let info: Value = node
+            .get("/queues/hooks")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        delivered.push(info["delivery"]["delivered"].as_u64().unwrap_or(0));
+    }
+    assert!(
+        delivered.iter().all(|&n| n > 0),
+        "both nodes deliver: {delivered:?}"
+    );
+    assert!(delivered.iter().sum::<u64>() >= 200, "{delivered:?}");
+}
