@@ -26,7 +26,7 @@ pub mod error;
 mod health;
 mod queues;
 mod streams;
-mod tasks;
+pub(crate) mod tasks;
 
 use error::json_response;
 pub use error::ApiError;

@@ -104,12 +104,8 @@ fn stored_json(text: &Option<String>) -> Result<Option<&RawValue>, ApiError> {
         })
 }
 
-/// The task as JSON with `status`, plus the headers RFC 7240 and 202 call for.
-fn task_reply(
-    task: &TaskRecord,
-    status: StatusCode,
-    applied: &[String],
-) -> Result<Response, ApiError> {
+/// The task as `GET /api/v1/tasks/{id}` shows it, answered with `status`.
+pub(crate) fn task_json(task: &TaskRecord, status: StatusCode) -> Result<Response, ApiError> {
     let view = TaskView {
         id: task.id.as_str(),
         queue: &task.queue,
@@ -120,20 +116,34 @@ fn task_reply(
         created_at: rfc3339(task.created_at),
         finished_at: task.finished_at.map(rfc3339),
     };
-    let mut response = reply(status, &view);
+    Ok(reply(status, &view))
+}
+
+/// Adds what a 202 for an unfinished task carries: where to fetch it, and when.
+pub(crate) fn point_to_task(response: &mut Response, task: &TaskRecord) {
     let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tasks/{}", task.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+}
+
+/// The task as JSON with `status`, plus the headers RFC 7240 and 202 call for.
+fn task_reply(
+    task: &TaskRecord,
+    status: StatusCode,
+    applied: &[String],
+) -> Result<Response, ApiError> {
+    let mut response = task_json(task, status)?;
     if status == StatusCode::ACCEPTED {
-        if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tasks/{}", task.id)) {
-            headers.insert(header::LOCATION, location);
-        }
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static(RETRY_AFTER_SECONDS),
-        );
+        point_to_task(&mut response, task);
     }
     if !applied.is_empty() {
         if let Ok(value) = HeaderValue::from_str(&applied.join(", ")) {
-            headers.insert("preference-applied", value);
+            response.headers_mut().insert("preference-applied", value);
         }
     }
     Ok(response)

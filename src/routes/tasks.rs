@@ -7,20 +7,14 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::request::{body_json, render, RouteRequest};
 use super::Route;
 use crate::api::error::json_response;
-use crate::api::{header_text, reply, ApiError, AppState};
-use crate::domain::clock::rfc3339;
+use crate::api::tasks::{point_to_task, task_json};
+use crate::api::{header_text, ApiError, AppState};
 use crate::domain::QueueName;
-use crate::store::TaskRecord;
-
-/// How long a caller answered 202 is told to wait before asking again (as the API).
-const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Creates the task with the body as payload (`null` when empty: a route may carry
 /// its input in the path alone) and waits up to the route's `wait`.
@@ -41,7 +35,7 @@ pub async fn create(
     if task.status.is_final() {
         return match task.upstream_status {
             Some(status) => Ok(upstream_answer(status, task.result.as_deref())),
-            None => task_reply(&task, StatusCode::OK),
+            None => task_json(&task, StatusCode::OK),
         };
     }
     let mut response = match &route.respond {
@@ -50,16 +44,9 @@ pub async fn create(
             values.set("task_id", Value::String(task.id.to_string()));
             render(answer, &values)
         }
-        None => task_reply(&task, StatusCode::ACCEPTED)?,
+        None => task_json(&task, StatusCode::ACCEPTED)?,
     };
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tasks/{}", task.id)) {
-        headers.insert(header::LOCATION, location);
-    }
-    headers.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from_static(RETRY_AFTER_SECONDS),
-    );
+    point_to_task(&mut response, &task);
     Ok(response)
 }
 
@@ -88,43 +75,6 @@ fn upstream_answer(status: u16, result: Option<&str>) -> Response {
         }
     }
     json_response(status, result.to_owned())
-}
-
-/// The task as `GET /api/v1/tasks/{id}` shows it.
-#[derive(Serialize)]
-struct TaskView<'a> {
-    id: &'a str,
-    queue: &'a str,
-    status: &'static str,
-    result: Option<&'a RawValue>,
-    error: Option<&'a RawValue>,
-    attempts: u32,
-    created_at: String,
-    finished_at: Option<String>,
-}
-
-fn task_reply(task: &TaskRecord, status: StatusCode) -> Result<Response, ApiError> {
-    let view = TaskView {
-        id: task.id.as_str(),
-        queue: &task.queue,
-        status: task.status.as_str(),
-        result: stored_json(&task.result)?,
-        error: stored_json(&task.error)?,
-        attempts: task.attempts,
-        created_at: rfc3339(task.created_at),
-        finished_at: task.finished_at.map(rfc3339),
-    };
-    Ok(reply(status, &view))
-}
-
-fn stored_json(text: &Option<String>) -> Result<Option<&RawValue>, ApiError> {
-    text.as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| ApiError::Internal {
-            context: "a stored task value is not valid JSON",
-            source: Box::new(e),
-        })
 }
 
 #[cfg(test)]
