@@ -525,6 +525,11 @@ async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
         Upsert::Created
     );
     assert_eq!(store.settings(&q).await.unwrap(), first);
+    assert_eq!(
+        store.delivering_queues().await.unwrap(),
+        vec![(q.clone(), first.delivery.clone().unwrap())],
+        "the delivery engine finds it"
+    );
     assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 0));
 
     let second = QueueSettings {

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, rfc3339, Millis};
-use crate::domain::delivery::{fill_template, signing_key, DeliverySettings};
+use crate::domain::delivery::{fill_template, signing_key, DeliverySettings, URL_VALUE};
 use crate::domain::{QueueName, QueueService, ReceiveRequest, TaskId};
 use crate::store::{Message, Receipt, Store, TaskFinish, TaskFinished};
 
@@ -39,12 +39,6 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// Most messages one worker leases and calls at once: fewer store round trips per
 /// delivery (one receive and one ack per batch) while calls still overlap.
 const BATCH: u32 = 8;
-/// What a `{field}` value escapes in a URL: all but RFC 3986's unreserved characters.
-const URL_FIELD: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -137,12 +131,9 @@ pub async fn run(
     let mut running: HashMap<QueueName, (DeliverySettings, CancellationToken, JoinSet<()>)> =
         HashMap::new();
     loop {
-        match store.list_queues().await {
-            Ok(infos) => {
-                let wanted: HashMap<QueueName, DeliverySettings> = infos
-                    .into_iter()
-                    .filter_map(|info| Some((info.name, info.settings.delivery?)))
-                    .collect();
+        match store.delivering_queues().await {
+            Ok(delivering) => {
+                let wanted: HashMap<QueueName, DeliverySettings> = delivering.into_iter().collect();
                 running.retain(|queue, (settings, stop, _)| {
                     let keep = wanted.get(queue) == Some(settings);
                     if !keep {
@@ -541,7 +532,7 @@ fn resolve_url(template: &str, body: &serde_json::Value) -> Option<String> {
             serde_json::Value::Null => return None,
             other => other.to_string(),
         };
-        Some(percent_encoding::utf8_percent_encode(&text, URL_FIELD).to_string())
+        Some(percent_encoding::utf8_percent_encode(&text, URL_VALUE).to_string())
     })
 }
 

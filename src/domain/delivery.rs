@@ -203,6 +203,14 @@ impl DeliverySettings {
     }
 }
 
+/// What a value put into a URL escapes: all but RFC 3986's unreserved characters,
+/// so a `/`, `?` or `#` in it cannot change which resource is called.
+pub const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The key bytes of a `whsec_<base64>` secret, as Standard Webhooks define it.
 pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
     let encoded = secret.strip_prefix("whsec_")?;

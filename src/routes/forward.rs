@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 use serde_json::{Map, Value};
 
 use super::request::RouteRequest;
@@ -18,20 +18,13 @@ use super::template::is_name;
 use super::ForwardSpec;
 use crate::api::error::{error_body, json_response};
 use crate::api::{ApiError, AppState};
+use crate::domain::delivery::URL_VALUE;
 use crate::domain::QueueName;
 
 /// Upstream timeout when the route names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest upstream timeout: a request held longer meets proxy and client timeouts.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What a path parameter may keep unencoded in the upstream URL: RFC 3986's unreserved
-/// characters. A `/`, `?` or `#` in a value must not change which resource is called.
-const PARAM_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Request headers passed upstream, besides the body's length.
 const PASSED_HEADERS: [HeaderName; 3] = [
@@ -143,7 +136,7 @@ impl Forward {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or("", |(_, v)| v.as_str());
-            utf8_percent_encode(value, PARAM_VALUE).to_string()
+            utf8_percent_encode(value, URL_VALUE).to_string()
         });
         if let Some(query) = request.query.as_deref().filter(|q| !q.is_empty()) {
             url.push(if url.contains('?') { '&' } else { '?' });

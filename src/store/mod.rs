@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::clock::Millis;
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::tasks::{TaskId, TaskStatus};
 use crate::domain::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
@@ -256,6 +257,9 @@ pub trait QueueStore: Send + Sync {
     ) -> StoreResult<Upsert>;
     /// The settings of an existing queue.
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings>;
+    /// Every queue that delivers to an upstream, with its delivery setting; cheap
+    /// (no counts), for the delivery engine's periodic look.
+    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>>;
     /// Deletes the queue and all its messages; returns how many messages went with it.
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64>;
     /// Deletes every message of the queue, dead letters included; returns how many.

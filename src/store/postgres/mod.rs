@@ -16,6 +16,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, Millis};
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
@@ -466,6 +467,10 @@ impl QueueStore for PostgresStore {
 
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
         transaction!(self, |tx| queues::settings(&tx, queue))
+    }
+
+    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
+        transaction!(self, |tx| queues::delivering_queues(&tx))
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {

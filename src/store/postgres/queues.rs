@@ -10,6 +10,7 @@ use deadpool_postgres::Transaction;
 use super::tasks;
 use super::{pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::{QueueName, QueueSettings};
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
@@ -505,6 +506,29 @@ pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<Q
         });
     }
     Ok(queues)
+}
+
+/// Queues with a delivery setting, by name.
+pub async fn delivering_queues(
+    tx: &Transaction<'_>,
+) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
+    let rows = tx
+        .query(
+            "SELECT name, delivery FROM queues WHERE delivery IS NOT NULL ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(pg("list delivering queues"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let name: &str = row.get(0);
+            let delivery = serde_json::from_str(row.get(1))
+                .map_err(|error| tracing::error!(%error, queue = name, "postgres: a stored delivery setting is unreadable"))
+                .ok()?;
+            Some((QueueName::parse(name).ok()?, delivery))
+        })
+        .collect())
 }
 
 /// The settings of an existing queue.

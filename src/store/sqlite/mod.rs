@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
@@ -257,6 +258,10 @@ impl QueueStore for SqliteStore {
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
         let queue = queue.clone();
         self.read(move |conn| queues::settings(conn, &queue)).await
+    }
+
+    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
+        self.read(queues::delivering_queues).await
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {

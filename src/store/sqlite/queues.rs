@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::tasks;
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::{QueueName, QueueSettings};
 use crate::store::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
@@ -448,6 +449,30 @@ pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>
             })
         })
         .collect()
+}
+
+/// Queues with a delivery setting, by name.
+pub fn delivering_queues(conn: &Connection) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT name, delivery FROM queues WHERE delivery IS NOT NULL ORDER BY name",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("list delivering queues"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, json)| {
+            let delivery = serde_json::from_str(&json)
+                .map_err(|error| tracing::error!(%error, queue = name, "sqlite: a stored delivery setting is unreadable"))
+                .ok()?;
+            Some((QueueName::parse(&name).ok()?, delivery))
+        })
+        .collect())
 }
 
 /// The settings of an existing queue.
