@@ -288,27 +288,36 @@ impl FromRequest<AppState> for JsonBytes {
                 )));
             }
         }
-        let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let collected = Limited::new(request.into_body(), limit)
-            .collect()
+        let (parts, body) = request.into_parts();
+        read_limited(&parts.headers, body, limit)
             .await
-            .map_err(|error| {
-                if error.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    ApiError::bad_request("could not read the request body")
-                }
-            })?;
-        Ok(JsonBytes(collected.to_bytes()))
+            .map(JsonBytes)
     }
+}
+
+/// A request body of any content type, up to `limit` bytes (413 beyond, refused from
+/// its declared length before anything is read).
+pub async fn read_limited(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
+        if error.downcast_ref::<LengthLimitError>().is_some() {
+            too_large()
+        } else {
+            ApiError::bad_request("could not read the request body")
+        }
+    })?;
+    Ok(collected.to_bytes())
 }
 
 /// A JSON request body parsed into `T`; a malformed body is a 400 that says why.

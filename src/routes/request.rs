@@ -5,17 +5,16 @@
 
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::template::Values;
 use super::{forward, queues, tasks, Answer, Route, RouteAction};
 use crate::api::error::json_response;
-use crate::api::{ApiError, AppState};
+use crate::api::{read_limited, ApiError, AppState};
 use crate::auth::Principal;
 use crate::domain::{Action, ResourceKind};
 
@@ -56,7 +55,7 @@ pub async fn serve(
         authorize(&principal, &route.action)?;
     }
     let params = path_params(route, &mut parts, state).await?;
-    let body = read_body(&parts.headers, body, state.max_body_bytes).await?;
+    let body = read_limited(&parts.headers, body, state.max_body_bytes).await?;
     let request = RouteRequest {
         method: parts.method,
         query: parts.uri.query().map(str::to_owned),
@@ -112,30 +111,6 @@ async fn path_params(
                 .map(|(_, value)| (name, value.clone()))
         })
         .collect())
-}
-
-/// The body, whatever its content type, up to `limit` bytes (413 beyond).
-async fn read_body(
-    headers: &HeaderMap,
-    body: axum::body::Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let collected = Limited::new(body, limit).collect().await.map_err(|error| {
-        if error.downcast_ref::<LengthLimitError>().is_some() {
-            too_large()
-        } else {
-            ApiError::bad_request("could not read the request body")
-        }
-    })?;
-    Ok(collected.to_bytes())
 }
 
 /// The body as JSON text: JSON as sent, any other text as a JSON string of it (old
