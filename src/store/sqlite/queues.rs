@@ -163,6 +163,7 @@ pub fn push(
 /// (failing their tasks).
 fn release_expired_leases(
     conn: &Connection,
+    name: &QueueName,
     queue: &QueueRow,
     now: Millis,
     wake: &mut Vec<String>,
@@ -182,7 +183,24 @@ fn release_expired_leases(
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("release expired leases"))?;
-    tasks::end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)
+    end_tasks(conn, name, &dead, TaskEnding::OutOfAttempts, now, wake)
+}
+
+/// [`tasks::end`] for messages of one queue, skipped (one index probe instead of
+/// one per message) when the queue has no unfinished task: acks and pops of plain
+/// queues stay as cheap as before tasks existed.
+fn end_tasks(
+    conn: &Connection,
+    name: &QueueName,
+    messages: &[(i64, u32)],
+    ending: TaskEnding,
+    now: Millis,
+    wake: &mut Vec<String>,
+) -> StoreResult<()> {
+    if messages.is_empty() || !tasks::has_unfinished(conn, name)? {
+        return Ok(());
+    }
+    tasks::end(conn, messages, ending, now, wake)
 }
 
 /// `(id, attempts)` of a row `(id, attempts, state)` when the state is dead.
@@ -211,7 +229,7 @@ pub fn pop(
     wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now, wake)?;
+    release_expired_leases(conn, name, &queue, now, wake)?;
     let mut messages = conn
         .prepare_cached(
             "DELETE FROM messages WHERE id IN (
@@ -226,7 +244,7 @@ pub fn pop(
         .map_err(sql("pop"))?;
     messages.sort_unstable_by_key(|m| m.id);
     let popped: Vec<(i64, u32)> = messages.iter().map(|m| (m.id, m.attempts)).collect();
-    tasks::end(conn, &popped, TaskEnding::Dropped, now, wake)?;
+    end_tasks(conn, name, &popped, TaskEnding::Dropped, now, wake)?;
     Ok(messages)
 }
 
@@ -241,7 +259,7 @@ pub fn receive(
     wake: &mut Vec<String>,
 ) -> StoreResult<Received> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now, wake)?;
+    release_expired_leases(conn, name, &queue, now, wake)?;
     let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
     let mut messages = conn
         .prepare_cached(
@@ -361,9 +379,9 @@ pub fn settle(
         }
     }
     match settlement {
-        Settlement::Ack => tasks::end(conn, &ended, TaskEnding::Acked, now, wake)?,
+        Settlement::Ack => end_tasks(conn, name, &ended, TaskEnding::Acked, now, wake)?,
         Settlement::Nack { .. } => {
-            tasks::end(conn, &ended, TaskEnding::OutOfAttempts, now, wake)?;
+            end_tasks(conn, name, &ended, TaskEnding::OutOfAttempts, now, wake)?;
             wake.push(name.to_string());
         }
         Settlement::Extend { .. } => {}
@@ -551,7 +569,7 @@ pub fn dead_letters(
     wake: &mut Vec<String>,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now, wake)?;
+    release_expired_leases(conn, name, &queue, now, wake)?;
     conn.prepare_cached(
         "SELECT id, body, attempts, enqueued_at, last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
     )
@@ -603,7 +621,7 @@ pub fn redrive(
     wake: &mut Vec<String>,
 ) -> StoreResult<u64> {
     let queue = require_queue(conn, name)?;
-    release_expired_leases(conn, &queue, now, wake)?;
+    release_expired_leases(conn, name, &queue, now, wake)?;
     let moved = conn
         .prepare_cached(
             "UPDATE messages SET state = 0, attempts = 0, visible_at = ?2, lease_token = NULL

@@ -265,6 +265,13 @@ pub fn end(
     Ok(())
 }
 
+/// Whether `queue` has a task not finished yet.
+pub fn has_unfinished(conn: &Connection, queue: &QueueName) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE queue = ?1 AND status = 0)")
+        .and_then(|mut stmt| stmt.query_row([queue.as_str()], |row| row.get(0)))
+        .map_err(sql("look for unfinished tasks"))
+}
+
 /// Ends the unfinished tasks of a queue whose messages are all being dropped.
 pub fn end_all_of_queue(
     conn: &Connection,
