@@ -27,6 +27,8 @@ conformance! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_task_queue_with_delivery_is_the_executor,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_plain_message_shaped_like_a_task_is_delivered_whole,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_failing_host_opens_the_breaker_and_is_probed_later,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     retry_after_is_honoured,
@@ -163,6 +165,28 @@ async fn wait_for_queue(app: &TestApp, queue: &str, done: impl Fn(&Value) -> boo
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Only the store knows which messages are tasks: a producer's own message that
+/// happens to look like a task envelope goes out as sent, with no task id header.
+async fn a_plain_message_shaped_like_a_task_is_delivered_whole(app: TestApp) {
+    let (upstream, addr) = Upstream::start(vec![ok("{}")]).await;
+    deliver_to(&app, "lookalike", format!("http://{addr}/in"), json!({})).await;
+    let body = json!({
+        "task_id": "0b6f1f6e-3c55-4d8e-9a57-5d3b8c1f2a10",
+        "payload": { "n": 1 }
+    });
+    app.push("lookalike", body.clone()).await;
+    let seen = upstream.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        seen[0].body, body,
+        "the whole message, not its payload field"
+    );
+    assert!(
+        seen[0].headers.get("hopper-task-id").is_none(),
+        "not a task"
+    );
+    wait_for_queue(&app, "lookalike", empty).await;
 }
 
 fn empty(info: &Value) -> bool {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{conformance, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
 use hopper::domain::{ClientId, Grant, QueueName, QueueSettings};
-use hopper::store::{
+use hopper::domain::{
     ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Settled,
     Settlement, Store, StoreError, Upsert,
 };
@@ -675,7 +675,7 @@ async fn clients_are_created_listed_and_deleted(store: TestStore) {
 }
 
 /// An update that sets the settings whatever they were.
-fn set_to(settings: &QueueSettings) -> hopper::store::SettingsUpdate {
+fn set_to(settings: &QueueSettings) -> hopper::domain::SettingsUpdate {
     let settings = settings.clone();
     Box::new(move |_| settings)
 }
@@ -705,8 +705,8 @@ async fn concurrent_settings_updates_compose(store: TestStore) {
     assert_eq!(store.settings(&q).await.unwrap().max_attempts, 21);
 }
 
-fn new_event(stream: &str, producer: &str, name: &str) -> hopper::store::NewEvent {
-    hopper::store::NewEvent {
+fn new_event(stream: &str, producer: &str, name: &str) -> hopper::domain::NewEvent {
+    hopper::domain::NewEvent {
         stream: hopper::domain::StreamName::parse(stream).unwrap(),
         producer: producer.to_owned(),
         name: name.to_owned(),
@@ -716,7 +716,7 @@ fn new_event(stream: &str, producer: &str, name: &str) -> hopper::store::NewEven
 
 async fn sweep_trims_streams_by_count_and_by_age(store: TestStore) {
     use hopper::domain::streams::StreamRetention;
-    use hopper::store::Appended;
+    use hopper::domain::Appended;
     let stream = hopper::domain::StreamName::parse("trimmed").unwrap();
     for expected in 1..=5 {
         let appended = store.append(new_event("trimmed", "p", "E")).await.unwrap();
@@ -754,13 +754,13 @@ async fn sweep_trims_streams_by_count_and_by_age(store: TestStore) {
 }
 
 async fn stream_owner_offsets_and_missing_events(store: TestStore) {
-    use hopper::store::{Appended, ReadFrom};
+    use hopper::domain::{Appended, ReadFrom};
     let stream = hopper::domain::StreamName::parse("owned").unwrap();
     assert!(matches!(
         store
             .read_events(&stream, "c", "E", ReadFrom::Offset, 10)
             .await,
-        Err(hopper::store::StoreError::StreamNotFound(_))
+        Err(hopper::domain::StoreError::StreamNotFound(_))
     ));
     assert_eq!(
         store.append(new_event("owned", "p1", "E")).await.unwrap(),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::AuthError;
 use crate::domain::DomainError;
-use crate::store::StoreError;
+use crate::domain::StoreError;
 
 /// Every way a request can fail, as the client sees it.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::settings::parse_duration;
+use crate::domain::Store;
 use crate::domain::{ClientId, QueueName, QueueService, StreamName, StreamService, TaskService};
-use crate::store::Store;
 
 mod admin;
 pub mod error;

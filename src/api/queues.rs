@@ -13,10 +13,10 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
-use crate::domain::queues::{format_receipt, MAX_COUNT};
+use crate::domain::queues::MAX_COUNT;
 use crate::domain::settings::{parse_duration, SettingsView};
 use crate::domain::{Action, QueueName, ReceiveRequest, ResourceKind, SettingsPatch};
-use crate::store::{Message, PushOutcome, QueueInfo, Settled, Settlement};
+use crate::domain::{Message, PushOutcome, QueueInfo, Settled, Settlement};
 
 /// Default and cap of `limit` when listing dead letters.
 const DEAD_LETTER_PAGE: u32 = 100;
@@ -52,7 +52,7 @@ fn messages_reply(messages: &[Message]) -> Response {
         .map(|m| {
             Ok(MessageView {
                 id: m.id.to_string(),
-                receipt: m.receipt.as_ref().map(format_receipt),
+                receipt: m.receipt.as_ref().map(ToString::to_string),
                 body: serde_json::from_str(&m.body).map_err(|e| ApiError::Internal {
                     context: "a stored message is not valid JSON",
                     source: Box::new(e),
@@ -244,7 +244,7 @@ pub struct SettleBody {
 }
 
 fn settled_reply(verb: &str, settled: &Settled) -> Response {
-    let stale: Vec<String> = settled.stale.iter().map(format_receipt).collect();
+    let stale: Vec<String> = settled.stale.iter().map(ToString::to_string).collect();
     reply(
         StatusCode::OK,
         &serde_json::json!({ verb: settled.applied.len(), "stale": stale }),
@@ -363,8 +363,8 @@ pub async fn configure(
         state.deliveries.settings_changed();
     }
     let status = match upsert {
-        crate::store::Upsert::Created => StatusCode::CREATED,
-        crate::store::Upsert::Updated => StatusCode::OK,
+        crate::domain::Upsert::Created => StatusCode::CREATED,
+        crate::domain::Upsert::Updated => StatusCode::OK,
     };
     Ok(reply(status, &QueueView::new(&info, &state)))
 }

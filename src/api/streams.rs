@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::streams::{check_party, ReadRequest, StreamRetention};
 use crate::domain::{Action, ResourceKind, StreamName};
-use crate::store::{StoredEvent, StreamInfo};
+use crate::domain::{StoredEvent, StreamInfo};
 
 /// Seed 004's answer when a second producer writes a stream.
 const SECOND_WRITER: &str = "Second writers not allowed";

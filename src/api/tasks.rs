@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
 use crate::domain::settings::parse_duration;
 use crate::domain::{Action, ResourceKind, TaskId};
-use crate::store::{TaskFinish, TaskRecord};
+use crate::domain::{TaskFinish, TaskRecord};
 
 /// How long a caller answered 202 is told to wait before asking again.
 const RETRY_AFTER_SECONDS: &str = "1";

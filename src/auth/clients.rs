@@ -3,7 +3,7 @@
 use crate::auth::{generate_secret, hash_secret, MIN_SECRET_LEN};
 use crate::domain::clock::now_millis;
 use crate::domain::{ClientId, DomainError, Grant};
-use crate::store::{ClientRecord, ClientStore, StoreError};
+use crate::domain::{ClientRecord, ClientStore, StoreError};
 
 /// A client just created, with its secret in clear: the only time it is known.
 pub struct CreatedClient {

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::{verify_secret, Credentials, Principal};
 use crate::domain::{ClientId, Revocation};
-use crate::store::{Store, StoreError};
+use crate::domain::{Store, StoreError};
 
 /// Concurrent slow hash checks; a flood of wrong secrets then costs two cores' worth at most.
 const CONCURRENT_HASH_CHECKS: usize = 2;
@@ -130,7 +130,7 @@ impl Authenticator {
         &self,
         credentials: &Credentials,
         secret_digest: [u8; 32],
-        record: crate::store::ClientRecord,
+        record: crate::domain::ClientRecord,
         generation: u64,
     ) -> Principal {
         let principal = Principal {

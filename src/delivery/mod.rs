@@ -5,8 +5,8 @@
 //! A delivery is a lease like any consumer's: a node that dies mid-call leaves a
 //! lease that expires, and the message goes out again (at least once). On
 //! PostgreSQL every node runs workers and `SKIP LOCKED` spreads messages over them.
-//! A task message (`{"task_id", "payload"}`) is seed 001's executor: the upstream
-//! gets the payload, and its answer finishes the task.
+//! A task's message (marked by the store with its task id) is seed 001's
+//! executor: the upstream gets the task's payload, and its answer finishes the task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::{now_millis, rfc3339, Millis};
 use crate::domain::delivery::{fill_template, signing_key, DeliverySettings, URL_VALUE};
+use crate::domain::{Message, Receipt, Store, TaskFinish, TaskFinished};
 use crate::domain::{QueueName, QueueService, ReceiveRequest, TaskId};
-use crate::store::{Message, Receipt, Store, TaskFinish, TaskFinished};
 
 mod breaker;
 pub mod signing;
@@ -299,16 +299,23 @@ impl Worker {
     /// is finished, its message acked with it, here).
     async fn deliver(&self, message: Message, gated: bool) -> Option<Receipt> {
         let receipt = message.receipt?;
-        let body: serde_json::Value = serde_json::from_str(&message.body).unwrap_or_default();
-        let task = task_of(&body);
-        let payload = task.as_ref().map_or(&body, |(_, payload)| payload);
+        let mut body: serde_json::Value = serde_json::from_str(&message.body).unwrap_or_default();
+        // The store marks a task's message; its body is the envelope, and the
+        // upstream gets what the task's caller sent.
+        let task = message.task.clone();
+        if task.is_some() {
+            body = body
+                .get_mut("payload")
+                .map(serde_json::Value::take)
+                .unwrap_or_default();
+        }
+        let payload = &body;
         let Some(url) = resolve_url(&self.settings.url, payload) else {
             let error = format!(
                 "url {:?} names a field the message does not have",
                 self.settings.url
             );
-            self.failed(&message, receipt, task.map(|(id, _)| id), error, None)
-                .await;
+            self.failed(&message, receipt, task, error, None).await;
             return None;
         };
         let host = authority(&url).unwrap_or_default();
@@ -328,27 +335,19 @@ impl Worker {
             // A host named by the message itself, found open only now.
             let error = format!("circuit breaker open for {host}");
             let delay = until.saturating_duration_since(Instant::now());
-            self.failed(
-                &message,
-                receipt,
-                task.map(|(id, _)| id),
-                error,
-                Some(delay),
-            )
-            .await;
+            self.failed(&message, receipt, task, error, Some(delay))
+                .await;
             return None;
         }
         self.status.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = self
-            .call(&url, &message, payload, task.as_ref().map(|(id, _)| id))
-            .await;
+        let outcome = self.call(&url, &message, payload, task.as_ref()).await;
         self.status.in_flight.fetch_sub(1, Ordering::Relaxed);
         match outcome {
             Outcome::Delivered { status, answer } => {
                 breaker.succeeded();
                 self.status.delivered.fetch_add(1, Ordering::Relaxed);
                 match task {
-                    Some((task, _)) => self.delivered_task(receipt, task, status, answer).await,
+                    Some(task) => self.delivered_task(receipt, task, status, answer).await,
                     None => Some(receipt),
                 }
             }
@@ -362,14 +361,8 @@ impl Worker {
                 } else {
                     breaker.succeeded();
                 }
-                self.failed(
-                    &message,
-                    receipt,
-                    task.map(|(id, _)| id),
-                    error,
-                    retry_after,
-                )
-                .await;
+                self.failed(&message, receipt, task, error, retry_after)
+                    .await;
                 None
             }
         }
@@ -460,9 +453,9 @@ impl Worker {
         }
     }
 
-    async fn ack(&self, receipts: &[Receipt]) -> crate::store::StoreResult<()> {
+    async fn ack(&self, receipts: &[Receipt]) -> crate::domain::StoreResult<()> {
         self.store
-            .settle(&self.queue, receipts, crate::store::Settlement::Ack)
+            .settle(&self.queue, receipts, crate::domain::Settlement::Ack)
             .await
             .map(|_| ())
     }
@@ -508,19 +501,12 @@ impl Worker {
         receipt: Receipt,
         delay: Duration,
         error: String,
-    ) -> crate::store::StoreResult<()> {
+    ) -> crate::domain::StoreResult<()> {
         self.store
             .retry_later(&self.queue, receipt, delay, error)
             .await
             .map(|_| ())
     }
-}
-
-/// `(task id, payload)` of a task message `{"task_id", "payload"}`.
-fn task_of(body: &serde_json::Value) -> Option<(TaskId, serde_json::Value)> {
-    let object = body.as_object().filter(|o| o.len() == 2)?;
-    let id = TaskId::parse(object.get("task_id")?.as_str()?).ok()?;
-    Some((id, object.get("payload")?.clone()))
 }
 
 /// The URL with each `{field}` replaced by that top-level field of `body`, URL-encoded.
@@ -626,11 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn task_messages_are_recognised_and_answers_become_results() {
-        let id = TaskId::generate();
-        let body = serde_json::json!({"task_id": id.as_str(), "payload": {"a": 1}});
-        assert_eq!(task_of(&body).map(|(task, _)| task), Some(id));
-        assert!(task_of(&serde_json::json!({"task_id": "x", "payload": 1})).is_none());
+    fn upstream_answers_become_results() {
         assert_eq!(answer_json(br#" {"id": 1} "#), r#"{"id": 1}"#);
         assert_eq!(answer_json(b"created"), r#""created""#);
         assert_eq!(answer_json(b""), "null");

@@ -1,6 +1,6 @@
 //! Reasons a domain operation refuses, each one a caller can act on.
 
-use crate::store::StoreError;
+use super::storage::StoreError;
 
 /// Why a request to the domain did not succeed.
 #[derive(Debug, thiserror::Error)]

@@ -1,24 +1,42 @@
-//! The rules of Hopper: names, settings, receipts, leases and the long-poll.
+//! The rules of Hopper: names, settings, messages, receipts, leases, task states
+//! and the long-poll, with the types they are written in.
 //!
-//! Nothing here knows HTTP or SQL: handlers call in with parsed values, stores
-//! are reached only through the traits of `crate::store`.
+//! Nothing here knows HTTP or SQL. Handlers call in with parsed values; storage is
+//! reached only through the traits of [`storage`], which the backends of
+//! the `store` module implement: the store depends on the domain, never the reverse.
 
+pub mod clients;
 pub mod clock;
 pub mod delivery;
 pub mod error;
 pub mod grants;
+pub mod messages;
 pub mod names;
 pub mod queues;
 pub mod settings;
+pub mod storage;
 pub mod streams;
 pub mod tasks;
 pub mod wakeups;
 
+pub use clients::ClientRecord;
 pub use error::DomainError;
 pub use grants::{Action, Grant, ResourceKind};
+pub use messages::{
+    Message, MessageId, PushOutcome, PushRequest, Receipt, Received, Settled, Settlement,
+};
 pub use names::{ClientId, QueueName, StreamName};
-pub use queues::{QueueService, ReceiveRequest};
+pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};
 pub use settings::{QueueSettings, SettingsPatch};
-pub use streams::StreamService;
-pub use tasks::{TaskId, TaskService, TaskSettings, TaskStatus};
+pub use storage::{
+    ClientStore, QueueStore, SettingsUpdate, Store, StoreError, StoreResult, StreamStore, TaskStore,
+};
+pub use streams::{
+    Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo,
+    StreamRetention, StreamService,
+};
+pub use tasks::{
+    NewTask, TaskCounts, TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage,
+    TaskRecord, TaskService, TaskSettings, TaskState, TaskStatus,
+};
 pub use wakeups::{Revocation, Wakeups};

@@ -7,12 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::messages::{Message, PushOutcome, PushRequest, Receipt, Settled, Settlement};
 use super::settings::{check_delay, check_lease};
+use super::storage::{SettingsUpdate, Store};
+use super::tasks::TaskCounts;
 use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
-use crate::store::{
-    Message, PushOutcome, PushRequest, QueueInfo, Receipt, SettingsUpdate, Settled, Settlement,
-    Store, Upsert,
-};
 
 /// Most messages one pop, receive, batch or settle may carry.
 pub const MAX_COUNT: u32 = 1000;
@@ -43,23 +42,39 @@ pub fn check_idempotency_key(key: Option<String>) -> Result<Option<String>, Doma
     }
 }
 
-/// A receipt as text: `<message id>.<lease token in hex>`.
-pub fn format_receipt(receipt: &Receipt) -> String {
-    format!("{}.{:016x}", receipt.message_id, receipt.lease_token as u64)
+/// Message counts of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to be handed out now.
+    pub ready: u64,
+    /// Handed out under a lease that has not expired.
+    pub leased: u64,
+    /// Pushed with a delay, or nacked with one, not yet ready.
+    pub delayed: u64,
+    /// Out of attempts.
+    pub dead: u64,
 }
 
-/// Parses a receipt made by [`format_receipt`].
-pub fn parse_receipt(raw: &str) -> Result<Receipt, DomainError> {
-    raw.split_once('.')
-        .and_then(|(id, token)| {
-            let message_id = id.parse().ok()?;
-            let lease_token = u64::from_str_radix(token, 16).ok()? as i64;
-            (token.len() == 16).then_some(Receipt {
-                message_id,
-                lease_token,
-            })
-        })
-        .ok_or_else(|| DomainError::invalid(format!("invalid receipt {raw:?}")))
+/// A queue with its settings and counts.
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    /// The queue.
+    pub name: QueueName,
+    /// Its settings.
+    pub settings: QueueSettings,
+    /// Its message counts.
+    pub counts: QueueCounts,
+    /// Its tasks' counts.
+    pub tasks: TaskCounts,
+}
+
+/// What a settings write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The queue was created.
+    Created,
+    /// The queue existed and was updated.
+    Updated,
 }
 
 /// What a receive asks for, before defaults.
@@ -197,7 +212,7 @@ impl QueueService {
         };
         let receipts = receipts
             .iter()
-            .map(|r| parse_receipt(r))
+            .map(|r| Receipt::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(self.store.settle(queue, &receipts, settlement).await?)
     }
@@ -254,22 +269,5 @@ impl QueueService {
     pub async fn redrive(&self, queue: &QueueName, limit: u32) -> Result<u64, DomainError> {
         let limit = check_count("count", limit)?;
         Ok(self.store.redrive(queue, limit).await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn receipts_round_trip_and_reject_garbage() {
-        let receipt = Receipt {
-            message_id: 42,
-            lease_token: -5,
-        };
-        assert_eq!(parse_receipt(&format_receipt(&receipt)).unwrap(), receipt);
-        for bad in ["", "42", "42.", "x.0000000000000001", "42.zz", "42.1"] {
-            assert!(parse_receipt(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }

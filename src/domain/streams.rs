@@ -9,9 +9,84 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::queues::{MAX_COUNT, MAX_WAIT};
+use super::storage::Store;
 use super::wakeups::stream_key;
 use super::{DomainError, StreamName};
-use crate::store::{Appended, EventId, NewEvent, ReadFrom, Store, StoredEvent, StreamInfo};
+
+/// An event id: the event's position in its stream, from 1, without gaps.
+pub type EventId = i64;
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The stream; created, owned by `producer`, by its first event.
+    pub stream: StreamName,
+    /// The producer writing it.
+    pub producer: String,
+    /// The event's name (`event.name`), by which consumers read and ack.
+    pub name: String,
+    /// The JSON body exactly as posted.
+    pub body: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this id.
+    Event(EventId),
+    /// The stream belongs to another producer; nothing was stored.
+    Locked,
+}
+
+/// An event as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its id.
+    pub id: EventId,
+    /// The JSON body exactly as posted.
+    pub body: String,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadFrom {
+    /// After the consumer's committed offset for the event name.
+    Offset,
+    /// After this event id (replay); offsets are untouched.
+    After(EventId),
+}
+
+/// One consumer's committed offset for one event name.
+#[derive(Debug, Clone)]
+pub struct ConsumerOffset {
+    /// The consumer.
+    pub consumer: String,
+    /// The event name.
+    pub event_name: String,
+    /// The last acked event id.
+    pub offset: EventId,
+    /// Events of that name after the offset.
+    pub lag: u64,
+}
+
+/// A stream with its owner, extent and consumers.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The stream.
+    pub name: StreamName,
+    /// The producer allowed to write it.
+    pub owner: String,
+    /// Events stored.
+    pub length: u64,
+    /// Oldest stored event.
+    pub first_event: Option<EventId>,
+    /// Newest event.
+    pub last_event: Option<EventId>,
+    /// Committed offsets (empty in listings).
+    pub consumers: Vec<ConsumerOffset>,
+    /// How long it keeps events.
+    pub retention: StreamRetention,
+}
 
 /// How long a stream keeps its events; `None` fields keep them forever.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use super::request::{body_json, render, RouteRequest};
 use super::Route;
 use crate::api::error::json_response;
 use crate::api::{header_text, reply, ApiError, AppState};
+use crate::domain::PushOutcome;
 use crate::domain::{DomainError, QueueName};
-use crate::store::PushOutcome;
 
 /// Pushes the body verbatim (JSON as sent, other text as a JSON string), once per
 /// `Idempotency-Key`; answers `respond` with `{{id}}`, else 202 `{"id"}`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{StoreError, StoreResult};
 
 /// Requests in one batch at most.
 const MAX_BATCH: usize = 512;

@@ -4,7 +4,7 @@ use deadpool_postgres::Transaction;
 
 use super::pg;
 use crate::domain::{ClientId, Grant};
-use crate::store::{ClientRecord, StoreError, StoreResult};
+use crate::domain::{ClientRecord, StoreError, StoreResult};
 
 fn record_from_row(row: &tokio_postgres::Row) -> Option<ClientRecord> {
     // A row this binary cannot read (edited by hand) is skipped, not fatal.

@@ -19,14 +19,14 @@ use crate::domain::clock::{now_millis, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
-use crate::store::SettingsUpdate;
-use crate::store::{
+use crate::domain::SettingsUpdate;
+use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
     PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
     Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
     TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
+use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
 
 mod batcher;
 mod clients;

@@ -11,12 +11,13 @@ use super::tasks;
 use super::{pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
-use crate::domain::{QueueName, QueueSettings};
-use crate::store::{
+use crate::domain::TaskId;
+use crate::domain::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
-use crate::store::{SettingsUpdate, TaskEnding};
+use crate::domain::{QueueName, QueueSettings};
+use crate::domain::{SettingsUpdate, TaskEnding};
 
 /// A queue row: its id and settings.
 pub struct QueueRow {
@@ -229,15 +230,22 @@ fn id_and_attempts(row: &tokio_postgres::Row) -> (i64, u32) {
     (row.get(0), row.get::<_, i32>(1).max(0) as u32)
 }
 
-fn message_from_row(row: &tokio_postgres::Row) -> Message {
-    Message {
+/// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
+fn message_from_row(row: &tokio_postgres::Row) -> StoreResult<Message> {
+    let task = row
+        .get::<_, Option<&str>>(4)
+        .map(TaskId::parse)
+        .transpose()
+        .map_err(|e| StoreError::backend("a stored message names an invalid task", e))?;
+    Ok(Message {
         id: row.get(0),
         body: row.get(1),
         attempts: row.get::<_, i32>(2).max(0) as u32,
         enqueued_at: row.get(3),
         receipt: None,
         last_error: None,
-    }
+        task,
+    })
 }
 
 /// Pops messages; see [`crate::store::QueueStore::pop`].
@@ -255,7 +263,7 @@ pub async fn pop(
             "DELETE FROM messages WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, body, attempts + 1, enqueued_at",
+             RETURNING id, body, attempts + 1, enqueued_at, task_id",
         )
         .await
         .map_err(pg("pop"))?;
@@ -263,7 +271,10 @@ pub async fn pop(
         .query(&stmt, &[&queue.id, &now, &i64::from(count)])
         .await
         .map_err(pg("pop"))?;
-    let mut messages: Vec<Message> = rows.iter().map(message_from_row).collect();
+    let mut messages = rows
+        .iter()
+        .map(message_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
     messages.sort_unstable_by_key(|m| m.id);
     let popped: Vec<(i64, u32)> = messages.iter().map(|m| (m.id, m.attempts)).collect();
     tasks::end(tx, &popped, TaskEnding::Dropped, now, wake).await?;
@@ -289,7 +300,7 @@ pub async fn receive(
              WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, body, attempts, enqueued_at",
+             RETURNING id, body, attempts, enqueued_at, task_id",
         )
         .await
         .map_err(pg("receive"))?;
@@ -306,7 +317,10 @@ pub async fn receive(
         )
         .await
         .map_err(pg("receive"))?;
-    let mut messages: Vec<Message> = rows.iter().map(message_from_row).collect();
+    let mut messages = rows
+        .iter()
+        .map(message_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
     if messages.is_empty() {
         let stmt = tx
             .prepare_cached(
@@ -639,18 +653,19 @@ pub async fn dead_letters(
     release_expired_leases(tx, &queue, now, wake).await?;
     let rows = tx
         .query(
-            "SELECT id, body, attempts, enqueued_at, last_error FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
+            "SELECT id, body, attempts, enqueued_at, task_id, last_error FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
             &[&queue.id, &i64::from(limit)],
         )
         .await
         .map_err(pg("list dead letters"))?;
-    Ok(rows
-        .iter()
-        .map(|row| Message {
-            last_error: row.get(4),
-            ..message_from_row(row)
+    rows.iter()
+        .map(|row| {
+            Ok(Message {
+                last_error: row.get(5),
+                ..message_from_row(row)?
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Nacks one leased message after a failed delivery, keeping its last error.

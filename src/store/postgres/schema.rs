@@ -101,6 +101,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN last_error TEXT;
     ALTER TABLE tasks ADD COLUMN upstream_status INTEGER;
     "#,
+    // 5: a task's message names its task (as SQLite's).
+    r#"
+    ALTER TABLE messages ADD COLUMN task_id TEXT;
+    UPDATE messages m SET task_id = t.id FROM tasks t WHERE t.message_id = m.id;
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

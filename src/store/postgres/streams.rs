@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::clock::millis_of;
 use crate::domain::streams::StreamRetention;
 use crate::domain::StreamName;
-use crate::store::{
+use crate::domain::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
     StreamInfo,
 };

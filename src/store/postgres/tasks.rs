@@ -8,13 +8,24 @@ use deadpool_postgres::Transaction;
 
 use super::{pg, queues};
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
-use crate::domain::{QueueName, TaskId};
-use crate::store::upstream_status;
-use crate::store::{
-    task_codes, task_status, NewTask, PushOutcome, Receipt, StoreError, StoreResult, TaskCounts,
-    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage, TaskRecord, OUT_OF_ATTEMPTS,
+use crate::domain::{
+    NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts, TaskCreated,
+    TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
 };
+
+const UNFINISHED: i16 = TaskState::Unfinished.code();
+
+/// A stored task state; a code this binary never writes is a backend error, not a guess.
+fn task_state(code: i16) -> StoreResult<TaskState> {
+    TaskState::from_code(i64::from(code)).ok_or_else(|| {
+        StoreError::backend(
+            "a stored task has an unknown state",
+            std::io::Error::other(format!("state code {code}")),
+        )
+    })
+}
 
 fn stored_id(raw: &str) -> StoreResult<TaskId> {
     TaskId::parse(raw).map_err(|e| StoreError::backend("a stored task id is invalid", e))
@@ -50,7 +61,7 @@ pub async fn create(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO tasks (id, queue, message_id, status, attempts, created_at, keep_ms)
-             VALUES ($1, $2, $3, 0, 0, $4, $5)",
+             VALUES ($1, $2, $3, $6, 0, $4, $5)",
         )
         .await
         .map_err(pg("create task"))?;
@@ -62,10 +73,18 @@ pub async fn create(
             &message_id,
             &now,
             &millis_of(task.keep_finished),
+            &UNFINISHED,
         ],
     )
     .await
     .map_err(pg("create task"))?;
+    let stmt = tx
+        .prepare_cached("UPDATE messages SET task_id = $2 WHERE id = $1")
+        .await
+        .map_err(pg("mark the task's message"))?;
+    tx.execute(&stmt, &[&message_id, &task.id.as_str()])
+        .await
+        .map_err(pg("mark the task's message"))?;
     Ok(TaskCreated::New(task.id.clone()))
 }
 
@@ -80,14 +99,14 @@ pub async fn get(
             "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
                     m.state, m.visible_at, m.attempts, q.max_attempts, t.upstream_status
              FROM tasks t
-             LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             LEFT JOIN messages m ON m.id = t.message_id AND t.status = $3
              LEFT JOIN queues q ON q.id = m.queue_id
              WHERE t.id = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
         .await
         .map_err(pg("read task"))?;
     let Some(row) = tx
-        .query_opt(&stmt, &[&id.as_str(), &now])
+        .query_opt(&stmt, &[&id.as_str(), &now, &UNFINISHED])
         .await
         .map_err(pg("read task"))?
     else {
@@ -109,7 +128,7 @@ pub async fn get(
     Ok(Some(TaskRecord {
         id: id.clone(),
         queue: row.get(0),
-        status: task_status(i64::from(row.get::<_, i16>(1)), message),
+        status: task_state(row.get::<_, i16>(1))?.status(message),
         result: row.get(2),
         error: row.get(3),
         attempts: if state.is_some() {
@@ -160,7 +179,7 @@ pub async fn finish(
     }
     let Some(max_attempts) = row
         .get::<_, Option<i32>>(2)
-        .filter(|_| i64::from(status) == task_codes::UNFINISHED)
+        .filter(|_| status == UNFINISHED)
     else {
         return Ok(TaskFinished::Stale);
     };
@@ -168,7 +187,7 @@ pub async fn finish(
     // not a lease that ended with no attempts left (the task reads as failed then).
     const HELD: &str = "id = $1 AND lease_token = $2 AND state <> 2
          AND NOT (state = 1 AND visible_at <= $3 AND attempts >= $4)";
-    let (code, result, error) = match finish {
+    let (state, result, error) = match finish {
         TaskFinish::Retry { error, delay } => {
             let stmt = tx
                 .prepare_cached(&format!(
@@ -218,8 +237,8 @@ pub async fn finish(
             }
             return applied(tx, id, now).await;
         }
-        TaskFinish::Succeeded { result, .. } => (task_codes::SUCCEEDED, Some(result), None),
-        TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
+        TaskFinish::Succeeded { result, .. } => (TaskState::Succeeded, Some(result), None),
+        TaskFinish::Failed { error } => (TaskState::Failed, None, Some(error)),
     };
     let stmt = tx
         .prepare_cached(&format!(
@@ -250,12 +269,12 @@ pub async fn finish(
         &stmt,
         &[
             &id.as_str(),
-            &(code as i16),
+            &state.code(),
             &result,
             &error,
             &attempts,
             &now,
-            &upstream_status(finish).map(i32::from),
+            &finish.upstream_status().map(i32::from),
         ],
     )
     .await
@@ -293,9 +312,9 @@ pub async fn end(
         .prepare_cached(
             "UPDATE tasks t SET status = $3::SMALLINT, attempts = u.attempts, finished_at = $4,
                  expires_at = $4 + t.keep_ms,
-                 error = CASE WHEN $3::SMALLINT = 2 THEN COALESCE(t.error, $5) ELSE t.error END
+                 error = CASE WHEN $3::SMALLINT = $7::SMALLINT THEN COALESCE(t.error, $5) ELSE t.error END
              FROM UNNEST($1::BIGINT[], $2::INTEGER[]) AS u(id, attempts)
-             WHERE t.message_id = u.id AND t.status = 0
+             WHERE t.message_id = u.id AND t.status = $6
              RETURNING t.id",
         )
         .await
@@ -306,9 +325,11 @@ pub async fn end(
             &[
                 &ids,
                 &attempts,
-                &(ending.code() as i16),
+                &ending.state().code(),
                 &now,
                 &OUT_OF_ATTEMPTS,
+                &UNFINISHED,
+                &TaskState::Failed.code(),
             ],
         )
         .await
@@ -326,11 +347,16 @@ pub async fn end_all_of_queue(
 ) -> StoreResult<()> {
     let rows = tx
         .query(
-            "UPDATE tasks t SET status = 3, finished_at = $2, expires_at = $2 + t.keep_ms,
+            "UPDATE tasks t SET status = $3, finished_at = $2, expires_at = $2 + t.keep_ms,
                  attempts = COALESCE((SELECT m.attempts FROM messages m WHERE m.id = t.message_id), t.attempts)
-             WHERE t.queue = $1 AND t.status = 0
+             WHERE t.queue = $1 AND t.status = $4
              RETURNING t.id",
-            &[&queue.as_str(), &now],
+            &[
+                &queue.as_str(),
+                &now,
+                &TaskState::Expired.code(),
+                &UNFINISHED,
+            ],
         )
         .await
         .map_err(pg("end tasks of a queue"))?;
@@ -344,9 +370,9 @@ pub async fn revive(tx: &Transaction<'_>, message_ids: &[i64]) -> StoreResult<()
         return Ok(());
     }
     tx.execute(
-        "UPDATE tasks SET status = 0, finished_at = NULL, expires_at = NULL
-         WHERE message_id = ANY($1) AND status = 2",
-        &[&message_ids],
+        "UPDATE tasks SET status = $2, finished_at = NULL, expires_at = NULL
+         WHERE message_id = ANY($1) AND status = $3",
+        &[&message_ids, &UNFINISHED, &TaskState::Failed.code()],
     )
     .await
     .map_err(pg("revive tasks"))?;
@@ -370,14 +396,17 @@ pub async fn counts(
     let stmt = tx
         .prepare_cached(
             "SELECT t.status, m.state, m.visible_at > $2, m.attempts >= $3, COUNT(*)
-             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = $4
              WHERE t.queue = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)
              GROUP BY 1, 2, 3, 4",
         )
         .await
         .map_err(pg("count tasks"))?;
     let rows = tx
-        .query(&stmt, &[&queue.as_str(), &now, &(max_attempts as i32)])
+        .query(
+            &stmt,
+            &[&queue.as_str(), &now, &(max_attempts as i32), &UNFINISHED],
+        )
         .await
         .map_err(pg("count tasks"))?;
     let mut counts = TaskCounts::default();
@@ -386,7 +415,7 @@ pub async fn counts(
         let lease_live = row.get::<_, Option<bool>>(2).unwrap_or(false);
         let exhausted = row.get::<_, Option<bool>>(3).unwrap_or(false);
         let message = state.map(|state| TaskMessage::new(i64::from(state), lease_live, exhausted));
-        let status = task_status(i64::from(row.get::<_, i16>(0)), message);
+        let status = task_state(row.get::<_, i16>(0))?.status(message);
         counts.add(status, row.get::<_, i64>(4).max(0) as u64);
     }
     Ok(counts)

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::{ClientId, Grant};
-use crate::store::{ClientRecord, StoreError, StoreResult};
+use crate::domain::{ClientRecord, StoreError, StoreResult};
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(context, error)

@@ -9,12 +9,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::tasks;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
-use crate::domain::{QueueName, QueueSettings};
-use crate::store::{
+use crate::domain::TaskId;
+use crate::domain::{
     Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
-use crate::store::{SettingsUpdate, TaskEnding};
+use crate::domain::{QueueName, QueueSettings};
+use crate::domain::{SettingsUpdate, TaskEnding};
 
 const WAITING: i64 = 0;
 const LEASED: i64 = 1;
@@ -209,7 +210,16 @@ fn dead_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(i64, u32)>> {
     Ok((state == DEAD).then_some((row.get(0)?, row.get(1)?)))
 }
 
+/// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let task = row
+        .get::<_, Option<String>>(4)?
+        .map(|id| {
+            TaskId::parse(&id).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()?;
     Ok(Message {
         id: row.get(0)?,
         body: row.get(1)?,
@@ -217,6 +227,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         enqueued_at: row.get(3)?,
         receipt: None,
         last_error: None,
+        task,
     })
 }
 
@@ -235,7 +246,7 @@ pub fn pop(
             "DELETE FROM messages WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
                  ORDER BY id LIMIT ?3)
-             RETURNING id, body, attempts + 1, enqueued_at",
+             RETURNING id, body, attempts + 1, enqueued_at, task_id",
         )
         .and_then(|mut stmt| {
             stmt.query_map(params![queue.id, now, count], message_from_row)?
@@ -267,7 +278,7 @@ pub fn receive(
              WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
                  ORDER BY id LIMIT ?3)
-             RETURNING id, body, attempts, enqueued_at",
+             RETURNING id, body, attempts, enqueued_at, task_id",
         )
         .and_then(|mut stmt| {
             stmt.query_map(params![queue.id, now, count, lease_until, lease_token], message_from_row)?
@@ -571,12 +582,12 @@ pub fn dead_letters(
     let queue = require_queue(conn, name)?;
     release_expired_leases(conn, name, &queue, now, wake)?;
     conn.prepare_cached(
-        "SELECT id, body, attempts, enqueued_at, last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
+        "SELECT id, body, attempts, enqueued_at, task_id, last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
     )
     .and_then(|mut stmt| {
         stmt.query_map(params![queue.id, limit], |row| {
             Ok(Message {
-                last_error: row.get(4)?,
+                last_error: row.get(5)?,
                 ..message_from_row(row)?
             })
         })?

@@ -109,6 +109,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN last_error TEXT;
     ALTER TABLE tasks ADD COLUMN upstream_status INTEGER;
     "#,
+    // 5: a task's message names its task, so consumers of the message (the delivery
+    // engine) know it is one without guessing from the body.
+    r#"
+    ALTER TABLE messages ADD COLUMN task_id TEXT;
+    UPDATE messages SET task_id = (SELECT t.id FROM tasks t WHERE t.message_id = messages.id)
+    WHERE id IN (SELECT message_id FROM tasks);
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.

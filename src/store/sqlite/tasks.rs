@@ -5,17 +5,30 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::queues;
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
-use crate::domain::{QueueName, TaskId, TaskStatus};
-use crate::store::{
-    task_codes, task_status, upstream_status, NewTask, PushOutcome, Receipt, StoreError,
-    StoreResult, TaskCounts, TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskMessage,
-    TaskRecord, OUT_OF_ATTEMPTS,
+use crate::domain::{
+    NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts, TaskCreated,
+    TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState, TaskStatus,
 };
+
+impl ToSql for TaskState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(i64::from(self.code())))
+    }
+}
+
+impl FromSql for TaskState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let code = value.as_i64()?;
+        TaskState::from_code(code).ok_or(FromSqlError::OutOfRange(code))
+    }
+}
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(context, error)
@@ -50,7 +63,7 @@ pub fn create(
     };
     conn.prepare_cached(
         "INSERT INTO tasks (id, queue, message_id, status, attempts, created_at, keep_ms)
-         VALUES (?1, ?2, ?3, 0, 0, ?4, ?5)",
+         VALUES (?1, ?2, ?3, ?6, 0, ?4, ?5)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -58,10 +71,14 @@ pub fn create(
             task.message.queue.as_str(),
             message_id,
             now,
-            millis_of(task.keep_finished)
+            millis_of(task.keep_finished),
+            TaskState::Unfinished,
         ])
     })
     .map_err(sql("create task"))?;
+    conn.prepare_cached("UPDATE messages SET task_id = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![message_id, task.id.as_str()]))
+        .map_err(sql("mark the task's message"))?;
     Ok(TaskCreated::New(task.id.clone()))
 }
 
@@ -71,12 +88,12 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
         "SELECT t.queue, t.status, t.result, t.error, t.attempts, t.created_at, t.finished_at,
                 m.state, m.visible_at, m.attempts, q.max_attempts, t.upstream_status
          FROM tasks t
-         LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+         LEFT JOIN messages m ON m.id = t.message_id AND t.status = ?3
          LEFT JOIN queues q ON q.id = m.queue_id
          WHERE t.id = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)",
     )
     .and_then(|mut stmt| {
-        stmt.query_row(params![id.as_str(), now], |row| {
+        stmt.query_row(params![id.as_str(), now, TaskState::Unfinished], |row| {
             let state: Option<i64> = row.get(7)?;
             let visible_at: Millis = row.get::<_, Option<i64>>(8)?.unwrap_or(0);
             let message_attempts: u32 = row.get::<_, Option<u32>>(9)?.unwrap_or(0);
@@ -84,7 +101,7 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
             let message = state.map(|state| {
                 TaskMessage::new(state, visible_at > now, message_attempts >= max_attempts)
             });
-            let status = task_status(row.get(1)?, message);
+            let status = row.get::<_, TaskState>(1)?.status(message);
             Ok(TaskRecord {
                 id: id.clone(),
                 queue: row.get(0)?,
@@ -118,7 +135,7 @@ pub fn finish(
     now: Millis,
     wake: &mut Vec<String>,
 ) -> StoreResult<TaskFinished> {
-    let task: Option<(i64, i64, Option<u32>, String)> = conn
+    let task: Option<(TaskState, i64, Option<u32>, String)> = conn
         .prepare_cached(
             "SELECT t.status, t.message_id, q.max_attempts, t.queue FROM tasks t
              LEFT JOIN queues q ON q.name = t.queue
@@ -137,14 +154,14 @@ pub fn finish(
     if receipt.message_id != message_id {
         return Ok(TaskFinished::WrongMessage);
     }
-    let Some(max_attempts) = max_attempts.filter(|_| status == task_codes::UNFINISHED) else {
+    let Some(max_attempts) = max_attempts.filter(|_| status == TaskState::Unfinished) else {
         return Ok(TaskFinished::Stale);
     };
     // The receipt must hold a lease the message still counts: not a dead letter, and
     // not a lease that ended with no attempts left (the task reads as failed then).
     const HELD: &str = "id = ?1 AND lease_token = ?2 AND state != 2
          AND NOT (state = 1 AND visible_at <= ?3 AND attempts >= ?4)";
-    let (code, result, error) = match finish {
+    let (state, result, error) = match finish {
         TaskFinish::Retry { error, delay } => {
             let nacked: Option<(i64, u32)> = conn
                 .prepare_cached(&format!(
@@ -187,8 +204,8 @@ pub fn finish(
             }
             return applied(conn, id, now);
         }
-        TaskFinish::Succeeded { result, .. } => (task_codes::SUCCEEDED, Some(result), None),
-        TaskFinish::Failed { error } => (task_codes::FAILED, None, Some(error)),
+        TaskFinish::Succeeded { result, .. } => (TaskState::Succeeded, Some(result), None),
+        TaskFinish::Failed { error } => (TaskState::Failed, None, Some(error)),
     };
     let attempts: Option<u32> = conn
         .prepare_cached(&format!(
@@ -213,12 +230,12 @@ pub fn finish(
     .and_then(|mut stmt| {
         stmt.execute(params![
             id.as_str(),
-            code,
+            state,
             result,
             error,
             attempts,
             now,
-            upstream_status(finish)
+            finish.upstream_status()
         ])
     })
     .map_err(sql("finish task"))?;
@@ -245,15 +262,23 @@ pub fn end(
     let mut stmt = conn
         .prepare_cached(
             "UPDATE tasks SET status = ?2, attempts = ?3, finished_at = ?4, expires_at = ?4 + keep_ms,
-                 error = CASE WHEN ?2 = 2 THEN COALESCE(error, ?5) ELSE error END
-             WHERE message_id = ?1 AND status = 0
+                 error = CASE WHEN ?2 = ?7 THEN COALESCE(error, ?5) ELSE error END
+             WHERE message_id = ?1 AND status = ?6
              RETURNING id",
         )
         .map_err(sql("end tasks"))?;
     for (message_id, attempts) in messages {
         let ended: Option<String> = stmt
             .query_row(
-                params![message_id, ending.code(), attempts, now, OUT_OF_ATTEMPTS],
+                params![
+                    message_id,
+                    ending.state(),
+                    attempts,
+                    now,
+                    OUT_OF_ATTEMPTS,
+                    TaskState::Unfinished,
+                    TaskState::Failed,
+                ],
                 |row| row.get(0),
             )
             .optional()
@@ -267,8 +292,12 @@ pub fn end(
 
 /// Whether `queue` has a task not finished yet.
 pub fn has_unfinished(conn: &Connection, queue: &QueueName) -> StoreResult<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE queue = ?1 AND status = 0)")
-        .and_then(|mut stmt| stmt.query_row([queue.as_str()], |row| row.get(0)))
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE queue = ?1 AND status = ?2)")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![queue.as_str(), TaskState::Unfinished], |row| {
+                row.get(0)
+            })
+        })
         .map_err(sql("look for unfinished tasks"))
 }
 
@@ -281,13 +310,16 @@ pub fn end_all_of_queue(
 ) -> StoreResult<()> {
     let ended = conn
         .prepare_cached(
-            "UPDATE tasks SET status = 3, finished_at = ?2, expires_at = ?2 + keep_ms,
+            "UPDATE tasks SET status = ?3, finished_at = ?2, expires_at = ?2 + keep_ms,
                  attempts = COALESCE((SELECT attempts FROM messages m WHERE m.id = tasks.message_id), attempts)
-             WHERE queue = ?1 AND status = 0
+             WHERE queue = ?1 AND status = ?4
              RETURNING id",
         )
         .and_then(|mut stmt| {
-            stmt.query_map(params![queue.as_str(), now], |row| row.get::<_, String>(0))?
+            let states = (TaskState::Expired, TaskState::Unfinished);
+            stmt.query_map(params![queue.as_str(), now, states.0, states.1], |row| {
+                row.get::<_, String>(0)
+            })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("end tasks of a queue"))?;
@@ -299,12 +331,13 @@ pub fn end_all_of_queue(
 pub fn revive(conn: &Connection, message_ids: &[i64]) -> StoreResult<()> {
     let mut stmt = conn
         .prepare_cached(
-            "UPDATE tasks SET status = 0, finished_at = NULL, expires_at = NULL
-             WHERE message_id = ?1 AND status = 2",
+            "UPDATE tasks SET status = ?2, finished_at = NULL, expires_at = NULL
+             WHERE message_id = ?1 AND status = ?3",
         )
         .map_err(sql("revive tasks"))?;
     for id in message_ids {
-        stmt.execute([id]).map_err(sql("revive tasks"))?;
+        stmt.execute(params![id, TaskState::Unfinished, TaskState::Failed])
+            .map_err(sql("revive tasks"))?;
     }
     Ok(())
 }
@@ -328,13 +361,18 @@ pub fn counts(
     let mut stmt = conn
         .prepare_cached(
             "SELECT t.status, m.state, m.visible_at > ?2, m.attempts >= ?3, COUNT(*)
-             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = 0
+             FROM tasks t LEFT JOIN messages m ON m.id = t.message_id AND t.status = ?4
              WHERE t.queue = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2)
              GROUP BY 1, 2, 3, 4",
         )
         .map_err(sql("count tasks"))?;
     let mut rows = stmt
-        .query(params![queue.as_str(), now, max_attempts])
+        .query(params![
+            queue.as_str(),
+            now,
+            max_attempts,
+            TaskState::Unfinished
+        ])
         .map_err(sql("count tasks"))?;
     let mut counts = TaskCounts::default();
     while let Some(row) = rows.next().map_err(sql("count tasks"))? {
@@ -343,7 +381,7 @@ pub fn counts(
             let lease_live: bool = row.get::<_, Option<bool>>(2)?.unwrap_or(false);
             let exhausted: bool = row.get::<_, Option<bool>>(3)?.unwrap_or(false);
             let message = state.map(|state| TaskMessage::new(state, lease_live, exhausted));
-            Ok((task_status(row.get(0)?, message), row.get(4)?))
+            Ok((row.get::<_, TaskState>(0)?.status(message), row.get(4)?))
         };
         let (status, n) = read().map_err(sql("count tasks"))?;
         counts.add(status, n);

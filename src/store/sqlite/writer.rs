@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{StoreError, StoreResult};
 
 /// Most jobs in one transaction; bounds the latency one commit adds to the first job.
 const MAX_BATCH: usize = 1024;

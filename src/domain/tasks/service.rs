@@ -1,94 +1,21 @@
-//! Tasks: asynchronous request-reply over a queue (seed 001). A task is a message
-//! `{"task_id", "payload"}` that expects a result; callers wait for it up to a
-//! limit, woken by the commit that finishes it (here, or on another node through
-//! the store), never by polling.
-
-use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+//! The task service: creates tasks, waits for their results (woken by the commit
+//! that finishes them, here or on another node through the store, never by
+//! polling) and finishes them for workers.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::queues::parse_receipt;
-use super::settings::check_delay;
-use super::wakeups::{task_key, Watch};
-use super::{DomainError, QueueName, QueueSettings};
-use crate::store::{
-    NewTask, PushRequest, Store, TaskCreated, TaskFinish, TaskFinished, TaskRecord,
-};
-
-/// A task id: a UUID, so ids cannot be guessed from one another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TaskId(String);
-
-impl TaskId {
-    /// A new random id.
-    pub fn generate() -> Self {
-        TaskId(uuid::Uuid::new_v4().to_string())
-    }
-
-    /// Accepts a UUID in its hyphenated form (any case), kept lowercase.
-    pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        uuid::Uuid::try_parse(raw)
-            .ok()
-            .filter(|_| raw.len() == 36)
-            .map(|id| TaskId(id.to_string()))
-            .ok_or_else(|| {
-                DomainError::invalid(format!("invalid task id {raw:?}: expected a UUID"))
-            })
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskStatus {
-    /// Its message waits for a worker (or for a retry delay to pass).
-    Pending,
-    /// A worker holds its message's lease.
-    Running,
-    /// A worker completed it.
-    Succeeded,
-    /// A worker failed it, or its message ran out of attempts.
-    Failed,
-    /// Its message was dropped (queue retention, purge or delete) before any worker finished it.
-    Expired,
-}
-
-impl TaskStatus {
-    /// The status as the API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "pending",
-            TaskStatus::Running => "running",
-            TaskStatus::Succeeded => "succeeded",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Expired => "expired",
-        }
-    }
-
-    /// Whether the task has its outcome; waiting for it ends here.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Expired
-        )
-    }
-}
+use super::{NewTask, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord};
+use crate::domain::messages::{PushRequest, Receipt};
+use crate::domain::settings::check_delay;
+use crate::domain::storage::Store;
+use crate::domain::wakeups::{task_key, Watch};
+use crate::domain::{DomainError, QueueName, QueueSettings};
 
 /// How long callers wait for tasks and how long finished ones are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +98,7 @@ impl TaskService {
             queue,
             bodies: vec![body],
             delay: Duration::ZERO,
-            idempotency_key: super::queues::check_idempotency_key(idempotency_key)?,
+            idempotency_key: crate::domain::queues::check_idempotency_key(idempotency_key)?,
             defaults: self.queue_defaults.clone(),
         };
         let created = self
@@ -252,7 +179,7 @@ impl TaskService {
         receipt: &str,
         finish: TaskFinish,
     ) -> Result<TaskRecord, DomainError> {
-        let receipt = parse_receipt(receipt)?;
+        let receipt = Receipt::parse(receipt)?;
         if let TaskFinish::Retry { delay, .. } = &finish {
             check_delay(*delay)?;
         }
@@ -265,26 +192,6 @@ impl TaskService {
             TaskFinished::Stale => Err(DomainError::Conflict(format!(
                 "the receipt no longer holds the lease of task {id}, or the task is finished"
             ))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_ids_are_hyphenated_uuids() {
-        let id = TaskId::generate();
-        assert_eq!(TaskId::parse(id.as_str()).unwrap(), id);
-        assert_eq!(
-            TaskId::parse("A0B1C2D3-0000-4000-8000-000000000000")
-                .unwrap()
-                .as_str(),
-            "a0b1c2d3-0000-4000-8000-000000000000"
-        );
-        for bad in ["", "42", "a0b1c2d30000400080000000000000000", "../x"] {
-            assert!(TaskId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }
