@@ -21,7 +21,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::error::{error_body, json_response};
+use crate::api::error::error_body;
+use crate::api::json_response;
 use crate::api::{self, AppState};
 use crate::auth::{clients, Authenticator};
 use crate::config::Config;
@@ -53,8 +54,21 @@ pub fn app(state: AppState, routes: &[Route]) -> Router {
                 error_body(StatusCode::INTERNAL_SERVER_ERROR, Some("unexpected failure")),
             )
         }));
-    api::routes()
+    let (api_router, mut description) = api::routes();
+    crate::routes::describe(&mut description, routes);
+    api::docs::finish(&mut description);
+    let document = match description.to_json() {
+        Ok(json) => json,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the API description");
+            String::from("{}")
+        }
+    };
+    api_router
         .merge(crate::routes::router(routes))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::Extension(api::docs::Document(document.into())))
         .with_state(state)
         .layer(middleware)
 }

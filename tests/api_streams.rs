@@ -1026,7 +1026,7 @@ async fn read_parameter_and_header_errors_are_400(app: TestApp) {
     let limit_error = "Bad Request - limit must be between 1 and 1000";
     let cases = [
         ("limit=10", "Bad Request - eventName is required"),
-        ("eventName=OrderPlaced", limit_error),
+        ("eventName=OrderPlaced", "Bad Request - limit is required"),
         ("eventName=OrderPlaced&limit=0", limit_error),
         ("eventName=OrderPlaced&limit=1001", limit_error),
         ("eventName=OrderPlaced&limit=abc", limit_error),

@@ -1250,7 +1250,7 @@ fn every_bad_route_is_refused_at_start_with_its_line() {
         ("method = \"POST\"\npath = \"/x\"\nforward = { url = \"ftp://h/x\" }\n", "must be an http:// or https:// URL with a host"),
         ("method = \"POST\"\npath = \"/x\"\nforward = { url = \"not a url\" }\n", "is not a URL"),
         ("method = \"POST\"\npath = \"/x\"\nforward = { url = \"http://h/x\", timeout = \"10m\" }\n", "forward.timeout must be more than 0 and at most 300 seconds"),
-        ("method = \"POST\"\npath = \"/x\"\ntask = \"t\"\nwait = \"soon\"\n", "invalid duration"),
+        ("method = \"POST\"\npath = \"/x\"\ntask = \"t\"\nwait = \"soon\"\n", "must be a number of seconds"),
     ];
     for (route, reason) in cases {
         let error = load_error(&with_route(route));

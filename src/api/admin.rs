@@ -2,54 +2,123 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{reply, ApiError, AppJson, AppState, ClientPath};
+use super::docs::{grants_schema, name_schema, secret_schema, Conflict, NotFound};
+use super::params::ClientPath;
+use super::{ApiError, AppJson, AppState, Path, Reply};
 use crate::auth::clients;
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
 use crate::domain::ClientId;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The admin routes for clients, described.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
+}
+
 /// Body of a client creation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewClient {
-    id: String,
+    /// The client's id.
+    #[schema(value_type = String, schema_with = name_schema)]
+    id: ClientId,
+    /// Its secret, at least 12 characters; one is generated when absent.
+    #[schema(schema_with = secret_schema)]
     secret: Option<String>,
+    /// What it may do: `admin`, or `<queue|stream|task>:<name|*>:<produce|consume|manage|*>`.
     #[serde(default)]
+    #[schema(schema_with = grants_schema)]
     grants: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct ClientView {
+/// A client just created: its secret is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedView {
+    /// The client's id.
     id: String,
+    /// Its secret, chosen or generated; it is stored only as a hash.
+    secret: String,
+}
+
+/// A client as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+pub struct ClientView {
+    /// The client's id.
+    id: String,
+    /// What it may do.
     grants: Vec<String>,
+    /// When it was created (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
+/// `{"clients": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct ClientsView {
+    /// Every client, by id.
+    clients: Vec<ClientView>,
+}
+
+/// A client deleted.
+#[derive(Serialize, ToSchema)]
+pub struct RemovedView {
+    /// The client's id.
+    id: String,
+    /// Always `true`.
+    deleted: bool,
+}
+
 /// `POST /admin/clients` `{"id", "secret"?, "grants": [...]}` → 201 `{"id", "secret"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/clients",
+    tag = "admin",
+    operation_id = "createClient",
+    summary = "Create a client (admins)",
+    request_body(content = NewClient, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the secret is shown only now", body = CreatedView),
+        (status = 409, response = Conflict),
+    )
+)]
 pub async fn create(
     principal: Principal,
     State(state): State<AppState>,
     AppJson(body): AppJson<NewClient>,
-) -> Result<Response, ApiError> {
+) -> Result<Reply<CreatedView>, ApiError> {
     principal.require_admin()?;
-    let id = ClientId::parse(&body.id)?;
-    let created = clients::create(state.store.as_ref(), id, body.secret, &body.grants).await?;
-    Ok(reply(
+    let created = clients::create(state.store.as_ref(), body.id, body.secret, &body.grants).await?;
+    Ok(Reply(
         StatusCode::CREATED,
-        &serde_json::json!({ "id": created.id.as_str(), "secret": created.secret }),
+        CreatedView {
+            id: created.id.to_string(),
+            secret: created.secret,
+        },
     ))
 }
 
 /// `GET /admin/clients` → `{"clients": [{"id", "grants", "created_at"}]}`; never a secret.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/clients",
+    tag = "admin",
+    operation_id = "listClients",
+    summary = "Every client (admins)",
+    responses((status = 200, description = "The clients, by id", body = ClientsView))
+)]
 pub async fn list(
     principal: Principal,
     State(state): State<AppState>,
-) -> Result<Response, ApiError> {
+) -> Result<Reply<ClientsView>, ApiError> {
     principal.require_admin()?;
-    let clients: Vec<ClientView> = state
+    let clients = state
         .store
         .list_clients()
         .await?
@@ -60,23 +129,32 @@ pub async fn list(
             created_at: rfc3339(c.created_at),
         })
         .collect();
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "clients": clients }),
-    ))
+    Ok(Reply::ok(ClientsView { clients }))
 }
 
 /// `DELETE /admin/clients/{id}`: revoked at once, cached credentials included.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/clients/{id}",
+    tag = "admin",
+    operation_id = "deleteClient",
+    summary = "Delete a client, revoking it at once (admins)",
+    params(ClientPath),
+    responses(
+        (status = 200, description = "Deleted", body = RemovedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn remove(
     principal: Principal,
     State(state): State<AppState>,
-    ClientPath(id): ClientPath,
-) -> Result<Response, ApiError> {
+    Path(ClientPath { id }): Path<ClientPath>,
+) -> Result<Reply<RemovedView>, ApiError> {
     principal.require_admin()?;
     state.store.delete_client(&id).await?;
     state.auth.forget(&id);
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "id": id.as_str(), "deleted": true }),
-    ))
+    Ok(Reply::ok(RemovedView {
+        id: id.to_string(),
+        deleted: true,
+    }))
 }

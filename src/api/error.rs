@@ -5,9 +5,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::reply::json_response;
 use crate::auth::AuthError;
-use crate::domain::DomainError;
-use crate::domain::StoreError;
+use crate::domain::{DomainError, StoreError};
 
 /// Every way a request can fail, as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +94,6 @@ pub fn error_body(status: StatusCode, detail: Option<&str>) -> String {
         None => reason.to_owned(),
     };
     serde_json::Value::String(text).to_string()
-}
-
-/// A JSON response with the charset the conventions require.
-pub fn json_response(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
 }
 
 impl IntoResponse for ApiError {

@@ -1,25 +1,49 @@
-//! `/api/v1/queues`: push, pop, receive, settle, stats, settings, dead letters.
+//! `/api/v1/queues`: push, pop, receive, settle, counts, settings, dead letters.
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{
-    header_text, parse_json, reply, ApiError, AppJson, AppState, JsonBytes, Params, QueuePath,
-};
+use super::docs::{party_schema, receipt_schema, receipts_schema, NotFound};
+use super::extract::{header_text, OptionalJson};
+use super::params::{DeadQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
+use super::{ApiError, AppJson, AppState, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
+use crate::delivery::DeliveryView;
 use crate::domain::clock::rfc3339;
 use crate::domain::queues::MAX_COUNT;
-use crate::domain::settings::{parse_duration, SettingsView};
-use crate::domain::{Action, QueueName, ReceiveRequest, ResourceKind, SettingsPatch};
-use crate::domain::{Message, PushOutcome, QueueInfo, Settled, Settlement};
+use crate::domain::settings::{parse_duration, MAX_DELAY};
+use crate::domain::{
+    Action, Message, PushOutcome, QueueInfo, QueueName, QueueSettings, ReceiveRequest,
+    ResourceKind, SettingsPatch, Settled, Settlement, TaskCounts, Upsert,
+};
 
-/// Default and cap of `limit` when listing dead letters.
+/// Default `limit` when listing dead letters.
 const DEAD_LETTER_PAGE: u32 = 100;
+
+/// The queue routes, described.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(info, configure, delete))
+        .routes(routes!(push))
+        .routes(routes!(push_batch))
+        .routes(routes!(pop))
+        .routes(routes!(receive))
+        .routes(routes!(ack))
+        .routes(routes!(nack))
+        .routes(routes!(extend))
+        .routes(routes!(purge))
+        .routes(routes!(dead_letters))
+        .routes(routes!(redrive))
+}
 
 fn authorize(principal: &Principal, queue: &QueueName, action: Action) -> Result<(), ApiError> {
     Ok(principal.authorize(ResourceKind::Queue, queue.as_str(), action)?)
@@ -29,66 +53,142 @@ fn authorize_any(principal: &Principal, queue: &QueueName) -> Result<(), ApiErro
     Ok(principal.authorize_any(ResourceKind::Queue, queue.as_str())?)
 }
 
-#[derive(Serialize)]
-struct MessageView<'a> {
+/// A message as `pop`, `receive` and the dead letters hand it out.
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    /// The message id (digits), unique in the store.
+    #[schema(example = "42")]
     id: String,
+    /// Proof of the lease (`receive` only): settles the message with ack, nack or extend.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = receipt_schema)]
     receipt: Option<String>,
-    body: &'a RawValue,
+    /// The JSON that was pushed, unchanged.
+    #[schema(value_type = Value)]
+    body: Box<RawValue>,
+    /// Times handed out, this time included.
     attempts: u32,
+    /// When it was pushed (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     enqueued_at: String,
+    /// Why its last delivery to an upstream failed (dead letters of delivering queues).
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<&'a str>,
+    last_error: Option<String>,
 }
 
-#[derive(Serialize)]
-struct MessagesView<'a> {
-    messages: Vec<MessageView<'a>>,
-}
-
-fn messages_reply(messages: &[Message]) -> Response {
-    let views = messages
-        .iter()
-        .map(|m| {
-            Ok(MessageView {
-                id: m.id.to_string(),
-                receipt: m.receipt.as_ref().map(ToString::to_string),
-                body: serde_json::from_str(&m.body).map_err(|e| ApiError::Internal {
-                    context: "a stored message is not valid JSON",
-                    source: Box::new(e),
-                })?,
-                attempts: m.attempts,
-                enqueued_at: rfc3339(m.enqueued_at),
-                last_error: m.last_error.as_deref(),
-            })
+impl MessageView {
+    fn new(message: Message) -> Result<Self, ApiError> {
+        Ok(MessageView {
+            id: message.id.to_string(),
+            receipt: message.receipt.as_ref().map(ToString::to_string),
+            body: RawValue::from_string(message.body).map_err(|e| ApiError::Internal {
+                context: "a stored message is not valid JSON",
+                source: Box::new(e),
+            })?,
+            attempts: message.attempts,
+            enqueued_at: rfc3339(message.enqueued_at),
+            last_error: message.last_error,
         })
-        .collect::<Result<Vec<_>, ApiError>>();
-    match views {
-        Ok(messages) => reply(StatusCode::OK, &MessagesView { messages }),
-        Err(error) => axum::response::IntoResponse::into_response(error),
     }
 }
 
-#[derive(Serialize)]
-struct QueueView {
-    name: String,
-    ready: u64,
-    leased: u64,
-    delayed: u64,
-    dead: u64,
-    settings: SettingsView,
-    tasks: TaskCountsView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delivery: Option<crate::delivery::DeliveryView>,
+/// `{"messages": [...]}`, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessagesView {
+    /// The messages, oldest first; empty when there were none.
+    messages: Vec<MessageView>,
 }
 
-#[derive(Serialize)]
-struct TaskCountsView {
+fn messages_reply(messages: Vec<Message>) -> Result<Reply<MessagesView>, ApiError> {
+    let messages = messages
+        .into_iter()
+        .map(MessageView::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Reply::ok(MessagesView { messages }))
+}
+
+/// A queue's settings as the API shows them: durations in seconds, the delivery's
+/// signing secret hidden.
+#[derive(Serialize, ToSchema)]
+pub struct SettingsView {
+    /// How long a received message stays leased, in seconds.
+    lease: f64,
+    /// Hand-outs before a message is a dead letter.
+    max_attempts: u32,
+    /// Age in seconds after which messages are dropped; `null` keeps them.
+    retention: Option<f64>,
+    /// How long an `Idempotency-Key` is remembered, in seconds.
+    idempotency_window: f64,
+    /// Hopper's own delivery of the messages to an upstream, if any.
+    #[schema(value_type = Option<crate::domain::delivery::DeliverySettings>)]
+    delivery: Option<crate::domain::delivery::DeliverySettings>,
+}
+
+impl From<&QueueSettings> for SettingsView {
+    fn from(settings: &QueueSettings) -> Self {
+        SettingsView {
+            lease: settings.lease.as_secs_f64(),
+            max_attempts: settings.max_attempts,
+            retention: settings.retention.map(|r| r.as_secs_f64()),
+            idempotency_window: settings.idempotency_window.as_secs_f64(),
+            delivery: settings.delivery.clone().map(|mut delivery| {
+                // Shown as set, never echoed: it signs what receivers trust.
+                if delivery.signing_secret.is_some() {
+                    delivery.signing_secret = Some("whsec_…".into());
+                }
+                delivery
+            }),
+        }
+    }
+}
+
+/// A queue's tasks by status.
+#[derive(Serialize, ToSchema)]
+pub struct TaskCountsView {
+    /// Waiting for a worker.
     pending: u64,
+    /// A worker holds the lease of their message.
     running: u64,
+    /// Completed.
     succeeded: u64,
+    /// Failed by a worker, or out of attempts.
     failed: u64,
+    /// Their message was dropped unfinished.
     expired: u64,
+}
+
+impl From<&TaskCounts> for TaskCountsView {
+    fn from(tasks: &TaskCounts) -> Self {
+        TaskCountsView {
+            pending: tasks.pending,
+            running: tasks.running,
+            succeeded: tasks.succeeded,
+            failed: tasks.failed,
+            expired: tasks.expired,
+        }
+    }
+}
+
+/// A queue with its counts and settings (seed 002's count, and more).
+#[derive(Serialize, ToSchema)]
+pub struct QueueView {
+    /// The queue's name.
+    name: String,
+    /// Messages ready to be handed out.
+    ready: u64,
+    /// Messages under a lease that has not expired.
+    leased: u64,
+    /// Messages not ready yet (pushed or nacked with a delay).
+    delayed: u64,
+    /// Dead letters: messages out of attempts.
+    dead: u64,
+    /// Its settings.
+    settings: SettingsView,
+    /// Its tasks by status.
+    tasks: TaskCountsView,
+    /// This node's deliveries of it, when it delivers to an upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<DeliveryView>,
 }
 
 impl QueueView {
@@ -105,93 +205,165 @@ impl QueueView {
             delayed: info.counts.delayed,
             dead: info.counts.dead,
             settings: SettingsView::from(&info.settings),
-            tasks: TaskCountsView {
-                pending: info.tasks.pending,
-                running: info.tasks.running,
-                succeeded: info.tasks.succeeded,
-                failed: info.tasks.failed,
-                expired: info.tasks.expired,
-            },
+            tasks: TaskCountsView::from(&info.tasks),
         }
     }
 }
 
-fn delay_header(headers: &HeaderMap) -> Result<Duration, ApiError> {
-    match header_text(headers, "hopper-delay")? {
-        None => Ok(Duration::ZERO),
-        Some(raw) => parse_duration(raw)
-            .map_err(|_| ApiError::bad_request("Hopper-Delay must be a number of seconds")),
+/// `{"queues": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct QueuesView {
+    /// Every queue the caller holds a grant on, by name.
+    queues: Vec<QueueView>,
+}
+
+/// The headers a push reads.
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct PushHeaders {
+    /// Within the queue's `idempotency_window`, a second push with this key stores
+    /// nothing and answers the first push's id (200).
+    #[param(rename = "Idempotency-Key", value_type = Option<String>, schema_with = party_schema)]
+    idempotency_key: Option<String>,
+    /// Seconds before the message is ready (or with a unit: `500ms`, `2m`), at most 7 days.
+    #[param(rename = "Hopper-Delay", value_type = Option<f64>, minimum = 0, maximum = 604800)]
+    delay: Option<Duration>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PushHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
+        let delay = header_text(headers, "hopper-delay")?
+            .map(|raw| {
+                parse_duration(raw).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Hopper-Delay must be a number of seconds from 0 to {}",
+                        MAX_DELAY.as_secs()
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(PushHeaders {
+            idempotency_key: header_text(headers, "idempotency-key")?.map(str::to_owned),
+            delay,
+        })
     }
 }
 
-/// Validates a JSON body and returns it as compact-as-sent text.
-fn json_text(bytes: &[u8]) -> Result<String, ApiError> {
-    let raw: &RawValue = parse_json(bytes)?;
-    Ok(raw.get().to_owned())
-}
-
-#[derive(Serialize)]
-struct IdView {
+/// `{"id": "..."}`.
+#[derive(Serialize, ToSchema)]
+pub struct IdView {
+    /// The message's id.
+    #[schema(example = "1")]
     id: String,
 }
 
 /// `POST /queues/{q}/messages`: push one JSON body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/messages",
+    tag = "queues",
+    operation_id = "push",
+    summary = "Push one message",
+    description = "Stores the JSON body as one message; the queue is created by its first push.",
+    params(QueuePath, PushHeaders),
+    request_body(content = Value, description = "Any JSON value, stored and handed out as sent", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = IdView),
+        (status = 200, description = "The `Idempotency-Key` was seen within the window: nothing stored, the first push's id", body = IdView),
+    )
+)]
 pub async fn push(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    headers: PushHeaders,
+    body: JsonBody,
+) -> Result<Reply<IdView>, ApiError> {
     authorize(&principal, &queue, Action::Produce)?;
-    let delay = delay_header(&headers)?;
-    let key = header_text(&headers, "idempotency-key")?.map(str::to_owned);
-    let body = json_text(&body)?;
-    let outcome = state.queues.push(queue, vec![body], delay, key).await?;
+    let delay = headers.delay.unwrap_or(Duration::ZERO);
+    let bodies = vec![body.text().to_owned()];
+    let outcome = state
+        .queues
+        .push(queue, bodies, delay, headers.idempotency_key)
+        .await?;
     Ok(match outcome {
-        PushOutcome::Created(ids) => reply(
+        PushOutcome::Created(ids) => Reply(
             StatusCode::CREATED,
-            &IdView {
+            IdView {
                 id: ids.first().map(ToString::to_string).unwrap_or_default(),
             },
         ),
-        PushOutcome::Duplicate(id) => reply(StatusCode::OK, &IdView { id: id.to_string() }),
+        PushOutcome::Duplicate(id) => Reply::ok(IdView { id: id.to_string() }),
     })
 }
 
-#[derive(Deserialize)]
+/// Body of a batch push.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    messages: Vec<&'a RawValue>,
+pub struct BatchBody {
+    /// The messages, each any JSON value; all are stored or none.
+    #[schema(value_type = Vec<Value>, min_items = 1, max_items = 1000)]
+    messages: Vec<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
-struct IdsView {
+/// `{"ids": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct IdsView {
+    /// The new messages' ids, in the order of the batch.
     ids: Vec<String>,
 }
 
+/// The headers a batch push reads.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct BatchHeaders {
+    /// Seconds before the messages are ready (or with a unit), at most 7 days.
+    #[param(rename = "Hopper-Delay", value_type = Option<f64>, minimum = 0, maximum = 604800)]
+    delay: Option<Duration>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BatchHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.headers.contains_key("idempotency-key") {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key applies to single pushes, not to batches",
+            ));
+        }
+        let PushHeaders { delay, .. } = PushHeaders::from_request_parts(parts, state).await?;
+        Ok(BatchHeaders { delay })
+    }
+}
+
 /// `POST /queues/{q}/messages/batch`: push many bodies, all or nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/messages/batch",
+    tag = "queues",
+    operation_id = "pushBatch",
+    summary = "Push a batch of messages, all or nothing",
+    params(QueuePath, BatchHeaders),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses((status = 201, description = "Every message stored", body = IdsView))
+)]
 pub async fn push_batch(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    headers: BatchHeaders,
+    AppJson(batch): AppJson<BatchBody>,
+) -> Result<Reply<IdsView>, ApiError> {
     authorize(&principal, &queue, Action::Produce)?;
-    if headers.contains_key("idempotency-key") {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key applies to single pushes, not to batches",
-        ));
-    }
-    let delay = delay_header(&headers)?;
-    let batch: BatchBody = parse_json(&body)?;
+    let delay = headers.delay.unwrap_or(Duration::ZERO);
     let bodies = batch.messages.iter().map(|m| m.get().to_owned()).collect();
     match state.queues.push(queue, bodies, delay, None).await? {
-        PushOutcome::Created(ids) => Ok(reply(
+        PushOutcome::Created(ids) => Ok(Reply(
             StatusCode::CREATED,
-            &IdsView {
+            IdsView {
                 ids: ids.iter().map(ToString::to_string).collect(),
             },
         )),
@@ -203,85 +375,181 @@ pub async fn push_batch(
 }
 
 /// `POST /queues/{q}/pop?count=N`: remove and return the oldest ready messages.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/pop",
+    tag = "queues",
+    operation_id = "pop",
+    summary = "Take the oldest ready messages away",
+    description = "Removes and returns up to `count` of the oldest ready messages; an empty list when none is ready.",
+    params(QueuePath, PopQuery),
+    responses(
+        (status = 200, description = "The messages taken, oldest first", body = MessagesView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn pop(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    params: Params,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    Query(query): Query<PopQuery>,
+) -> Result<Reply<MessagesView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
-    let count = params.count("count", 1, MAX_COUNT)?;
-    Ok(messages_reply(&state.queues.pop(&queue, count).await?))
+    let count = query.count.map_or(1, |c| c.0);
+    messages_reply(state.queues.pop(&queue, count).await?)
 }
 
 /// `POST /queues/{q}/receive?count=N&lease=S&wait=S`: lease messages, long-polling while empty.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/receive",
+    tag = "queues",
+    operation_id = "receive",
+    summary = "Lease messages, waiting for one if none is ready",
+    description = "Leases up to `count` of the oldest ready messages for `lease` seconds; each comes with a `receipt` that acks, nacks or extends it. While none is ready, waits up to `wait` seconds, woken at once by a push.",
+    params(QueuePath, ReceiveQuery),
+    responses(
+        (status = 200, description = "The messages leased, oldest first; empty when the wait ended without one", body = MessagesView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn receive(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    params: Params,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    Query(query): Query<ReceiveQuery>,
+) -> Result<Reply<MessagesView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
     let request = ReceiveRequest {
-        count: params.count("count", 1, MAX_COUNT)?,
-        lease: params.duration("lease")?,
-        wait: params.duration("wait")?.unwrap_or(Duration::ZERO),
+        count: query.count.map_or(1, |c| c.0),
+        lease: query.lease.map(|l| l.0),
+        wait: query.wait.map_or(Duration::ZERO, |w| w.0),
     };
-    Ok(messages_reply(
-        &state.queues.receive(&queue, request).await?,
-    ))
+    messages_reply(state.queues.receive(&queue, request).await?)
 }
 
-#[derive(Deserialize)]
+/// Receipts, as `receive` handed them out.
+type Receipts = Vec<String>;
+
+/// Body of an ack.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-/// Body of ack, nack and extend.
-pub struct SettleBody {
-    receipts: Vec<String>,
-    #[serde(default, with = "crate::domain::settings::opt_duration")]
-    delay: Option<Duration>,
-    #[serde(default, with = "crate::domain::settings::opt_duration")]
-    lease: Option<Duration>,
+pub struct AckBody {
+    /// The receipts of the messages done with.
+    #[schema(schema_with = receipts_schema)]
+    receipts: Receipts,
 }
 
-fn settled_reply(verb: &str, settled: &Settled) -> Response {
-    let stale: Vec<String> = settled.stale.iter().map(ToString::to_string).collect();
-    reply(
-        StatusCode::OK,
-        &serde_json::json!({ verb: settled.applied.len(), "stale": stale }),
-    )
+/// Body of a nack.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NackBody {
+    /// The receipts of the messages to give back.
+    #[schema(schema_with = receipts_schema)]
+    receipts: Receipts,
+    /// Seconds before they are ready again (or with a unit); 0 when absent, at most 7 days.
+    #[serde(default, with = "crate::domain::settings::opt_duration")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 604800)]
+    delay: Option<Duration>,
+}
+
+/// Body of an extend.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// The receipts of the leases to extend.
+    #[schema(schema_with = receipts_schema)]
+    receipts: Receipts,
+    /// The new lease, counted from now, in seconds (or with a unit).
+    #[serde(with = "crate::domain::settings::seconds")]
+    #[schema(value_type = f64, minimum = 0.1, maximum = 43200)]
+    lease: Duration,
+}
+
+/// What an ack did.
+#[derive(Serialize, ToSchema)]
+pub struct AckedView {
+    /// Messages acked.
+    acked: usize,
+    /// Receipts that no longer held their lease (or named no message); nothing changed for them.
+    stale: Vec<String>,
+}
+
+/// What a nack did.
+#[derive(Serialize, ToSchema)]
+pub struct NackedView {
+    /// Messages given back.
+    nacked: usize,
+    /// Receipts that no longer held their lease; nothing changed for them.
+    stale: Vec<String>,
+}
+
+/// What an extend did.
+#[derive(Serialize, ToSchema)]
+pub struct ExtendedView {
+    /// Leases extended.
+    extended: usize,
+    /// Receipts that no longer held their lease; nothing changed for them.
+    stale: Vec<String>,
+}
+
+fn stale(settled: &Settled) -> Vec<String> {
+    settled.stale.iter().map(ToString::to_string).collect()
 }
 
 /// `POST /queues/{q}/ack` `{"receipts": [...]}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/ack",
+    tag = "queues",
+    operation_id = "ack",
+    summary = "Done with leased messages: delete them",
+    params(QueuePath),
+    request_body(content = AckBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Acked; stale receipts listed, not applied", body = AckedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn ack(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    AppJson(body): AppJson<SettleBody>,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    AppJson(body): AppJson<AckBody>,
+) -> Result<Reply<AckedView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
-    if body.delay.is_some() || body.lease.is_some() {
-        return Err(ApiError::bad_request("ack takes only receipts"));
-    }
     let settled = state
         .queues
         .settle(&queue, &body.receipts, Settlement::Ack)
         .await?;
-    Ok(settled_reply("acked", &settled))
+    Ok(Reply::ok(AckedView {
+        acked: settled.applied.len(),
+        stale: stale(&settled),
+    }))
 }
 
 /// `POST /queues/{q}/nack` `{"receipts": [...], "delay": S}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/nack",
+    tag = "queues",
+    operation_id = "nack",
+    summary = "Give leased messages back, now or after a delay",
+    description = "Each message is ready again after `delay`, or a dead letter when it is out of attempts.",
+    params(QueuePath),
+    request_body(content = NackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Given back; stale receipts listed, not applied", body = NackedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn nack(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    AppJson(body): AppJson<SettleBody>,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    AppJson(body): AppJson<NackBody>,
+) -> Result<Reply<NackedView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
-    if body.lease.is_some() {
-        return Err(ApiError::bad_request(
-            "nack takes receipts and delay, not lease",
-        ));
-    }
     let settlement = Settlement::Nack {
         delay: body.delay.unwrap_or(Duration::ZERO),
     };
@@ -289,49 +557,81 @@ pub async fn nack(
         .queues
         .settle(&queue, &body.receipts, settlement)
         .await?;
-    Ok(settled_reply("nacked", &settled))
+    Ok(Reply::ok(NackedView {
+        nacked: settled.applied.len(),
+        stale: stale(&settled),
+    }))
 }
 
 /// `POST /queues/{q}/extend` `{"receipts": [...], "lease": S}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/extend",
+    tag = "queues",
+    operation_id = "extend",
+    summary = "Keep leased messages longer",
+    params(QueuePath),
+    request_body(content = ExtendBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Extended; stale receipts listed, not applied", body = ExtendedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn extend(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    AppJson(body): AppJson<SettleBody>,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    AppJson(body): AppJson<ExtendBody>,
+) -> Result<Reply<ExtendedView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
-    if body.delay.is_some() {
-        return Err(ApiError::bad_request(
-            "extend takes receipts and lease, not delay",
-        ));
-    }
-    let lease = body
-        .lease
-        .ok_or_else(|| ApiError::bad_request("lease is required"))?;
+    let settlement = Settlement::Extend { lease: body.lease };
     let settled = state
         .queues
-        .settle(&queue, &body.receipts, Settlement::Extend { lease })
+        .settle(&queue, &body.receipts, settlement)
         .await?;
-    Ok(settled_reply("extended", &settled))
+    Ok(Reply::ok(ExtendedView {
+        extended: settled.applied.len(),
+        stale: stale(&settled),
+    }))
 }
 
 /// `GET /queues/{q}`: counts and settings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues/{queue}",
+    tag = "queues",
+    operation_id = "getQueue",
+    summary = "A queue's counts and settings",
+    params(QueuePath),
+    responses(
+        (status = 200, description = "The queue", body = QueueView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn info(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Reply<QueueView>, ApiError> {
     authorize_any(&principal, &queue)?;
     let info = state.queues.info(&queue).await?;
-    Ok(reply(StatusCode::OK, &QueueView::new(&info, &state)))
+    Ok(Reply::ok(QueueView::new(&info, &state)))
 }
 
 /// `GET /queues`: every queue the caller holds a grant on, with counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    tag = "queues",
+    operation_id = "listQueues",
+    summary = "Every queue the caller holds a grant on",
+    responses((status = 200, description = "The queues, by name", body = QueuesView))
+)]
 pub async fn list(
     principal: Principal,
     State(state): State<AppState>,
-) -> Result<Response, ApiError> {
-    let queues: Vec<QueueView> = state
+) -> Result<Reply<QueuesView>, ApiError> {
+    let queues = state
         .queues
         .list()
         .await?
@@ -339,90 +639,161 @@ pub async fn list(
         .filter(|info| authorize_any(&principal, &info.name).is_ok())
         .map(|info| QueueView::new(info, &state))
         .collect();
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "queues": queues }),
-    ))
+    Ok(Reply::ok(QueuesView { queues }))
 }
 
 /// `PUT /queues/{q}`: create the queue or change its settings; absent fields keep their value.
+#[utoipa::path(
+    put,
+    path = "/api/v1/queues/{queue}",
+    tag = "queues",
+    operation_id = "configureQueue",
+    summary = "Create a queue or change its settings",
+    description = "Fields left out keep their value (a new queue's are the defaults); no body at all creates the queue with the defaults.",
+    params(QueuePath),
+    request_body(content = SettingsPatch, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = QueueView),
+        (status = 200, description = "Updated", body = QueueView),
+    )
+)]
 pub async fn configure(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    OptionalJson(patch): OptionalJson<SettingsPatch>,
+) -> Result<Reply<QueueView>, ApiError> {
     authorize(&principal, &queue, Action::Manage)?;
-    let patch: SettingsPatch = if body.iter().all(u8::is_ascii_whitespace) {
-        SettingsPatch::default()
-    } else {
-        parse_json(&body)?
-    };
     let (upsert, info) = state.queues.configure(&queue, &patch).await?;
     if patch.delivery.is_some() {
         state.deliveries.settings_changed();
     }
     let status = match upsert {
-        crate::domain::Upsert::Created => StatusCode::CREATED,
-        crate::domain::Upsert::Updated => StatusCode::OK,
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Updated => StatusCode::OK,
     };
-    Ok(reply(status, &QueueView::new(&info, &state)))
+    Ok(Reply(status, QueueView::new(&info, &state)))
+}
+
+/// What a delete removed.
+#[derive(Serialize, ToSchema)]
+pub struct DeletedView {
+    /// The queue.
+    name: String,
+    /// Messages deleted with it, dead letters included.
+    deleted_messages: u64,
 }
 
 /// `DELETE /queues/{q}`: the queue and its messages.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/queues/{queue}",
+    tag = "queues",
+    operation_id = "deleteQueue",
+    summary = "Delete a queue and its messages",
+    description = "Its long-polls end with 404; its unfinished tasks expire.",
+    params(QueuePath),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn delete(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Reply<DeletedView>, ApiError> {
     authorize(&principal, &queue, Action::Manage)?;
     let removed = state.queues.delete(&queue).await?;
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "name": queue.as_str(), "deleted_messages": removed }),
-    ))
+    Ok(Reply::ok(DeletedView {
+        name: queue.to_string(),
+        deleted_messages: removed,
+    }))
+}
+
+/// What a purge removed.
+#[derive(Serialize, ToSchema)]
+pub struct PurgedView {
+    /// Messages deleted, dead letters included.
+    purged: u64,
 }
 
 /// `POST /queues/{q}/purge`: every message, dead letters included.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/purge",
+    tag = "queues",
+    operation_id = "purgeQueue",
+    summary = "Delete every message of a queue, keeping the queue",
+    params(QueuePath),
+    responses(
+        (status = 200, description = "Purged", body = PurgedView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn purge(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Reply<PurgedView>, ApiError> {
     authorize(&principal, &queue, Action::Manage)?;
     let purged = state.queues.purge(&queue).await?;
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "purged": purged }),
-    ))
+    Ok(Reply::ok(PurgedView { purged }))
 }
 
 /// `GET /queues/{q}/dead?limit=N`: the oldest dead letters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues/{queue}/dead",
+    tag = "queues",
+    operation_id = "deadLetters",
+    summary = "The oldest dead letters (messages out of attempts)",
+    params(QueuePath, DeadQuery),
+    responses(
+        (status = 200, description = "Dead letters, oldest first, with `last_error` on delivering queues", body = MessagesView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn dead_letters(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    params: Params,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    Query(query): Query<DeadQuery>,
+) -> Result<Reply<MessagesView>, ApiError> {
     authorize(&principal, &queue, Action::Consume)?;
-    let limit = params.count("limit", DEAD_LETTER_PAGE, MAX_COUNT)?;
-    Ok(messages_reply(
-        &state.queues.dead_letters(&queue, limit).await?,
-    ))
+    let limit = query.limit.map_or(DEAD_LETTER_PAGE, |l| l.0);
+    messages_reply(state.queues.dead_letters(&queue, limit).await?)
+}
+
+/// What a redrive did.
+#[derive(Serialize, ToSchema)]
+pub struct RedrivenView {
+    /// Dead letters made ready again, attempts reset to 0.
+    redriven: u64,
 }
 
 /// `POST /queues/{q}/dead/redrive?count=N`: dead letters back to ready, attempts reset.
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{queue}/dead/redrive",
+    tag = "queues",
+    operation_id = "redrive",
+    summary = "Make dead letters ready again",
+    description = "The oldest `count` dead letters are ready again with attempts reset to 0; their tasks wait for a worker again.",
+    params(QueuePath, RedriveQuery),
+    responses(
+        (status = 200, description = "Redriven", body = RedrivenView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn redrive(
     principal: Principal,
     State(state): State<AppState>,
-    QueuePath(queue): QueuePath,
-    params: Params,
-) -> Result<Response, ApiError> {
+    Path(QueuePath { queue }): Path<QueuePath>,
+    Query(query): Query<RedriveQuery>,
+) -> Result<Reply<RedrivenView>, ApiError> {
     authorize(&principal, &queue, Action::Manage)?;
-    let count = params.count("count", MAX_COUNT, MAX_COUNT)?;
+    let count = query.count.map_or(MAX_COUNT, |c| c.0);
     let redriven = state.queues.redrive(&queue, count).await?;
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "redriven": redriven }),
-    ))
+    Ok(Reply::ok(RedrivenView { redriven }))
 }

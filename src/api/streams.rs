@@ -1,168 +1,288 @@
 //! `/api/v1/streams`: seed 004's event server (produce, consume, ACK) with its exact
-//! answers, plus stream listing, details and owner transfer.
+//! answers, plus stream listing, details, retention and owner transfer.
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
-use bytes::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::json_response;
-use super::{
-    header_text, parse_json, reply, ApiError, AppState, JsonBytes, Params, SecondSegment,
-    StreamPath,
-};
+use super::body::parse_checked;
+use super::docs::{owner_schema, party_schema, Locked, NotFound};
+use super::extract::header_text;
+use super::params::{EventPath, ReadQuery, StreamPath};
+use super::{ApiError, AppJson, AppState, Form, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
-use crate::domain::queues::MAX_COUNT;
 use crate::domain::streams::{check_party, ReadRequest, StreamRetention};
-use crate::domain::{Action, ResourceKind, StreamName};
-use crate::domain::{StoredEvent, StreamInfo};
+use crate::domain::{Action, ResourceKind, StoredEvent, StreamInfo, StreamName};
 
 /// Seed 004's answer when a second producer writes a stream.
 const SECOND_WRITER: &str = "Second writers not allowed";
+
+/// The stream routes, described.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(info, configure))
+        .routes(routes!(append, read))
+        .routes(routes!(ack))
+        .routes(routes!(set_owner))
+}
 
 fn authorize(principal: &Principal, stream: &StreamName, action: Action) -> Result<(), ApiError> {
     Ok(principal.authorize(ResourceKind::Stream, stream.as_str(), action)?)
 }
 
+fn authorize_any(principal: &Principal, stream: &StreamName) -> Result<(), ApiError> {
+    Ok(principal.authorize_any(ResourceKind::Stream, stream.as_str())?)
+}
+
+/// `X-Producer-ID`: who writes.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ProducerHeader {
+    /// The producer; the first one to write a stream owns it.
+    #[param(rename = "X-Producer-ID", value_type = String, schema_with = party_schema, required = true)]
+    producer: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ProducerHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let value = header_text(&parts.headers, "x-producer-id")?;
+        Ok(ProducerHeader {
+            producer: check_party("X-Producer-ID header", value)?,
+        })
+    }
+}
+
+/// `X-Consumer-ID`: whose offsets apply.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ConsumerHeader {
+    /// The consumer; it has an offset per event name.
+    #[param(rename = "X-Consumer-ID", value_type = String, schema_with = party_schema, required = true)]
+    consumer: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ConsumerHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let value = header_text(&parts.headers, "x-consumer-id")?;
+        Ok(ConsumerHeader {
+            consumer: check_party("X-Consumer-ID header", value)?,
+        })
+    }
+}
+
+/// An event as seed 004 defines it; other fields are kept as sent.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventBody {
+    /// What happened.
+    event: EventHead,
+    /// Where it happened.
+    system: EventSystem,
+    /// What caused it.
+    trigger: EventTrigger,
+    /// Its data.
+    #[schema(value_type = Object)]
+    payload: Value,
+}
+
+/// `event` of a seed-004 event.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventHead {
+    /// The event's name: consumers read and acknowledge by it.
+    #[schema(min_length = 1, pattern = r"^[^\x00]+$")]
+    name: String,
+    /// The event's version.
+    #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
+    version: i64,
+}
+
+/// `system` of a seed-004 event.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventSystem {
+    /// The system's id.
+    id: String,
+    /// The system's name.
+    name: String,
+    /// When, as the system writes it.
+    time: String,
+    /// The system's time zone.
+    timezone: String,
+}
+
+/// `trigger` of a seed-004 event.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventTrigger {
+    /// The trigger's type.
+    #[schema(rename = "type")]
+    kind: String,
+    /// The trigger's name.
+    name: String,
+}
+
+/// An event id: the event's position in its stream, as a JSON string.
+#[derive(Serialize, ToSchema)]
+#[schema(example = "1", pattern = r"^[0-9]+$")]
+pub struct EventIdView(String);
+
 /// `POST /streams/{s}/events` with `X-Producer-ID` → 200 `"<eventID>"`, or 423.
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{stream}/events",
+    tag = "streams",
+    operation_id = "produceEvent",
+    summary = "Append an event (seed 004)",
+    description = "The first producer to write a stream owns it (the stream is created by its first event); another producer gets 423.",
+    params(StreamPath, ProducerHeader),
+    request_body(content = EventBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored: the event's id", body = EventIdView),
+        (status = 423, response = Locked),
+    )
+)]
 pub async fn append(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(StreamPath { stream }): Path<StreamPath>,
+    ProducerHeader { producer }: ProducerHeader,
+    body: JsonBody,
+) -> Result<Reply<EventIdView>, ApiError> {
     authorize(&principal, &stream, Action::Produce)?;
-    let producer = check_party(
-        "X-Producer-ID header",
-        header_text(&headers, "x-producer-id")?,
-    )?;
-    let parsed: Value = parse_json(&body)?;
-    // Parsed above, so the bytes are valid UTF-8 JSON: stored as sent, less outer whitespace.
-    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let parsed: Value = parse_checked(body.text())?;
     match state
         .streams
-        .append(stream, producer, text, &parsed)
+        .append(stream, producer, body.text().to_owned(), &parsed)
         .await?
     {
-        Some(id) => Ok(reply(StatusCode::OK, &id.to_string())),
+        Some(id) => Ok(Reply::ok(EventIdView(id.to_string()))),
         None => Err(ApiError::Locked(SECOND_WRITER.into())),
     }
 }
 
 /// An event as consumers get it: the stored body with `"id"` added. The body is
 /// spliced as text, not re-encoded, so it comes back byte for byte as posted.
-fn event_json(event: &StoredEvent) -> String {
-    let id = serde_json::to_string(&event.id.to_string()).unwrap_or_default();
-    let has_own_id = serde_json::from_str::<serde_json::Map<String, Value>>(&event.body)
-        .map(|map| map.contains_key("id"))
-        .unwrap_or(true);
-    match event.body.strip_prefix('{') {
-        Some(rest) if !has_own_id && rest.trim_start() != "}" => format!("{{\"id\":{id},{rest}"),
-        _ => {
-            // A body with an `id` of its own (or not an object): Hopper's id wins.
-            let mut map: serde_json::Map<String, Value> =
-                serde_json::from_str(&event.body).unwrap_or_default();
-            map.insert("id".into(), Value::String(event.id.to_string()));
-            Value::Object(map).to_string()
-        }
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct EventView(Box<RawValue>);
+
+impl EventView {
+    fn new(event: &StoredEvent) -> Result<EventView, ApiError> {
+        let id = Value::String(event.id.to_string()).to_string();
+        let map = || serde_json::from_str::<serde_json::Map<String, Value>>(&event.body);
+        let has_own_id = map().map(|map| map.contains_key("id")).unwrap_or(true);
+        let text = match event.body.strip_prefix('{') {
+            Some(rest) if !has_own_id && rest.trim_start() != "}" => {
+                format!("{{\"id\":{id},{rest}")
+            }
+            _ => {
+                // A body with an `id` of its own (or not an object): Hopper's id wins.
+                let mut map = map().unwrap_or_default();
+                map.insert("id".into(), Value::String(event.id.to_string()));
+                Value::Object(map).to_string()
+            }
+        };
+        RawValue::from_string(text)
+            .map(EventView)
+            .map_err(|e| ApiError::Internal {
+                context: "a stored event is not valid JSON",
+                source: Box::new(e),
+            })
     }
 }
 
 /// `GET /streams/{s}/events?eventName=E&limit=N[&after=ID][&wait=S]` with `X-Consumer-ID`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{stream}/events",
+    tag = "streams",
+    operation_id = "consumeEvents",
+    summary = "Read events after the consumer's offset (seed 004)",
+    description = "The events named `eventName` after this consumer's acknowledged offset for that name, oldest first. Unacknowledged events come back on the next read.",
+    params(StreamPath, ReadQuery, ConsumerHeader),
+    responses(
+        (status = 200, description = "Events, oldest first, each the body as appended with its `id` added", body = Vec<EventView>),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn read(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-    headers: HeaderMap,
-    params: Params,
-) -> Result<Response, ApiError> {
+    Path(StreamPath { stream }): Path<StreamPath>,
+    Query(query): Query<ReadQuery>,
+    ConsumerHeader { consumer }: ConsumerHeader,
+) -> Result<Reply<Vec<EventView>>, ApiError> {
     authorize(&principal, &stream, Action::Consume)?;
-    let event_name = params
-        .text("eventName")
-        .filter(|name| !name.is_empty())
-        .ok_or_else(|| ApiError::bad_request("eventName is required"))?;
-    let limit = params
-        .text("limit")
-        .and_then(|raw| raw.trim().parse::<u32>().ok())
-        .filter(|n| (1..=MAX_COUNT).contains(n))
-        .ok_or_else(|| ApiError::bad_request(format!("limit must be between 1 and {MAX_COUNT}")))?;
-    let after = params
-        .text("after")
-        .map(|raw| {
-            raw.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|id| *id >= 0)
-                .ok_or_else(|| ApiError::bad_request("after must be an event id"))
-        })
-        .transpose()?;
-    let consumer = check_party(
-        "X-Consumer-ID header",
-        header_text(&headers, "x-consumer-id")?,
-    )?;
     let request = ReadRequest {
         consumer,
-        event_name: event_name.to_owned(),
-        limit,
-        after,
-        wait: params.duration("wait")?.unwrap_or(Duration::ZERO),
+        event_name: query.event_name,
+        limit: query.limit.0,
+        after: query.after.map(|a| a.0),
+        wait: query.wait.map_or(Duration::ZERO, |w| w.0),
     };
     let events = state.streams.read(&stream, request).await?;
-    let mut body =
-        String::with_capacity(events.iter().map(|e| e.body.len() + 16).sum::<usize>() + 2);
-    body.push('[');
-    for (index, event) in events.iter().enumerate() {
-        if index > 0 {
-            body.push(',');
-        }
-        body.push_str(&event_json(event));
-    }
-    body.push(']');
-    Ok(json_response(StatusCode::OK, body))
+    let events = events
+        .iter()
+        .map(EventView::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Reply::ok(events))
 }
 
+/// The form body of an ACK.
+#[derive(Deserialize, ToSchema)]
+pub struct AckForm {
+    /// Always `ACK`.
+    #[schema(value_type = String, pattern = "^ACK$")]
+    action: String,
+}
+
+/// `"OK"`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = "OK", pattern = "^OK$")]
+pub struct OkView(&'static str);
+
 /// `POST /streams/{s}/events/{eventID}`, form body `action=ACK`, `X-Consumer-ID` → 200 `"OK"`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{stream}/events/{event}",
+    tag = "streams",
+    operation_id = "acknowledgeEvent",
+    summary = "Acknowledge events up to this one (seed 004)",
+    description = "Moves this consumer's offset for the event's name up to the event (never back).",
+    params(EventPath, ConsumerHeader),
+    request_body(content = AckForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Acknowledged", body = OkView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn ack(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-    SecondSegment(event): SecondSegment,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    Path(EventPath { stream, event }): Path<EventPath>,
+    ConsumerHeader { consumer }: ConsumerHeader,
+    Form(form): Form<AckForm>,
+) -> Result<Reply<OkView>, ApiError> {
     authorize(&principal, &stream, Action::Consume)?;
-    if let Some(content_type) = header_text(&headers, header::CONTENT_TYPE.as_str())? {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "expected Content-Type: application/x-www-form-urlencoded, got {essence:?}"
-            )));
-        }
-    }
-    let consumer = check_party(
-        "X-Consumer-ID header",
-        header_text(&headers, "x-consumer-id")?,
-    )?;
-    let form = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("the form body must be UTF-8"))?;
-    let action = form
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == "action")
-        .map(|(_, value)| value.trim());
-    match action {
-        Some("ACK") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "action must be ACK, got {other:?}"
-            )))
-        }
-        None => return Err(ApiError::bad_request("action is required (action=ACK)")),
+    if form.action != "ACK" {
+        return Err(ApiError::bad_request(format!(
+            "action must be ACK, got {:?}",
+            form.action
+        )));
     }
     // Seed 004 answers a plain "Not Found" for an unknown stream or event.
     let not_found = || ApiError::NotFound(String::new());
@@ -172,149 +292,225 @@ pub async fn ack(
         _ => return Err(not_found()),
     };
     match state.streams.ack(&stream, &consumer, event).await {
-        Ok(true) => Ok(reply(StatusCode::OK, &"OK")),
+        Ok(true) => Ok(Reply::ok(OkView("OK"))),
         Ok(false) | Err(crate::domain::DomainError::NotFound(_)) => Err(not_found()),
         Err(error) => Err(error.into()),
     }
 }
 
-#[derive(Serialize)]
-struct ConsumerView {
+/// One consumer's offset for one event name.
+#[derive(Serialize, ToSchema)]
+pub struct ConsumerView {
+    /// The consumer.
     consumer: String,
+    /// The event name.
     event_name: String,
+    /// The last acknowledged event id.
     offset: Option<String>,
+    /// Events of that name after the offset.
     lag: u64,
 }
 
-#[derive(Serialize)]
-struct StreamView {
+/// How long a stream keeps its events.
+#[derive(Serialize, ToSchema)]
+pub struct RetentionView {
+    /// Age in seconds past which events are dropped; `null` keeps them.
+    max_age: Option<f64>,
+    /// How many of the newest events are kept; `null` keeps them all.
+    max_events: Option<u64>,
+}
+
+/// A stream with its owner and extent, and (alone) its consumers.
+#[derive(Serialize, ToSchema)]
+pub struct StreamView {
+    /// The stream's name.
     name: String,
+    /// The producer allowed to write it.
     owner: String,
+    /// Events stored.
     length: u64,
+    /// The oldest stored event's id.
     first_event_id: Option<String>,
+    /// The newest event's id.
     last_event_id: Option<String>,
+    /// How long it keeps events.
     retention: RetentionView,
+    /// Every consumer's offsets (not in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
     consumers: Option<Vec<ConsumerView>>,
 }
 
-#[derive(Serialize)]
-struct RetentionView {
-    max_age: Option<f64>,
-    max_events: Option<u64>,
-}
-
-fn stream_view(info: &StreamInfo, with_consumers: bool) -> StreamView {
-    StreamView {
-        name: info.name.to_string(),
-        owner: info.owner.clone(),
-        length: info.length,
-        first_event_id: info.first_event.map(|id| id.to_string()),
-        last_event_id: info.last_event.map(|id| id.to_string()),
-        retention: RetentionView {
-            max_age: info.retention.max_age.map(|age| age.as_secs_f64()),
-            max_events: info.retention.max_events,
-        },
-        consumers: with_consumers.then(|| {
-            info.consumers
-                .iter()
-                .map(|c| ConsumerView {
-                    consumer: c.consumer.clone(),
-                    event_name: c.event_name.clone(),
-                    offset: Some(c.offset.to_string()),
-                    lag: c.lag,
-                })
-                .collect()
-        }),
+impl StreamView {
+    fn new(info: &StreamInfo, with_consumers: bool) -> Self {
+        StreamView {
+            name: info.name.to_string(),
+            owner: info.owner.clone(),
+            length: info.length,
+            first_event_id: info.first_event.map(|id| id.to_string()),
+            last_event_id: info.last_event.map(|id| id.to_string()),
+            retention: RetentionView {
+                max_age: info.retention.max_age.map(|age| age.as_secs_f64()),
+                max_events: info.retention.max_events,
+            },
+            consumers: with_consumers.then(|| {
+                info.consumers
+                    .iter()
+                    .map(|c| ConsumerView {
+                        consumer: c.consumer.clone(),
+                        event_name: c.event_name.clone(),
+                        offset: Some(c.offset.to_string()),
+                        lag: c.lag,
+                    })
+                    .collect()
+            }),
+        }
     }
 }
 
-fn authorize_any(principal: &Principal, stream: &StreamName) -> Result<(), ApiError> {
-    Ok(principal.authorize_any(ResourceKind::Stream, stream.as_str())?)
+/// `{"streams": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct StreamsView {
+    /// Every stream the caller holds a grant on, by name.
+    streams: Vec<StreamView>,
 }
 
 /// `GET /streams/{s}`: owner, extent, consumers with their offsets and lag.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{stream}",
+    tag = "streams",
+    operation_id = "getStream",
+    summary = "A stream's owner, extent and consumers",
+    params(StreamPath),
+    responses(
+        (status = 200, description = "The stream", body = StreamView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn info(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-) -> Result<Response, ApiError> {
+    Path(StreamPath { stream }): Path<StreamPath>,
+) -> Result<Reply<StreamView>, ApiError> {
     authorize_any(&principal, &stream)?;
     let info = state.streams.info(&stream).await?;
-    Ok(reply(StatusCode::OK, &stream_view(&info, true)))
+    Ok(Reply::ok(StreamView::new(&info, true)))
 }
 
 /// `GET /streams`: every stream the caller holds a grant on.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams",
+    tag = "streams",
+    operation_id = "listStreams",
+    summary = "Every stream the caller holds a grant on",
+    responses((status = 200, description = "The streams, by name", body = StreamsView))
+)]
 pub async fn list(
     principal: Principal,
     State(state): State<AppState>,
-) -> Result<Response, ApiError> {
-    let streams: Vec<StreamView> = state
+) -> Result<Reply<StreamsView>, ApiError> {
+    let streams = state
         .streams
         .list()
         .await?
         .iter()
         .filter(|info| authorize_any(&principal, &info.name).is_ok())
-        .map(|info| stream_view(info, false))
+        .map(|info| StreamView::new(info, false))
         .collect();
-    Ok(reply(
-        StatusCode::OK,
-        &serde_json::json!({ "streams": streams }),
-    ))
+    Ok(Reply::ok(StreamsView { streams }))
 }
 
 /// Body of `PUT /streams/{s}`: the whole retention; an absent or `null` limit is none.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetentionBody {
+pub struct RetentionBody {
+    /// Drop events older than this many seconds (or with a unit: `30d`); `null` or 0 keeps them.
     #[serde(default, with = "crate::domain::settings::opt_duration")]
+    #[schema(value_type = Option<f64>, minimum = 0)]
     max_age: Option<Duration>,
+    /// Keep only this many of the newest events; `null` keeps them all.
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_events: Option<u64>,
 }
 
 /// `PUT /streams/{s}` `{"max_age", "max_events"}`: how long the stream keeps events.
+#[utoipa::path(
+    put,
+    path = "/api/v1/streams/{stream}",
+    tag = "streams",
+    operation_id = "configureStream",
+    summary = "Set how long a stream keeps its events",
+    description = "Events past either limit are dropped by the periodic sweep; ids are never reused.",
+    params(StreamPath),
+    request_body(content = RetentionBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set: the stream after", body = StreamView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn configure(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(StreamPath { stream }): Path<StreamPath>,
+    AppJson(body): AppJson<RetentionBody>,
+) -> Result<Reply<StreamView>, ApiError> {
     authorize(&principal, &stream, Action::Manage)?;
-    let object: serde_json::Map<String, Value> = parse_json(&body)?;
-    let body: RetentionBody = serde_json::from_value(Value::Object(object))
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let retention = StreamRetention {
         max_age: body.max_age.filter(|age| !age.is_zero()),
         max_events: body.max_events,
     };
     state.streams.set_retention(&stream, retention).await?;
     let info = state.streams.info(&stream).await?;
-    Ok(reply(StatusCode::OK, &stream_view(&info, true)))
+    Ok(Reply::ok(StreamView::new(&info, true)))
 }
 
 /// Body of an owner transfer.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewOwner {
+pub struct NewOwner {
+    /// The producer that may write the stream from now on.
+    #[schema(schema_with = owner_schema)]
+    owner: String,
+}
+
+/// The stream and its new owner.
+#[derive(Serialize, ToSchema)]
+pub struct OwnerView {
+    /// The stream.
+    name: String,
+    /// Its owner now.
     owner: String,
 }
 
 /// `PUT /admin/streams/{s}/owner` `{"owner"}`: admins only.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/streams/{stream}/owner",
+    tag = "admin",
+    operation_id = "setStreamOwner",
+    summary = "Give a stream to another producer (admins)",
+    params(StreamPath),
+    request_body(content = NewOwner, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Transferred", body = OwnerView),
+        (status = 404, response = NotFound),
+    )
+)]
 pub async fn set_owner(
     principal: Principal,
     State(state): State<AppState>,
-    StreamPath(stream): StreamPath,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
+    Path(StreamPath { stream }): Path<StreamPath>,
+    AppJson(body): AppJson<NewOwner>,
+) -> Result<Reply<OwnerView>, ApiError> {
     principal.require_admin()?;
-    // An object, not any shape serde would map onto the struct (an array, say).
-    let object: serde_json::Map<String, Value> = parse_json(&body)?;
-    let body: NewOwner = serde_json::from_value(Value::Object(object))
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
-    state.streams.set_owner(&stream, &body.owner).await?;
-    Ok(reply(
+    let owner = state.streams.set_owner(&stream, &body.owner).await?;
+    Ok(Reply(
         StatusCode::OK,
-        &serde_json::json!({ "name": stream.as_str(), "owner": body.owner.trim() }),
+        OwnerView {
+            name: stream.to_string(),
+            owner,
+        },
     ))
 }

@@ -62,7 +62,7 @@ struct QueueStatus {
 }
 
 /// A queue's delivery state on this node.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// Calls waiting for the upstream now.
     pub in_flight: u64,
@@ -70,10 +70,21 @@ pub struct DeliveryView {
     pub delivered: u64,
     /// Failed attempts since this node started (each retried or dead-lettered).
     pub failed_attempts: u64,
-    /// The last failure: `{"at", "error"}`.
-    pub last_error: Option<serde_json::Value>,
-    /// The circuit breaker of each upstream host: `closed`, `open` or `half-open`.
+    /// The last failure.
+    pub last_error: Option<LastError>,
+    /// The circuit breaker of each upstream `host:port`: `closed`, `open` or `half-open`.
+    #[schema(value_type = HashMap<String, String>)]
     pub breakers: HashMap<String, &'static str>,
+}
+
+/// A delivery's last failure.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LastError {
+    /// When it happened (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// What happened, e.g. `upstream answered 503`.
+    pub error: String,
 }
 
 impl Deliveries {
@@ -97,7 +108,10 @@ impl Deliveries {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|(at, error)| serde_json::json!({ "at": rfc3339(*at), "error": error }));
+            .map(|(at, error)| LastError {
+                at: rfc3339(*at),
+                error: error.clone(),
+            });
         Some(DeliveryView {
             in_flight: status.in_flight.load(Ordering::Relaxed),
             delivered: status.delivered.load(Ordering::Relaxed),

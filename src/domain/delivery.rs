@@ -1,74 +1,193 @@
 //! A queue's `delivery` setting: Hopper consumes the queue itself and calls an
 //! upstream HTTP API with each message, retrying with backoff, behind a circuit
 //! breaker per upstream host (seeds 001 and 003). The engine is `crate::delivery`.
+//!
+//! The JSON Schema of each field is stated beside its check, from the same limits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
-use super::settings::seconds;
+use super::settings::{seconds, seconds_schema};
 use super::DomainError;
 
+/// An upstream URL Hopper accepts: `http` or `https`, a host name (its last label
+/// starts with a letter, so it is never taken for an IPv4 address) or nothing
+/// else that a URL parser could refuse, an optional port, then a path and query
+/// whose `{field}` parts are filled from the message.
+pub const URL_PATTERN: &str = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:[1-5]?[0-9]{1,4})?(/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?(\?([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?$";
+/// An HTTP method: a token.
+pub const METHOD_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// `whsec_` and canonical, non-empty base64 (as the Standard Webhooks libraries write it).
+pub const SIGNING_SECRET_PATTERN: &str = r"^whsec_([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/]{4})$";
+
 /// How a queue's messages are delivered to an upstream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Where to send each message; `{field}` is replaced by that top-level field of
     /// the message's JSON body, URL-encoded.
+    #[schema(schema_with = url_schema)]
     pub url: String,
     /// HTTP method.
     #[serde(default = "default_method")]
+    #[schema(schema_with = method_schema)]
     pub method: String,
     /// Headers sent with every delivery.
     #[serde(default)]
+    #[schema(schema_with = headers_schema)]
     pub headers: BTreeMap<String, String>,
     /// Longest wait for the upstream's answer.
     #[serde(default = "default_timeout", with = "seconds")]
+    #[schema(schema_with = timeout_schema)]
     pub timeout: Duration,
     /// Deliveries in flight at once, per node.
     #[serde(default = "default_concurrency")]
+    #[schema(minimum = 1, maximum = 1024, default = 8)]
     pub concurrency: u32,
     /// Delays between attempts.
     #[serde(default)]
     pub backoff: Backoff,
     /// Statuses that count as delivered besides any 2xx (e.g. 404 for a delete).
     #[serde(default)]
+    #[schema(schema_with = done_statuses_schema)]
     pub done_statuses: Vec<u16>,
     /// `whsec_<base64>`: deliveries are signed as Standard Webhooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = signing_secret_schema)]
     pub signing_secret: Option<String>,
     /// When to stop calling an upstream host that keeps failing.
     #[serde(default)]
     pub breaker: Breaker,
 }
 
+fn string_schema(pattern: &str, max_length: usize, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .max_length(Some(max_length))
+        .description(Some(description))
+        .build()
+}
+
+fn url_schema() -> Object {
+    string_schema(
+        URL_PATTERN,
+        2048,
+        "Where each message goes; `{field}` is replaced by that top-level field of the message, URL-encoded.",
+    )
+}
+
+fn method_schema() -> Object {
+    string_schema(METHOD_PATTERN, 32, "The HTTP method (POST when absent).")
+}
+
+fn signing_secret_schema() -> Object {
+    string_schema(
+        SIGNING_SECRET_PATTERN,
+        1024,
+        "`whsec_<base64>`: deliveries carry Standard Webhooks signatures. Shown as `whsec_…`.",
+    )
+}
+
+fn headers_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(METHOD_PATTERN)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[\t\x20-\x7E]*$")),
+        ))
+        .description(Some(
+            "Headers sent with every delivery: names are tokens, values visible ASCII.",
+        ))
+        .build()
+}
+
+fn timeout_schema() -> Object {
+    seconds_schema(
+        "Longest wait for the upstream's answer; longer is a failed attempt.",
+        MIN_TIMEOUT,
+        Some(MAX_TIMEOUT),
+        false,
+    )
+}
+
+fn done_statuses_schema() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(100))
+                .maximum(Some(599)),
+        )
+        .description(Some(
+            "Statuses that count as delivered besides any 2xx (e.g. 404 for a DELETE).",
+        ))
+        .build()
+}
+
+fn backoff_initial_schema() -> Object {
+    seconds_schema(
+        "Ceiling of the first retry's delay.",
+        MIN_BACKOFF,
+        None,
+        false,
+    )
+}
+
+fn backoff_max_schema() -> Object {
+    seconds_schema("Ceiling of any retry's delay.", MIN_BACKOFF, None, false)
+}
+
+fn open_for_schema() -> Object {
+    seconds_schema(
+        "How long the breaker stays open before one probe is let through.",
+        MIN_OPEN_FOR,
+        None,
+        false,
+    )
+}
+
 /// Exponential backoff with full jitter: attempt n waits a random time up to
 /// `min(max, initial * factor^(n-1))`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Ceiling of the first retry's delay.
     #[serde(default = "default_initial", with = "seconds")]
+    #[schema(schema_with = backoff_initial_schema)]
     pub initial: Duration,
     /// Ceiling of any delay.
     #[serde(default = "default_max", with = "seconds")]
+    #[schema(schema_with = backoff_max_schema)]
     pub max: Duration,
     /// Growth per attempt.
     #[serde(default = "default_factor")]
+    #[schema(minimum = 1, maximum = 10, default = 2)]
     pub factor: f64,
 }
 
 /// A circuit breaker per upstream host and port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
     /// Consecutive failures that open it.
     #[serde(default = "default_failures")]
+    #[schema(minimum = 1, default = 5)]
     pub failures: u32,
     /// How long it stays open before one probe is let through.
     #[serde(default = "default_open_for", with = "seconds")]
+    #[schema(schema_with = open_for_schema)]
     pub open_for: Duration,
 }
 
@@ -116,8 +235,14 @@ impl Default for Breaker {
     }
 }
 
+/// Shortest upstream timeout: shorter ones fail on any network.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest upstream timeout.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Shortest backoff ceiling: retries of a failing upstream never come back to back.
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
+/// Shortest time a breaker stays open.
+const MIN_OPEN_FOR: Duration = Duration::from_millis(100);
 /// Most deliveries in flight per queue and node.
 const MAX_CONCURRENCY: u32 = 1024;
 
@@ -155,9 +280,10 @@ impl DeliverySettings {
             reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| invalid(format!("headers: the value of {name} is not valid")))?;
         }
-        if self.timeout < Duration::from_millis(100) || self.timeout > MAX_TIMEOUT {
+        if self.timeout < MIN_TIMEOUT || self.timeout > MAX_TIMEOUT {
             return Err(invalid(format!(
-                "timeout must be between 0.1 and {} seconds",
+                "timeout must be between {} and {} seconds",
+                MIN_TIMEOUT.as_secs_f64(),
                 MAX_TIMEOUT.as_secs()
             )));
         }
@@ -167,8 +293,12 @@ impl DeliverySettings {
             )));
         }
         let backoff = &self.backoff;
-        if backoff.initial.is_zero() || backoff.max < backoff.initial {
-            return Err(invalid("backoff needs 0 < initial <= max".to_owned()));
+        // A max below initial is no contradiction: every delay is then up to max.
+        if backoff.initial < MIN_BACKOFF || backoff.max < MIN_BACKOFF {
+            return Err(invalid(format!(
+                "backoff.initial and backoff.max must be at least {} seconds",
+                MIN_BACKOFF.as_secs_f64()
+            )));
         }
         if !(1.0..=10.0).contains(&backoff.factor) {
             return Err(invalid(
@@ -189,10 +319,11 @@ impl DeliverySettings {
                 invalid("signing_secret must be whsec_ followed by base64".to_owned())
             })?;
         }
-        if self.breaker.failures == 0 || self.breaker.open_for < Duration::from_millis(100) {
-            return Err(invalid(
-                "breaker needs failures >= 1 and open_for >= 0.1 s".to_owned(),
-            ));
+        if self.breaker.failures == 0 || self.breaker.open_for < MIN_OPEN_FOR {
+            return Err(invalid(format!(
+                "breaker needs failures >= 1 and open_for >= {} s",
+                MIN_OPEN_FOR.as_secs_f64()
+            )));
         }
         Ok(())
     }

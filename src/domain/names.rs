@@ -7,6 +7,10 @@ use super::DomainError;
 /// Longest queue, stream or client name accepted.
 const MAX_NAME_LEN: usize = 128;
 
+/// Names as a regular expression (ECMA-262), for the API description: the
+/// alphabet, and at least one character that is not a dot.
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$";
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
@@ -15,6 +19,13 @@ fn check_name(kind: &str, raw: &str) -> Result<(), DomainError> {
     if raw.is_empty() || raw.len() > MAX_NAME_LEN || !raw.chars().all(is_name_char) {
         return Err(DomainError::invalid(format!(
             "invalid {kind} name {raw:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    // `.` and `..` are path segments every URL library normalises away: a client
+    // could create such a queue through one library and never reach it again.
+    if raw.chars().all(|c| c == '.') {
+        return Err(DomainError::invalid(format!(
+            "invalid {kind} name {raw:?}: a name needs a character other than ."
         )));
     }
     Ok(())
@@ -37,6 +48,13 @@ macro_rules! name_type {
             /// The name as text.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                $name::parse(&raw).map_err(serde::de::Error::custom)
             }
         }
 
@@ -72,7 +90,17 @@ mod tests {
     fn names_follow_the_documented_alphabet() {
         assert!(QueueName::parse("orders.v2_eu-1").is_ok());
         assert!(QueueName::parse(&"a".repeat(128)).is_ok());
-        for bad in ["", "bad name", "a/b", "ñ", &"a".repeat(129)] {
+        assert!(QueueName::parse("..a").is_ok());
+        for bad in [
+            "",
+            "bad name",
+            "a/b",
+            "ñ",
+            &"a".repeat(129),
+            ".",
+            "..",
+            "...",
+        ] {
             assert!(QueueName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

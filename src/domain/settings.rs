@@ -1,8 +1,14 @@
 //! Queue settings: their defaults, their limits, and how a change is applied.
+//!
+//! A change is also the body of `PUT /api/v1/queues/{q}`; its JSON Schema is
+//! derived here, from the same limits the checks use, so the API description
+//! cannot promise what the checks refuse.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+use utoipa::ToSchema;
 
 use super::delivery::DeliverySettings;
 use super::DomainError;
@@ -46,23 +52,87 @@ impl Default for QueueSettings {
 }
 
 /// A change to some settings, as sent to `PUT /api/v1/queues/{q}`; absent fields keep their value.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// New lease.
     #[serde(default, with = "opt_duration")]
+    #[schema(schema_with = lease_schema)]
     pub lease: Option<Duration>,
     /// New attempt limit.
+    #[schema(schema_with = max_attempts_schema)]
     pub max_attempts: Option<u32>,
     /// New retention; JSON `null` or `0` keeps messages forever.
     #[serde(default, with = "opt_opt_duration")]
+    #[schema(schema_with = retention_schema)]
     pub retention: Option<Option<Duration>>,
     /// New idempotency window.
     #[serde(default, with = "opt_duration")]
+    #[schema(schema_with = idempotency_window_schema)]
     pub idempotency_window: Option<Duration>,
     /// New delivery (replacing the whole of it); JSON `null` stops delivering.
     #[serde(default, deserialize_with = "some_or_null")]
+    #[schema(value_type = Option<DeliverySettings>, nullable)]
     pub delivery: Option<Option<DeliverySettings>>,
+}
+
+/// The JSON Schema of a duration in seconds from `min` to `max` (`null` allowed
+/// when `nullable`); strings with a unit are accepted too, as the description says.
+pub fn seconds_schema(
+    description: &str,
+    min: Duration,
+    max: Option<Duration>,
+    nullable: bool,
+) -> Object {
+    let kind = if nullable {
+        SchemaType::from_iter([Type::Number, Type::Null])
+    } else {
+        SchemaType::Type(Type::Number)
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
+        .minimum(Some(min.as_secs_f64()))
+        .maximum(max.map(|max| max.as_secs_f64()))
+        .description(Some(format!(
+            "{description} In seconds, or a string with a unit such as \"500ms\", \"5m\", \"7d\"."
+        )))
+        .build()
+}
+
+fn lease_schema() -> Object {
+    seconds_schema(
+        "How long a received message stays leased.",
+        MIN_LEASE,
+        Some(MAX_LEASE),
+        false,
+    )
+}
+
+fn max_attempts_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_ATTEMPTS_LIMIT))
+        .description(Some("Hand-outs before a message becomes a dead letter."))
+        .build()
+}
+
+fn retention_schema() -> Object {
+    seconds_schema(
+        "Age after which messages (dead letters too) are dropped; null or 0 keeps them.",
+        Duration::ZERO,
+        None,
+        true,
+    )
+}
+
+fn idempotency_window_schema() -> Object {
+    seconds_schema(
+        "How long an Idempotency-Key is remembered.",
+        Duration::ZERO,
+        Some(MAX_IDEMPOTENCY_WINDOW),
+        false,
+    )
 }
 
 /// Reads a present field as `Some(value)`, `null` included; an absent one stays `None`.
@@ -132,71 +202,131 @@ pub fn check_delay(delay: Duration) -> Result<Duration, DomainError> {
     Ok(delay)
 }
 
-/// Settings as the API shows them: durations in seconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct SettingsView {
-    /// Lease in seconds.
-    pub lease: f64,
-    /// Attempt limit.
-    pub max_attempts: u32,
-    /// Retention in seconds, `null` for none.
-    pub retention: Option<f64>,
-    /// Idempotency window in seconds.
-    pub idempotency_window: f64,
-    /// Delivery, with the signing secret hidden.
-    pub delivery: Option<DeliverySettings>,
+/// What a duration that Hopper cannot read is told. Durations are written as
+/// seconds (`1.5`, `30`, or as a JSON number writes them, `1e-3`) or as a whole
+/// or decimal number with a unit (`200ms`, `5s`, `2m`, `1h`, `7d`), no spaces.
+pub const DURATION_EXPECTED: &str =
+    "must be a number of seconds or a duration such as 500ms, 5s, 2m, 1h or 7d";
+
+/// Parses a duration as [`DURATION_EXPECTED`] describes; one too long for
+/// `Duration` saturates, so range checks (not overflow) decide what is refused.
+pub fn parse_duration(raw: &str) -> Result<Duration, DomainError> {
+    let invalid = || DomainError::invalid(format!("{raw:?} {DURATION_EXPECTED}"));
+    let number = raw.trim_end_matches(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E');
+    let scale = match &raw[number.len()..] {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(invalid()),
+    };
+    // A JSON number's shape, as clients render numbers into query strings and
+    // headers; `f64::from_str` alone would also take `inf`, `+5` or `.5`.
+    let json_number = number
+        .strip_prefix('-')
+        .unwrap_or(number)
+        .starts_with(|c: char| c.is_ascii_digit())
+        && number.ends_with(|c: char| c.is_ascii_digit())
+        && number
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    let seconds: f64 = match number.parse() {
+        Ok(seconds) if json_number => seconds,
+        _ => return Err(invalid()),
+    };
+    seconds_to_duration(seconds * scale).ok_or_else(invalid)
 }
 
-impl From<&QueueSettings> for SettingsView {
-    fn from(settings: &QueueSettings) -> Self {
-        SettingsView {
-            lease: settings.lease.as_secs_f64(),
-            max_attempts: settings.max_attempts,
-            retention: settings.retention.map(|r| r.as_secs_f64()),
-            idempotency_window: settings.idempotency_window.as_secs_f64(),
-            delivery: settings.delivery.clone().map(|mut delivery| {
-                // Shown as set, never echoed: it signs what receivers trust.
-                if delivery.signing_secret.is_some() {
-                    delivery.signing_secret = Some("whsec_…".into());
-                }
-                delivery
-            }),
-        }
+/// `seconds` as a duration, saturating at `Duration::MAX`; `None` when negative
+/// (`-0` is zero) or not a number.
+fn seconds_to_duration(seconds: f64) -> Option<Duration> {
+    (seconds >= 0.0).then(|| saturating_seconds(seconds.abs()))
+}
+
+fn saturating_seconds(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+}
+
+/// Reads a duration from JSON (a number of seconds, or a string per
+/// [`DURATION_PATTERN`]) with an error that says what is expected.
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number of seconds or a duration such as \"500ms\"")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(seconds))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<Duration, E> {
+        u64::try_from(seconds)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom(DURATION_EXPECTED))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<Duration, E> {
+        seconds_to_duration(seconds).ok_or_else(|| E::custom(DURATION_EXPECTED))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse_duration(text).map_err(|_| E::custom(DURATION_EXPECTED))
     }
 }
 
-/// Parses a duration written as seconds (`1.5`) or with a unit (`"200ms"`, `"5s"`, `"2m"`).
-pub fn parse_duration(raw: &str) -> Result<Duration, DomainError> {
-    let raw = raw.trim();
-    let parsed = match raw.parse::<f64>() {
-        Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
-        Err(_) => humantime::parse_duration(raw).ok(),
-    };
-    parsed.ok_or_else(|| {
-        DomainError::invalid(format!(
-            "invalid duration {raw:?}: use seconds or a number with a unit such as 200ms, 5s, 2m"
-        ))
-    })
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor)
 }
 
-/// Durations as JSON: a number of seconds or a string with a unit.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DurationRepr {
-    Seconds(f64),
-    Text(String),
-}
+/// A present duration field, `null` mapped to `None`.
+struct OptionalDuration(Option<Duration>);
 
-impl DurationRepr {
-    fn into_duration<E: serde::de::Error>(self) -> Result<Duration, E> {
-        match self {
-            DurationRepr::Seconds(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| {
-                E::custom(format!(
-                    "invalid duration {seconds}: must be a non-negative number of seconds"
-                ))
-            }),
-            DurationRepr::Text(text) => parse_duration(&text).map_err(E::custom),
+impl<'de> Deserialize<'de> for OptionalDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NullOr;
+        impl<'de> serde::de::Visitor<'de> for NullOr {
+            type Value = OptionalDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                DurationVisitor.expecting(f)
+            }
+            fn visit_unit<E>(self) -> Result<OptionalDuration, E> {
+                Ok(OptionalDuration(None))
+            }
+            fn visit_none<E>(self) -> Result<OptionalDuration, E> {
+                Ok(OptionalDuration(None))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<OptionalDuration, D::Error> {
+                deserialize_duration(d).map(|d| OptionalDuration(Some(d)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<OptionalDuration, E> {
+                DurationVisitor
+                    .visit_u64(v)
+                    .map(|d| OptionalDuration(Some(d)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<OptionalDuration, E> {
+                DurationVisitor
+                    .visit_i64(v)
+                    .map(|d| OptionalDuration(Some(d)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<OptionalDuration, E> {
+                DurationVisitor
+                    .visit_f64(v)
+                    .map(|d| OptionalDuration(Some(d)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OptionalDuration, E> {
+                DurationVisitor
+                    .visit_str(v)
+                    .map(|d| OptionalDuration(Some(d)))
+            }
         }
+        d.deserialize_option(NullOr)
     }
 }
 
@@ -212,7 +342,7 @@ pub mod seconds {
 
     /// Reads a number of seconds or a duration string.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        DurationRepr::deserialize(d)?.into_duration()
+        deserialize_duration(d)
     }
 }
 
@@ -224,10 +354,7 @@ pub mod opt_duration {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        match Option::<DurationRepr>::deserialize(d)? {
-            None => Ok(None),
-            Some(repr) => repr.into_duration().map(Some),
-        }
+        OptionalDuration::deserialize(d).map(|o| o.0)
     }
 }
 
@@ -239,10 +366,7 @@ pub mod opt_opt_duration {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<Duration>>, D::Error> {
-        match Option::<DurationRepr>::deserialize(d)? {
-            None => Ok(Some(None)),
-            Some(repr) => repr.into_duration().map(|d| Some(Some(d))),
-        }
+        OptionalDuration::deserialize(d).map(|o| Some(o.0))
     }
 }
 
@@ -255,8 +379,26 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999d").unwrap(),
+            Duration::MAX
+        );
+        assert_eq!(parse_duration("1e-3").unwrap(), Duration::from_millis(1));
+        assert_eq!(parse_duration("-0.0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration("1.2345678901234567e+25").unwrap(),
+            Duration::MAX
+        );
+        for bad in [
+            "-1", "soon", "", " 5", "5 s", ".5", "5x", "5S", "inf", "+5", "NaN",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
@@ -270,5 +412,14 @@ mod tests {
         let patch: SettingsPatch = serde_json::from_str(r#"{"max_attempts": 0}"#).unwrap();
         assert!(patch.apply(&QueueSettings::default()).is_err());
         assert!(serde_json::from_str::<SettingsPatch>(r#"{"leese": 5}"#).is_err());
+        let error = serde_json::from_str::<SettingsPatch>(r#"{"lease": true}"#).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("a number of seconds or a duration"),
+            "{error}"
+        );
+        let error = serde_json::from_str::<SettingsPatch>(r#"{"lease": "soon"}"#).unwrap_err();
+        assert!(error.to_string().starts_with(DURATION_EXPECTED), "{error}");
     }
 }

@@ -97,7 +97,7 @@ pub struct StreamRetention {
     pub max_events: Option<u64>,
 }
 
-/// Longest producer or consumer id, in bytes.
+/// Longest producer or consumer id, in characters.
 const MAX_PARTY_ID: usize = 256;
 
 /// Checks a seed-004 event body; returns its `event.name`. Each missing or mistyped
@@ -160,18 +160,22 @@ pub fn check_event_name(what: &str, name: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Checks a producer or consumer id; `what` names it in errors (e.g. `X-Producer-ID header`).
+/// Checks a producer or consumer id; `what` names it in errors (e.g. `X-Producer-ID
+/// header`). 1 to 256 characters, not all of them whitespace, no NUL (PostgreSQL
+/// text cannot hold it); kept without the whitespace around it.
 pub fn check_party(what: &str, value: Option<&str>) -> Result<String, DomainError> {
-    match value.map(str::trim) {
-        None | Some("") => Err(DomainError::invalid(format!("{what} is required"))),
-        Some(id) if id.len() > MAX_PARTY_ID => Err(DomainError::invalid(format!(
-            "{what} must be at most {MAX_PARTY_ID} bytes"
-        ))),
-        Some(id) if id.contains('\0') => {
-            Err(DomainError::invalid(format!("{what} must not contain NUL")))
-        }
-        Some(id) => Ok(id.to_owned()),
+    let Some(id) = value.filter(|id| !id.chars().all(char::is_whitespace)) else {
+        return Err(DomainError::invalid(format!("{what} is required")));
+    };
+    if id.chars().count() > MAX_PARTY_ID {
+        return Err(DomainError::invalid(format!(
+            "{what} must be at most {MAX_PARTY_ID} characters"
+        )));
     }
+    if id.contains('\0') {
+        return Err(DomainError::invalid(format!("{what} must not contain NUL")));
+    }
+    Ok(id.trim().to_owned())
 }
 
 /// What a read asks for.
@@ -234,6 +238,7 @@ impl StreamService {
                 "limit must be between 1 and {MAX_COUNT}"
             )));
         }
+        check_event_name("eventName", &request.event_name)?;
         let from = request.after.map_or(ReadFrom::Offset, ReadFrom::After);
         let deadline = Instant::now() + request.wait.min(MAX_WAIT);
         let watch = self.store.wakeups().watch(&stream_key(stream));
@@ -294,10 +299,11 @@ impl StreamService {
         Ok(self.store.set_stream_retention(stream, retention).await?)
     }
 
-    /// Gives a stream to another producer.
-    pub async fn set_owner(&self, stream: &StreamName, owner: &str) -> Result<(), DomainError> {
+    /// Gives a stream to another producer; returns the owner as kept.
+    pub async fn set_owner(&self, stream: &StreamName, owner: &str) -> Result<String, DomainError> {
         let owner = check_party("owner", Some(owner))?;
-        Ok(self.store.set_stream_owner(stream, &owner).await?)
+        self.store.set_stream_owner(stream, &owner).await?;
+        Ok(owner)
     }
 }
 

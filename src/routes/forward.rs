@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 use super::request::RouteRequest;
 use super::template::is_name;
 use super::ForwardSpec;
-use crate::api::error::{error_body, json_response};
-use crate::api::{ApiError, AppState};
+use crate::api::error::error_body;
+use crate::api::{json_response, ApiError, AppState};
 use crate::domain::delivery::URL_VALUE;
 use crate::domain::QueueName;
 

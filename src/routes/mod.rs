@@ -22,6 +22,7 @@ use crate::api::{ApiError, AppState};
 use crate::domain::settings::opt_duration;
 use crate::domain::QueueName;
 
+mod describe;
 mod forward;
 mod path;
 mod queues;
@@ -29,6 +30,7 @@ mod request;
 mod tasks;
 mod template;
 
+pub use describe::describe;
 pub use forward::Forward;
 pub use path::{PathPattern, RESERVED};
 pub use template::{Piece, Template, Values};

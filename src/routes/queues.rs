@@ -5,14 +5,29 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::request::{body_json, render, RouteRequest};
 use super::Route;
-use crate::api::error::json_response;
-use crate::api::{header_text, reply, ApiError, AppState};
+use crate::api::extract::header_text;
+use crate::api::{json_response, ApiError, AppState, Reply};
 use crate::domain::PushOutcome;
 use crate::domain::{DomainError, QueueName};
+
+/// An enqueue route's answer without `respond`.
+#[derive(Serialize)]
+pub struct Enqueued {
+    /// The message's id.
+    pub id: String,
+}
+
+/// A count route's answer without `respond`.
+#[derive(Serialize)]
+pub struct Counted {
+    /// Ready messages.
+    pub count: u64,
+}
 
 /// Pushes the body verbatim (JSON as sent, other text as a JSON string), once per
 /// `Idempotency-Key`; answers `respond` with `{{id}}`, else 202 `{"id"}`.
@@ -39,7 +54,7 @@ pub async fn enqueue(
             values.set("id", Value::String(id));
             render(answer, &values)
         }
-        None => reply(StatusCode::ACCEPTED, &json!({ "id": id })),
+        None => Reply(StatusCode::ACCEPTED, Enqueued { id }).into_response(),
     })
 }
 
@@ -96,6 +111,6 @@ pub async fn count(
             values.set("count", json!(ready));
             render(answer, &values)
         }
-        None => reply(StatusCode::OK, &json!({ "count": ready })),
+        None => Reply::ok(Counted { count: ready }).into_response(),
     })
 }

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::template::Values;
 use super::{forward, queues, tasks, Answer, Route, RouteAction};
-use crate::api::error::json_response;
-use crate::api::{read_limited, ApiError, AppState};
+use crate::api::body::json_text;
+use crate::api::{json_response, read_limited, ApiError, AppState};
 use crate::auth::Principal;
 use crate::domain::{Action, ResourceKind};
 
@@ -119,8 +119,9 @@ pub fn body_json(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    if let Ok(raw) = serde_json::from_slice::<&RawValue>(body) {
-        return Ok(Some(raw.get().to_owned()));
+    // JSON is held to the API's body policy; other text is stored as a JSON string.
+    if serde_json::from_slice::<&RawValue>(body).is_ok() {
+        return json_text(body).map(|raw| Some(raw.get().to_owned()));
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the body must be JSON or UTF-8 text"))?;

@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use super::request::{body_json, render, RouteRequest};
 use super::Route;
-use crate::api::error::json_response;
-use crate::api::tasks::{point_to_task, task_json};
-use crate::api::{header_text, ApiError, AppState};
+use crate::api::extract::header_text;
+use crate::api::tasks::{pointing_to, TaskView};
+use crate::api::{json_response, ApiError, AppState, Reply};
 use crate::domain::QueueName;
 
 /// Creates the task with the body as payload (`null` when empty: a route may carry
@@ -35,19 +35,19 @@ pub async fn create(
     if task.status.is_final() {
         return match task.upstream_status {
             Some(status) => Ok(upstream_answer(status, task.result.as_deref())),
-            None => task_json(&task, StatusCode::OK),
+            None => Ok(Reply::ok(TaskView::new(task)?).into_response()),
         };
     }
-    let mut response = match &route.respond {
+    let pointer = pointing_to(&task.id);
+    let answer = match &route.respond {
         Some(answer) => {
             let mut values = request.values();
             values.set("task_id", Value::String(task.id.to_string()));
             render(answer, &values)
         }
-        None => task_json(&task, StatusCode::ACCEPTED)?,
+        None => Reply(StatusCode::ACCEPTED, TaskView::new(task)?).into_response(),
     };
-    point_to_task(&mut response, &task);
-    Ok(response)
+    Ok((pointer, answer).into_response())
 }
 
 /// The upstream's status with its answer: JSON as JSON; text (kept by the delivery as
