@@ -1,42 +1,44 @@
 //! The documented answer to each bad input: status, exact seed-004 body, the JSON
 //! content type and a request id; plus identity, grants and the admin API.
 //! Every test runs once per storage backend (`sqlite::…`, `postgres::…`; see
-//! `common::conformance!`).
+//! `common::trials!`).
 
 mod common;
 
 use common::{
-    assert_error, assert_error_prefix, assert_json_conventions, conformance, Backend, TestApp,
+    assert_error, assert_error_prefix, assert_json_conventions, trials, Backend, TestApp,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-conformance! {
-    missing_credentials_are_401_with_a_challenge,
-    wrong_secret_unknown_client_and_malformed_credentials_are_401,
-    bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails,
-    request_id_is_echoed_when_given_and_generated_otherwise,
-    produce_only_client_can_push_but_not_receive_or_push_elsewhere,
-    malformed_json_is_400,
-    settle_bodies_of_the_wrong_shape_are_400,
-    non_json_content_type_is_415,
-    body_over_the_limit_is_413,
-    chunked_body_over_the_limit_is_413,
-    bad_queue_names_are_400,
-    count_outside_1_to_1000_is_400,
-    bad_lease_and_wait_are_400,
-    other_documented_limits_are_400,
-    unknown_path_is_404,
-    wrong_method_is_405,
-    ping_needs_no_credentials,
-    health_reports_the_backend_and_its_latency,
-    admin_creates_a_client_whose_secret_works,
-    admin_refuses_bad_client_definitions,
-    configured_admin_secret_bootstraps_the_admin_on_an_empty_store,
-    duplicate_client_id_is_409,
-    client_list_shows_ids_and_grants_but_no_secrets,
-    deleted_client_is_refused_at_once_even_when_cached,
-    non_admin_is_403_on_the_admin_api,
+trials! {
+    each_backend {
+        missing_credentials_are_401_with_a_challenge,
+        wrong_secret_unknown_client_and_malformed_credentials_are_401,
+        bearer_secret_with_api_client_id_authenticates_and_a_wrong_id_fails,
+        request_id_is_echoed_when_given_and_generated_otherwise,
+        produce_only_client_can_push_but_not_receive_or_push_elsewhere,
+        malformed_json_is_400,
+        settle_bodies_of_the_wrong_shape_are_400,
+        non_json_content_type_is_415,
+        body_over_the_limit_is_413,
+        chunked_body_over_the_limit_is_413,
+        bad_queue_names_are_400,
+        count_outside_1_to_1000_is_400,
+        bad_lease_and_wait_are_400,
+        other_documented_limits_are_400,
+        unknown_path_is_404,
+        wrong_method_is_405,
+        ping_needs_no_credentials,
+        health_reports_the_backend_and_its_latency,
+        admin_creates_a_client_whose_secret_works,
+        admin_refuses_bad_client_definitions,
+        configured_admin_secret_bootstraps_the_admin_on_an_empty_store,
+        duplicate_client_id_is_409,
+        client_list_shows_ids_and_grants_but_no_secrets,
+        deleted_client_is_refused_at_once_even_when_cached,
+        non_admin_is_403_on_the_admin_api,
+    }
 }
 
 const UNAUTHORIZED: &str = "Unauthorized";

@@ -1,51 +1,52 @@
 //! The queues API over HTTP, each endpoint's success path, asserting its effect
 //! on the queue (counts, what a later pop or receive sees), not only the status.
 //! Every test runs once per storage backend (`sqlite::…`, `postgres::…`; see
-//! `common::conformance!`).
+//! `common::trials!`).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, conformance, ids_of, TestApp};
+use common::{assert_error, ids_of, trials, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-conformance! {
-    push_answers_201_with_an_id_and_the_body_comes_back_unchanged,
-    body_comes_back_byte_for_byte_as_pushed,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    competing_consumers_never_receive_the_same_message,
-    batch_push_creates_every_message_in_order,
-    batch_with_an_invalid_element_creates_nothing,
-    same_idempotency_key_returns_the_same_id_and_stores_one_message,
-    delayed_message_is_not_receivable_before_its_delay,
-    pop_returns_the_oldest_first_and_removes_them,
-    pop_without_count_takes_one_message,
-    received_messages_are_leased_and_ack_removes_them,
-    nack_returns_the_message_at_once_with_attempt_counted,
-    nack_with_delay_hides_the_message_until_the_delay_passes,
-    extend_keeps_the_message_leased_past_its_first_lease,
-    stale_receipt_is_reported_and_not_applied,
-    ack_with_a_stale_and_the_current_receipt_of_one_message_acks_once,
-    expired_lease_redelivers_with_attempt_counted,
-    message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
-    nack_of_the_last_attempt_dead_letters_the_message,
-    long_poll_wakes_up_promptly_on_a_concurrent_push,
-    long_poll_on_an_empty_queue_answers_empty_after_the_wait,
-    long_poll_wakes_up_when_another_consumer_nacks,
-    long_poll_takes_a_delayed_push_when_it_becomes_ready,
-    deleting_a_queue_ends_its_long_polls_with_404,
-    idempotency_key_is_forgotten_after_the_queue_window,
-    receipt_of_another_queue_is_stale,
-    deleting_a_queue_removes_it_and_its_messages,
-    purge_removes_every_message_but_keeps_the_queue,
-    list_shows_every_queue_with_its_counts,
-    list_shows_a_client_only_the_queues_it_holds_a_grant_on,
-    put_creates_a_queue_with_201_then_updates_it_with_200,
-    queue_lease_setting_is_the_default_lease_of_receive,
-    put_with_invalid_settings_is_400_and_changes_nothing,
-    never_created_queue_is_404_for_every_call,
+trials! {
+    each_backend {
+        push_answers_201_with_an_id_and_the_body_comes_back_unchanged,
+        body_comes_back_byte_for_byte_as_pushed,
+        competing_consumers_never_receive_the_same_message: multi_thread(4),
+        batch_push_creates_every_message_in_order,
+        batch_with_an_invalid_element_creates_nothing,
+        same_idempotency_key_returns_the_same_id_and_stores_one_message,
+        delayed_message_is_not_receivable_before_its_delay,
+        pop_returns_the_oldest_first_and_removes_them,
+        pop_without_count_takes_one_message,
+        received_messages_are_leased_and_ack_removes_them,
+        nack_returns_the_message_at_once_with_attempt_counted,
+        nack_with_delay_hides_the_message_until_the_delay_passes,
+        extend_keeps_the_message_leased_past_its_first_lease,
+        stale_receipt_is_reported_and_not_applied,
+        ack_with_a_stale_and_the_current_receipt_of_one_message_acks_once,
+        expired_lease_redelivers_with_attempt_counted,
+        message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
+        nack_of_the_last_attempt_dead_letters_the_message,
+        long_poll_wakes_up_promptly_on_a_concurrent_push,
+        long_poll_on_an_empty_queue_answers_empty_after_the_wait,
+        long_poll_wakes_up_when_another_consumer_nacks,
+        long_poll_takes_a_delayed_push_when_it_becomes_ready,
+        deleting_a_queue_ends_its_long_polls_with_404,
+        idempotency_key_is_forgotten_after_the_queue_window,
+        receipt_of_another_queue_is_stale,
+        deleting_a_queue_removes_it_and_its_messages,
+        purge_removes_every_message_but_keeps_the_queue,
+        list_shows_every_queue_with_its_counts,
+        list_shows_a_client_only_the_queues_it_holds_a_grant_on,
+        put_creates_a_queue_with_201_then_updates_it_with_200,
+        queue_lease_setting_is_the_default_lease_of_receive,
+        put_with_invalid_settings_is_400_and_changes_nothing,
+        never_created_queue_is_404_for_every_call,
+    }
 }
 
 fn receipt_of(message: &Value) -> String {

@@ -1,7 +1,7 @@
 //! Streams over HTTP: seed 004's event server, contract exact (paths, headers, bodies,
 //! status codes and error strings), plus what DESIGN.md adds beyond the seed (list and
 //! info with lag, `after=` replay, `wait=` long-poll, owner transfer). Every test runs
-//! once per storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
+//! once per storage backend (`sqlite::…`, `postgres::…`; see `common::trials!`).
 //!
 //! Seed 004's `500 "Internal Server Error - <error>"` rows cannot be provoked through
 //! the public API; the error mapping itself is covered elsewhere.
@@ -12,48 +12,47 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_error, assert_error_prefix, assert_json_conventions, conformance, TestApp,
-    JSON_CONTENT_TYPE,
+    assert_error, assert_error_prefix, assert_json_conventions, trials, TestApp, JSON_CONTENT_TYPE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-conformance! {
-    retention_is_set_by_put_and_shown_in_the_details,
-    seed_requests_sent_as_written_get_the_seed_answers,
-    append_answers_200_with_the_event_id_as_a_json_string_counting_from_1_per_stream,
-    events_come_back_as_posted_with_their_id_added,
-    first_producer_owns_the_stream_and_a_second_writer_gets_423_and_appends_nothing,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    racing_first_writers_exactly_one_owns_the_stream,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    concurrent_appends_of_the_owner_get_distinct_consecutive_ids,
-    invalid_event_bodies_are_400_naming_the_field_and_append_nothing,
-    malformed_json_non_object_and_non_json_bodies_are_rejected,
-    missing_or_empty_producer_id_is_400,
-    bad_stream_names_are_400_on_every_stream_call,
-    missing_or_wrong_credentials_are_401_on_every_stream_call,
-    produce_only_client_can_append_but_not_read_ack_or_transfer,
-    read_returns_only_the_named_events_oldest_first_at_most_limit,
-    read_parameter_and_header_errors_are_400,
-    unknown_stream_is_404_for_read_info_and_ack,
-    acked_event_is_returned_until_acked_and_never_after,
-    unacked_events_are_redelivered_on_every_read,
-    ack_is_cumulative_over_the_events_of_that_name,
-    ack_never_moves_the_offset_backwards,
-    offsets_are_per_consumer,
-    offsets_are_per_event_name,
-    ack_of_an_unknown_event_is_404_and_moves_nothing,
-    ack_with_another_action_no_action_or_no_consumer_is_400_and_moves_nothing,
-    after_replays_from_an_event_id_without_moving_offsets,
-    long_poll_wakes_up_promptly_on_a_matching_append,
-    long_poll_ignores_appends_of_other_event_names,
-    long_poll_without_a_matching_append_answers_empty_after_the_wait,
-    long_poll_answers_at_once_when_events_are_waiting,
-    list_shows_every_stream_with_owner_length_and_first_and_last_ids,
-    info_shows_each_consumer_offset_and_lag_per_event_name,
-    admin_transfers_ownership_and_the_old_owner_gets_423,
-    owner_transfer_is_admin_only_and_checks_stream_and_body,
+trials! {
+    each_backend {
+        retention_is_set_by_put_and_shown_in_the_details,
+        seed_requests_sent_as_written_get_the_seed_answers,
+        append_answers_200_with_the_event_id_as_a_json_string_counting_from_1_per_stream,
+        events_come_back_as_posted_with_their_id_added,
+        first_producer_owns_the_stream_and_a_second_writer_gets_423_and_appends_nothing,
+        racing_first_writers_exactly_one_owns_the_stream: multi_thread(4),
+        concurrent_appends_of_the_owner_get_distinct_consecutive_ids: multi_thread(4),
+        invalid_event_bodies_are_400_naming_the_field_and_append_nothing,
+        malformed_json_non_object_and_non_json_bodies_are_rejected,
+        missing_or_empty_producer_id_is_400,
+        bad_stream_names_are_400_on_every_stream_call,
+        missing_or_wrong_credentials_are_401_on_every_stream_call,
+        produce_only_client_can_append_but_not_read_ack_or_transfer,
+        read_returns_only_the_named_events_oldest_first_at_most_limit,
+        read_parameter_and_header_errors_are_400,
+        unknown_stream_is_404_for_read_info_and_ack,
+        acked_event_is_returned_until_acked_and_never_after,
+        unacked_events_are_redelivered_on_every_read,
+        ack_is_cumulative_over_the_events_of_that_name,
+        ack_never_moves_the_offset_backwards,
+        offsets_are_per_consumer,
+        offsets_are_per_event_name,
+        ack_of_an_unknown_event_is_404_and_moves_nothing,
+        ack_with_another_action_no_action_or_no_consumer_is_400_and_moves_nothing,
+        after_replays_from_an_event_id_without_moving_offsets,
+        long_poll_wakes_up_promptly_on_a_matching_append,
+        long_poll_ignores_appends_of_other_event_names,
+        long_poll_without_a_matching_append_answers_empty_after_the_wait,
+        long_poll_answers_at_once_when_events_are_waiting,
+        list_shows_every_stream_with_owner_length_and_first_and_last_ids,
+        info_shows_each_consumer_offset_and_lag_per_event_name,
+        admin_transfers_ownership_and_the_old_owner_gets_423,
+        owner_transfer_is_admin_only_and_checks_stream_and_body,
+    }
 }
 
 const PLACED: &str = "OrderPlaced";

@@ -4,7 +4,7 @@
 //! the queue API and finish the task with its receipt (`complete`, `fail`). Tests
 //! assert the effect on the task (status, result, attempts) and on its queue (counts,
 //! what a later receive sees), not only the status code. Every test runs once per
-//! storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
+//! storage backend (`sqlite::…`, `postgres::…`; see `common::trials!`).
 
 mod common;
 
@@ -12,51 +12,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_error, assert_error_prefix, assert_json_conventions, conformance, Backend, TestApp,
+    assert_error, assert_error_prefix, assert_json_conventions, trials, Backend, TestApp,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-conformance! {
-    respond_async_answers_202_at_once_with_location_and_the_task_message_is_queued,
-    payload_and_result_come_back_byte_for_byte,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    fast_path_returns_the_worker_result_in_the_create_answer,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    slow_path_answers_202_then_get_with_wait_returns_the_result,
-    default_wait_and_max_wait_come_from_the_configuration,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    prefer_wait_is_capped_at_max_wait_and_fractions_are_honoured,
-    unreadable_prefer_wait_is_ignored,
-    get_with_wait_on_an_unfinished_task_answers_after_the_wait,
-    unknown_task_is_404_and_a_non_uuid_id_is_400,
-    complete_stores_the_result_and_acks_the_message,
-    fail_without_retry_fails_the_task_and_removes_the_message,
-    fail_with_retry_makes_the_task_pending_again_and_keeps_the_error,
-    fail_with_retry_and_delay_hides_the_message_until_the_delay_passes,
-    bad_delay_is_400_and_changes_nothing,
-    retry_with_no_attempts_left_dead_letters_the_message_and_fails_the_task,
-    stale_receipt_after_redelivery_is_409_and_the_new_holder_completes,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    concurrent_completions_after_redeliveries_finish_the_task_once,
-    receipt_of_another_tasks_message_is_400_and_changes_nothing,
-    malformed_worker_bodies_are_rejected_and_change_nothing,
-    expired_lease_redelivers_the_task_with_attempts_counted,
-    expired_lease_with_no_attempts_left_reads_failed,
-    get_with_wait_returns_failed_when_the_last_lease_ends,
-    idempotency_key_returns_the_same_task_and_pushes_one_message,
-    queue_info_counts_tasks_by_status,
-    purged_task_reads_expired_and_its_receipt_is_stale,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    waits_on_a_task_end_as_soon_as_its_queue_is_purged,
-    finished_tasks_are_dropped_after_the_retention,
-    tasks_failed_by_running_out_of_attempts_are_dropped_after_the_retention,
-    missing_or_wrong_credentials_are_401_on_every_task_call,
-    produce_grant_creates_and_reads_but_cannot_finish_or_create_elsewhere,
-    bad_create_requests_are_rejected_and_create_nothing,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    queue_api_settlements_end_tasks_and_a_redrive_reopens_them,
+trials! {
+    each_backend {
+        respond_async_answers_202_at_once_with_location_and_the_task_message_is_queued,
+        payload_and_result_come_back_byte_for_byte,
+        fast_path_returns_the_worker_result_in_the_create_answer: multi_thread(2),
+        slow_path_answers_202_then_get_with_wait_returns_the_result: multi_thread(2),
+        default_wait_and_max_wait_come_from_the_configuration,
+        prefer_wait_is_capped_at_max_wait_and_fractions_are_honoured: multi_thread(2),
+        unreadable_prefer_wait_is_ignored,
+        get_with_wait_on_an_unfinished_task_answers_after_the_wait,
+        unknown_task_is_404_and_a_non_uuid_id_is_400,
+        complete_stores_the_result_and_acks_the_message,
+        fail_without_retry_fails_the_task_and_removes_the_message,
+        fail_with_retry_makes_the_task_pending_again_and_keeps_the_error,
+        fail_with_retry_and_delay_hides_the_message_until_the_delay_passes,
+        bad_delay_is_400_and_changes_nothing,
+        retry_with_no_attempts_left_dead_letters_the_message_and_fails_the_task,
+        stale_receipt_after_redelivery_is_409_and_the_new_holder_completes,
+        concurrent_completions_after_redeliveries_finish_the_task_once: multi_thread(2),
+        receipt_of_another_tasks_message_is_400_and_changes_nothing,
+        malformed_worker_bodies_are_rejected_and_change_nothing,
+        expired_lease_redelivers_the_task_with_attempts_counted,
+        expired_lease_with_no_attempts_left_reads_failed,
+        get_with_wait_returns_failed_when_the_last_lease_ends,
+        idempotency_key_returns_the_same_task_and_pushes_one_message,
+        queue_info_counts_tasks_by_status,
+        purged_task_reads_expired_and_its_receipt_is_stale,
+        waits_on_a_task_end_as_soon_as_its_queue_is_purged: multi_thread(2),
+        finished_tasks_are_dropped_after_the_retention,
+        tasks_failed_by_running_out_of_attempts_are_dropped_after_the_retention,
+        missing_or_wrong_credentials_are_401_on_every_task_call,
+        produce_grant_creates_and_reads_but_cannot_finish_or_create_elsewhere,
+        bad_create_requests_are_rejected_and_create_nothing,
+        queue_api_settlements_end_tasks_and_a_redrive_reopens_them: multi_thread(2),
+    }
 }
 
 /// The fields of every task answer, in no particular order.

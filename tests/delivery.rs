@@ -12,27 +12,21 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::{conformance, TestApp};
+use common::{trials, TestApp};
 use serde_json::{json, Value};
 
-conformance! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    delivered_messages_are_acked_with_the_body_and_headers_sent,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    failures_are_retried_until_delivered,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    out_of_attempts_is_a_dead_letter_with_the_last_error,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    done_statuses_and_url_fields_deliver_deletes,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_task_queue_with_delivery_is_the_executor,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_plain_message_shaped_like_a_task_is_delivered_whole,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_failing_host_opens_the_breaker_and_is_probed_later,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    retry_after_is_honoured,
-    bad_delivery_settings_are_400,
+trials! {
+    each_backend {
+        delivered_messages_are_acked_with_the_body_and_headers_sent: multi_thread(2),
+        failures_are_retried_until_delivered: multi_thread(2),
+        out_of_attempts_is_a_dead_letter_with_the_last_error: multi_thread(2),
+        done_statuses_and_url_fields_deliver_deletes: multi_thread(2),
+        a_task_queue_with_delivery_is_the_executor: multi_thread(2),
+        a_plain_message_shaped_like_a_task_is_delivered_whole: multi_thread(2),
+        a_failing_host_opens_the_breaker_and_is_probed_later: multi_thread(2),
+        retry_after_is_honoured: multi_thread(2),
+        bad_delivery_settings_are_400,
+    }
 }
 
 /// One request the upstream received.

@@ -2,7 +2,7 @@
 //! pushes (or stream appends and ACKs, or task creates and completions) loses
 //! nothing that was acknowledged, and a
 //! SIGTERM drains in-flight requests and exits 0. Each test runs the binary on its own isolated store, once
-//! per storage backend (`sqlite::…`, `postgres::…`; see `common::conformance!`).
+//! per storage backend (`sqlite::…`, `postgres::…`; see `common::trials!`).
 
 mod common;
 
@@ -12,19 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{conformance, Backend, IsolatedStore};
+use common::{trials, Backend, IsolatedStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-conformance! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    acknowledged_pushes_survive_sigkill,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    sigterm_drains_in_flight_requests_and_exits_zero,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    acknowledged_events_owners_and_offsets_survive_sigkill,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    accepted_tasks_and_their_results_survive_sigkill,
+trials! {
+    each_backend {
+        acknowledged_pushes_survive_sigkill: multi_thread(4),
+        sigterm_drains_in_flight_requests_and_exits_zero: multi_thread(4),
+        acknowledged_events_owners_and_offsets_survive_sigkill: multi_thread(4),
+        accepted_tasks_and_their_results_survive_sigkill: multi_thread(4),
+    }
 }
 
 const ADMIN_SECRET: &str = "durability-admin-secret-42";

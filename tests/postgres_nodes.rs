@@ -3,7 +3,10 @@
 //! restart.
 //!
 //! Runs when `HOPPER_TEST_POSTGRES` is set (a base URL such as
-//! `postgres://postgres@127.0.0.1:5432/test`); `.ci/run` sets it.
+//! `postgres://postgres@127.0.0.1:5432/test`; `.ci/run` sets it); otherwise every test
+//! is reported ignored (see `common::trials!`).
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,18 +14,39 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{trials, Backend, Fixture};
 use serde_json::{json, Value};
+
+trials! {
+    postgres {
+        two_nodes_share_queues_and_deliver_each_message_once: multi_thread(2),
+        long_poll_on_one_node_wakes_on_a_push_to_the_other: multi_thread(2),
+        postgres_outage_gives_503_and_heals_without_restart: multi_thread(2),
+        streams_are_consistent_across_nodes: multi_thread(2),
+        a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other: multi_thread(2),
+        two_nodes_share_a_queue_s_deliveries: multi_thread(2),
+    }
+}
 
 const ADMIN_SECRET: &str = "nodes-admin-secret-0123456789";
 
-fn postgres_base() -> Option<String> {
-    let url = std::env::var("HOPPER_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("HOPPER_TEST_POSTGRES is not set: skipping the PostgreSQL multi-node tests");
+/// What each test receives: the PostgreSQL server of `HOPPER_TEST_POSTGRES`, on which
+/// its nodes share a schema of their own. The outage test, which starts a PostgreSQL of
+/// its own to stop it, takes it only to run when the PostgreSQL tests do.
+struct Postgres {
+    /// The server and database, without a schema.
+    base: String,
+}
+
+impl Fixture for Postgres {
+    async fn start(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres { base_url } => Postgres { base: base_url },
+            Backend::Sqlite => {
+                unreachable!("the multi-node tests are registered for PostgreSQL only")
+            }
+        }
     }
-    url
 }
 
 fn random_schema() -> String {
@@ -142,9 +166,7 @@ impl Node {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_queues_and_deliver_each_message_once() {
-    let Some(base) = postgres_base() else { return };
+async fn two_nodes_share_queues_and_deliver_each_message_once(Postgres { base }: Postgres) {
     let schema = random_schema();
     let _guard = SchemaGuard {
         base: base.clone(),
@@ -265,9 +287,7 @@ async fn two_nodes_share_queues_and_deliver_each_message_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_poll_on_one_node_wakes_on_a_push_to_the_other() {
-    let Some(base) = postgres_base() else { return };
+async fn long_poll_on_one_node_wakes_on_a_push_to_the_other(Postgres { base }: Postgres) {
     let schema = random_schema();
     let _guard = SchemaGuard {
         base: base.clone(),
@@ -464,11 +484,7 @@ impl Drop for OwnPostgres {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_outage_gives_503_and_heals_without_restart() {
-    if postgres_base().is_none() {
-        return;
-    }
+async fn postgres_outage_gives_503_and_heals_without_restart(_: Postgres) {
     let postgres = tokio::task::spawn_blocking(OwnPostgres::start_new)
         .await
         .unwrap();
@@ -670,9 +686,7 @@ fn event_ids(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_are_consistent_across_nodes() {
-    let Some(base) = postgres_base() else { return };
+async fn streams_are_consistent_across_nodes(Postgres { base }: Postgres) {
     let schema = random_schema();
     let _guard = SchemaGuard {
         base: base.clone(),
@@ -853,9 +867,9 @@ async fn streams_are_consistent_across_nodes() {
 /// soon as a worker completes it through node B: the wake-up crosses nodes through
 /// PostgreSQL, and so does a `GET` waiting with `Prefer: wait` on node B for a task
 /// a worker on node A finishes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other() {
-    let Some(base) = postgres_base() else { return };
+async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other(
+    Postgres { base }: Postgres,
+) {
     let schema = random_schema();
     let _guard = SchemaGuard {
         base: base.clone(),
@@ -963,9 +977,7 @@ async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other() {
 
 /// Deliveries spread over nodes: two nodes deliver one queue to an upstream; every
 /// message reaches it, and both nodes deliver some (leases with `SKIP LOCKED`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_a_queue_s_deliveries() {
-    let Some(base) = postgres_base() else { return };
+async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
     let schema = random_schema();
     let _guard = SchemaGuard {
         base: base.clone(),

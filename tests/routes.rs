@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    assert_error, assert_json_conventions, conformance, spawn_app_with, Backend, TestApp,
-};
+use common::{assert_error, assert_json_conventions, spawn_app_with, trials, Backend, TestApp};
 use hopper::config::{Config, Overrides};
 use hopper::routes::{Route, RouteSpec};
 use reqwest::header::HeaderMap;
@@ -22,25 +20,31 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-conformance! {
-    seed_000_add_queues_the_body_for_the_client_and_refuses_an_unknown_client,
-    seed_002_push_count_and_pop_are_fifo_and_an_empty_pop_says_no_hay_dato,
-    default_answers_are_202_id_the_message_204_and_a_count_object,
-    templates_fill_ids_messages_counts_and_path_parameters,
-    public_routes_need_no_credentials_and_the_others_take_every_credential_form,
-    each_action_needs_the_grant_of_the_matching_api_operation,
-    methods_of_one_path_share_it_and_other_methods_are_405,
-    bodies_over_the_limit_are_413_and_change_nothing,
-    forward_passes_the_answer_through_and_compensates_nothing_on_success,
-    forward_on_a_5xx_queues_the_compensation_before_answering_502,
-    forward_on_a_timeout_queues_the_compensation_and_answers_504,
-    forward_to_a_down_upstream_queues_the_compensation_and_answers_502,
-    forward_without_compensate_answers_502_and_queues_nothing,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    task_route_answers_the_task_a_worker_completes_in_time,
-    task_route_answers_202_with_location_when_the_task_is_slow,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    task_route_on_a_delivering_queue_answers_as_the_upstream_did,
+trials! {
+    each_backend {
+        seed_000_add_queues_the_body_for_the_client_and_refuses_an_unknown_client,
+        seed_002_push_count_and_pop_are_fifo_and_an_empty_pop_says_no_hay_dato,
+        default_answers_are_202_id_the_message_204_and_a_count_object,
+        templates_fill_ids_messages_counts_and_path_parameters,
+        public_routes_need_no_credentials_and_the_others_take_every_credential_form,
+        each_action_needs_the_grant_of_the_matching_api_operation,
+        methods_of_one_path_share_it_and_other_methods_are_405,
+        bodies_over_the_limit_are_413_and_change_nothing,
+        forward_passes_the_answer_through_and_compensates_nothing_on_success,
+        forward_on_a_5xx_queues_the_compensation_before_answering_502,
+        forward_on_a_timeout_queues_the_compensation_and_answers_504,
+        forward_to_a_down_upstream_queues_the_compensation_and_answers_502,
+        forward_without_compensate_answers_502_and_queues_nothing,
+        task_route_answers_the_task_a_worker_completes_in_time: multi_thread(2),
+        task_route_answers_202_with_location_when_the_task_is_slow,
+        task_route_on_a_delivering_queue_answers_as_the_upstream_did: multi_thread(2),
+    }
+    plain {
+        a_valid_file_loads_every_action,
+        every_bad_route_is_refused_at_start_with_its_line,
+        paths_of_hoppers_own_api_are_refused,
+        routes_with_the_same_method_and_path_shape_collide,
+    }
 }
 
 /// The fields of a task answer, as `GET /api/v1/tasks/{id}` shows them.
@@ -1146,7 +1150,6 @@ fn with_route(route: &str) -> String {
     )
 }
 
-#[test]
 fn a_valid_file_loads_every_action() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hopper.toml");
@@ -1196,7 +1199,6 @@ public = true
     assert!(config.routes[4].public);
 }
 
-#[test]
 fn every_bad_route_is_refused_at_start_with_its_line() {
     // Errors found by the TOML reader name the line of the field; the others the
     // line the route starts on.
@@ -1266,7 +1268,6 @@ fn every_bad_route_is_refused_at_start_with_its_line() {
     }
 }
 
-#[test]
 fn paths_of_hoppers_own_api_are_refused() {
     for path in [
         "/api/v1/queues",
@@ -1294,7 +1295,6 @@ fn paths_of_hoppers_own_api_are_refused() {
     }
 }
 
-#[test]
 fn routes_with_the_same_method_and_path_shape_collide() {
     let text = "[[routes]]\nmethod = \"GET\"\npath = \"/a/{x}/b\"\ncount = \"a\"\n\n[[routes]]\nmethod = \"POST\"\npath = \"/a/{y}/b\"\nenqueue = \"a\"\n\n[[routes]]\nmethod = \"get\"\npath = \"/a/{z}/b\"\npop = \"a\"\n";
     let error = load_error(text);

@@ -15,19 +15,18 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::{conformance, spawn_app_with, Backend, TestApp};
+use common::{spawn_app_with, trials, Backend, TestApp};
 use hopper::config::{Config, Overrides};
 use serde_json::{json, Value};
 
-conformance! {
-    seed_000_add_answers_ok_and_queues_the_body,
-    seed_002_push_count_pop_and_the_empty_answer,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    seed_001_clients_answered_within_the_wait_or_later,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    seed_003_failed_creates_are_rolled_back_until_the_cluster_agrees,
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    seed_003_rollbacks_survive_a_sigkill_of_hopper,
+trials! {
+    each_backend {
+        seed_000_add_answers_ok_and_queues_the_body,
+        seed_002_push_count_pop_and_the_empty_answer,
+        seed_001_clients_answered_within_the_wait_or_later: multi_thread(2),
+        seed_003_failed_creates_are_rolled_back_until_the_cluster_agrees: multi_thread(2),
+        seed_003_rollbacks_survive_a_sigkill_of_hopper: multi_thread(2),
+    }
 }
 
 const SEED_000_SECRET: &str = "MTI4NTBANjEwMmZjMzhiOTM5YjQyODVhNDAwZmE3";

@@ -1,5 +1,5 @@
 //! The `Store` trait's contract, written once and run against every backend
-//! (`sqlite::…`, `postgres::…`; see `common::conformance!`): push, lease and settle
+//! (`sqlite::…`, `postgres::…`; see `common::trials!`): push, lease and settle
 //! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings and
 //! clients. Each test opens its own isolated store with `hopper::store::open`.
 
@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{conformance, Backend, Fixture, IsolatedStore};
+use common::{trials, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
 use hopper::domain::{ClientId, Grant, QueueName, QueueSettings};
 use hopper::domain::{
@@ -17,25 +17,27 @@ use hopper::domain::{
     Settlement, Store, StoreError, Upsert,
 };
 
-conformance! {
-    ack_removes_a_leased_message_and_nack_returns_it_with_attempt_counted,
-    receipt_from_an_earlier_lease_is_stale,
-    current_and_stale_receipts_of_one_message_are_told_apart,
-    receipt_given_twice_in_one_ack_is_applied_once,
-    receipt_still_settles_after_its_lease_expired_if_nobody_took_the_message,
-    messages_are_handed_out_oldest_first,
-    same_idempotency_key_makes_a_second_push_a_duplicate,
-    pop_removes_the_oldest_ready_messages_without_a_receipt,
-    delayed_push_becomes_ready_after_its_delay,
-    counts_tell_ready_leased_delayed_and_dead_apart,
-    message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
-    update_settings_creates_then_updates_the_queue,
-    concurrent_settings_updates_compose,
-    sweep_trims_streams_by_count_and_by_age,
-    stream_owner_offsets_and_missing_events,
-    purge_empties_a_queue_and_delete_removes_it,
-    unknown_queue_is_not_found_and_not_created,
-    clients_are_created_listed_and_deleted,
+trials! {
+    each_backend {
+        ack_removes_a_leased_message_and_nack_returns_it_with_attempt_counted,
+        receipt_from_an_earlier_lease_is_stale,
+        current_and_stale_receipts_of_one_message_are_told_apart,
+        receipt_given_twice_in_one_ack_is_applied_once,
+        receipt_still_settles_after_its_lease_expired_if_nobody_took_the_message,
+        messages_are_handed_out_oldest_first,
+        same_idempotency_key_makes_a_second_push_a_duplicate,
+        pop_removes_the_oldest_ready_messages_without_a_receipt,
+        delayed_push_becomes_ready_after_its_delay,
+        counts_tell_ready_leased_delayed_and_dead_apart,
+        message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
+        update_settings_creates_then_updates_the_queue,
+        concurrent_settings_updates_compose,
+        sweep_trims_streams_by_count_and_by_age,
+        stream_owner_offsets_and_missing_events,
+        purge_empties_a_queue_and_delete_removes_it,
+        unknown_queue_is_not_found_and_not_created,
+        clients_are_created_listed_and_deleted,
+    }
 }
 
 /// An open store of the backend under test; dereferences to `dyn Store`.

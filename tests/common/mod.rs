@@ -1,28 +1,42 @@
-//! Test fixtures shared by the integration tests, and the conformance machinery that
-//! runs one test once per storage backend.
+//! Test fixtures shared by the integration tests, and the harness that runs each test
+//! binary's tests: once per storage backend, or once.
 //!
+//! - [`trials!`]: the `main` of every test binary that uses this module. Those binaries
+//!   are `harness = false` (their `[[test]]` entries in `Cargo.toml`): libtest has no
+//!   way to report a test as skipped at run time, and a test that returns early when
+//!   its backend is missing reports "ok" (rust-lang/rust#68007). So the tests are
+//!   `libtest_mimic` trials instead, and the trials of a backend that is not configured
+//!   carry the ignored flag: `cargo test` counts them as ignored, and running them
+//!   anyway (`-- --include-ignored`) fails them, saying what is missing.
 //! - [`Backend`]: SQLite always; PostgreSQL when `HOPPER_TEST_POSTGRES` holds a base URL
-//!   such as `postgres://postgres@127.0.0.1:5432/test` (otherwise its tests pass at once
-//!   and say so on stderr).
+//!   such as `postgres://postgres@127.0.0.1:5432/test`.
+//! - [`Fixture`]: what a test receives, started on the backend of its trial: a
+//!   [`TestApp`], the [`Backend`] itself, or a fixture of the test file.
 //! - [`IsolatedStore`]: a store nobody else uses: a temporary SQLite file, or a fresh
 //!   PostgreSQL schema `t_<random hex>` dropped when the test ends, panics included.
 //! - [`spawn_app`]: the real server, in-process, on an ephemeral port and its own
 //!   isolated store, so tests run in parallel without sharing anything. Helpers speak
 //!   the public HTTP API only; they never reach into the store.
-//! - [`conformance!`]: `conformance! { test_a, test_b }` turns each
-//!   `async fn test_a(fixture: F)` (`F` one of [`TestApp`], [`Backend`] or any other
-//!   [`Fixture`]) into the tests `sqlite::test_a` and `postgres::test_a`.
+//!
+//! Each trial runs on a thread named after it (as libtest does, so a panic message
+//! says which test panicked) with a tokio runtime of its own, built as `#[tokio::test]`
+//! builds it; a panic fails that trial only, and the failure report gives the panic's
+//! message and location. libtest-mimic runs the trials on `--test-threads` threads and
+//! takes libtest's filters (`sqlite::pop`, `--exact`, `--skip`, `--ignored`, `--list`),
+//! so `cargo test` and `cargo nextest` run these binaries as they run standard ones.
+//! Unlike libtest it captures no output: what a test prints is shown even when it
+//! passes.
 //!
 //! Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hopper::config::Config;
 use hopper::domain::ClientId;
+use libtest_mimic::{Arguments, Failed, Trial};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -36,55 +50,230 @@ pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 /// The variable naming the PostgreSQL server the tests may use (a base URL, no schema).
 pub const POSTGRES_ENV: &str = "HOPPER_TEST_POSTGRES";
 
-/// Instantiates tests once per backend: `conformance! { a, b }` makes the tests
-/// `sqlite::a`, `sqlite::b`, `postgres::a` and `postgres::b`, each calling the
-/// `async fn a(fixture: F)` of the enclosing module with a fresh `F` ([`Fixture`]) on
-/// its backend. A name may carry its own `#[tokio::test(...)]` (for another runtime
-/// flavor); the default is `#[tokio::test]`. A function left out of the list is never
-/// called, which the compiler reports as dead code.
-macro_rules! conformance {
-    (@munch $backend:ident [$($done:tt)*]) => {
-        mod $backend {
-            $($done)*
+/// The `main` of a test binary: registers the test functions of the file, in sections,
+/// and runs them as `libtest_mimic` trials ([`run_trials`]).
+///
+/// ```text
+/// trials! {
+///     each_backend { push_is_201, competing_consumers_differ: multi_thread(4) }
+///     postgres { two_nodes_share_a_queue: multi_thread(2) }
+///     plain { a_valid_file_loads }
+/// }
+/// ```
+///
+/// - `each_backend`: `async fn name(fixture: F)` ([`Fixture`]) becomes the trials
+///   `sqlite::name` and `postgres::name`, each with a fresh `F` started on its backend.
+/// - `postgres`: `async fn name(fixture: F)` becomes the trial `name`, on PostgreSQL.
+/// - `plain`: `fn name()`, which needs no backend, becomes the trial `name`.
+///
+/// The trials of PostgreSQL are ignored when [`POSTGRES_ENV`] is unset. An async test
+/// runs on a current-thread runtime, or after `: multi_thread(N)` on a multi-thread
+/// runtime with `N` workers (`#[tokio::test(flavor = "multi_thread", worker_threads =
+/// N)]`). A function left out of the lists is never called, which the compiler reports
+/// as dead code.
+macro_rules! trials {
+    ($($section:ident { $($tests:tt)* })*) => {
+        fn main() {
+            $crate::common::run_trials(
+                ::std::iter::empty()
+                    $(.chain($crate::common::trials!(@ $section $($tests)*)))*
+                    .collect(),
+            )
         }
     };
-    (@munch $backend:ident [$($done:tt)*]
-        #[tokio::test $(($($args:tt)*))?] $name:ident $(, $($rest:tt)*)?) => {
-        $crate::common::conformance!(@munch $backend [
-            $($done)*
-            #[tokio::test $(($($args)*))?]
-            async fn $name() {
-                $crate::common::run($crate::common::Backend::$backend(), super::$name).await
-            }
-        ] $($($rest)*)?);
+    (@ each_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::each_backend(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+        .into_iter()
+        .flatten()
     };
-    (@munch $backend:ident [$($done:tt)*] $name:ident $(, $($rest:tt)*)?) => {
-        $crate::common::conformance!(@munch $backend [$($done)*]
-            #[tokio::test] $name $(, $($rest)*)?);
+    (@ postgres $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::postgres_only(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
     };
-    (@munch $backend:ident [$($done:tt)*] $($unexpected:tt)+) => {
-        compile_error!("conformance!: expected test function names, each optionally after #[tokio::test(...)]");
+    (@ plain $($name:ident),* $(,)?) => {
+        [$($crate::common::plain(stringify!($name), $name)),*]
     };
-    ($($tests:tt)*) => {
-        $crate::common::conformance!(@munch sqlite [] $($tests)*);
-        $crate::common::conformance!(@munch postgres [] $($tests)*);
+    (@runtime) => {
+        $crate::common::Runtime::CurrentThread
+    };
+    (@runtime $threads:literal) => {
+        $crate::common::Runtime::MultiThread($threads)
+    };
+    (@ each_backend $($unexpected:tt)*) => {
+        compile_error!("trials!: `each_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
+    (@ postgres $($unexpected:tt)*) => {
+        compile_error!("trials!: `postgres` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
+    (@ plain $($unexpected:tt)*) => {
+        compile_error!("trials!: `plain` lists test functions by name, separated by commas")
+    };
+    (@ $section:ident $($unexpected:tt)*) => {
+        compile_error!(concat!(
+            "trials!: unknown section `", stringify!($section),
+            "`: expected `each_backend { .. }`, `postgres { .. }` or `plain { .. }`"
+        ))
+    };
+    ($($unexpected:tt)*) => {
+        compile_error!("trials!: expected sections `each_backend { .. }`, `postgres { .. }`, `plain { .. }`")
     };
 }
-pub(crate) use conformance;
+pub(crate) use trials;
 
-/// Runs `test` with a fixture started on `backend`; does nothing when the backend is
-/// not available (see [`Backend::postgres`]).
-pub async fn run<F, T, Fut>(backend: Option<Backend>, test: T)
+/// Runs `trials` as the command line says (filters, `--list`, `--include-ignored`,
+/// `--test-threads`) and exits with libtest's exit code.
+pub fn run_trials(trials: Vec<Trial>) -> ! {
+    record_panic_locations();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+}
+
+/// The tokio runtime an async test runs on, as `#[tokio::test]` would build it.
+#[derive(Debug, Clone, Copy)]
+pub enum Runtime {
+    /// `#[tokio::test]`: the test's own thread drives every task.
+    CurrentThread,
+    /// `#[tokio::test(flavor = "multi_thread", worker_threads = N)]`, for tests whose
+    /// tasks must truly run at the same time (races, concurrent clients).
+    MultiThread(usize),
+}
+
+impl Runtime {
+    /// Builds the runtime, with time and I/O enabled, and runs `test` to its end on it.
+    fn block_on(self, test: impl Future<Output = ()>) {
+        let mut builder = match self {
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Runtime::MultiThread(worker_threads) => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(worker_threads);
+                builder
+            }
+        };
+        builder
+            .enable_all()
+            .build()
+            .expect("cannot build the test's tokio runtime")
+            .block_on(test)
+    }
+}
+
+/// The trials `sqlite::<name>` and `postgres::<name>` of `test` ([`trials!`]'s
+/// `each_backend`).
+pub fn each_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
 where
     F: Fixture,
-    T: FnOnce(F) -> Fut,
+    T: FnOnce(F) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let Some(backend) = backend else { return };
-    test(F::start(backend).await).await
+    [
+        backend_trial(
+            format!("sqlite::{name}"),
+            Ok(Backend::Sqlite),
+            runtime,
+            test,
+        ),
+        backend_trial(
+            format!("postgres::{name}"),
+            Backend::postgres(),
+            runtime,
+            test,
+        ),
+    ]
 }
 
-/// What a conformance test receives, started on the backend under test.
+/// The trial `<name>` of `test` on PostgreSQL ([`trials!`]'s `postgres`).
+pub fn postgres_only<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> Trial
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    backend_trial(name.to_owned(), Backend::postgres(), runtime, test)
+}
+
+/// The trial `<name>` of a test that needs no backend ([`trials!`]'s `plain`).
+pub fn plain(name: &str, test: fn()) -> Trial {
+    let thread_name = name.to_owned();
+    Trial::test(name, move || on_named_thread(thread_name, test))
+}
+
+/// A trial running `test` with a fixture started on `backend`; when the backend is not
+/// configured, an ignored trial that fails, saying why, if it is run anyway.
+fn backend_trial<F, T, Fut>(
+    name: String,
+    backend: Result<Backend, String>,
+    runtime: Runtime,
+    test: T,
+) -> Trial
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    match backend {
+        Ok(backend) => {
+            let thread_name = name.clone();
+            Trial::test(name, move || {
+                on_named_thread(thread_name, move || {
+                    runtime.block_on(async move { test(F::start(backend).await).await })
+                })
+            })
+        }
+        Err(missing) => {
+            Trial::test(name, move || Err(Failed::from(missing))).with_ignored_flag(true)
+        }
+    }
+}
+
+/// Runs `test` on a new thread named `name`, so that the panic hook's message names the
+/// test, as under libtest; its panic is the trial's failure, with where it happened.
+fn on_named_thread(name: String, test: impl FnOnce() + Send + 'static) -> Result<(), Failed> {
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(test)).map_err(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message");
+                match PANIC_LOCATION.take() {
+                    Some(location) => format!("test panicked at {location}:\n{message}"),
+                    None => format!("test panicked: {message}"),
+                }
+            })
+        })
+        .map_err(|e| format!("cannot start the test's thread: {e}"))?;
+    match thread.join() {
+        Ok(outcome) => outcome.map_err(Failed::from),
+        Err(_) => Err("the test's thread panicked while reporting a panic".into()),
+    }
+}
+
+thread_local! {
+    /// Where the last panic of this thread happened, for the trial's failure message:
+    /// libtest-mimic captures no output, so the hook's own message is lost among those
+    /// of the other trials running meanwhile.
+    static PANIC_LOCATION: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// Puts a hook before the panic hook (which still prints its message) that keeps each
+/// panic's location in [`PANIC_LOCATION`].
+fn record_panic_locations() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANIC_LOCATION.set(info.location().map(ToString::to_string));
+        print(info)
+    }));
+}
+
+/// What a test of a backend receives, started on the backend of its trial.
 pub trait Fixture: Sized {
     /// Starts the fixture on `backend`.
     fn start(backend: Backend) -> impl Future<Output = Self>;
@@ -115,37 +304,17 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// SQLite: always available.
-    pub fn sqlite() -> Option<Backend> {
-        Some(Backend::Sqlite)
-    }
-
-    /// PostgreSQL when [`POSTGRES_ENV`] is set; otherwise `None`, said on stderr so a
-    /// skipped run is not mistaken for a passed one: by each test (shown with
-    /// `--nocapture`), and once per test binary past the harness's output capture.
-    pub fn postgres() -> Option<Backend> {
+    /// PostgreSQL on the server of [`POSTGRES_ENV`]; when it is unset, why the tests
+    /// of PostgreSQL cannot run.
+    pub fn postgres() -> Result<Backend, String> {
         match std::env::var(POSTGRES_ENV) {
-            Ok(url) if !url.trim().is_empty() => Some(Backend::Postgres {
+            Ok(url) if !url.trim().is_empty() => Ok(Backend::Postgres {
                 base_url: url.trim().to_owned(),
             }),
-            _ => {
-                let test = std::thread::current()
-                    .name()
-                    .unwrap_or("this test")
-                    .to_owned();
-                eprintln!("SKIPPED {test}: {POSTGRES_ENV} is not set");
-                static NOTICE: std::sync::Once = std::sync::Once::new();
-                NOTICE.call_once(|| {
-                    // Straight to the stderr handle: eprintln! output of a passing test
-                    // is captured and never shown.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "\nSKIPPED: the postgres::* tests pass without running: {POSTGRES_ENV} is not set \
-                         (e.g. {POSTGRES_ENV}=postgres://postgres@127.0.0.1:5432/test)"
-                    );
-                });
-                None
-            }
+            _ => Err(format!(
+                "{POSTGRES_ENV} is not set: this test needs a PostgreSQL server \
+                 (e.g. {POSTGRES_ENV}=postgres://postgres@127.0.0.1:5432/test)"
+            )),
         }
     }
 
