@@ -12,6 +12,7 @@ pub mod queues;
 pub mod settings;
 pub mod streams;
 pub mod tasks;
+pub mod waiters;
 pub mod wakeups;
 
 pub use error::DomainError;
@@ -21,4 +22,5 @@ pub use queues::{QueueService, ReceiveRequest};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use streams::StreamService;
 pub use tasks::{TaskId, TaskService, TaskSettings, TaskStatus};
+pub use waiters::Waiters;
 pub use wakeups::{Revocation, Wakeups};

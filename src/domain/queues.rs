@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::settings::{check_delay, check_lease};
-use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
+use super::{DomainError, QueueName, QueueSettings, SettingsPatch, Waiters};
 use crate::store::{
     Message, PushOutcome, PushRequest, QueueInfo, Receipt, SettingsUpdate, Settled, Settlement,
     Store, Upsert,
@@ -79,6 +79,7 @@ pub struct QueueService {
     store: Arc<dyn Store>,
     defaults: QueueSettings,
     shutdown: CancellationToken,
+    waiters: Waiters,
 }
 
 impl QueueService {
@@ -92,7 +93,13 @@ impl QueueService {
             store,
             defaults,
             shutdown,
+            waiters: Waiters::default(),
         }
+    }
+
+    /// The same service, counting its long-polls in `waiters` (shared with other services).
+    pub fn with_waiters(self, waiters: Waiters) -> Self {
+        QueueService { waiters, ..self }
     }
 
     /// Pushes bodies (all or nothing), after `delay`, deduplicated by `idempotency_key`.
@@ -139,6 +146,7 @@ impl QueueService {
         let lease = request.lease.map(check_lease).transpose()?;
         let deadline = Instant::now() + request.wait.min(MAX_WAIT);
         let watch = self.store.wakeups().watch(queue.as_str());
+        let mut slot = None;
         loop {
             // Armed before the attempt, so a push that commits between the attempt and
             // the wait still wakes this request.
@@ -160,6 +168,9 @@ impl QueueService {
             let now = Instant::now();
             if now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(received.messages);
+            }
+            if slot.is_none() {
+                slot = Some(self.waiters.try_wait(deadline - now)?);
             }
             let wake_at = received
                 .next_ready_in
