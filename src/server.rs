@@ -33,9 +33,7 @@ use crate::store::{self, Store};
 mod canned;
 mod connection;
 mod listener;
-pub mod timeout;
-
-pub use listener::default_max_connections;
+mod timeout;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -752,3 +752,62 @@ async fn max_waiters_refuses_exactly_the_waits_past_the_cap_and_nothing_else(bac
     let again = receive("0.5").await.unwrap();
     assert_eq!(again.status(), StatusCode::OK, "the slots came back");
 }
+
+/// At shutdown, a request still busy after drain_timeout (a forward to an upstream
+/// that never answers, which its route allows a minute) does not hold the server
+/// up: its connection is closed and the server stops.
+#[tokio::test]
+async fn shutdown_closes_connections_still_busy_after_drain_timeout() {
+    // Connections to it complete in the kernel's backlog and are never answered.
+    let silent_upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let text = format!(
+        r#"
+[[routes]]
+method = "GET"
+path = "/hang"
+public = true
+forward = {{ url = "http://{}/hang", timeout = "60s" }}
+"#,
+        silent_upstream.local_addr().unwrap()
+    );
+    #[derive(serde::Deserialize)]
+    struct File {
+        routes: Vec<toml::Spanned<hopper::routes::RouteSpec>>,
+    }
+    let file: File = toml::from_str(&text).unwrap();
+    let store = Backend::Sqlite.isolated_store();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.url.clone(),
+        routes: hopper::routes::parse(file.routes, &text).unwrap(),
+        limits: Limits {
+            drain_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = hopper::server::start(config).await.unwrap();
+    let hung = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!("http://{}/hang", server.addr))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!hung.is_finished(), "the forward did not hang");
+    let started = Instant::now();
+    server.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), server.wait())
+        .await
+        .expect("shutdown waited for the hung request")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "stopped after {took:?}, before drain_timeout"
+    );
+    let answer = hung.await.unwrap();
+    assert!(
+        answer.is_err(),
+        "the hung request's connection was closed: {answer:?}"
+    );
+}

@@ -44,7 +44,7 @@ const DISCARD_AFTER_ERROR: usize = 256 * 1024;
 
 /// The connection-level limits, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Timeouts {
+pub(super) struct ConnectionLimits {
     /// From the first byte of a head (or the accept) to its end.
     pub header: Duration,
     /// From the end of a response to the first byte of the next head.
@@ -192,7 +192,7 @@ struct Replacement {
 pub(super) struct GuardedIo {
     stream: TcpStream,
     exchanges: Arc<Exchanges>,
-    timeouts: Timeouts,
+    limits: ConnectionLimits,
     phase: Phase,
     /// Armed at `armed_for`, never later than the deadline it serves: moving a timer
     /// later is done lazily when it fires, so a busy connection never touches it.
@@ -207,12 +207,16 @@ pub(super) struct GuardedIo {
 
 impl GuardedIo {
     /// `stream`, just accepted, whose requests `exchanges` counts.
-    pub(super) fn new(stream: TcpStream, exchanges: Arc<Exchanges>, timeouts: Timeouts) -> Self {
-        let until = Instant::now() + timeouts.header;
+    pub(super) fn new(
+        stream: TcpStream,
+        exchanges: Arc<Exchanges>,
+        limits: ConnectionLimits,
+    ) -> Self {
+        let until = Instant::now() + limits.header;
         GuardedIo {
             stream,
             exchanges,
-            timeouts,
+            limits,
             phase: Phase::Head { until },
             timer: Box::pin(tokio::time::sleep_until(until)),
             armed_for: until,
@@ -228,13 +232,14 @@ impl GuardedIo {
             self.phase = Phase::Serving;
         } else if let Phase::Serving = self.phase {
             self.phase = Phase::Idle {
-                until: Instant::now() + self.timeouts.idle,
+                until: Instant::now() + self.limits.idle,
             };
         }
     }
 
-    /// Pending, or an error once the current deadline has passed; only called when
-    /// the socket itself is pending, so the timer shares hyper's wake-ups.
+    /// Pending (with the timer's wake-up registered), or an error once the current
+    /// deadline has passed. Called when the socket is pending and when a response
+    /// has just been flushed, the moments after which hyper waits for a wake-up.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let (until, what) = match self.phase {
             Phase::Idle { until } => (until, "idle connection closed after idle_timeout"),
@@ -279,7 +284,7 @@ impl GuardedIo {
         len: usize,
     ) -> Poll<io::Result<usize>> {
         if self.replacement.is_none() {
-            match super::canned::replacement(head, self.timeouts.max_header_bytes) {
+            match super::canned::replacement(head, self.limits.max_header_bytes) {
                 Some(bytes) => self.replacement = Some(Replacement { bytes, written: 0 }),
                 None => {
                     self.quiet = false;
@@ -335,7 +340,7 @@ impl AsyncRead for GuardedIo {
                 if let Phase::Idle { .. } = this.phase {
                     if buf.filled().len() > before {
                         this.phase = Phase::Head {
-                            until: Instant::now() + this.timeouts.header,
+                            until: Instant::now() + this.limits.header,
                         };
                     }
                 }

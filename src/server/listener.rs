@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{ConnectionService, Exchanges, GuardedIo, Timeouts};
+use super::connection::{ConnectionLimits, ConnectionService, Exchanges, GuardedIo};
 use crate::config::{Limits, MAX_CONNECTIONS_LIMIT};
 
 /// File descriptors kept for everything but client connections: the store's files
@@ -89,7 +89,7 @@ pub(super) async fn serve(
         .unwrap_or_else(default_max_connections);
     tracing::info!(max_connections, "accepting connections");
     let permits = Arc::new(Semaphore::new(max_connections));
-    let timeouts = Timeouts {
+    let connection_limits = ConnectionLimits {
         header: limits.header_timeout,
         idle: limits.idle_timeout,
         max_header_bytes: limits.max_header_bytes,
@@ -141,7 +141,7 @@ pub(super) async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let exchanges = Arc::new(Exchanges::default());
-        let io = TokioIo::new(GuardedIo::new(stream, exchanges.clone(), timeouts));
+        let io = TokioIo::new(GuardedIo::new(stream, exchanges.clone(), connection_limits));
         let connection = graceful
             .watch(builder.serve_connection(io, ConnectionService::new(app.clone(), exchanges)));
         let force_close = force_close.clone();
