@@ -23,6 +23,50 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest `tasks.max_wait`: an HTTP request held longer meets proxy and client timeouts.
 const MAX_TASK_WAIT: Duration = Duration::from_secs(300);
 
+/// Longest timeout of `[limits]`: past an hour a "limit" no longer protects anything.
+const MAX_LIMIT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Smallest `max_header_bytes`: below it, ordinary requests with credentials get 431.
+const MIN_HEADER_BYTES: usize = 1024;
+/// Largest `max_header_bytes`: hyper buffers the whole head of every request.
+const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `max_waiters`.
+const MAX_WAITERS_LIMIT: usize = 10_000_000;
+/// Largest `max_connections`; also the most the derived default gives.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// `[limits]`: what one client, or a crowd of them, can hold of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head must arrive within this of its first byte (or of the accept).
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request unanswered after this gets 503, beyond the wait it asked for.
+    pub request_timeout: Duration,
+    /// At shutdown, connections still busy after this are closed.
+    pub drain_timeout: Duration,
+    /// Largest request head (request line and headers); 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most long-polls and task waits at once; 503 beyond.
+    pub max_waiters: usize,
+    /// Most open client connections; `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_waiters: crate::domain::waiters::DEFAULT_MAX_WAITERS,
+            max_connections: None,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -42,8 +86,11 @@ pub struct Config {
     pub store: String,
     /// Log format.
     pub log_format: LogFormat,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, and of an upstream's answer to a forward, in
+    /// bytes (`[limits] max_body_bytes` in the file).
     pub max_body_bytes: usize,
+    /// `[limits]`: timeouts and caps of the HTTP edge.
+    pub limits: Limits,
     /// Secret of the bootstrap admin, when the store has no clients yet.
     pub admin_secret: Option<String>,
     /// Settings of queues created without explicit ones.
@@ -67,6 +114,7 @@ impl Default for Config {
             store: DEFAULT_STORE.into(),
             log_format: LogFormat::Text,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: Limits::default(),
             admin_secret: None,
             queue_defaults: QueueSettings::default(),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
@@ -99,7 +147,9 @@ struct FileConfig {
     listen: Option<String>,
     store: Option<String>,
     log_format: Option<LogFormat>,
+    /// Where `[limits] max_body_bytes` used to be; still read.
     max_body_bytes: Option<usize>,
+    limits: Option<LimitsFile>,
     #[serde(default, with = "opt_duration")]
     sweep_interval: Option<Duration>,
     queue_defaults: Option<SettingsPatch>,
@@ -120,6 +170,94 @@ struct TasksFile {
     max_wait: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     retention: Option<Duration>,
+}
+
+/// `[limits]` of the file. Each value is checked as it is read, so that a bad one
+/// fails with its line like a syntax error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    #[serde(default, deserialize_with = "header_timeout")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "idle_timeout")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "request_timeout")]
+    request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "drain_timeout")]
+    drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "max_header_bytes")]
+    max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "max_waiters")]
+    max_waiters: Option<usize>,
+    #[serde(default, deserialize_with = "max_connections")]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "max_body_bytes")]
+    max_body_bytes: Option<usize>,
+}
+
+/// A `[limits]` timeout: more than zero, at most [`MAX_LIMIT_TIMEOUT`].
+fn limit_timeout<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    name: &str,
+) -> Result<Option<Duration>, D::Error> {
+    let value = opt_duration::deserialize(d)?;
+    match value {
+        Some(timeout) if timeout.is_zero() || timeout > MAX_LIMIT_TIMEOUT => {
+            Err(serde::de::Error::custom(format!(
+                "limits.{name} must be more than 0 and at most {} seconds",
+                MAX_LIMIT_TIMEOUT.as_secs()
+            )))
+        }
+        value => Ok(value),
+    }
+}
+
+/// A `[limits]` count within `min..=max`.
+fn limit_count<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    name: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, D::Error> {
+    let value = Option::<u64>::deserialize(d)?;
+    match value {
+        Some(n) if n < min as u64 || n > max as u64 => Err(serde::de::Error::custom(format!(
+            "limits.{name} must be between {min} and {max}"
+        ))),
+        value => Ok(value.map(|n| n as usize)),
+    }
+}
+
+fn header_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    limit_timeout(d, "header_timeout")
+}
+
+fn idle_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    limit_timeout(d, "idle_timeout")
+}
+
+fn request_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    limit_timeout(d, "request_timeout")
+}
+
+fn drain_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    limit_timeout(d, "drain_timeout")
+}
+
+fn max_header_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    limit_count(d, "max_header_bytes", MIN_HEADER_BYTES, MAX_HEADER_BYTES)
+}
+
+fn max_waiters<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    limit_count(d, "max_waiters", 1, MAX_WAITERS_LIMIT)
+}
+
+fn max_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    limit_count(d, "max_connections", 1, MAX_CONNECTIONS_LIMIT)
+}
+
+fn max_body_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    limit_count(d, "max_body_bytes", 1024, usize::MAX)
 }
 
 impl Config {
@@ -150,10 +288,28 @@ impl Config {
         if let Some(format) = overrides.log_format.or(file.log_format) {
             config.log_format = format;
         }
+        let limits = file.limits.unwrap_or_default();
         if let Some(limit) = file.max_body_bytes {
+            anyhow::ensure!(
+                limits.max_body_bytes.is_none(),
+                "max_body_bytes is set twice: at the top and in [limits]; keep the one in [limits]"
+            );
             anyhow::ensure!(limit >= 1024, "max_body_bytes must be at least 1024");
             config.max_body_bytes = limit;
         }
+        if let Some(limit) = limits.max_body_bytes {
+            config.max_body_bytes = limit;
+        }
+        let defaults = Limits::default();
+        config.limits = Limits {
+            header_timeout: limits.header_timeout.unwrap_or(defaults.header_timeout),
+            idle_timeout: limits.idle_timeout.unwrap_or(defaults.idle_timeout),
+            request_timeout: limits.request_timeout.unwrap_or(defaults.request_timeout),
+            drain_timeout: limits.drain_timeout.unwrap_or(defaults.drain_timeout),
+            max_header_bytes: limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_waiters: limits.max_waiters.unwrap_or(defaults.max_waiters),
+            max_connections: limits.max_connections.or(defaults.max_connections),
+        };
         if let Some(interval) = file.sweep_interval {
             anyhow::ensure!(
                 interval >= Duration::from_secs(1),
@@ -240,5 +396,94 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("line 2"), "{error}");
+    }
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hopper.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+    }
+
+    #[test]
+    fn limits_have_defaults_take_both_duration_forms_and_name_the_line_of_a_bad_value() {
+        let config = load("").unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.max_header_bytes, 65536);
+        assert_eq!(config.limits.max_waiters, 10_000);
+        assert_eq!(config.limits.max_connections, None);
+
+        let config = load(
+            "[limits]\nheader_timeout = 5\nidle_timeout = \"2m\"\nrequest_timeout = \"1.5s\"\n\
+             drain_timeout = 0.5\nmax_header_bytes = 8192\nmax_waiters = 3\nmax_connections = 100\n\
+             max_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(limits.request_timeout, Duration::from_millis(1500));
+        assert_eq!(limits.drain_timeout, Duration::from_millis(500));
+        assert_eq!(limits.max_header_bytes, 8192);
+        assert_eq!(limits.max_waiters, 3);
+        assert_eq!(limits.max_connections, Some(100));
+        assert_eq!(config.max_body_bytes, 2048);
+
+        for (text, line, reason) in [
+            (
+                "[limits]\nheader_timeout = 0\n",
+                2,
+                "limits.header_timeout must be more than 0",
+            ),
+            (
+                "[limits]\n\nidle_timeout = \"2h\"\n",
+                3,
+                "limits.idle_timeout must be more than 0 and at most 3600 seconds",
+            ),
+            (
+                "[limits]\nrequest_timeout = \"soon\"\n",
+                2,
+                "must be a number of seconds",
+            ),
+            (
+                "[limits]\nmax_header_bytes = 100\n",
+                2,
+                "limits.max_header_bytes must be between 1024 and 16777216",
+            ),
+            (
+                "[limits]\nmax_waiters = 0\n",
+                2,
+                "limits.max_waiters must be between 1",
+            ),
+            ("[limits]\nmax_connections = -1\n", 2, ""),
+            (
+                "[limits]\nmax_conections = 5\n",
+                2,
+                "unknown field `max_conections`",
+            ),
+        ] {
+            let error = format!("{:#}", load(text).unwrap_err());
+            assert!(error.contains(&format!("line {line}")), "{text:?}: {error}");
+            assert!(error.contains(reason), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn max_body_bytes_moved_into_limits_and_the_old_key_still_works_alone() {
+        assert_eq!(
+            load("max_body_bytes = 4096\n").unwrap().max_body_bytes,
+            4096
+        );
+        let error = format!(
+            "{:#}",
+            load("max_body_bytes = 4096\n[limits]\nmax_body_bytes = 8192\n").unwrap_err()
+        );
+        assert!(error.contains("set twice"), "{error}");
     }
 }

@@ -1,17 +1,18 @@
 //! Start-up and shutdown: `app(state)` builds the router (used by `main` and the
 //! tests alike); [`start`] opens the store, bootstraps the admin, binds and serves.
-//! Shutdown stops accepting, ends long-polls, finishes in-flight requests, then
-//! lets the store commit every accepted write before the process exits.
+//! Shutdown stops accepting, ends long-polls, finishes in-flight requests (up to
+//! `limits.drain_timeout`), then lets the store commit every accepted write before
+//! the process exits. The accept loop and the connection limits live in
+//! `server/listener.rs` and `server/connection.rs`; `request_timeout` in
+//! `server/timeout.rs`.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -25,16 +26,48 @@ use crate::api::error::error_body;
 use crate::api::json_response;
 use crate::api::{self, AppState};
 use crate::auth::{clients, Authenticator};
-use crate::config::Config;
-use crate::domain::{ClientId, QueueService, StreamService, TaskService};
+use crate::config::{Config, Limits};
+use crate::domain::{ClientId, QueueService, StreamService, TaskService, Waiters};
 use crate::routes::Route;
 use crate::store::{self, Store};
 
+mod canned;
+mod connection;
+mod listener;
+mod timeout;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP application over `state`, with the configured `routes`.
-pub fn app(state: AppState, routes: &[Route]) -> Router {
+/// Longest client-sent `X-Request-Id` echoed; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a client's request id may be echoed and logged as it is: 1 to 128
+/// visible ASCII characters, so it cannot bloat or forge log lines and headers.
+fn acceptable_request_id(id: &HeaderValue) -> bool {
+    let id = id.as_bytes();
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Drops the request's `X-Request-Id` unless there is one and it is acceptable, so
+/// that the next layer generates a fresh one.
+fn keep_acceptable_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let acceptable = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => acceptable_request_id(id),
+        (Some(_), Some(_)) => false,
+    };
+    if !acceptable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// The whole HTTP application over `state`, with the configured `routes` and
+/// `limits.request_timeout`.
+pub fn app(state: AppState, routes: &[Route], limits: &Limits) -> Router {
     let middleware = ServiceBuilder::new()
+        .map_request(keep_acceptable_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -53,7 +86,8 @@ pub fn app(state: AppState, routes: &[Route]) -> Router {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 error_body(StatusCode::INTERNAL_SERVER_ERROR, Some("unexpected failure")),
             )
-        }));
+        }))
+        .layer(timeout::RequestTimeoutLayer::new(limits.request_timeout));
     let (api_router, mut description) = api::routes();
     crate::routes::describe(&mut description, routes);
     api::docs::finish(&mut description);
@@ -107,6 +141,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    // One count for every kind of wait, so `max_waiters` bounds them together.
+    let waiters = Waiters::new(config.limits.max_waiters);
     let auth = Arc::new(Authenticator::new(store.clone()));
     // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
     tokio::spawn(
@@ -118,14 +154,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             store.clone(),
             config.queue_defaults.clone(),
             shutdown.clone(),
-        ),
-        streams: StreamService::new(store.clone(), shutdown.clone()),
+        )
+        .with_waiters(waiters.clone()),
+        streams: StreamService::new(store.clone(), shutdown.clone()).with_waiters(waiters.clone()),
         tasks: TaskService::new(
             store.clone(),
             config.queue_defaults.clone(),
             config.tasks.clone(),
             shutdown.clone(),
-        ),
+        )
+        .with_waiters(waiters),
         auth,
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -152,19 +190,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown.clone(),
     ));
     let stop = shutdown.clone();
-    // Answers leave at once: with Nagle's algorithm a response written in parts waits
-    // for the client's delayed ACK (40 ms on Linux).
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
+    let app = app(state, &config.routes, &config.limits);
     let serving = tokio::spawn(async move {
-        axum::serve(listener, app(state, &config.routes))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .into_future()
-            .await
-            .context("the HTTP server failed")
+        listener::serve(listener, app, &config.limits, stop).await;
+        Ok(())
     });
     tracing::info!(%addr, store = store.backend(), "hopper is serving");
     Ok(Server {

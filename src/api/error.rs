@@ -42,6 +42,11 @@ pub enum ApiError {
     /// 503: the store is unreachable or the server is stopping; retrying later may work.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 503 + `Retry-After`: a limit of this node turned the request away to protect the
+    /// rest (`limits.max_waiters` reached, `limits.request_timeout` passed); the same
+    /// request later may work.
+    #[error("{0}")]
+    Overloaded(String),
     /// 504: the store did not confirm a write: it may or may not be stored; check before retrying.
     #[error("{0}")]
     OutcomeUnknown(String),
@@ -76,7 +81,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(d.clone()))
             }
-            ApiError::ServiceUnavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone())),
+            ApiError::ServiceUnavailable(d) | ApiError::Overloaded(d) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone()))
+            }
             ApiError::OutcomeUnknown(d) => (StatusCode::GATEWAY_TIMEOUT, Some(d.clone())),
             ApiError::Internal { context, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +143,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(d) => ApiError::NotFound(d),
             DomainError::Forbidden(d) => ApiError::Forbidden(d),
             DomainError::Conflict(d) => ApiError::Conflict(d),
+            DomainError::TooManyWaiters { .. } => ApiError::Overloaded(error.to_string()),
             DomainError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
                 ApiError::ServiceUnavailable("store".into())

@@ -17,6 +17,12 @@ pub enum DomainError {
     /// The thing exists already, e.g. a client id taken.
     #[error("{0}")]
     Conflict(String),
+    /// As many requests wait (long-polls, task waits) as the node admits; retrying later may work.
+    #[error("{max} requests are waiting already, the most this node admits")]
+    TooManyWaiters {
+        /// `limits.max_waiters`.
+        max: usize,
+    },
     /// Storage failed; the cause is for the log, not for the caller.
     #[error(transparent)]
     Store(StoreError),

@@ -17,6 +17,7 @@ pub mod settings;
 pub mod storage;
 pub mod streams;
 pub mod tasks;
+pub mod waiters;
 pub mod wakeups;
 
 pub use clients::ClientRecord;
@@ -39,4 +40,5 @@ pub use tasks::{
     NewTask, TaskCounts, TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage,
     TaskRecord, TaskService, TaskSettings, TaskState, TaskStatus,
 };
+pub use waiters::Waiters;
 pub use wakeups::{Revocation, Wakeups};

@@ -11,7 +11,7 @@ use super::messages::{Message, PushOutcome, PushRequest, Receipt, Settled, Settl
 use super::settings::{check_delay, check_lease};
 use super::storage::{SettingsUpdate, Store};
 use super::tasks::TaskCounts;
-use super::{DomainError, QueueName, QueueSettings, SettingsPatch};
+use super::{DomainError, QueueName, QueueSettings, SettingsPatch, Waiters};
 
 /// Most messages one pop, receive, batch or settle may carry.
 pub const MAX_COUNT: u32 = 1000;
@@ -94,6 +94,7 @@ pub struct QueueService {
     store: Arc<dyn Store>,
     defaults: QueueSettings,
     shutdown: CancellationToken,
+    waiters: Waiters,
 }
 
 impl QueueService {
@@ -107,7 +108,13 @@ impl QueueService {
             store,
             defaults,
             shutdown,
+            waiters: Waiters::default(),
         }
+    }
+
+    /// The same service, counting its long-polls in `waiters` (shared with other services).
+    pub fn with_waiters(self, waiters: Waiters) -> Self {
+        QueueService { waiters, ..self }
     }
 
     /// Pushes bodies (all or nothing), after `delay`, deduplicated by `idempotency_key`.
@@ -154,6 +161,7 @@ impl QueueService {
         let lease = request.lease.map(check_lease).transpose()?;
         let deadline = Instant::now() + request.wait.min(MAX_WAIT);
         let watch = self.store.wakeups().watch(queue.as_str());
+        let mut slot = None;
         loop {
             // Armed before the attempt, so a push that commits between the attempt and
             // the wait still wakes this request.
@@ -175,6 +183,9 @@ impl QueueService {
             let now = Instant::now();
             if now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(received.messages);
+            }
+            if slot.is_none() {
+                slot = Some(self.waiters.try_wait(deadline - now)?);
             }
             let wake_at = received
                 .next_ready_in

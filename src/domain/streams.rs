@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::queues::{MAX_COUNT, MAX_WAIT};
 use super::storage::Store;
 use super::wakeups::stream_key;
-use super::{DomainError, StreamName};
+use super::{DomainError, StreamName, Waiters};
 
 /// An event id: the event's position in its stream, from 1, without gaps.
 pub type EventId = i64;
@@ -198,12 +198,22 @@ pub struct ReadRequest {
 pub struct StreamService {
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
+    waiters: Waiters,
 }
 
 impl StreamService {
     /// A service over `store`; waits end at `shutdown`.
     pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
-        StreamService { store, shutdown }
+        StreamService {
+            store,
+            shutdown,
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// The same service, counting its long-polls in `waiters` (shared with other services).
+    pub fn with_waiters(self, waiters: Waiters) -> Self {
+        StreamService { waiters, ..self }
     }
 
     /// Appends a validated event as `producer`; `None` when another producer owns the stream.
@@ -242,6 +252,7 @@ impl StreamService {
         let from = request.after.map_or(ReadFrom::Offset, ReadFrom::After);
         let deadline = Instant::now() + request.wait.min(MAX_WAIT);
         let watch = self.store.wakeups().watch(&stream_key(stream));
+        let mut slot = None;
         loop {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
@@ -256,8 +267,12 @@ impl StreamService {
                     request.limit,
                 )
                 .await?;
-            if !events.is_empty() || Instant::now() >= deadline || self.shutdown.is_cancelled() {
+            let now = Instant::now();
+            if !events.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(events);
+            }
+            if slot.is_none() {
+                slot = Some(self.waiters.try_wait(deadline - now)?);
             }
             tokio::select! {
                 _ = &mut notified => {}

@@ -2,7 +2,8 @@
 //! the call fails (no connection, no answer in time, a 5xx) the upstream may have done
 //! part of the work, so the route's `compensate` queue gets a message to undo it, made
 //! durable before the client hears of the failure. The client's credentials never go
-//! upstream: only the body, its content type, `Accept` and the request id do.
+//! upstream: only the body, its content type, `Accept` and the request id do. At most
+//! `max_body_bytes` of the upstream's answer is read: a longer one is a failure (502).
 
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ enum Failure {
     Timeout,
     /// No connection, or the exchange broke.
     Unreachable,
+    /// The answer's body is longer than `max_body_bytes`; the rest was not read.
+    TooLarge(usize),
 }
 
 impl Forward {
@@ -167,15 +170,18 @@ pub async fn forward(
         }
     }
     let timeout = forward.timeout;
+    let limit = state.max_body_bytes;
+    // The upstream's time is the route's to give: request_timeout counts on top.
+    crate::domain::waiters::allow(timeout);
     let Some(queue) = forward.compensate.clone() else {
-        return Ok(answer(call_upstream(call, &url).await, timeout));
+        return Ok(answer(call_upstream(call, &url, limit).await, timeout));
     };
     let message = compensation(&request);
     let queues = state.queues.clone();
     // On its own task: a client that hangs up mid-call must not cancel the
     // compensation of a call that may have done half its work upstream.
     tokio::spawn(async move {
-        let outcome = call_upstream(call, &url).await;
+        let outcome = call_upstream(call, &url, limit).await;
         if outcome.is_err() {
             if let Err(error) = queues
                 .push(queue.clone(), vec![message], Duration::ZERO, None)
@@ -219,10 +225,13 @@ fn compensation(request: &RouteRequest) -> String {
     Value::Object(fields).to_string()
 }
 
-/// The upstream's status, content type and body; a 5xx or a transport error is a failure.
+/// The upstream's status, content type and body; a 5xx, a transport error or a body
+/// over `limit` bytes is a failure. Since the client is then told the call failed, an
+/// oversized answer is compensated like any other failure.
 async fn call_upstream(
     call: reqwest::RequestBuilder,
     url: &reqwest::Url,
+    limit: usize,
 ) -> Result<(StatusCode, Option<HeaderValue>, Bytes), Failure> {
     let classify = |error: reqwest::Error| {
         let failure = if error.is_timeout() {
@@ -237,15 +246,31 @@ async fn call_upstream(
         tracing::warn!(%url, error = %chain, "forward: the upstream call failed");
         failure
     };
-    let response = call.send().await.map_err(classify)?;
+    let mut response = call.send().await.map_err(classify)?;
     let status = response.status();
     if status.is_server_error() {
         tracing::warn!(%url, %status, "forward: the upstream answered with an error");
         return Err(Failure::Status(status));
     }
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let body = response.bytes().await.map_err(classify)?;
-    Ok((status, content_type, body))
+    let too_large = || {
+        tracing::warn!(%url, limit, "forward: the upstream's answer exceeds max_body_bytes");
+        Failure::TooLarge(limit)
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if chunk.len() > limit - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, content_type, body.freeze()))
 }
 
 /// The client's answer: the upstream's, or 502 (504 when it did not answer in time).
@@ -280,6 +305,10 @@ fn answer(
                 Failure::Unreachable => {
                     (StatusCode::BAD_GATEWAY, "upstream unreachable".to_owned())
                 }
+                Failure::TooLarge(limit) => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream answer exceeds {limit} bytes"),
+                ),
             };
             json_response(status, error_body(status, Some(&detail)))
         }

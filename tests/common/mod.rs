@@ -64,6 +64,8 @@ pub const POSTGRES_ENV: &str = "HOPPER_TEST_POSTGRES";
 /// - `each_backend`: `async fn name(fixture: F)` ([`Fixture`]) becomes the trials
 ///   `sqlite::name` and `postgres::name`, each with a fresh `F` started on its backend.
 /// - `postgres`: `async fn name(fixture: F)` becomes the trial `name`, on PostgreSQL.
+/// - `once`: `async fn name()`, which starts what it needs itself (a server on the
+///   embedded store, say), becomes the trial `name`.
 /// - `plain`: `fn name()`, which needs no backend, becomes the trial `name`.
 ///
 /// The trials of PostgreSQL are ignored when [`POSTGRES_ENV`] is unset. An async test
@@ -100,6 +102,13 @@ macro_rules! trials {
     (@ plain $($name:ident),* $(,)?) => {
         [$($crate::common::plain(stringify!($name), $name)),*]
     };
+    (@ once $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::once(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+    };
     (@runtime) => {
         $crate::common::Runtime::CurrentThread
     };
@@ -115,14 +124,17 @@ macro_rules! trials {
     (@ plain $($unexpected:tt)*) => {
         compile_error!("trials!: `plain` lists test functions by name, separated by commas")
     };
+    (@ once $($unexpected:tt)*) => {
+        compile_error!("trials!: `once` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
     (@ $section:ident $($unexpected:tt)*) => {
         compile_error!(concat!(
             "trials!: unknown section `", stringify!($section),
-            "`: expected `each_backend { .. }`, `postgres { .. }` or `plain { .. }`"
+            "`: expected `each_backend { .. }`, `postgres { .. }`, `once { .. }` or `plain { .. }`"
         ))
     };
     ($($unexpected:tt)*) => {
-        compile_error!("trials!: expected sections `each_backend { .. }`, `postgres { .. }`, `plain { .. }`")
+        compile_error!("trials!: expected sections `each_backend { .. }`, `postgres { .. }`, `once { .. }`, `plain { .. }`")
     };
 }
 pub(crate) use trials;
@@ -195,6 +207,18 @@ where
     Fut: Future<Output = ()>,
 {
     backend_trial(name.to_owned(), Backend::postgres(), runtime, test)
+}
+
+/// The trial `<name>` of an async test that starts what it needs ([`trials!`]'s `once`).
+pub fn once<T, Fut>(name: &str, runtime: Runtime, test: T) -> Trial
+where
+    T: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let thread_name = name.to_owned();
+    Trial::test(name, move || {
+        on_named_thread(thread_name, move || runtime.block_on(test()))
+    })
 }
 
 /// The trial `<name>` of a test that needs no backend ([`trials!`]'s `plain`).

@@ -14,8 +14,9 @@ use super::{NewTask, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord};
 use crate::domain::messages::{PushRequest, Receipt};
 use crate::domain::settings::check_delay;
 use crate::domain::storage::Store;
+use crate::domain::waiters::WaitSlot;
 use crate::domain::wakeups::{task_key, Watch};
-use crate::domain::{DomainError, QueueName, QueueSettings};
+use crate::domain::{DomainError, QueueName, QueueSettings, Waiters};
 
 /// How long callers wait for tasks and how long finished ones are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,7 @@ pub struct TaskService {
     queue_defaults: QueueSettings,
     settings: TaskSettings,
     shutdown: CancellationToken,
+    waiters: Waiters,
 }
 
 fn not_found(id: &TaskId) -> DomainError {
@@ -65,7 +67,13 @@ impl TaskService {
             queue_defaults,
             settings,
             shutdown,
+            waiters: Waiters::default(),
         }
+    }
+
+    /// The same service, counting its waits in `waiters` (shared with other services).
+    pub fn with_waiters(self, waiters: Waiters) -> Self {
+        TaskService { waiters, ..self }
     }
 
     /// The wait a request gets: its own capped at the maximum, else the default.
@@ -85,6 +93,12 @@ impl TaskService {
         idempotency_key: Option<String>,
         wait: Duration,
     ) -> Result<TaskRecord, DomainError> {
+        // Taken before the task exists: refused after its commit, the caller's retry
+        // would create it twice.
+        let slot = match wait.min(self.settings.max_wait) {
+            wait if wait.is_zero() => None,
+            wait => Some(self.waiters.try_wait(wait)?),
+        };
         let id = TaskId::generate();
         // Armed before the create commits: a worker may finish the task before this
         // request is polled again.
@@ -110,8 +124,14 @@ impl TaskService {
             })
             .await?;
         match created {
-            TaskCreated::New(id) => self.wait_watching(&id, wait, &watch, Some(finished)).await,
-            TaskCreated::Existing(id) => self.wait(&id, wait).await,
+            TaskCreated::New(id) => {
+                self.wait_watching(&id, wait, &watch, Some(finished), slot)
+                    .await
+            }
+            TaskCreated::Existing(id) => {
+                let watch = self.store.wakeups().watch(&task_key(&id));
+                self.wait_watching(&id, wait, &watch, None, slot).await
+            }
             TaskCreated::KeyTaken => Err(DomainError::Conflict(
                 "Idempotency-Key was used by a message that is not a task".into(),
             )),
@@ -126,17 +146,19 @@ impl TaskService {
     /// The task once it is finished, or after `wait` (capped), whichever comes first.
     pub async fn wait(&self, id: &TaskId, wait: Duration) -> Result<TaskRecord, DomainError> {
         let watch = self.store.wakeups().watch(&task_key(id));
-        self.wait_watching(id, wait, &watch, None).await
+        self.wait_watching(id, wait, &watch, None, None).await
     }
 
     /// [`Self::wait`] on a registered `watch`; with `armed`, a notification enabled
     /// before the task was created, the first read is skipped: the task was unfinished.
+    /// `slot`: the waiter's place when the caller took it already (as `armed` implies).
     async fn wait_watching(
         &self,
         id: &TaskId,
         wait: Duration,
         watch: &Watch,
         mut armed: Option<Pin<&mut Notified<'_>>>,
+        mut slot: Option<WaitSlot>,
     ) -> Result<TaskRecord, DomainError> {
         let deadline = Instant::now() + wait.min(self.settings.max_wait);
         loop {
@@ -157,6 +179,9 @@ impl TaskService {
             let now = Instant::now();
             if task.status.is_final() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(task);
+            }
+            if slot.is_none() {
+                slot = Some(self.waiters.try_wait(deadline - now)?);
             }
             // A lease that ends may fail the task (out of attempts) with no commit to
             // signal it: look again then.
