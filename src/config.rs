@@ -49,6 +49,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most long-polls and task waits at once; 503 beyond.
     pub max_waiters: usize,
+    /// Longest long-poll of a receive or a stream read; a longer `wait` is cut to it.
+    pub max_poll: Duration,
     /// Most open client connections; `None`: derived from the open-file limit.
     pub max_connections: Option<usize>,
 }
@@ -62,6 +64,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_waiters: crate::domain::waiters::DEFAULT_MAX_WAITERS,
+            max_poll: crate::domain::waiters::DEFAULT_MAX_POLL,
             max_connections: None,
         }
     }
@@ -189,6 +192,8 @@ struct LimitsFile {
     max_header_bytes: Option<usize>,
     #[serde(default, deserialize_with = "max_waiters")]
     max_waiters: Option<usize>,
+    #[serde(default, deserialize_with = "max_poll")]
+    max_poll: Option<Duration>,
     #[serde(default, deserialize_with = "max_connections")]
     max_connections: Option<usize>,
     #[serde(default, deserialize_with = "max_body_bytes")]
@@ -238,6 +243,10 @@ fn idle_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duratio
 
 fn request_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     limit_timeout(d, "request_timeout")
+}
+
+fn max_poll<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    limit_timeout(d, "max_poll")
 }
 
 fn drain_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -308,6 +317,7 @@ impl Config {
             drain_timeout: limits.drain_timeout.unwrap_or(defaults.drain_timeout),
             max_header_bytes: limits.max_header_bytes.unwrap_or(defaults.max_header_bytes),
             max_waiters: limits.max_waiters.unwrap_or(defaults.max_waiters),
+            max_poll: limits.max_poll.unwrap_or(defaults.max_poll),
             max_connections: limits.max_connections.or(defaults.max_connections),
         };
         if let Some(interval) = file.sweep_interval {

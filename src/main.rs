@@ -145,7 +145,7 @@ async fn clients(store_url: &str, action: ClientsAction) -> anyhow::Result<()> {
                 }
             }
             ClientsAction::Remove { id } => {
-                store.delete_client(&ClientId::parse(&id)?).await?;
+                hopper::auth::clients::delete(store.as_ref(), &ClientId::parse(&id)?).await?;
                 println!("removed {id}");
             }
         }

@@ -142,7 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     // One count for every kind of wait, so `max_waiters` bounds them together.
-    let waiters = Waiters::new(config.limits.max_waiters);
+    let waiters = Waiters::with_max_poll(config.limits.max_waiters, config.limits.max_poll);
     let auth = Arc::new(Authenticator::new(store.clone()));
     // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
     tokio::spawn(

@@ -1149,8 +1149,8 @@ async fn receipt_of_another_tasks_message_is_400_and_changes_nothing(app: TestAp
             let response = finish(&app, &a, verb, &body).await;
             assert_error(
                 response,
-                StatusCode::BAD_REQUEST,
-                &format!("Bad Request - the receipt is not for task {a}'s message"),
+                StatusCode::CONFLICT,
+                &format!("Conflict - the receipt is not for task {a}'s message"),
             )
             .await;
         }

@@ -139,10 +139,12 @@ pub async fn list(
     tag = "admin",
     operation_id = "deleteClient",
     summary = "Delete a client, revoking it at once (admins)",
+    description = "Refused (409) for the caller itself and for the last client with the grant `admin`.",
     params(ClientPath),
     responses(
         (status = 200, description = "Deleted", body = RemovedView),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
     )
 )]
 pub async fn remove(
@@ -151,7 +153,14 @@ pub async fn remove(
     Path(ClientPath { id }): Path<ClientPath>,
 ) -> Result<Reply<RemovedView>, ApiError> {
     principal.require_admin()?;
-    state.store.delete_client(&id).await?;
+    // An admin that deletes itself by mistake loses its own access mid-task; another
+    // admin can always do it.
+    if principal.id == id {
+        return Err(ApiError::Conflict(format!(
+            "client {id} is the caller; another admin must delete it"
+        )));
+    }
+    clients::delete(state.store.as_ref(), &id).await?;
     state.auth.forget(&id);
     Ok(Reply::ok(RemovedView {
         id: id.to_string(),

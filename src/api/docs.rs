@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::json;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{HttpMethod, Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -129,6 +130,37 @@ pub fn grants_schema() -> Array {
             None,
             "`admin`, or `<queue|stream|task>:<name|*>:<produce|consume|manage|*>`",
         ))
+        .build()
+}
+
+/// A header the handlers read, for the description: a header's absence is no
+/// `null`, so an optional one is simply not required (the derive would make its
+/// schema nullable).
+pub fn header_param(
+    name: &str,
+    required: bool,
+    description: &str,
+    schema: impl Into<RefOr<utoipa::openapi::schema::Schema>>,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// A number of seconds from 0 to `max`.
+pub fn seconds_param_schema(max: std::time::Duration) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .minimum(Some(0))
+        .maximum(Some(max.as_secs_f64()))
         .build()
 }
 
@@ -336,6 +368,46 @@ error_responses! {
     GatewayTimeout => ("The store did not confirm the write: it may or may not be stored; check before retrying", "Gateway Timeout - outcome unknown");
 }
 
+/// Where an answer leads: `(operation, statuses, link, target, [(parameter, value)])`.
+/// Besides telling readers how calls chain, links keep generated clients from
+/// guessing: the task create and read share their path parameter's name (one path,
+/// two meanings), and a guess would feed a queue name to a read that wants an id.
+const LINKS: &[(&str, &[&str], &str, &str, &[(&str, &str)])] = &[
+    ("createTask", &["200", "202"], "GetTask", "getTask", &[("queue_or_id", "$response.body#/id")]),
+    ("createTask", &["200", "202"], "CompleteTask", "completeTask", &[("id", "$response.body#/id")]),
+    ("createTask", &["200", "202"], "FailTask", "failTask", &[("id", "$response.body#/id")]),
+    ("getTask", &["200"], "CompleteTask", "completeTask", &[("id", "$response.body#/id")]),
+    ("createClient", &["201"], "DeleteClient", "deleteClient", &[("id", "$response.body#/id")]),
+    ("produceEvent", &["200"], "AcknowledgeEvent", "acknowledgeEvent", &[("stream", "$request.path.stream"), ("event", "$response.body")]),
+    ("produceEvent", &["200"], "GetStream", "getStream", &[("stream", "$request.path.stream")]),
+    ("push", &["201"], "Receive", "receive", &[("queue", "$request.path.queue")]),
+    ("push", &["201"], "GetQueue", "getQueue", &[("queue", "$request.path.queue")]),
+    ("configureQueue", &["200", "201"], "Push", "push", &[("queue", "$request.path.queue")]),
+];
+
+fn add_links(operation: &mut Operation) {
+    let Some(id) = operation.operation_id.clone() else {
+        return;
+    };
+    for (from, statuses, name, target, parameters) in LINKS {
+        if *from != id {
+            continue;
+        }
+        for status in *statuses {
+            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+                continue;
+            };
+            let link = parameters
+                .iter()
+                .fold(LinkBuilder::new().operation_id(*target), |link, (param, value)| {
+                    link.parameter(*param, *value)
+                })
+                .build();
+            response.links.insert((*name).to_owned(), RefOr::T(link));
+        }
+    }
+}
+
 /// Applies the conventions every operation shares, then registers the components
 /// they refer to. Call it once every path (config routes included) is in `api`.
 pub fn finish(api: &mut OpenApi) {
@@ -350,6 +422,7 @@ pub fn finish(api: &mut OpenApi) {
         for (method, operation) in methods {
             if let Some(operation) = operation {
                 apply_conventions(method, operation);
+                add_links(operation);
             }
         }
     }

@@ -28,7 +28,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
 }
 
 /// A JSON object body parsed into `T`, or `T::default()` when the request has no
-/// body at all (a `PUT` that changes nothing, say).
+/// body at all, or `null` (a `PUT` that changes nothing, say).
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
@@ -37,6 +37,9 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let bytes = json_bytes(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        if json_text(&bytes)?.get() == "null" {
             return Ok(OptionalJson(T::default()));
         }
         parse_object(&bytes).map(OptionalJson)

@@ -145,7 +145,8 @@ pub struct ReceiveQuery {
     #[param(value_type = Option<f64>, minimum = 0.1, maximum = 43200)]
     pub lease: Option<Seconds>,
     /// How long to wait for a message while none is ready, in seconds (or with a
-    /// unit); 0 when absent, at most 60 (longer waits are cut to 60).
+    /// unit); 0 when absent; longer waits than the server's `limits.max_poll` (60 s by
+    /// default) are cut to it.
     #[param(value_type = Option<f64>, minimum = 0)]
     pub wait: Option<Seconds>,
 }
@@ -185,7 +186,7 @@ pub struct ReadQuery {
     #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<EventIdParam>,
     /// How long to wait for an event while none matches, in seconds (or with a
-    /// unit); 0 when absent, at most 60.
+    /// unit); 0 when absent; cut to `limits.max_poll` (60 s by default).
     #[param(value_type = Option<f64>, minimum = 0)]
     pub wait: Option<Seconds>,
 }

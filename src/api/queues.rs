@@ -7,16 +7,23 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::PartialSchema;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::docs::{party_schema, receipt_schema, receipts_schema, NotFound};
+use super::docs::{
+    header_param, party_schema, receipt_schema, receipts_schema, seconds_param_schema, NotFound,
+};
 use super::extract::{header_text, OptionalJson};
 use super::params::{DeadQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
 use super::{ApiError, AppJson, AppState, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
 use crate::delivery::DeliveryView;
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::clock::rfc3339;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::settings::{parse_duration, MAX_DELAY};
@@ -120,8 +127,30 @@ pub struct SettingsView {
     /// How long an `Idempotency-Key` is remembered, in seconds.
     idempotency_window: f64,
     /// Hopper's own delivery of the messages to an upstream, if any.
-    #[schema(value_type = Option<crate::domain::delivery::DeliverySettings>)]
-    delivery: Option<crate::domain::delivery::DeliverySettings>,
+    #[schema(schema_with = delivery_view_schema)]
+    delivery: Option<DeliverySettings>,
+}
+
+/// The delivery setting as shown: the settings' own schema, but a signing secret
+/// is shown as `whsec_…`, never echoed.
+fn delivery_view_schema() -> Schema {
+    let mut shown = <DeliverySettings as PartialSchema>::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut shown {
+        object.properties.insert(
+            "signing_secret".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["whsec_…"]))
+                .description(Some("Set: deliveries are signed; the secret is not shown"))
+                .into(),
+        );
+    }
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(shown)
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
 }
 
 impl From<&QueueSettings> for SettingsView {
@@ -218,16 +247,34 @@ pub struct QueuesView {
 }
 
 /// The headers a push reads.
-#[derive(Debug, Default, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug, Default)]
 pub struct PushHeaders {
-    /// Within the queue's `idempotency_window`, a second push with this key stores
-    /// nothing and answers the first push's id (200).
-    #[param(rename = "Idempotency-Key", value_type = Option<String>, schema_with = party_schema)]
     idempotency_key: Option<String>,
-    /// Seconds before the message is ready (or with a unit: `500ms`, `2m`), at most 7 days.
-    #[param(rename = "Hopper-Delay", value_type = Option<f64>, minimum = 0, maximum = 604800)]
     delay: Option<Duration>,
+}
+
+fn idempotency_key_param() -> Parameter {
+    header_param(
+        "Idempotency-Key",
+        false,
+        "Within the queue's `idempotency_window`, a second push with this key stores nothing and answers the first push's id (200)",
+        party_schema(),
+    )
+}
+
+fn delay_param() -> Parameter {
+    header_param(
+        "Hopper-Delay",
+        false,
+        "Seconds before the message is ready (or with a unit: `500ms`, `2m`), at most 7 days",
+        seconds_param_schema(MAX_DELAY),
+    )
+}
+
+impl IntoParams for PushHeaders {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![idempotency_key_param(), delay_param()]
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PushHeaders {
@@ -317,12 +364,15 @@ pub struct IdsView {
 }
 
 /// The headers a batch push reads.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug)]
 pub struct BatchHeaders {
-    /// Seconds before the messages are ready (or with a unit), at most 7 days.
-    #[param(rename = "Hopper-Delay", value_type = Option<f64>, minimum = 0, maximum = 604800)]
     delay: Option<Duration>,
+}
+
+impl IntoParams for BatchHeaders {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![delay_param()]
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for BatchHeaders {
@@ -651,7 +701,7 @@ pub async fn list(
     summary = "Create a queue or change its settings",
     description = "Fields left out keep their value (a new queue's are the defaults); no body at all creates the queue with the defaults.",
     params(QueuePath),
-    request_body(content = SettingsPatch, content_type = "application/json"),
+    request_body(content = Option<SettingsPatch>, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = QueueView),
         (status = 200, description = "Updated", body = QueueView),

@@ -9,12 +9,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::body::parse_checked;
-use super::docs::{owner_schema, party_schema, Locked, NotFound};
+use super::docs::{header_param, owner_schema, party_schema, Locked, NotFound};
 use super::extract::header_text;
 use super::params::{EventPath, ReadQuery, StreamPath};
 use super::{ApiError, AppJson, AppState, Form, JsonBody, Path, Query, Reply};
@@ -44,12 +45,20 @@ fn authorize_any(principal: &Principal, stream: &StreamName) -> Result<(), ApiEr
 }
 
 /// `X-Producer-ID`: who writes.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug)]
 pub struct ProducerHeader {
-    /// The producer; the first one to write a stream owns it.
-    #[param(rename = "X-Producer-ID", value_type = String, schema_with = party_schema, required = true)]
     producer: String,
+}
+
+impl IntoParams for ProducerHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "X-Producer-ID",
+            true,
+            "The producer; the first one to write a stream owns it",
+            party_schema(),
+        )]
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ProducerHeader {
@@ -64,12 +73,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ProducerHeader {
 }
 
 /// `X-Consumer-ID`: whose offsets apply.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug)]
 pub struct ConsumerHeader {
-    /// The consumer; it has an offset per event name.
-    #[param(rename = "X-Consumer-ID", value_type = String, schema_with = party_schema, required = true)]
     consumer: String,
+}
+
+impl IntoParams for ConsumerHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "X-Consumer-ID",
+            true,
+            "The consumer; it has an offset per event name",
+            party_schema(),
+        )]
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ConsumerHeader {
@@ -430,7 +447,7 @@ pub struct RetentionBody {
     #[schema(value_type = Option<f64>, minimum = 0)]
     max_age: Option<Duration>,
     /// Keep only this many of the newest events; `null` keeps them all.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::settings::whole::option")]
     #[schema(minimum = 1)]
     max_events: Option<u64>,
 }

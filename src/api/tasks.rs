@@ -10,16 +10,22 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::docs::{name_schema, party_schema, receipt_schema, task_id_schema, Conflict, NotFound};
+use super::docs::{
+    header_param, name_schema, party_schema, receipt_schema, seconds_param_schema, task_id_schema,
+    Conflict, NotFound,
+};
 use super::extract::header_text;
 use super::{ApiError, AppJson, AppState, JsonBody, Path, Reply};
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
-use crate::domain::settings::parse_duration;
+use crate::domain::settings::{parse_duration, MAX_DELAY};
 use crate::domain::{Action, QueueName, ResourceKind, TaskFinish, TaskId, TaskRecord};
 
 /// How long a caller answered 202 is told to wait before asking again.
@@ -64,16 +70,25 @@ pub struct TaskPath {
 
 /// The preferences of RFC 7240 that tasks honour; others, and values that cannot
 /// be honoured, are ignored, as RFC 7240 asks.
-#[derive(Debug, Default, PartialEq, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Prefer {
-    /// `wait=N`: how long the caller will wait for the result, in seconds (capped
-    /// by `tasks.max_wait`); `respond-async`: answer 202 at once. Other
-    /// preferences are ignored. The wait applied is named in `Preference-Applied`.
-    #[param(rename = "Prefer", value_type = Option<String>, example = "wait=10")]
+    /// `wait=N`: how long the caller will wait for the result.
     wait: Option<Duration>,
-    #[param(ignore)]
+    /// `respond-async`: answer 202 rather than wait.
     respond_async: bool,
+}
+
+impl IntoParams for Prefer {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "Prefer",
+            false,
+            "RFC 7240: `wait=N`, how long to wait for the result in seconds (capped by `tasks.max_wait`); `respond-async`, answer 202 at once. Other preferences are ignored. `Preference-Applied` names those honoured",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples(["wait=10"]),
+        )]
+    }
 }
 
 impl Prefer {
@@ -110,13 +125,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Prefer {
 }
 
 /// The headers a create reads besides `Prefer`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Header)]
+#[derive(Debug)]
 pub struct CreateHeaders {
-    /// Within the queue's `idempotency_window`, a second create with this key makes
-    /// no task and answers the first one.
-    #[param(rename = "Idempotency-Key", value_type = Option<String>, schema_with = party_schema)]
     idempotency_key: Option<String>,
+}
+
+impl IntoParams for CreateHeaders {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_param(
+            "Idempotency-Key",
+            false,
+            "Within the queue's `idempotency_window`, a second create with this key makes no task and answers the first one",
+            party_schema(),
+        )]
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CreateHeaders {
@@ -363,25 +385,63 @@ pub struct CompleteBody {
 }
 
 /// Body of `POST /tasks/{id}/fail`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     /// The receipt `receive` handed out with the task's message.
-    #[schema(schema_with = receipt_schema)]
     receipt: String,
     /// The error, any JSON; kept as the task's last error.
     #[serde(default)]
-    #[schema(value_type = Option<Value>)]
     error: Option<Box<RawValue>>,
-    /// `true`: hand the task out again after `delay` (a dead letter, and the task
-    /// failed, once out of attempts); `false`: the task is failed now.
+    /// `true`: hand the task out again after `delay`; `false`: failed now.
     #[serde(default)]
     retry: bool,
-    /// With `retry`: seconds before the task is handed out again (or with a unit), at most 7 days.
+    /// With `retry`: the delay before the task is handed out again.
     #[serde(default, with = "crate::domain::settings::opt_duration")]
-    #[schema(value_type = Option<f64>, minimum = 0, maximum = 604800)]
     delay: Option<Duration>,
 }
+
+impl utoipa::PartialSchema for FailBody {
+    /// Two shapes, so the description says what the handler checks: a `delay`
+    /// comes only with `"retry": true`.
+    fn schema() -> RefOr<Schema> {
+        let shape = |retry: bool| {
+            let mut object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("receipt", receipt_schema())
+                .required("receipt")
+                .property(
+                    "error",
+                    ObjectBuilder::new().description(Some("The error, any JSON; kept as the task's last error")),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            let retry_schema = ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([retry]));
+            if retry {
+                object = object
+                    .description(Some("Failed this time: the task is handed out again after `delay` (a dead letter, and the task failed, once out of attempts)"))
+                    .property("retry", retry_schema)
+                    .required("retry")
+                    .property(
+                        "delay",
+                        seconds_param_schema(MAX_DELAY),
+                    );
+            } else {
+                object = object
+                    .description(Some("Given up: the task is failed now"))
+                    .property("retry", retry_schema);
+            }
+            object
+        };
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(shape(false))
+                .item(shape(true))
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for FailBody {}
 
 /// Looks the task up and checks the caller may finish it.
 async fn authorize_worker(

@@ -1,4 +1,6 @@
-//! Creating clients: one path for the admin API, the CLI and the bootstrap admin.
+//! Creating and deleting clients: one path for the admin API, the CLI and the
+//! bootstrap admin, so the rules (secret strength, grants, never locking every
+//! admin out) hold whichever way a client comes or goes.
 
 use crate::auth::{generate_secret, hash_secret, MIN_SECRET_LEN};
 use crate::domain::clock::now_millis;
@@ -56,4 +58,20 @@ pub async fn create(
         other => other.into(),
     })?;
     Ok(CreatedClient { id, secret })
+}
+
+/// Deletes a client, unless it is the last one with the grant `admin`: without an
+/// admin, nobody could create, change or delete clients through the API again.
+pub async fn delete(store: &dyn ClientStore, id: &ClientId) -> Result<(), DomainError> {
+    let clients = store.list_clients().await?;
+    let is_admin = |client: &ClientRecord| client.grants.contains(&Grant::Admin);
+    let Some(client) = clients.iter().find(|client| &client.id == id) else {
+        return Err(DomainError::NotFound(format!("client {id}")));
+    };
+    if is_admin(client) && !clients.iter().any(|other| &other.id != id && is_admin(other)) {
+        return Err(DomainError::Conflict(format!(
+            "client {id} is the last admin; create another admin before deleting it"
+        )));
+    }
+    Ok(store.delete_client(id).await?)
 }

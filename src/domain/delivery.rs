@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
 use utoipa::ToSchema;
 
-use super::settings::{seconds, seconds_schema};
+use super::settings::{seconds, seconds_schema, whole, MAX_DELAY};
 use super::DomainError;
 
 /// An upstream URL Hopper accepts: `http` or `https`, a host name (its last label
@@ -46,14 +46,14 @@ pub struct DeliverySettings {
     #[schema(schema_with = timeout_schema)]
     pub timeout: Duration,
     /// Deliveries in flight at once, per node.
-    #[serde(default = "default_concurrency")]
+    #[serde(default = "default_concurrency", deserialize_with = "whole::deserialize")]
     #[schema(minimum = 1, maximum = 1024, default = 8)]
     pub concurrency: u32,
     /// Delays between attempts.
     #[serde(default)]
     pub backoff: Backoff,
     /// Statuses that count as delivered besides any 2xx (e.g. 404 for a delete).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::vec")]
     #[schema(schema_with = done_statuses_schema)]
     pub done_statuses: Vec<u16>,
     /// `whsec_<base64>`: deliveries are signed as Standard Webhooks.
@@ -77,21 +77,28 @@ fn string_schema(pattern: &str, max_length: usize, description: &str) -> Object 
 fn url_schema() -> Object {
     string_schema(
         URL_PATTERN,
-        2048,
+        MAX_URL_LEN,
         "Where each message goes; `{field}` is replaced by that top-level field of the message, URL-encoded.",
     )
 }
 
 fn method_schema() -> Object {
-    string_schema(METHOD_PATTERN, 32, "The HTTP method (POST when absent).")
+    string_schema(
+        METHOD_PATTERN,
+        MAX_METHOD_LEN,
+        "The HTTP method (POST when absent).",
+    )
 }
 
 fn signing_secret_schema() -> Object {
-    string_schema(
-        SIGNING_SECRET_PATTERN,
-        1024,
-        "`whsec_<base64>`: deliveries carry Standard Webhooks signatures. Shown as `whsec_…`.",
-    )
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(SIGNING_SECRET_PATTERN))
+        .max_length(Some(MAX_SECRET_LEN))
+        .description(Some(
+            "`whsec_<base64>`: deliveries carry Standard Webhooks signatures; `null` signs nothing.",
+        ))
+        .build()
 }
 
 fn headers_schema() -> Object {
@@ -140,20 +147,35 @@ fn backoff_initial_schema() -> Object {
     seconds_schema(
         "Ceiling of the first retry's delay.",
         MIN_BACKOFF,
-        None,
+        Some(MAX_DELAY),
         false,
     )
 }
 
 fn backoff_max_schema() -> Object {
-    seconds_schema("Ceiling of any retry's delay.", MIN_BACKOFF, None, false)
+    seconds_schema(
+        "Ceiling of any retry's delay.",
+        MIN_BACKOFF,
+        Some(MAX_DELAY),
+        false,
+    )
+}
+
+fn failures_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_BREAKER_FAILURES))
+        .default(Some(default_failures().into()))
+        .description(Some("Consecutive failures that open the breaker."))
+        .build()
 }
 
 fn open_for_schema() -> Object {
     seconds_schema(
         "How long the breaker stays open before one probe is let through.",
         MIN_OPEN_FOR,
-        None,
+        Some(MAX_OPEN_FOR),
         false,
     )
 }
@@ -182,8 +204,8 @@ pub struct Backoff {
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
     /// Consecutive failures that open it.
-    #[serde(default = "default_failures")]
-    #[schema(minimum = 1, default = 5)]
+    #[serde(default = "default_failures", deserialize_with = "whole::deserialize")]
+    #[schema(schema_with = failures_schema)]
     pub failures: u32,
     /// How long it stays open before one probe is let through.
     #[serde(default = "default_open_for", with = "seconds")]
@@ -235,6 +257,12 @@ impl Default for Breaker {
     }
 }
 
+/// Longest upstream URL template: what proxies and servers commonly accept.
+const MAX_URL_LEN: usize = 2048;
+/// Longest signing secret.
+const MAX_SECRET_LEN: usize = 1024;
+/// Longest method name: HTTP's are short; this bounds what is stored and echoed.
+const MAX_METHOD_LEN: usize = 32;
 /// Shortest upstream timeout: shorter ones fail on any network.
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest upstream timeout.
@@ -243,6 +271,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
 /// Shortest time a breaker stays open.
 const MIN_OPEN_FOR: Duration = Duration::from_millis(100);
+/// Most consecutive failures a breaker waits for; past it, a breaker never opens in practice.
+const MAX_BREAKER_FAILURES: u32 = 1_000_000;
+/// Longest time a breaker stays open: a host back after longer should hear of it.
+const MAX_OPEN_FOR: Duration = Duration::from_secs(3600);
 /// Most deliveries in flight per queue and node.
 const MAX_CONCURRENCY: u32 = 1024;
 
@@ -255,13 +287,21 @@ impl Backoff {
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let grown =
             self.initial.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
-        Duration::from_secs_f64(grown.min(self.max.as_secs_f64()))
+        Duration::try_from_secs_f64(grown.min(self.max.as_secs_f64())).unwrap_or(self.max)
     }
 }
 
 impl DeliverySettings {
     /// Checks every field, naming the first that is wrong.
     pub fn validate(&self) -> Result<(), DomainError> {
+        if self.url.len() > MAX_URL_LEN {
+            return Err(invalid(format!("url must be at most {MAX_URL_LEN} characters")));
+        }
+        if self.signing_secret.as_ref().is_some_and(|s| s.len() > MAX_SECRET_LEN) {
+            return Err(invalid(format!(
+                "signing_secret must be at most {MAX_SECRET_LEN} characters"
+            )));
+        }
         let sample = fill_template(&self.url, |_| Some("x".into()))
             .ok_or_else(|| invalid(format!("url has an unclosed {{ in {:?}", self.url)))?;
         let parsed = reqwest::Url::parse(&sample)
@@ -272,13 +312,23 @@ impl DeliverySettings {
                 self.url
             )));
         }
+        if self.method.len() > MAX_METHOD_LEN {
+            return Err(invalid(format!(
+                "method must be at most {MAX_METHOD_LEN} characters"
+            )));
+        }
         reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| invalid(format!("method {:?} is not an HTTP method", self.method)))?;
         for (name, value) in &self.headers {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(format!("headers: {name:?} is not a header name")))?;
-            reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| invalid(format!("headers: the value of {name} is not valid")))?;
+            // Visible ASCII, spaces and tabs: what every HTTP stack passes unchanged
+            // (the bytes past ASCII that HTTP tolerates are read differently by each).
+            if !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+                return Err(invalid(format!(
+                    "headers: the value of {name} must be visible ASCII"
+                )));
+            }
         }
         if self.timeout < MIN_TIMEOUT || self.timeout > MAX_TIMEOUT {
             return Err(invalid(format!(
@@ -294,10 +344,13 @@ impl DeliverySettings {
         }
         let backoff = &self.backoff;
         // A max below initial is no contradiction: every delay is then up to max.
-        if backoff.initial < MIN_BACKOFF || backoff.max < MIN_BACKOFF {
+        // Past the longest delay a nack takes, a retry could not be scheduled.
+        let in_range = |d: Duration| (MIN_BACKOFF..=MAX_DELAY).contains(&d);
+        if !in_range(backoff.initial) || !in_range(backoff.max) {
             return Err(invalid(format!(
-                "backoff.initial and backoff.max must be at least {} seconds",
-                MIN_BACKOFF.as_secs_f64()
+                "backoff.initial and backoff.max must be between {} and {} seconds",
+                MIN_BACKOFF.as_secs_f64(),
+                MAX_DELAY.as_secs()
             )));
         }
         if !(1.0..=10.0).contains(&backoff.factor) {
@@ -319,10 +372,13 @@ impl DeliverySettings {
                 invalid("signing_secret must be whsec_ followed by base64".to_owned())
             })?;
         }
-        if self.breaker.failures == 0 || self.breaker.open_for < MIN_OPEN_FOR {
+        if !(1..=MAX_BREAKER_FAILURES).contains(&self.breaker.failures)
+            || !(MIN_OPEN_FOR..=MAX_OPEN_FOR).contains(&self.breaker.open_for)
+        {
             return Err(invalid(format!(
-                "breaker needs failures >= 1 and open_for >= {} s",
-                MIN_OPEN_FOR.as_secs_f64()
+                "breaker needs failures between 1 and {MAX_BREAKER_FAILURES} and open_for between {} and {} seconds",
+                MIN_OPEN_FOR.as_secs_f64(),
+                MAX_OPEN_FOR.as_secs()
             )));
         }
         Ok(())

@@ -15,8 +15,6 @@ use super::{DomainError, QueueName, QueueSettings, SettingsPatch, Waiters};
 
 /// Most messages one pop, receive, batch or settle may carry.
 pub const MAX_COUNT: u32 = 1000;
-/// Longest long-poll; a longer `wait` is capped to it.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Longest idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
@@ -151,7 +149,8 @@ impl QueueService {
         Ok(self.store.pop(queue, count).await?)
     }
 
-    /// Leases up to `count` messages, waiting up to `wait` (capped at [`MAX_WAIT`]) while none is ready.
+    /// Leases up to `count` messages, waiting up to `wait` (capped at the waiters'
+    /// longest poll) while none is ready.
     pub async fn receive(
         &self,
         queue: &QueueName,
@@ -159,7 +158,7 @@ impl QueueService {
     ) -> Result<Vec<Message>, DomainError> {
         let count = check_count("count", request.count)?;
         let lease = request.lease.map(check_lease).transpose()?;
-        let deadline = Instant::now() + request.wait.min(MAX_WAIT);
+        let deadline = Instant::now() + request.wait.min(self.waiters.max_poll());
         let watch = self.store.wakeups().watch(queue.as_str());
         let mut slot = None;
         loop {

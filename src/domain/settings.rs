@@ -56,10 +56,11 @@ impl Default for QueueSettings {
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// New lease.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, deserialize_with = "present_duration")]
     #[schema(schema_with = lease_schema)]
     pub lease: Option<Duration>,
     /// New attempt limit.
+    #[serde(default, deserialize_with = "present_whole")]
     #[schema(schema_with = max_attempts_schema)]
     pub max_attempts: Option<u32>,
     /// New retention; JSON `null` or `0` keeps messages forever.
@@ -67,7 +68,7 @@ pub struct SettingsPatch {
     #[schema(schema_with = retention_schema)]
     pub retention: Option<Option<Duration>>,
     /// New idempotency window.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, deserialize_with = "present_duration")]
     #[schema(schema_with = idempotency_window_schema)]
     pub idempotency_window: Option<Duration>,
     /// New delivery (replacing the whole of it); JSON `null` stops delivering.
@@ -133,6 +134,17 @@ fn idempotency_window_schema() -> Object {
         Some(MAX_IDEMPOTENCY_WINDOW),
         false,
     )
+}
+
+/// A present duration field: `null` is refused (absent keeps the value; there is
+/// nothing for `null` to mean).
+fn present_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    seconds::deserialize(d).map(Some)
+}
+
+/// A present whole-number field: `null` is refused, as for [`present_duration`].
+fn present_whole<'de, D: serde::Deserializer<'de>, T: Whole>(d: D) -> Result<Option<T>, D::Error> {
+    whole::deserialize(d).map(Some)
 }
 
 /// Reads a present field as `Some(value)`, `null` included; an absent one stays `None`.
@@ -327,6 +339,95 @@ impl<'de> Deserialize<'de> for OptionalDuration {
             }
         }
         d.deserialize_option(NullOr)
+    }
+}
+
+/// Integers as JSON Schema counts them: a number without a fraction (`5`, but also
+/// `5.0`, which some JSON writers produce) within the type's range.
+pub trait Whole: Sized {
+    /// The value of `n`, if it is in range.
+    fn from_i128(n: i128) -> Option<Self>;
+    /// The range, for the error.
+    const RANGE: (i128, i128);
+}
+
+macro_rules! whole {
+    ($($t:ty),*) => {$(
+        impl Whole for $t {
+            fn from_i128(n: i128) -> Option<Self> {
+                <$t>::try_from(n).ok()
+            }
+            const RANGE: (i128, i128) = (<$t>::MIN as i128, <$t>::MAX as i128);
+        }
+    )*};
+}
+whole!(u16, u32, u64);
+
+struct WholeVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: Whole> WholeVisitor<T> {
+    fn error<E: serde::de::Error>() -> E {
+        E::custom(format!(
+            "must be a whole number from {} to {}",
+            T::RANGE.0,
+            T::RANGE.1
+        ))
+    }
+}
+
+impl<T: Whole> serde::de::Visitor<'_> for WholeVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a whole number from {} to {}", T::RANGE.0, T::RANGE.1)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<T, E> {
+        T::from_i128(n.into()).ok_or_else(Self::error)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<T, E> {
+        T::from_i128(n.into()).ok_or_else(Self::error)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<T, E> {
+        // Beyond 2^53 a double is no exact integer, and beyond i128 no cast holds it.
+        if n.fract() != 0.0 || n.abs() > 9_007_199_254_740_992.0 {
+            return Err(Self::error());
+        }
+        T::from_i128(n as i128).ok_or_else(Self::error)
+    }
+}
+
+/// A whole number of type `T`, as a value of its own (for sequences and options).
+pub struct WholeNumber<T>(pub T);
+
+impl<'de, T: Whole> Deserialize<'de> for WholeNumber<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WholeVisitor(std::marker::PhantomData))
+            .map(WholeNumber)
+    }
+}
+
+/// Serde adapter for integer fields (see [`Whole`]).
+pub mod whole {
+    use super::*;
+
+    /// Reads a whole number.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>, T: Whole>(d: D) -> Result<T, D::Error> {
+        WholeNumber::deserialize(d).map(|n| n.0)
+    }
+
+    /// Reads an optional whole number (`null` is none).
+    pub fn option<'de, D: serde::Deserializer<'de>, T: Whole>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<WholeNumber<T>>::deserialize(d).map(|n| n.map(|n| n.0))
+    }
+
+    /// Reads an array of whole numbers.
+    pub fn vec<'de, D: serde::Deserializer<'de>, T: Whole>(d: D) -> Result<Vec<T>, D::Error> {
+        Vec::<WholeNumber<T>>::deserialize(d).map(|v| v.into_iter().map(|n| n.0).collect())
     }
 }
 

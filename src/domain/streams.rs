@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::queues::{MAX_COUNT, MAX_WAIT};
+use super::queues::MAX_COUNT;
 use super::storage::Store;
 use super::wakeups::stream_key;
 use super::{DomainError, StreamName, Waiters};
@@ -134,7 +134,13 @@ pub fn validate_event(body: &Value) -> Result<String, DomainError> {
     check_event_name("event.name", &name)?;
     match event.get("version") {
         None | Some(Value::Null) => return Err(DomainError::invalid("event.version is required")),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        // A 64-bit integer, counted as JSON Schema counts integers: `1.0` is one too.
+        Some(Value::Number(n))
+            if n.is_i64()
+                || (!n.is_u64()
+                    && n.as_f64().is_some_and(|f| {
+                        f.fract() == 0.0 && (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&f)
+                    })) => {}
         Some(_) => return Err(DomainError::invalid("event.version must be an integer")),
     }
     let system = object(body.get("system"), "system")?;
@@ -237,7 +243,7 @@ impl StreamService {
         })
     }
 
-    /// Events for a consumer, long-polling up to `wait` (capped at 60 s) while none match.
+    /// Events for a consumer, long-polling up to `wait` (capped at the longest poll) while none match.
     pub async fn read(
         &self,
         stream: &StreamName,
@@ -250,7 +256,7 @@ impl StreamService {
         }
         check_event_name("eventName", &request.event_name)?;
         let from = request.after.map_or(ReadFrom::Offset, ReadFrom::After);
-        let deadline = Instant::now() + request.wait.min(MAX_WAIT);
+        let deadline = Instant::now() + request.wait.min(self.waiters.max_poll());
         let watch = self.store.wakeups().watch(&stream_key(stream));
         let mut slot = None;
         loop {
@@ -308,8 +314,15 @@ impl StreamService {
         stream: &StreamName,
         retention: StreamRetention,
     ) -> Result<(), DomainError> {
-        if retention.max_events == Some(0) {
-            return Err(DomainError::invalid("max_events must be at least 1"));
+        // Stores count events in signed 64 bits.
+        if retention
+            .max_events
+            .is_some_and(|n| n == 0 || n > i64::MAX as u64)
+        {
+            return Err(DomainError::invalid(format!(
+                "max_events must be between 1 and {}",
+                i64::MAX
+            )));
         }
         Ok(self.store.set_stream_retention(stream, retention).await?)
     }

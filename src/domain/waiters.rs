@@ -20,6 +20,9 @@ use super::DomainError;
 /// Default cap on waiting requests per node: each costs a few KiB (its connection,
 /// its future, a timer), so 10,000 stay far below what a small node can hold.
 pub const DEFAULT_MAX_WAITERS: usize = 10_000;
+/// Default longest long-poll: long enough to spare a client most reconnects, short
+/// enough for the idle timeouts of common proxies and load balancers.
+pub const DEFAULT_MAX_POLL: Duration = Duration::from_secs(60);
 
 tokio::task_local! {
     /// Time the request served on this task may run past the edge's request timeout,
@@ -40,6 +43,8 @@ struct Counter {
     active: AtomicUsize,
     /// Most slots held at once.
     max: usize,
+    /// Longest long-poll of a receive or a stream read.
+    max_poll: Duration,
 }
 
 /// A held place among the waiters; released when dropped.
@@ -49,14 +54,26 @@ pub struct WaitSlot {
 }
 
 impl Waiters {
-    /// A counter admitting at most `max` waiters at once.
+    /// A counter admitting at most `max` waiters at once, whose long-polls last at
+    /// most [`DEFAULT_MAX_POLL`].
     pub fn new(max: usize) -> Self {
+        Self::with_max_poll(max, DEFAULT_MAX_POLL)
+    }
+
+    /// A counter admitting at most `max` waiters at once, whose long-polls last at most `max_poll`.
+    pub fn with_max_poll(max: usize, max_poll: Duration) -> Self {
         Waiters {
             inner: Arc::new(Counter {
                 active: AtomicUsize::new(0),
                 max,
+                max_poll,
             }),
         }
+    }
+
+    /// The longest a receive or a stream read long-polls; longer waits are cut to it.
+    pub fn max_poll(&self) -> Duration {
+        self.inner.max_poll
     }
 
     /// A slot for a request about to wait up to `wait`, or a refusal when `max` are

@@ -211,7 +211,9 @@ impl TaskService {
         match self.store.finish_task(id, receipt, finish).await? {
             TaskFinished::Applied(task) => Ok(task),
             TaskFinished::NotFound => Err(not_found(id)),
-            TaskFinished::WrongMessage => Err(DomainError::invalid(format!(
+            // A well-formed receipt that does not go with this task: a conflict with
+            // the task's state, as a stale one is, not a malformed request.
+            TaskFinished::WrongMessage => Err(DomainError::Conflict(format!(
                 "the receipt is not for task {id}'s message"
             ))),
             TaskFinished::Stale => Err(DomainError::Conflict(format!(
