@@ -611,7 +611,7 @@ async fn other_documented_limits_are_400(app: TestApp) {
     assert_error(
         long_delay,
         StatusCode::BAD_REQUEST,
-        "Bad Request - delay must be between 0 and 604800 seconds",
+        "Bad Request - Hopper-Delay must be a number of seconds from 0 to 604800",
     )
     .await;
     assert_eq!(app.counts("orders").await, (1, 0, 0, 0));

@@ -36,8 +36,8 @@ pub const RECEIPT_PATTERN: &str = r"^[0-9]{1,18}\.[0-9a-fA-F]{16}$";
 pub const TASK_ID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 /// A header value Hopper keeps (an idempotency key, a producer or consumer id):
-/// visible ASCII, inner spaces allowed.
-pub const PARTY_PATTERN: &str = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$";
+/// visible ASCII, inner spaces and tabs allowed (HTTP strips them at the ends).
+pub const PARTY_PATTERN: &str = r"^[\x21-\x7E]([\t\x20-\x7E]*[\x21-\x7E])?$";
 /// A stream owner in a JSON body: not all whitespace (as Rust's `char::is_whitespace`
 /// counts it), no NUL.
 pub const OWNER_PATTERN: &str = "^[^\\x00]*[^\\x00\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00]*$";
@@ -368,42 +368,114 @@ error_responses! {
     GatewayTimeout => ("The store did not confirm the write: it may or may not be stored; check before retrying", "Gateway Timeout - outcome unknown");
 }
 
-/// Where an answer leads: `(operation, statuses, link, target, [(parameter, value)])`.
+/// A link of the description: from the answers `statuses` of operation `from` to
+/// operation `target`, named `name`, with `parameters` as `(name, runtime expression)`.
+struct Link {
+    from: &'static str,
+    statuses: &'static [&'static str],
+    name: &'static str,
+    target: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+}
+
+/// Where answers lead.
 /// Besides telling readers how calls chain, links keep generated clients from
 /// guessing: the task create and read share their path parameter's name (one path,
 /// two meanings), and a guess would feed a queue name to a read that wants an id.
-const LINKS: &[(&str, &[&str], &str, &str, &[(&str, &str)])] = &[
-    ("createTask", &["200", "202"], "GetTask", "getTask", &[("queue_or_id", "$response.body#/id")]),
-    ("createTask", &["200", "202"], "CompleteTask", "completeTask", &[("id", "$response.body#/id")]),
-    ("createTask", &["200", "202"], "FailTask", "failTask", &[("id", "$response.body#/id")]),
-    ("getTask", &["200"], "CompleteTask", "completeTask", &[("id", "$response.body#/id")]),
-    ("createClient", &["201"], "DeleteClient", "deleteClient", &[("id", "$response.body#/id")]),
-    ("produceEvent", &["200"], "AcknowledgeEvent", "acknowledgeEvent", &[("stream", "$request.path.stream"), ("event", "$response.body")]),
-    ("produceEvent", &["200"], "GetStream", "getStream", &[("stream", "$request.path.stream")]),
-    ("push", &["201"], "Receive", "receive", &[("queue", "$request.path.queue")]),
-    ("push", &["201"], "GetQueue", "getQueue", &[("queue", "$request.path.queue")]),
-    ("configureQueue", &["200", "201"], "Push", "push", &[("queue", "$request.path.queue")]),
+const LINKS: &[Link] = &[
+    Link {
+        from: "createTask",
+        statuses: &["200", "202"],
+        name: "GetTask",
+        target: "getTask",
+        parameters: &[("queue_or_id", "$response.body#/id")],
+    },
+    Link {
+        from: "createTask",
+        statuses: &["200", "202"],
+        name: "CompleteTask",
+        target: "completeTask",
+        parameters: &[("id", "$response.body#/id")],
+    },
+    Link {
+        from: "createTask",
+        statuses: &["200", "202"],
+        name: "FailTask",
+        target: "failTask",
+        parameters: &[("id", "$response.body#/id")],
+    },
+    Link {
+        from: "getTask",
+        statuses: &["200"],
+        name: "CompleteTask",
+        target: "completeTask",
+        parameters: &[("id", "$response.body#/id")],
+    },
+    Link {
+        from: "createClient",
+        statuses: &["201"],
+        name: "DeleteClient",
+        target: "deleteClient",
+        parameters: &[("id", "$response.body#/id")],
+    },
+    Link {
+        from: "produceEvent",
+        statuses: &["200"],
+        name: "AcknowledgeEvent",
+        target: "acknowledgeEvent",
+        parameters: &[
+            ("stream", "$request.path.stream"),
+            ("event", "$response.body"),
+        ],
+    },
+    Link {
+        from: "produceEvent",
+        statuses: &["200"],
+        name: "GetStream",
+        target: "getStream",
+        parameters: &[("stream", "$request.path.stream")],
+    },
+    Link {
+        from: "push",
+        statuses: &["201"],
+        name: "Receive",
+        target: "receive",
+        parameters: &[("queue", "$request.path.queue")],
+    },
+    Link {
+        from: "push",
+        statuses: &["201"],
+        name: "GetQueue",
+        target: "getQueue",
+        parameters: &[("queue", "$request.path.queue")],
+    },
+    Link {
+        from: "configureQueue",
+        statuses: &["200", "201"],
+        name: "Push",
+        target: "push",
+        parameters: &[("queue", "$request.path.queue")],
+    },
 ];
 
 fn add_links(operation: &mut Operation) {
     let Some(id) = operation.operation_id.clone() else {
         return;
     };
-    for (from, statuses, name, target, parameters) in LINKS {
-        if *from != id {
-            continue;
-        }
-        for status in *statuses {
+    for link in LINKS.iter().filter(|link| link.from == id) {
+        for status in link.statuses {
             let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
                 continue;
             };
-            let link = parameters
+            let built = link
+                .parameters
                 .iter()
-                .fold(LinkBuilder::new().operation_id(*target), |link, (param, value)| {
-                    link.parameter(*param, *value)
-                })
+                .fold(
+                    LinkBuilder::new().operation_id(link.target),
+                    |built, (name, value)| built.parameter(*name, *value),
+                )
                 .build();
-            response.links.insert((*name).to_owned(), RefOr::T(link));
+            response.links.insert(link.name.to_owned(), RefOr::T(built));
         }
     }
 }

@@ -12,7 +12,9 @@ use utoipa::IntoParams;
 
 use super::docs::name_schema;
 use crate::domain::queues::MAX_COUNT;
-use crate::domain::settings::{parse_duration, DURATION_EXPECTED};
+use crate::domain::settings::{
+    parse_duration, parse_duration_within, DURATION_EXPECTED, MAX_LEASE, MIN_LEASE,
+};
 use crate::domain::{ClientId, EventId, QueueName, StreamName};
 
 /// A number of messages or events: an integer from 1 to [`MAX_COUNT`].
@@ -58,6 +60,29 @@ impl<'de> Deserialize<'de> for Seconds {
             }
         }
         deserializer.deserialize_str(SecondsVisitor)
+    }
+}
+
+/// A lease in a query string, within the limits of a lease, compared as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSeconds(pub Duration);
+
+impl<'de> Deserialize<'de> for LeaseSeconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LeaseVisitor;
+        impl Visitor<'_> for LeaseVisitor {
+            type Value = LeaseSeconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<LeaseSeconds, E> {
+                parse_duration(text).map_err(|_| E::custom(DURATION_EXPECTED))?;
+                parse_duration_within("", text, MIN_LEASE, MAX_LEASE)
+                    .map(LeaseSeconds)
+                    .map_err(|e| E::custom(e.to_string().trim_start()))
+            }
+        }
+        deserializer.deserialize_str(LeaseVisitor)
     }
 }
 
@@ -143,7 +168,7 @@ pub struct ReceiveQuery {
     /// How long the messages stay leased, in seconds (or with a unit: `500ms`,
     /// `2m`); the queue's `lease` setting when absent.
     #[param(value_type = Option<f64>, minimum = 0.1, maximum = 43200)]
-    pub lease: Option<Seconds>,
+    pub lease: Option<LeaseSeconds>,
     /// How long to wait for a message while none is ready, in seconds (or with a
     /// unit); 0 when absent; longer waits than the server's `limits.max_poll` (60 s by
     /// default) are cut to it.
@@ -200,7 +225,7 @@ mod tests {
     fn bounds_are_checked_while_parsing() {
         let query: ReceiveQuery = parse_form("count=10&lease=1.5&wait=2m").unwrap();
         assert_eq!(query.count, Some(Count(10)));
-        assert_eq!(query.lease, Some(Seconds(Duration::from_millis(1500))));
+        assert_eq!(query.lease, Some(LeaseSeconds(Duration::from_millis(1500))));
         assert_eq!(query.wait, Some(Seconds(Duration::from_secs(120))));
         let error = |q: &str| parse_form::<ReceiveQuery>(q).unwrap_err().to_string();
         assert_eq!(error("count=0"), "count must be between 1 and 1000");

@@ -23,10 +23,12 @@ use super::params::{DeadQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
 use super::{ApiError, AppJson, AppState, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
 use crate::delivery::DeliveryView;
-use crate::domain::delivery::DeliverySettings;
 use crate::domain::clock::rfc3339;
+use crate::domain::delivery::DeliverySettings;
 use crate::domain::queues::MAX_COUNT;
-use crate::domain::settings::{parse_duration, MAX_DELAY};
+use crate::domain::settings::{
+    optional_within, parse_duration_within, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
+};
 use crate::domain::{
     Action, Message, PushOutcome, QueueInfo, QueueName, QueueSettings, ReceiveRequest,
     ResourceKind, SettingsPatch, Settled, Settlement, TaskCounts, Upsert,
@@ -284,12 +286,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PushHeaders {
         let headers = &parts.headers;
         let delay = header_text(headers, "hopper-delay")?
             .map(|raw| {
-                parse_duration(raw).map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "Hopper-Delay must be a number of seconds from 0 to {}",
-                        MAX_DELAY.as_secs()
-                    ))
-                })
+                parse_duration_within("Hopper-Delay", raw, Duration::ZERO, MAX_DELAY).map_err(
+                    |_| {
+                        ApiError::bad_request(format!(
+                            "Hopper-Delay must be a number of seconds from 0 to {}",
+                            MAX_DELAY.as_secs()
+                        ))
+                    },
+                )
             })
             .transpose()?;
         Ok(PushHeaders {
@@ -498,7 +502,7 @@ pub struct NackBody {
     #[schema(schema_with = receipts_schema)]
     receipts: Receipts,
     /// Seconds before they are ready again (or with a unit); 0 when absent, at most 7 days.
-    #[serde(default, with = "crate::domain::settings::opt_duration")]
+    #[serde(default, deserialize_with = "delay_value")]
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 604800)]
     delay: Option<Duration>,
 }
@@ -511,9 +515,20 @@ pub struct ExtendBody {
     #[schema(schema_with = receipts_schema)]
     receipts: Receipts,
     /// The new lease, counted from now, in seconds (or with a unit).
-    #[serde(with = "crate::domain::settings::seconds")]
+    #[serde(deserialize_with = "lease_value")]
     #[schema(value_type = f64, minimum = 0.1, maximum = 43200)]
     lease: Duration,
+}
+
+/// A nack's or a task retry's delay: up to [`MAX_DELAY`], `null` for none.
+pub(crate) fn delay_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    optional_within(d, Duration::ZERO, MAX_DELAY)
+}
+
+fn lease_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    within(d, MIN_LEASE, MAX_LEASE)
 }
 
 /// What an ack did.

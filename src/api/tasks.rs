@@ -397,7 +397,7 @@ pub struct FailBody {
     #[serde(default)]
     retry: bool,
     /// With `retry`: the delay before the task is handed out again.
-    #[serde(default, with = "crate::domain::settings::opt_duration")]
+    #[serde(default, deserialize_with = "super::queues::delay_value")]
     delay: Option<Duration>,
 }
 
@@ -412,10 +412,13 @@ impl utoipa::PartialSchema for FailBody {
                 .required("receipt")
                 .property(
                     "error",
-                    ObjectBuilder::new().description(Some("The error, any JSON; kept as the task's last error")),
+                    ObjectBuilder::new()
+                        .description(Some("The error, any JSON; kept as the task's last error")),
                 )
                 .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-            let retry_schema = ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([retry]));
+            let retry_schema = ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .enum_values(Some([retry]));
             if retry {
                 object = object
                     .description(Some("Failed this time: the task is handed out again after `delay` (a dead letter, and the task failed, once out of attempts)"))

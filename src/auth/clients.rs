@@ -68,7 +68,11 @@ pub async fn delete(store: &dyn ClientStore, id: &ClientId) -> Result<(), Domain
     let Some(client) = clients.iter().find(|client| &client.id == id) else {
         return Err(DomainError::NotFound(format!("client {id}")));
     };
-    if is_admin(client) && !clients.iter().any(|other| &other.id != id && is_admin(other)) {
+    if is_admin(client)
+        && !clients
+            .iter()
+            .any(|other| &other.id != id && is_admin(other))
+    {
         return Err(DomainError::Conflict(format!(
             "client {id} is the last admin; create another admin before deleting it"
         )));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
 use utoipa::ToSchema;
 
-use super::settings::{seconds, seconds_schema, whole, MAX_DELAY};
+use super::settings::{seconds, seconds_schema, whole, within, MAX_DELAY};
 use super::DomainError;
 
 /// An upstream URL Hopper accepts: `http` or `https`, a host name (its last label
@@ -42,11 +42,18 @@ pub struct DeliverySettings {
     #[schema(schema_with = headers_schema)]
     pub headers: BTreeMap<String, String>,
     /// Longest wait for the upstream's answer.
-    #[serde(default = "default_timeout", with = "seconds")]
+    #[serde(
+        default = "default_timeout",
+        serialize_with = "seconds::serialize",
+        deserialize_with = "timeout_value"
+    )]
     #[schema(schema_with = timeout_schema)]
     pub timeout: Duration,
     /// Deliveries in flight at once, per node.
-    #[serde(default = "default_concurrency", deserialize_with = "whole::deserialize")]
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "whole::deserialize"
+    )]
     #[schema(minimum = 1, maximum = 1024, default = 8)]
     pub concurrency: u32,
     /// Delays between attempts.
@@ -161,6 +168,18 @@ fn backoff_max_schema() -> Object {
     )
 }
 
+fn timeout_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    within(d, MIN_TIMEOUT, MAX_TIMEOUT)
+}
+
+fn backoff_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    within(d, MIN_BACKOFF, MAX_DELAY)
+}
+
+fn open_for_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    within(d, MIN_OPEN_FOR, MAX_OPEN_FOR)
+}
+
 fn failures_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
@@ -186,11 +205,19 @@ fn open_for_schema() -> Object {
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Ceiling of the first retry's delay.
-    #[serde(default = "default_initial", with = "seconds")]
+    #[serde(
+        default = "default_initial",
+        serialize_with = "seconds::serialize",
+        deserialize_with = "backoff_value"
+    )]
     #[schema(schema_with = backoff_initial_schema)]
     pub initial: Duration,
     /// Ceiling of any delay.
-    #[serde(default = "default_max", with = "seconds")]
+    #[serde(
+        default = "default_max",
+        serialize_with = "seconds::serialize",
+        deserialize_with = "backoff_value"
+    )]
     #[schema(schema_with = backoff_max_schema)]
     pub max: Duration,
     /// Growth per attempt.
@@ -208,7 +235,11 @@ pub struct Breaker {
     #[schema(schema_with = failures_schema)]
     pub failures: u32,
     /// How long it stays open before one probe is let through.
-    #[serde(default = "default_open_for", with = "seconds")]
+    #[serde(
+        default = "default_open_for",
+        serialize_with = "seconds::serialize",
+        deserialize_with = "open_for_value"
+    )]
     #[schema(schema_with = open_for_schema)]
     pub open_for: Duration,
 }
@@ -295,9 +326,15 @@ impl DeliverySettings {
     /// Checks every field, naming the first that is wrong.
     pub fn validate(&self) -> Result<(), DomainError> {
         if self.url.len() > MAX_URL_LEN {
-            return Err(invalid(format!("url must be at most {MAX_URL_LEN} characters")));
+            return Err(invalid(format!(
+                "url must be at most {MAX_URL_LEN} characters"
+            )));
         }
-        if self.signing_secret.as_ref().is_some_and(|s| s.len() > MAX_SECRET_LEN) {
+        if self
+            .signing_secret
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SECRET_LEN)
+        {
             return Err(invalid(format!(
                 "signing_secret must be at most {MAX_SECRET_LEN} characters"
             )));
@@ -324,7 +361,10 @@ impl DeliverySettings {
                 .map_err(|_| invalid(format!("headers: {name:?} is not a header name")))?;
             // Visible ASCII, spaces and tabs: what every HTTP stack passes unchanged
             // (the bytes past ASCII that HTTP tolerates are read differently by each).
-            if !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            if !value
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            {
                 return Err(invalid(format!(
                     "headers: the value of {name} must be visible ASCII"
                 )));

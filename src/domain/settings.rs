@@ -56,7 +56,7 @@ impl Default for QueueSettings {
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// New lease.
-    #[serde(default, deserialize_with = "present_duration")]
+    #[serde(default, deserialize_with = "lease_value")]
     #[schema(schema_with = lease_schema)]
     pub lease: Option<Duration>,
     /// New attempt limit.
@@ -68,7 +68,7 @@ pub struct SettingsPatch {
     #[schema(schema_with = retention_schema)]
     pub retention: Option<Option<Duration>>,
     /// New idempotency window.
-    #[serde(default, deserialize_with = "present_duration")]
+    #[serde(default, deserialize_with = "idempotency_window_value")]
     #[schema(schema_with = idempotency_window_schema)]
     pub idempotency_window: Option<Duration>,
     /// New delivery (replacing the whole of it); JSON `null` stops delivering.
@@ -136,10 +136,14 @@ fn idempotency_window_schema() -> Object {
     )
 }
 
-/// A present duration field: `null` is refused (absent keeps the value; there is
-/// nothing for `null` to mean).
-fn present_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    seconds::deserialize(d).map(Some)
+fn lease_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    within(d, MIN_LEASE, MAX_LEASE).map(Some)
+}
+
+fn idempotency_window_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    within(d, Duration::ZERO, MAX_IDEMPOTENCY_WINDOW).map(Some)
 }
 
 /// A present whole-number field: `null` is refused, as for [`present_duration`].
@@ -224,6 +228,38 @@ pub const DURATION_EXPECTED: &str =
 /// `Duration` saturates, so range checks (not overflow) decide what is refused.
 pub fn parse_duration(raw: &str) -> Result<Duration, DomainError> {
     let invalid = || DomainError::invalid(format!("{raw:?} {DURATION_EXPECTED}"));
+    seconds_to_duration(parse_seconds(raw)?).ok_or_else(invalid)
+}
+
+/// Parses a duration that must lie from `min` to `max`, compared as written: a
+/// value a hair past a bound (closer than the nanosecond a `Duration` keeps) is
+/// outside it, though it would round onto the bound. `what` names it in errors.
+pub fn parse_duration_within(
+    what: &str,
+    raw: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, DomainError> {
+    let seconds = parse_seconds(raw)
+        .map_err(|_| DomainError::invalid(format!("{what} {DURATION_EXPECTED}")))?;
+    duration_within(seconds, min, max).map_err(|e| DomainError::invalid(format!("{what} {e}")))
+}
+
+/// `seconds` as a duration if it lies from `min` to `max`, else what to tell.
+pub fn duration_within(seconds: f64, min: Duration, max: Duration) -> Result<Duration, String> {
+    if seconds < min.as_secs_f64() || seconds > max.as_secs_f64() || seconds.is_nan() {
+        return Err(format!(
+            "must be between {} and {} seconds",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ));
+    }
+    Ok(saturating_seconds(seconds.abs()))
+}
+
+/// The seconds a duration's text says, as written (before any rounding).
+fn parse_seconds(raw: &str) -> Result<f64, DomainError> {
+    let invalid = || DomainError::invalid(format!("{raw:?} {DURATION_EXPECTED}"));
     let number = raw.trim_end_matches(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E');
     let scale = match &raw[number.len()..] {
         "" | "s" => 1.0,
@@ -247,7 +283,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DomainError> {
         Ok(seconds) if json_number => seconds,
         _ => return Err(invalid()),
     };
-    seconds_to_duration(seconds * scale).ok_or_else(invalid)
+    Ok(seconds * scale)
 }
 
 /// `seconds` as a duration, saturating at `Duration::MAX`; `None` when negative
@@ -342,6 +378,72 @@ impl<'de> Deserialize<'de> for OptionalDuration {
     }
 }
 
+/// Reads a duration from `min` to `max` (see [`duration_within`]); `null` is refused.
+pub fn within<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, D::Error> {
+    d.deserialize_any(BoundedVisitor { min, max })
+}
+
+/// Reads an optional duration from `min` to `max`; `null` is none.
+pub fn optional_within<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    min: Duration,
+    max: Duration,
+) -> Result<Option<Duration>, D::Error> {
+    struct NullOr(BoundedVisitor);
+    impl<'de> serde::de::Visitor<'de> for NullOr {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.expecting(f)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self.0).map(Some)
+        }
+    }
+    d.deserialize_option(NullOr(BoundedVisitor { min, max }))
+}
+
+/// Reads a duration as [`DurationVisitor`] does, refusing one outside `min..=max`
+/// by the number as written.
+struct BoundedVisitor {
+    min: Duration,
+    max: Duration,
+}
+
+impl serde::de::Visitor<'_> for BoundedVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        DurationVisitor.expecting(f)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Duration, E> {
+        self.visit_f64(seconds as f64)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<Duration, E> {
+        self.visit_f64(seconds as f64)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<Duration, E> {
+        duration_within(seconds, self.min, self.max).map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        let seconds = parse_seconds(text).map_err(|_| E::custom(DURATION_EXPECTED))?;
+        self.visit_f64(seconds)
+    }
+}
+
 /// Integers as JSON Schema counts them: a number without a fraction (`5`, but also
 /// `5.0`, which some JSON writers produce) within the type's range.
 pub trait Whole: Sized {
@@ -419,9 +521,7 @@ pub mod whole {
     }
 
     /// Reads an optional whole number (`null` is none).
-    pub fn option<'de, D: serde::Deserializer<'de>, T: Whole>(
-        d: D,
-    ) -> Result<Option<T>, D::Error> {
+    pub fn option<'de, D: serde::Deserializer<'de>, T: Whole>(d: D) -> Result<Option<T>, D::Error> {
         Option::<WholeNumber<T>>::deserialize(d).map(|n| n.map(|n| n.0))
     }
 

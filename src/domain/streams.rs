@@ -139,7 +139,8 @@ pub fn validate_event(body: &Value) -> Result<String, DomainError> {
             if n.is_i64()
                 || (!n.is_u64()
                     && n.as_f64().is_some_and(|f| {
-                        f.fract() == 0.0 && (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&f)
+                        f.fract() == 0.0
+                            && (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&f)
                     })) => {}
         Some(_) => return Err(DomainError::invalid("event.version must be an integer")),
     }
