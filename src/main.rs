@@ -16,24 +16,58 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "hopper",
     version,
-    about = "An asynchronous HTTP front door: durable queues in one binary"
+    about = "An asynchronous HTTP front door in one binary: durable queues, event streams, \
+             tasks, delivery to upstream HTTP APIs, and routes for existing clients",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// `hopper --help`: what the binary serves.
+const LONG_ABOUT: &str = "\
+An asynchronous HTTP front door in one binary: requests are accepted fast, stored
+durably (in an embedded SQLite file, fsynced before any 2xx, or in PostgreSQL shared
+by any number of nodes) and processed later. Hopper serves:
+
+  queues    push, pop, leases with ack, nack and extend, long-polls, delays,
+            idempotency keys, dead letters
+  streams   append-only event logs with one writer each and consumer offsets
+  tasks     request-reply: a caller waits for a worker's result, or gets 202
+            and the task to fetch later
+  delivery  Hopper itself calls upstream HTTP APIs with each message, retrying
+            with backoff behind circuit breakers, signed as Standard Webhooks
+  routes    endpoints of the configuration file mapped onto all of these, or
+            forwarded upstream with a compensation queued on failure, so that
+            existing clients keep their URLs
+
+`hopper serve` serves them; /openapi.json describes the API and /docs shows it.";
+
+/// `serve --help`'s note on the variables that have no flag.
+const SERVE_ENVIRONMENT: &str = "\
+Environment:
+  HOPPER_ADMIN_SECRET  On a store with no clients, serve creates the client `admin` with the
+                       grant `admin`, whose secret this is; when unset, a secret is generated
+                       and printed once on standard error. Ignored once the store has clients.
+  RUST_LOG             Which log lines are written (to standard error), e.g. `warn` or
+                       `info,hopper=debug` [default: info]
+
+Flags beat the environment, which beats the configuration file.";
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API.
+    /// Serve the HTTP API: queues, streams, tasks, deliveries and the config file's routes.
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve {
-        /// TOML configuration file.
+        /// TOML configuration file; flags and environment beat its values.
         #[arg(long, env = "HOPPER_CONFIG")]
         config: Option<PathBuf>,
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, env = "HOPPER_LISTEN")]
         listen: Option<String>,
-        /// Store URL [default: sqlite://data/hopper.db].
+        /// Store URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB[?schema=NAME]`
+        /// [default: sqlite://data/hopper.db].
         #[arg(long, env = "HOPPER_STORE")]
         store: Option<String>,
         /// Log format [default: text].
@@ -41,14 +75,25 @@ enum Command {
         log_format: Option<LogFormat>,
     },
     /// Manage clients directly in the store (the server may be running).
+    #[command(long_about = "Manage clients directly in the store.\n\n\
+                      The server may be running: a client added here may call it at once, and\n\
+                      one removed here is refused within a second (through the admin API, at once).")]
     Clients {
-        /// Store URL.
+        /// Store URL, as `serve --store` takes it.
         #[arg(long, env = "HOPPER_STORE", default_value = DEFAULT_STORE, global = true)]
         store: String,
         #[command(subcommand)]
         action: ClientsAction,
     },
     /// Measure throughput and latency of the HTTP API against a bare handler.
+    #[command(
+        long_about = "Measure throughput and latency of the HTTP API against a bare handler.\n\n\
+                      Starts `hopper serve` (this binary) on a temporary store, or on --store, and\n\
+                      a bare HTTP handler that answers 200 without storage or auth, as child\n\
+                      processes; drives both over keep-alive connections; prints throughput and\n\
+                      p50/p99/p99.9 latency side by side. Measure a release build:\n\
+                      `cargo build --release`, then `./target/release/hopper bench`."
+    )]
     Bench(hopper::bench::BenchArgs),
     /// A bare HTTP handler answering 200 to everything, the benchmark's baseline.
     #[command(hide = true)]
@@ -61,7 +106,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClientsAction {
-    /// Create a client; prints its secret.
+    /// Create a client; prints its id and secret as JSON.
     Add {
         /// Client id.
         id: String,
@@ -72,7 +117,7 @@ enum ClientsAction {
         #[arg(long = "grant")]
         grants: Vec<String>,
     },
-    /// List clients and their grants.
+    /// List clients and their grants, one per line: id, a tab, grants separated by commas.
     List,
     /// Delete a client.
     Remove {

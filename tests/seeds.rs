@@ -1,6 +1,6 @@
 //! Seed parity: each seed's documented requests, sent as written, get its documented
-//! answers from Hopper running the README's own config for that seed (read from
-//! README.md, so the README cannot drift from what is tested). Upstreams (the
+//! answers from Hopper running the documentation's own config for that seed (read from
+//! docs/replacing.md, so the page cannot drift from what is tested). Upstreams (the
 //! customer API of seed 001, the cluster API of seed 003) are real HTTP servers
 //! started inside the tests, which can be told to fail, hang or be down.
 
@@ -31,22 +31,23 @@ trials! {
 
 const SEED_000_SECRET: &str = "MTI4NTBANjEwMmZjMzhiOTM5YjQyODVhNDAwZmE3";
 
-/// The README's config for `seed` (e.g. `seed-003`), with the seed's upstream host
-/// (`customers.internal`, `cluster.internal`) pointed at `upstream`.
+/// Where the page's configs send the upstream calls: the stand-in it starts.
+const PAGE_UPSTREAM: &str = "127.0.0.1:9000";
+
+/// The config for `seed` (e.g. `seed-003`) of docs/replacing.md, the file its recipe
+/// writes with a heredoc after `<!-- config: seed-NNN -->`, with the seed's upstream
+/// pointed at `upstream`.
 fn readme_config(seed: &str, upstream: Option<SocketAddr>) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/replacing.md"))
+        .expect("docs/replacing.md");
     let marker = format!("<!-- config: {seed} -->");
-    let after = &readme[readme
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {marker}"))..];
-    let start = after.find("```toml\n").expect("a toml block") + "```toml\n".len();
-    let end = start + after[start..].find("```").expect("the block's end");
+    let after = &page[page.find(&marker).unwrap_or_else(|| panic!("no {marker}"))..];
+    let opening = "<<'EOF'\n";
+    let start = after.find(opening).expect("a heredoc") + opening.len();
+    let end = start + after[start..].find("\nEOF\n").expect("the heredoc's end") + 1;
     let mut toml = after[start..end].to_owned();
     if let Some(addr) = upstream {
-        for host in ["customers.internal", "cluster.internal"] {
-            toml = toml.replace(host, &addr.to_string());
-        }
+        toml = toml.replace(PAGE_UPSTREAM, &addr.to_string());
     }
     toml
 }
@@ -60,7 +61,7 @@ fn load(toml: &str) -> Config {
         config: Some(path),
         ..Overrides::default()
     })
-    .expect("the README's config loads")
+    .expect("the page's config loads")
 }
 
 async fn app_with_seed(backend: &Backend, seed: &str, upstream: Option<SocketAddr>) -> TestApp {
