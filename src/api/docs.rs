@@ -179,7 +179,7 @@ pub fn base() -> OpenApi {
         tags(
             (name = "queues", description = "At-least-once work queues with competing consumers"),
             (name = "tasks", description = "Asynchronous request-reply over a queue"),
-            (name = "streams", description = "Append-only event logs with consumer offsets (seed 004's event server)"),
+            (name = "streams", description = "Append-only event logs with consumer offsets, answering as the event server Hopper replaces did"),
             (name = "admin", description = "Clients and stream owners; admins only"),
             (name = "health", description = "Liveness and the store's health; no credentials"),
             (name = "docs", description = "This description"),
@@ -359,7 +359,7 @@ error_responses! {
     /// 415.
     UnsupportedMediaType => ("The body is not of the content type the endpoint reads", "Unsupported Media Type - expected Content-Type: application/json, got \"text/plain\"");
     /// 423.
-    Locked => ("The stream belongs to another producer (seed 004)", "Locked - Second writers not allowed");
+    Locked => ("The stream belongs to another producer: one writer per stream", "Locked - Second writers not allowed");
     /// 500.
     InternalServerError => ("A failure of Hopper; the details are in its log, under the request id", "Internal Server Error - storage failure");
     /// 503.

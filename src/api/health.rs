@@ -93,7 +93,7 @@ pub async fn health(State(state): State<AppState>) -> Reply<HealthView> {
     )
 }
 
-/// `/api/v1/ping`'s answer (seed 001).
+/// `/api/v1/ping`'s answer.
 #[derive(Serialize, ToSchema)]
 pub struct PongView {
     /// Always `true`.

@@ -200,7 +200,7 @@ impl From<&TaskCounts> for TaskCountsView {
     }
 }
 
-/// A queue with its counts and settings (seed 002's count, and more).
+/// A queue with its counts and settings.
 #[derive(Serialize, ToSchema)]
 pub struct QueueView {
     /// The queue's name.

@@ -100,7 +100,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ConsumerHeader {
     }
 }
 
-/// An event as seed 004 defines it; other fields are kept as sent.
+/// An event in the event server's format; other fields are kept as sent.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventBody {
@@ -115,7 +115,7 @@ pub struct EventBody {
     payload: Value,
 }
 
-/// `event` of a seed-004 event.
+/// `event` of an event.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventHead {
@@ -127,7 +127,7 @@ pub struct EventHead {
     version: i64,
 }
 
-/// `system` of a seed-004 event.
+/// `system` of an event: where it happened.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventSystem {
@@ -141,7 +141,7 @@ pub struct EventSystem {
     timezone: String,
 }
 
-/// `trigger` of a seed-004 event.
+/// `trigger` of an event: what caused it.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventTrigger {
@@ -163,7 +163,7 @@ pub struct EventIdView(String);
     path = "/api/v1/streams/{stream}/events",
     tag = "streams",
     operation_id = "produceEvent",
-    summary = "Append an event (seed 004)",
+    summary = "Append an event",
     description = "The first producer to write a stream owns it (the stream is created by its first event); another producer gets 423.",
     params(StreamPath, ProducerHeader),
     request_body(content = EventBody, content_type = "application/json"),
@@ -228,7 +228,7 @@ impl EventView {
     path = "/api/v1/streams/{stream}/events",
     tag = "streams",
     operation_id = "consumeEvents",
-    summary = "Read events after the consumer's offset (seed 004)",
+    summary = "Read events after the consumer's offset",
     description = "The events named `eventName` after this consumer's acknowledged offset for that name, oldest first. Unacknowledged events come back on the next read.",
     params(StreamPath, ReadQuery, ConsumerHeader),
     responses(
@@ -278,7 +278,7 @@ pub struct OkView(&'static str);
     path = "/api/v1/streams/{stream}/events/{event}",
     tag = "streams",
     operation_id = "acknowledgeEvent",
-    summary = "Acknowledge events up to this one (seed 004)",
+    summary = "Acknowledge events up to this one",
     description = "Moves this consumer's offset for the event's name up to the event (never back).",
     params(EventPath, ConsumerHeader),
     request_body(content = AckForm, content_type = "application/x-www-form-urlencoded"),

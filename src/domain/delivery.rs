@@ -15,11 +15,30 @@ use utoipa::ToSchema;
 use super::settings::{seconds, seconds_schema, whole, within, MAX_DELAY};
 use super::DomainError;
 
-/// An upstream URL Hopper accepts: `http` or `https`, a host name (its last label
-/// starts with a letter, so it is never taken for an IPv4 address) or nothing
-/// else that a URL parser could refuse, an optional port, then a path and query
-/// whose `{field}` parts are filled from the message.
-pub const URL_PATTERN: &str = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:[1-5]?[0-9]{1,4})?(/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?(\?([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?$";
+/// An upstream URL Hopper accepts: `http` or `https`; a host name (its last label
+/// starts with a letter, so it is never taken for an IPv4 address), an IPv4
+/// address or a bracketed IPv6 one; an optional port; then a path and query whose
+/// `{field}` parts are filled from the message. Checked as written (with the
+/// `regex` crate) as well as by the URL parser, so the API description states
+/// exactly what is accepted.
+pub const URL_PATTERN: &str = concat!(
+    r"^https?://(",
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    r"|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    r"|\[(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}",
+    r"|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}",
+    r"|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}",
+    r"|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))\]",
+    r")(:[1-5]?[0-9]{1,4})?",
+    r"(/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?",
+    r"(\?([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2}|\{[A-Za-z0-9_]+\})*)?$",
+);
+
+/// [`URL_PATTERN`], compiled once.
+static URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(URL_PATTERN).expect("URL_PATTERN is a valid regular expression")
+});
+
 /// An HTTP method: a token.
 pub const METHOD_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 /// `whsec_` and canonical, non-empty base64 (as the Standard Webhooks libraries write it).
@@ -330,6 +349,12 @@ impl DeliverySettings {
                 "url must be at most {MAX_URL_LEN} characters"
             )));
         }
+        if !URL.is_match(&self.url) {
+            return Err(invalid(format!(
+                "url must be http:// or https://, a host name or IP address, an optional port, then a path and query (no user, no fragment): {:?}",
+                self.url
+            )));
+        }
         if self
             .signing_secret
             .as_ref()
@@ -479,6 +504,25 @@ mod tests {
         assert_eq!(s.breaker.failures, 5);
         assert!(s.is_done(204) && !s.is_done(404));
         assert!(settings(r#"{"url": "ftp://x"}"#).is_err());
+        for url in [
+            "http://127.0.0.1:9000/x?a={id}",
+            "https://[::1]:8443/",
+            "http://cluster/groups/{group_id}",
+        ] {
+            assert!(settings(&format!(r#"{{"url": "{url}"}}"#)).is_ok(), "{url}");
+        }
+        for url in [
+            "http://999.1.1.1/",
+            "http://u:p@host/",
+            "http://host/#frag",
+            "http://[::::]/",
+            "http://host/{a",
+        ] {
+            assert!(
+                settings(&format!(r#"{{"url": "{url}"}}"#)).is_err(),
+                "{url}"
+            );
+        }
         assert!(settings(r#"{"url": "http://x/{a"}"#).is_err());
         assert!(settings(r#"{"url": "http://x", "timeout": 0}"#).is_err());
         assert!(settings(r#"{"url": "http://x", "signing_secret": "nope"}"#).is_err());
