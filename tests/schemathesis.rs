@@ -1,10 +1,14 @@
 //! The API description held against the real server by outside tools: the
-//! document validates with `openapi-spec-validator`, and schemathesis, with every
-//! check on, finds no request the server answers against its own description.
+//! document validates with `openapi-spec-validator`; schemathesis, with every
+//! check on, finds no request the server answers against its own description; and
+//! in Chromium, the `/docs` page authorizes, pushes and pops as a newcomer would.
 //!
-//! Both tools come from PyPI (pinned in `tests/schemathesis/requirements.txt`) in a
-//! virtualenv named by `HOPPER_TEST_VENV`, which `.ci/run` creates. Without it these
-//! tests are reported ignored, never passed; run anyway, they fail saying why.
+//! The Python tools come from PyPI (pinned in `tests/schemathesis/requirements.txt`)
+//! in a virtualenv named by `HOPPER_TEST_VENV`; the browser is driven by
+//! playwright-core (pinned in `tests/browser/package-lock.json`), installed in
+//! `tests/browser/node_modules`, once `HOPPER_TEST_BROWSER` names that directory.
+//! `.ci/run` sets up both. Without them these tests are reported ignored, never
+//! passed; run anyway, they fail saying why.
 
 // Only the harness and fixtures of `common` are used here, not its `trials!`.
 #[allow(unused_macros, unused_imports)]
@@ -25,22 +29,47 @@ const ADMIN_SECRET: &str = "schemathesis-admin-secret-0123";
 /// run stays within a few minutes on a debug build.
 const MAX_EXAMPLES: &str = "100";
 
+/// The variable naming the directory whose `node_modules` holds playwright-core.
+const BROWSER_ENV: &str = "HOPPER_TEST_BROWSER";
+
+type Test = fn(&Path) -> Result<(), Failed>;
+
 fn main() {
+    let needs_venv = format!("{VENV_ENV} is not set: it names a virtualenv with tests/schemathesis/requirements.txt installed (.ci/run makes one)");
+    let needs_browser = format!("{BROWSER_ENV} is not set: it names tests/browser once `npm ci` ran there and Debian's chromium is installed (.ci/run does both)");
     let trials = [
-        ("the_description_validates_with_openapi_spec_validator", validates as fn(&Path) -> Result<(), Failed>),
-        ("schemathesis_with_every_check_finds_nothing", schemathesis),
+        (
+            "the_description_validates_with_openapi_spec_validator",
+            validates as Test,
+            VENV_ENV,
+            &needs_venv,
+        ),
+        (
+            "schemathesis_with_every_check_finds_nothing",
+            schemathesis,
+            VENV_ENV,
+            &needs_venv,
+        ),
+        (
+            "the_docs_page_authorizes_pushes_and_pops_in_chromium",
+            docs_page,
+            BROWSER_ENV,
+            &needs_browser,
+        ),
     ]
     .into_iter()
-    .map(|(name, test)| match std::env::var(VENV_ENV) {
-        Ok(venv) if !venv.trim().is_empty() => {
-            let venv = PathBuf::from(venv.trim());
-            Trial::test(name, move || test(&venv))
-        }
-        _ => Trial::test(name, || {
-            Err(format!("{VENV_ENV} is not set: it names a virtualenv with tests/schemathesis/requirements.txt installed (.ci/run makes one)").into())
-        })
-        .with_ignored_flag(true),
-    })
+    .map(
+        |(name, test, variable, needs)| match std::env::var(variable) {
+            Ok(dir) if !dir.trim().is_empty() => {
+                let dir = PathBuf::from(dir.trim());
+                Trial::test(name, move || test(&dir))
+            }
+            _ => {
+                let needs = needs.clone();
+                Trial::test(name, move || Err(needs.into())).with_ignored_flag(true)
+            }
+        },
+    )
     .collect();
     common::run_trials(trials)
 }
@@ -190,6 +219,28 @@ fn schemathesis(venv: &Path) -> Result<(), Failed> {
         .output()
         .map_err(|e| e.to_string())?;
     let reported = report("schemathesis", &output);
+    if reported.is_err() {
+        eprintln!("hopper's log:\n{}", server.log());
+    }
+    reported
+}
+
+/// Runs `tests/browser/docs.mjs` (from `browser`, which holds its `node_modules`)
+/// against a real server: the page's Authorize, then push and pop with Try it out.
+fn docs_page(browser: &Path) -> Result<(), Failed> {
+    let server = Server::start()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/docs.mjs");
+    // Kept past the run, for a look at what the page showed when a step failed.
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-page-failure.png");
+    let output = Command::new("node")
+        .current_dir(browser)
+        .arg(&script)
+        .arg(server.url(""))
+        .args(["admin", ADMIN_SECRET])
+        .env("HOPPER_TEST_SCREENSHOT", &screenshot)
+        .output()
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    let reported = report("the /docs page in Chromium", &output);
     if reported.is_err() {
         eprintln!("hopper's log:\n{}", server.log());
     }
