@@ -42,6 +42,7 @@ trials! {
         purge_removes_every_message_but_keeps_the_queue,
         list_shows_every_queue_with_its_counts,
         list_shows_a_client_only_the_queues_it_holds_a_grant_on,
+        a_glob_grant_covers_the_names_it_matches_and_no_other,
         put_creates_a_queue_with_201_then_updates_it_with_200,
         queue_lease_setting_is_the_default_lease_of_receive,
         put_with_invalid_settings_is_400_and_changes_nothing,
@@ -820,6 +821,55 @@ async fn list_shows_a_client_only_the_queues_it_holds_a_grant_on(app: TestApp) {
         .map(|q| q["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["orders"]);
+}
+
+/// `queue:orders-*:produce`: pushes to `orders-eu` and `orders-us`, 403 on `billing`
+/// and on `orders` (the `-` is part of the pattern), and no receive anywhere.
+async fn a_glob_grant_covers_the_names_it_matches_and_no_other(app: TestApp) {
+    let secret = app.create_client("shop", &["queue:orders-*:produce"]).await;
+    let push = |queue: &str| {
+        app.as_client(
+            "shop",
+            &secret,
+            Method::POST,
+            &format!("/api/v1/queues/{queue}/messages"),
+        )
+        .json(&json!({"n": 1}))
+        .send()
+    };
+    for queue in ["orders-eu", "orders-us"] {
+        assert_eq!(
+            push(queue).await.unwrap().status(),
+            StatusCode::CREATED,
+            "{queue}"
+        );
+    }
+    for queue in ["billing", "orders"] {
+        assert_error(
+            push(queue).await.unwrap(),
+            StatusCode::FORBIDDEN,
+            &format!("Forbidden - needs grant queue:{queue}:produce"),
+        )
+        .await;
+    }
+    let receive = app
+        .as_client(
+            "shop",
+            &secret,
+            Method::POST,
+            "/api/v1/queues/orders-eu/receive",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        receive,
+        StatusCode::FORBIDDEN,
+        "Forbidden - needs grant queue:orders-eu:consume",
+    )
+    .await;
+    assert_eq!(app.counts("orders-eu").await, (1, 0, 0, 0));
+    assert_eq!(app.counts("orders-us").await, (1, 0, 0, 0));
 }
 
 async fn put_creates_a_queue_with_201_then_updates_it_with_200(app: TestApp) {

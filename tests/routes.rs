@@ -489,7 +489,8 @@ count = "hooks"
 }
 
 /// enqueue needs `queue:q:produce`, pop `queue:q:consume`, count any grant on q, task
-/// `task:q:produce`, forward only valid credentials; a refusal is 403 and does nothing.
+/// `task:q:produce`, a forward with a compensation queue that queue's `produce`, one
+/// without `route:<path>:call`; a refusal is 403 and does nothing (no upstream call).
 async fn each_action_needs_the_grant_of_the_matching_api_operation(backend: Backend) {
     let upstream =
         Upstream::start(Behaviour::Answer(200, "application/json", r#"{"ok":true}"#)).await;
@@ -522,8 +523,14 @@ wait = 0
 method = "POST"
 path = "/f"
 forward = {{ url = "http://{}/f" }}
+
+[[routes]]
+method = "POST"
+path = "/fc"
+forward = {{ url = "http://{}/fc" }}
+compensate = "undo"
 "#,
-            upstream.addr
+            upstream.addr, upstream.addr
         ),
     )
     .await;
@@ -599,9 +606,38 @@ forward = {{ url = "http://{}/f" }}
     );
     assert_eq!(app.counts("t").await.0, 1);
 
-    let forwarded = send("nothing", &nothing, Method::POST, "/f").await.unwrap();
+    let caller = app.create_client("caller", &["route:/f*:call"]).await;
+    let undoer = app.create_client("undoer", &["queue:undo:produce"]).await;
+    for path in ["/f", "/fc"] {
+        let refused = send("nothing", &nothing, Method::POST, path).await.unwrap();
+        let needs = if path == "/f" {
+            "route:/f:call"
+        } else {
+            "queue:undo:produce"
+        };
+        assert_error(
+            refused,
+            StatusCode::FORBIDDEN,
+            &format!("Forbidden - needs grant {needs}"),
+        )
+        .await;
+    }
+    assert_eq!(
+        upstream.seen().len(),
+        0,
+        "a refused forward called upstream"
+    );
+    let refused = send("caller", &caller, Method::POST, "/fc").await.unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "the route grant is not the queue's"
+    );
+    let forwarded = send("caller", &caller, Method::POST, "/f").await.unwrap();
     assert_eq!(forwarded.status(), StatusCode::OK);
-    assert_eq!(upstream.seen().len(), 1);
+    let forwarded = send("undoer", &undoer, Method::POST, "/fc").await.unwrap();
+    assert_eq!(forwarded.status(), StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 2);
 }
 
 /// Routes with one path shape and different methods (and parameter names) share it;
@@ -744,7 +780,8 @@ compensate = "groups-rollback"
     )
 }
 
-/// A group creation as a client with valid credentials and no grant (a forward needs none).
+/// A group creation as a client allowed to push compensations, which is what a forward
+/// with a compensation queue needs.
 async fn create_group(app: &TestApp, secret: &str, path: &str, body: &str) -> Response {
     app.as_client("cluster-user", secret, Method::POST, path)
         .header("content-type", "application/json")
@@ -766,7 +803,9 @@ async fn forward_passes_the_answer_through_and_compensates_nothing_on_success(ba
     ))
     .await;
     let app = spawn_with_routes(&backend, &forward_routes(upstream.addr, "5s")).await;
-    let secret = app.create_client("cluster-user", &[]).await;
+    let secret = app
+        .create_client("cluster-user", &["queue:groups-rollback:produce"])
+        .await;
 
     let response = create_group(
         &app,
@@ -825,7 +864,9 @@ async fn forward_passes_the_answer_through_and_compensates_nothing_on_success(ba
 async fn forward_on_a_5xx_queues_the_compensation_before_answering_502(backend: Backend) {
     let upstream = Upstream::start(Behaviour::Answer(500, "text/plain", "boom")).await;
     let app = spawn_with_routes(&backend, &forward_routes(upstream.addr, "5s")).await;
-    let secret = app.create_client("cluster-user", &[]).await;
+    let secret = app
+        .create_client("cluster-user", &["queue:groups-rollback:produce"])
+        .await;
     let response = create_group(
         &app,
         &secret,
@@ -859,7 +900,9 @@ async fn forward_on_a_5xx_queues_the_compensation_before_answering_502(backend: 
 async fn forward_on_a_timeout_queues_the_compensation_and_answers_504(backend: Backend) {
     let upstream = Upstream::start(Behaviour::Hang).await;
     let app = spawn_with_routes(&backend, &forward_routes(upstream.addr, "300ms")).await;
-    let secret = app.create_client("cluster-user", &[]).await;
+    let secret = app
+        .create_client("cluster-user", &["queue:groups-rollback:produce"])
+        .await;
     let started = Instant::now();
     let response = create_group(&app, &secret, "/groups/slow", r#"{"name":"s"}"#).await;
     assert_error(
@@ -882,7 +925,9 @@ async fn forward_on_a_timeout_queues_the_compensation_and_answers_504(backend: B
 /// No upstream listening: 502 at once, with the compensation queued.
 async fn forward_to_a_down_upstream_queues_the_compensation_and_answers_502(backend: Backend) {
     let app = spawn_with_routes(&backend, &forward_routes(down_address().await, "5s")).await;
-    let secret = app.create_client("cluster-user", &[]).await;
+    let secret = app
+        .create_client("cluster-user", &["queue:groups-rollback:produce"])
+        .await;
     let response = create_group(&app, &secret, "/groups/gone", r#"{"name":"d"}"#).await;
     assert_error(
         response,

@@ -43,8 +43,8 @@ pub const PARTY_PATTERN: &str = r"^[\x21-\x7E]([\t\x20-\x7E]*[\x21-\x7E])?$";
 pub const OWNER_PATTERN: &str = "^[^\\x00]*[^\\x00\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00]*$";
 /// A chosen secret: no control characters.
 pub const SECRET_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
-/// A grant: `admin`, or `<kind>:<name or *>:<action or *>`.
-pub const GRANT_PATTERN: &str = r"^(admin|(queue|stream|task):(\*|[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}):(produce|consume|manage|\*))$";
+/// A grant: `admin`, `<kind>:<name, or a glob with *>:<action or *>`, or `route:<path or glob>:call`.
+pub const GRANT_PATTERN: &str = r"^(admin|(queue|stream|task):(\*|[A-Za-z0-9._*-]*[A-Za-z0-9_*-][A-Za-z0-9._*-]{0,127}):(produce|consume|manage|\*)|route:/[!-9;-~]{0,1000}:(call|\*))$";
 
 /// A string schema with `pattern`, within `min..=max` characters.
 fn pattern_schema(pattern: &str, min: usize, max: Option<usize>, description: &str) -> Object {
@@ -128,7 +128,7 @@ pub fn grants_schema() -> Array {
             GRANT_PATTERN,
             1,
             None,
-            "`admin`, or `<queue|stream|task>:<name|*>:<produce|consume|manage|*>`",
+            "`admin`, `<queue|stream|task>:<name or glob>:<produce|consume|manage|*>` (in a glob, `*` matches any run of name characters: `orders-*`, `*.eu`, `*`), or `route:<path or glob>:call` for a forward route without a compensation queue",
         ))
         .build()
 }

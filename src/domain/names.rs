@@ -5,13 +5,14 @@ use std::fmt;
 use super::DomainError;
 
 /// Longest queue, stream or client name accepted.
-const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_NAME_LEN: usize = 128;
 
 /// Names as a regular expression (ECMA-262), for the API description: the
 /// alphabet, and at least one character that is not a dot.
 pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$";
 
-fn is_name_char(c: char) -> bool {
+/// Whether `c` may occur in a name.
+pub(crate) fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 

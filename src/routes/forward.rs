@@ -63,6 +63,11 @@ enum Failure {
 }
 
 impl Forward {
+    /// The queue a failed call's compensation message goes to, if any.
+    pub fn compensation_queue(&self) -> Option<&QueueName> {
+        self.compensate.as_ref()
+    }
+
     /// Validates `spec` against the route's path parameters `params`.
     pub(super) fn compile(
         spec: &ForwardSpec,

@@ -52,7 +52,7 @@ pub async fn serve(
     let (mut parts, body) = request.into_parts();
     if !route.public {
         let principal = Principal::from_request_parts(&mut parts, state).await?;
-        authorize(&principal, &route.action)?;
+        authorize(&principal, route)?;
     }
     let params = path_params(route, &mut parts, state).await?;
     let body = read_limited(&parts.headers, body, state.max_body_bytes).await?;
@@ -74,18 +74,22 @@ pub async fn serve(
     }
 }
 
-/// The grant each action needs, as the API asks for the same operation; a forward
-/// needs only valid credentials (its compensation queue is the operator's choice).
-fn authorize(principal: &Principal, action: &RouteAction) -> Result<(), ApiError> {
+/// The grant each action needs, as the API asks for the same operation. A forward
+/// pushes onto its compensation queue, so it needs that queue's `produce`; one
+/// without a compensation queue touches no queue, and needs `route:<path>:call`.
+fn authorize(principal: &Principal, route: &Route) -> Result<(), ApiError> {
     let kind = ResourceKind::Queue;
-    Ok(match action {
+    Ok(match &route.action {
         RouteAction::Enqueue(queue) => principal.authorize(kind, queue.as_str(), Action::Produce),
         RouteAction::Pop(queue) => principal.authorize(kind, queue.as_str(), Action::Consume),
         RouteAction::Count(queue) => principal.authorize_any(kind, queue.as_str()),
         RouteAction::Task { queue, .. } => {
             principal.authorize(ResourceKind::Task, queue.as_str(), Action::Produce)
         }
-        RouteAction::Forward(_) => Ok(()),
+        RouteAction::Forward(forward) => match forward.compensation_queue() {
+            Some(queue) => principal.authorize(kind, queue.as_str(), Action::Produce),
+            None => principal.authorize(ResourceKind::Route, &route.spec.path, Action::Call),
+        },
     }?)
 }
 
