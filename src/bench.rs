@@ -5,10 +5,11 @@
 //! Scenarios: `bare`, `push` (seed 000's 53-byte body), `receive-ack` (count=100),
 //! `append` and `read` (seed 004's event), `capacity` (RSS with N messages queued,
 //! then restart time), `tasks` (the fast path of seed 001: a create that waits while
-//! workers long-poll and complete, paced at `--task-rate`, then as fast as it goes)
-//! `task-waiters` (memory and CPU with `--task-waiters` requests waiting), `deliver`
-//! (messages delivered per second to the bare handler as upstream) and `breaker`
-//! (Hopper's CPU while its upstream fails every call).
+//! workers long-poll and complete, paced at `--task-rate` beside pushes at the same
+//! pace, then as fast as it goes), `task-waiters` (memory and CPU with
+//! `--task-waiters` requests waiting), `deliver` (messages delivered per second to
+//! the bare handler as upstream) and `breaker` (Hopper's CPU while its upstream
+//! fails every call).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,7 +64,8 @@ pub struct BenchArgs {
     /// Messages queued by the `capacity` scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub capacity_messages: usize,
-    /// Tasks per second created by the `tasks` scenario's paced run.
+    /// Tasks per second created by the `tasks` scenario's paced run (and pushes per
+    /// second of the paced pushes it is compared with).
     #[arg(long, default_value_t = 1000.0)]
     pub task_rate: f64,
     /// Workers in the `tasks` scenario, each on its own connection taking one task at a time.
@@ -101,13 +103,14 @@ impl Figures {
             .map(|b| format!("{:>6.1}%", 100.0 * self.requests_per_second() / b))
             .unwrap_or_else(|| "      -".into());
         println!(
-            "{:<12} {:>10.0} req/s {:>10.0} msg/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  errors {:>5}  vs bare {}",
+            "{:<12} {:>10.0} req/s {:>10.0} msg/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>8.3} ms  errors {:>5}  vs bare {}",
             self.name,
             self.requests_per_second(),
             self.messages as f64 / self.elapsed.as_secs_f64(),
             ms(0.5),
             ms(0.99),
             ms(0.999),
+            self.latency.max() as f64 / 1000.0,
             self.errors,
             ratio
         );
@@ -449,10 +452,46 @@ async fn create_task(conn: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates tasks at `rate` per second, each on the first free connection of `connections`,
-/// timing each from its scheduled start, so a slow answer cannot hide the ones that
-/// queue up behind it.
-async fn paced_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
+/// What a paced run sends: task creates, or plain pushes for comparison.
+#[derive(Clone, Copy)]
+enum Paced {
+    /// A create that waits for its result (`create_task`).
+    Task,
+    /// A push of the seed body to a queue nobody receives from: one durable commit,
+    /// the floor a task's latency is measured against.
+    Push,
+}
+
+/// The queue of the paced pushes; not the task queue, so workers never see them.
+const PACED_PUSH_QUEUE: &str = "bench-paced";
+
+/// One paced request; an answer other than the expected one is an error.
+async fn paced_request(conn: &mut Connection, what: Paced) -> anyhow::Result<()> {
+    match what {
+        Paced::Task => create_task(conn).await,
+        Paced::Push => {
+            let (status, _) = conn
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/queues/{PACED_PUSH_QUEUE}/messages"),
+                    Bytes::from_static(SEED_BODY.as_bytes()),
+                )
+                .await?;
+            anyhow::ensure!(status == StatusCode::CREATED, "push: status {status}");
+            Ok(())
+        }
+    }
+}
+
+/// Sends `what` at `--task-rate` per second, round-robin over `--connections`
+/// connections, timing each from its scheduled start, so a slow answer cannot hide
+/// the ones that queue up behind it.
+async fn paced(
+    addr: SocketAddr,
+    auth: &str,
+    args: &BenchArgs,
+    what: Paced,
+) -> anyhow::Result<Figures> {
     let period = Duration::from_secs_f64(1.0 / args.task_rate);
     let start = Instant::now() + Duration::from_millis(100);
     let measure_from = start + args.warmup;
@@ -466,12 +505,12 @@ async fn paced_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::
             for slot in (lane..slots).step_by(lanes as usize) {
                 let at = start + period.mul_f64(slot as f64);
                 tokio::time::sleep_until(at.into()).await;
-                let created = create_task(&mut conn).await;
+                let answered = paced_request(&mut conn, what).await;
                 if at < measure_from {
                     continue;
                 }
                 latency.saturating_record(at.elapsed().as_micros() as u64);
-                match created {
+                match answered {
                     Ok(()) => done += 1,
                     Err(_) => errors += 1,
                 }
@@ -479,8 +518,12 @@ async fn paced_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::
             (latency, done, errors)
         }));
     }
+    let kind = match what {
+        Paced::Task => "tasks",
+        Paced::Push => "push",
+    };
     let mut figures = Figures {
-        name: format!("tasks@{}/s", args.task_rate),
+        name: format!("{kind}@{}/s", args.task_rate),
         requests: 0,
         messages: 0,
         errors: 0,
@@ -497,7 +540,8 @@ async fn paced_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::
     Ok(figures)
 }
 
-/// The `tasks` scenario: workers on, then a paced run and a run as fast as it goes.
+/// The `tasks` scenario: workers on, then paced pushes and paced tasks at `--task-rate`,
+/// then tasks as fast as they go.
 async fn bench_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::Result<()> {
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
     let (status, _) = conn
@@ -515,7 +559,10 @@ async fn bench_tasks(addr: SocketAddr, auth: &str, args: &BenchArgs) -> anyhow::
     let workers: Vec<_> = (0..args.task_workers)
         .map(|_| tokio::spawn(task_worker(addr, auth.to_owned(), stop.clone())))
         .collect();
-    paced_tasks(addr, auth, args).await?.print(None);
+    // Pushes first, at the same pace and with the workers polling: the same load on the
+    // store but for the task path itself.
+    paced(addr, auth, args, Paced::Push).await?.print(None);
+    paced(addr, auth, args, Paced::Task).await?.print(None);
     let mut most = drive(
         "tasks-max",
         &[addr],

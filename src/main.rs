@@ -91,7 +91,7 @@ enum Command {
                       Starts `hopper serve` (this binary) on a temporary store, or on --store, and\n\
                       a bare HTTP handler that answers 200 without storage or auth, as child\n\
                       processes; drives both over keep-alive connections; prints throughput and\n\
-                      p50/p99/p99.9 latency side by side. Measure a release build:\n\
+                      p50/p99/p99.9/max latency side by side. Measure a release build:\n\
                       `cargo build --release`, then `./target/release/hopper bench`."
     )]
     Bench(hopper::bench::BenchArgs),

@@ -23,6 +23,7 @@ trials! {
         respond_async_answers_202_at_once_with_location_and_the_task_message_is_queued,
         payload_and_result_come_back_byte_for_byte,
         fast_path_returns_the_worker_result_in_the_create_answer: multi_thread(2),
+        sequential_creates_with_prompt_workers_each_answer_200_long_before_the_wait: multi_thread(2),
         slow_path_answers_202_then_get_with_wait_returns_the_result: multi_thread(2),
         default_wait_and_max_wait_come_from_the_configuration,
         prefer_wait_is_capped_at_max_wait_and_fractions_are_honoured: multi_thread(2),
@@ -486,6 +487,77 @@ async fn fast_path_returns_the_worker_result_in_the_create_answer(app: TestApp) 
     assert_eq!(task["result"], "by default");
     assert!(header(&headers, "preference-applied").is_none());
     worker.await.unwrap();
+}
+
+/// Creates made one after another, each with `Prefer: wait=5`, while four workers
+/// long-poll the queue and complete every task at once: each create answers 200 with
+/// its own task's result, far from its deadline. A wake-up lost or held back anywhere
+/// on the way (the push waking a receive, a receive handing on, the finish waking the
+/// create) shows here as a 202 or as a create that takes seconds; the bound is loose
+/// on purpose, since the benchmark measures speed.
+async fn sequential_creates_with_prompt_workers_each_answer_200_long_before_the_wait(app: TestApp) {
+    const CREATES: u64 = 40;
+    const WORKERS: usize = 4;
+    let app = Arc::new(app);
+    declare(&app, "prompt").await;
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                loop {
+                    let messages = app.receive("prompt", "wait=20&lease=30").await;
+                    for message in &messages {
+                        let received = Received::of(message);
+                        let result = json!({"n": received.payload["n"], "by": worker});
+                        finish_ok(
+                            &app,
+                            &received.task_id,
+                            "complete",
+                            &json!({"receipt": received.receipt, "result": result}),
+                        )
+                        .await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every worker is long-polling before the first create.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut slowest = Duration::ZERO;
+    for n in 0..CREATES {
+        let started = Instant::now();
+        let response = create(&app, "prompt", &json!({"n": n}), Some("wait=5")).await;
+        let elapsed = started.elapsed();
+        let (status, headers, task) = answer(response).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "create {n} after {elapsed:?}: {task}"
+        );
+        assert!(header(&headers, "location").is_none(), "create {n}");
+        assert_finished(&task, "succeeded");
+        assert_eq!(
+            task["result"]["n"], n,
+            "create {n} got another task's result"
+        );
+        assert_eq!(task["attempts"], 1, "create {n}: {task}");
+        assert!(
+            elapsed < Duration::from_millis(2500),
+            "create {n} took {elapsed:?} of its 5 s wait with {WORKERS} idle workers"
+        );
+        slowest = slowest.max(elapsed);
+    }
+    for worker in &workers {
+        assert!(!worker.is_finished(), "a worker failed");
+        worker.abort();
+    }
+    assert_eq!(app.counts("prompt").await, (0, 0, 0, 0));
+    assert_eq!(
+        task_counts(&app, "prompt").await,
+        counts(0, 0, CREATES, 0, 0),
+        "slowest create: {slowest:?}"
+    );
 }
 
 /// A worker slower than the wait: the create answers 202 with `Location` once its wait

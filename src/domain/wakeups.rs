@@ -18,6 +18,12 @@ pub fn task_key(task: impl std::fmt::Display) -> String {
     format!("task/{task}")
 }
 
+/// Whether `key` names a queue (waited on by receives, which compete for its
+/// messages) rather than a stream or a task (waited on by reads).
+pub fn is_queue_key(key: &str) -> bool {
+    !key.contains('/')
+}
+
 /// Revocations buffered per subscriber; one that falls further behind forgets every client.
 const REVOCATION_BUFFER: usize = 256;
 
@@ -79,10 +85,10 @@ impl Wakeups {
     pub fn signal(&self, key: &str) {
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(notify) = queues.get(key) {
-            if key.contains('/') {
-                notify.notify_waiters();
-            } else {
+            if is_queue_key(key) {
                 notify.notify_one();
+            } else {
+                notify.notify_waiters();
             }
         }
     }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::domain::clock::now_millis;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
-use crate::domain::wakeups::stream_key;
+use crate::domain::wakeups::{is_queue_key, stream_key};
 use crate::domain::SettingsUpdate;
 use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, NewTask, PushOutcome,
@@ -122,31 +122,45 @@ impl SqliteStore {
     }
 
     /// A write that names the wake-up keys its changes concern (queues that may have
-    /// ready messages, tasks that ended); they are signalled once it is durable.
-    /// `for_caller`: skipped if the caller is gone first (see `write_for_caller`).
+    /// ready messages, tasks that ended). Queue keys are signalled as soon as it
+    /// commits: a receive looks only through the writer, whose answers wait until
+    /// this write is durable. Every other key (a task's finish) wakes requests that
+    /// read from the read pool, which sees a commit before its fsync: those are
+    /// signalled once it is durable.
+    /// `for_caller`: skipped if the caller is gone first (see the writer's `write_waking`).
     async fn write_waking<T: Send + 'static>(
         &self,
         for_caller: bool,
         op: impl FnOnce(&Connection, &mut Vec<String>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let keys: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (collected, wakeups) = (keys.clone(), self.wakeups.clone());
+        let collected = keys.clone();
         let op = move |conn: &Connection| {
             let mut wake = Vec::new();
             let result = op(conn, &mut wake);
             *collected.lock().unwrap_or_else(|e| e.into_inner()) = wake;
             result
         };
-        let signal = move || {
+        let (committed_keys, wakeups) = (keys.clone(), self.wakeups.clone());
+        let on_commit = move || {
+            let mut keys = committed_keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.retain(|key| {
+                let queue = is_queue_key(key);
+                if queue {
+                    wakeups.signal(key);
+                }
+                !queue
+            });
+        };
+        let wakeups = self.wakeups.clone();
+        let once_durable = move || {
             for key in keys.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 wakeups.signal(&key);
             }
         };
-        if for_caller {
-            self.writer.write_for_caller(op, signal).await
-        } else {
-            self.writer.write(op, signal).await
-        }
+        self.writer
+            .write_waking(for_caller, op, on_commit, once_durable)
+            .await
     }
 
     async fn read<T: Send + 'static>(

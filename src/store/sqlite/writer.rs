@@ -11,6 +11,11 @@
 //!
 //! A request that is dropped while queued (client gone) still commits: the job is
 //! owned by the thread, never by the HTTP handler.
+//!
+//! Answers leave in commit order, each once every batch committed before it is
+//! durable; a batch that needs no fsync of its own (leases, pops) is answered as soon
+//! as that holds, never held for the fsync of a batch committed after it. So a write
+//! answered here never shows what a crash could still take back, whatever woke it.
 
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
@@ -43,11 +48,16 @@ type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 /// Runs a write inside the batch transaction; says whether it succeeded (else its
 /// savepoint is rolled back) and how to answer once the commit is known.
 type Run = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+/// Runs on the writer thread once the batch holding a job has committed, before its
+/// fsync; see [`GroupCommitWriter::write_waking`].
+type OnCommit = Box<dyn FnOnce() + Send>;
 
 /// A write and how it is answered.
 struct Job {
     run: Run,
-    /// Whether its answer waits for the fsync; see [`GroupCommitWriter::write_for_caller`].
+    /// Run if the job's write committed; `None` for most writes.
+    on_commit: Option<OnCommit>,
+    /// Whether its answer waits for the fsync; see [`GroupCommitWriter::write_waking`].
     durable: bool,
 }
 
@@ -68,13 +78,22 @@ impl GroupCommitWriter {
     /// Starts the writer thread on `conn` (which must use WAL with `synchronous=NORMAL`)
     /// and the syncer thread on `wal`, the same database's `-wal` file.
     pub fn start(conn: Connection, wal: File) -> std::io::Result<Self> {
+        Self::start_syncing(conn, move || wal.sync_data())
+    }
+
+    /// [`Self::start`] with `sync` making every committed batch durable; tests hold it
+    /// to stand for a slow disk.
+    fn start_syncing(
+        conn: Connection,
+        sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let (committed, to_sync) = std_mpsc::channel();
         let broken = Arc::new(AtomicBool::new(false));
         let syncer_broken = broken.clone();
         let syncer = std::thread::Builder::new()
             .name("hopper-sqlite-sync".into())
-            .spawn(move || sync_loop(wal, to_sync, &syncer_broken))?;
+            .spawn(move || sync_loop(sync, to_sync, &syncer_broken))?;
         let writer = std::thread::Builder::new()
             .name("hopper-sqlite-writer".into())
             .spawn(move || run(conn, receiver, committed, &broken))?;
@@ -84,8 +103,8 @@ impl GroupCommitWriter {
         })
     }
 
-    /// Runs `op` in the next batch; answers after the batch commits, then runs `after_commit`.
-    /// The write happens even if the caller is gone by then (see the module doc).
+    /// Runs `op` in the next batch; once the batch is durable, runs `after_commit`, then
+    /// answers. The write happens even if the caller is gone by then (see the module doc).
     pub async fn write<T, F>(
         &self,
         op: F,
@@ -95,29 +114,40 @@ impl GroupCommitWriter {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, after_commit, false).await
+        self.submit(op, None, after_commit, false).await
     }
 
-    /// Like [`Self::write`], for writes that hand something to the caller (a pop, a
-    /// lease): skipped when the caller is gone before its batch runs, since nobody
-    /// would receive it, and answered once committed without waiting for an fsync of
-    /// its own. Losing such a write in a crash only makes its messages ready again
+    /// Like [`Self::write`], and runs `on_commit` on the writer thread as soon as the
+    /// batch has committed, before its fsync. For wake-ups of waiters that look only
+    /// through this writer (receives): their writes queue behind this batch and their
+    /// answers wait until it is durable, so waking them early shows them nothing a
+    /// crash could take back, and their writes overlap the fsync instead of waiting
+    /// for it and then for another.
+    ///
+    /// `for_caller`: a write that hands something to the caller (a pop, a lease):
+    /// skipped when the caller is gone before its batch runs, since nobody would
+    /// receive it, and answered once every earlier batch is durable, without an fsync
+    /// of its own. Losing such a write in a crash only makes its messages ready again
     /// (at least once, never lost), and the next durable write's fsync covers it.
-    pub async fn write_for_caller<T, F>(
+    pub async fn write_waking<T, F>(
         &self,
+        for_caller: bool,
         op: F,
+        on_commit: impl FnOnce() + Send + 'static,
         after_commit: impl FnOnce() + Send + 'static,
     ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, after_commit, true).await
+        self.submit(op, Some(Box::new(on_commit)), after_commit, for_caller)
+            .await
     }
 
     async fn submit<T, F>(
         &self,
         op: F,
+        on_commit: Option<OnCommit>,
         after_commit: impl FnOnce() + Send + 'static,
         skip_if_abandoned: bool,
     ) -> StoreResult<T>
@@ -153,6 +183,7 @@ impl GroupCommitWriter {
         });
         let job = Job {
             run,
+            on_commit,
             durable: !skip_if_abandoned,
         };
         let sender = self
@@ -208,7 +239,7 @@ fn run(
             continue;
         }
         let needs_sync = batch.iter().any(|job| job.durable);
-        if let Some(completions) = commit_batch(&conn, &mut batch) {
+        if let Some((completions, on_commit)) = commit_batch(&conn, &mut batch) {
             let sent = committed.send(Committed {
                 completions,
                 needs_sync,
@@ -219,28 +250,30 @@ fn run(
                 for completion in unsent.0.completions {
                     completion(Err(Failure::NotDurable("the syncer thread is gone")));
                 }
+                continue;
+            }
+            // After the send: whatever these hooks wake writes in a later batch, which
+            // the syncer answers only after this one.
+            for hook in on_commit {
+                hook();
             }
         }
     }
 }
 
-/// Fsyncs the WAL for every committed batch waiting, then answers their requests
-/// (without an fsync when none of them waits for one). After a failed fsync nothing
-/// is trusted again: the kernel may have dropped the dirty pages, so a later
-/// "successful" fsync would not cover them.
-fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Committed>, broken: &AtomicBool) {
+/// Fsyncs the WAL for every committed batch waiting, then answers their requests.
+/// The batches before the first one that waits for an fsync are answered first,
+/// without one: every batch before them is durable already, and holding them for the
+/// fsync of later batches would make a lease wait for other writers' disk time.
+/// After a failed fsync nothing is trusted again: the kernel may have dropped the
+/// dirty pages, so a later "successful" fsync would not cover them.
+fn sync_loop(
+    mut sync: impl FnMut() -> std::io::Result<()>,
+    to_sync: std_mpsc::Receiver<Committed>,
+    broken: &AtomicBool,
+) {
     let mut failed: Option<String> = None;
-    while let Ok(first) = to_sync.recv() {
-        let mut batches = vec![first];
-        batches.extend(to_sync.try_iter());
-        let needs_sync = batches.iter().any(|batch| batch.needs_sync);
-        if failed.is_none() && needs_sync {
-            if let Err(error) = wal.sync_data() {
-                tracing::error!(%error, "sqlite: fsync of the WAL failed; refusing every later write");
-                failed = Some(format!("fsync failed: {error}"));
-                broken.store(true, Ordering::Release);
-            }
-        }
+    let answer = |batches: Vec<Committed>, failed: &Option<String>| {
         for completion in batches.into_iter().flat_map(|batch| batch.completions) {
             completion(
                 failed
@@ -248,12 +281,37 @@ fn sync_loop(wal: File, to_sync: std_mpsc::Receiver<Committed>, broken: &AtomicB
                     .map_or(Ok(()), |cause| Err(Failure::NotDurable(cause))),
             );
         }
+    };
+    while let Ok(first) = to_sync.recv() {
+        let mut batches = vec![first];
+        batches.extend(to_sync.try_iter());
+        let unsynced = batches
+            .iter()
+            .position(|batch| batch.needs_sync)
+            .unwrap_or(batches.len());
+        let waiting = batches.split_off(unsynced);
+        answer(batches, &failed);
+        if waiting.is_empty() {
+            continue;
+        }
+        if failed.is_none() {
+            if let Err(error) = sync() {
+                tracing::error!(%error, "sqlite: fsync of the WAL failed; refusing every later write");
+                failed = Some(format!("fsync failed: {error}"));
+                broken.store(true, Ordering::Release);
+            }
+        }
+        answer(waiting, &failed);
     }
 }
 
 /// Runs a batch in one transaction; returns the completions to answer after the
-/// fsync, or `None` when they were already answered (the commit failed).
-fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completion>> {
+/// fsync and the on-commit hooks of the jobs that succeeded, or `None` when the
+/// completions were already answered (the commit failed).
+fn commit_batch(
+    conn: &Connection,
+    batch: &mut Vec<Job>,
+) -> Option<(Vec<Completion>, Vec<OnCommit>)> {
     if let Err(error) = execute_cached(conn, "BEGIN IMMEDIATE") {
         tracing::error!(%error, "sqlite: cannot begin a write transaction");
         // Dropping the jobs unrun drops their reply senders: each caller gets
@@ -262,15 +320,17 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completio
         return None;
     }
     let mut completions = Vec::with_capacity(batch.len());
+    let mut on_commit = Vec::new();
     let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
-        if let Some(completion) = run_job(conn, job) {
-            completions.push(completion);
-        }
+        let (completion, hook) = run_job(conn, job);
+        completions.extend(completion);
+        on_commit.extend(hook);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (disk full, I/O error): nothing
             // gathered so far was written. The rest of the batch gets a new transaction.
             tracing::error!("sqlite: the batch transaction was rolled back by SQLite");
+            on_commit.clear();
             for completion in completions.drain(..) {
                 completion(Err(Failure::RolledBack("the transaction was rolled back")));
             }
@@ -282,7 +342,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completio
         }
     }
     match execute_cached(conn, "COMMIT") {
-        Ok(()) => Some(completions),
+        Ok(()) => Some((completions, on_commit)),
         Err(error) => {
             tracing::error!(%error, "sqlite: commit failed; the batch is rolled back");
             let _ = execute_cached(conn, "ROLLBACK");
@@ -295,11 +355,12 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) -> Option<Vec<Completio
     }
 }
 
-/// Runs one job inside its own savepoint, so a failing job leaves the rest of the batch intact.
-fn run_job(conn: &Connection, job: Job) -> Option<Completion> {
+/// Runs one job inside its own savepoint, so a failing job leaves the rest of the batch
+/// intact; returns its completion, and its on-commit hook if it succeeded.
+fn run_job(conn: &Connection, job: Job) -> (Option<Completion>, Option<OnCommit>) {
     if let Err(error) = execute_cached(conn, "SAVEPOINT job") {
         tracing::error!(%error, "sqlite: cannot open a savepoint");
-        return None;
+        return (None, None);
     }
     let (ok, completion) = match std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(conn))) {
         Ok((ok, completion)) => (ok, Some(completion)),
@@ -314,11 +375,163 @@ fn run_job(conn: &Connection, job: Job) -> Option<Completion> {
     if let Err(error) = execute_cached(conn, "RELEASE job") {
         tracing::error!(%error, "sqlite: cannot release a savepoint");
     }
-    completion
+    (completion, job.on_commit.filter(|_| ok))
 }
 
 /// Runs a parameterless statement through the statement cache: these run once per
 /// job, and parsing them each time is measurable at tens of thousands of jobs a second.
 fn execute_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(statement)?.execute([]).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Long enough for a thread on a loaded machine, short enough to fail a stuck test quickly.
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    /// A writer on an in-memory database whose fsyncs each wait for a release, as on a
+    /// slow disk; `started` tells when one begins.
+    struct Gated {
+        writer: Arc<GroupCommitWriter>,
+        started: std_mpsc::Receiver<()>,
+        release: std_mpsc::Sender<()>,
+    }
+
+    fn gated() -> Gated {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let (started_tx, started) = std_mpsc::channel();
+        let (release, released) = std_mpsc::channel::<()>();
+        let writer = GroupCommitWriter::start_syncing(conn, move || {
+            let _ = started_tx.send(());
+            released
+                .recv()
+                .map_err(|_| std::io::Error::other("the test ended"))
+        })
+        .unwrap();
+        Gated {
+            writer: Arc::new(writer),
+            started,
+            release,
+        }
+    }
+
+    fn insert(conn: &Connection) -> StoreResult<i64> {
+        conn.execute("INSERT INTO t VALUES (1)", [])
+            .map_err(|e| StoreError::backend("insert", e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn count(conn: &Connection) -> StoreResult<i64> {
+        conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .map_err(|e| StoreError::backend("count", e))
+    }
+
+    /// An on-commit hook that reports `what` committed.
+    fn tell(to: std_mpsc::Sender<&'static str>, what: &'static str) -> impl FnOnce() + Send {
+        move || {
+            let _ = to.send(what);
+        }
+    }
+
+    /// Blocks until `receiver` yields, or fails the test naming `what`.
+    fn expect<T>(receiver: &std_mpsc::Receiver<T>, what: &str) -> T {
+        receiver
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("{what} did not happen"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_is_not_held_for_the_fsync_of_a_batch_committed_after_it() {
+        let gated = gated();
+        let (hooked_tx, hooked) = std_mpsc::channel();
+        let writer = gated.writer.clone();
+        let first = tokio::spawn(async move { writer.write(insert, || {}).await });
+        expect(&gated.started, "the first fsync");
+        // While the first batch's fsync runs, a lease commits, then a durable write.
+        let (writer, hook) = (gated.writer.clone(), hooked_tx.clone());
+        let lease = tokio::spawn(async move {
+            writer
+                .write_waking(true, count, tell(hook, "lease"), || {})
+                .await
+        });
+        assert_eq!(expect(&hooked, "the lease's commit"), "lease");
+        let (writer, hook) = (gated.writer.clone(), hooked_tx);
+        let durable = tokio::spawn(async move {
+            writer
+                .write_waking(false, insert, tell(hook, "durable"), || {})
+                .await
+        });
+        assert_eq!(expect(&hooked, "the durable write's commit"), "durable");
+
+        gated.release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        expect(&gated.started, "the second fsync");
+        let leased = tokio::time::timeout(PATIENCE, lease)
+            .await
+            .expect("the lease waited for the fsync of the write committed after it");
+        assert_eq!(leased.unwrap().unwrap(), 1, "the lease saw the first write");
+        assert!(!durable.is_finished(), "answered before its fsync");
+        gated.release.send(()).unwrap();
+        assert_eq!(durable.await.unwrap().unwrap(), 2);
+        gated.writer.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_commit_runs_before_the_fsync_and_later_answers_still_wait_for_it() {
+        let gated = gated();
+        let (hooked_tx, hooked) = std_mpsc::channel();
+        let (writer, hook) = (gated.writer.clone(), hooked_tx.clone());
+        let push = tokio::spawn(async move {
+            writer
+                .write_waking(false, insert, tell(hook, "push"), || {})
+                .await
+        });
+        expect(&gated.started, "the push's fsync");
+        assert_eq!(expect(&hooked, "the push's on-commit hook"), "push");
+        // What the hook woke commits next, but its answer must not show the push
+        // before the push is durable.
+        let (writer, hook) = (gated.writer.clone(), hooked_tx);
+        let lease = tokio::spawn(async move {
+            writer
+                .write_waking(true, count, tell(hook, "lease"), || {})
+                .await
+        });
+        assert_eq!(expect(&hooked, "the lease's commit"), "lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !push.is_finished(),
+            "the push was answered before its fsync"
+        );
+        assert!(
+            !lease.is_finished(),
+            "the lease was answered before the push it saw was durable"
+        );
+        gated.release.send(()).unwrap();
+        assert_eq!(push.await.unwrap().unwrap(), 1);
+        assert_eq!(lease.await.unwrap().unwrap(), 1);
+        gated.writer.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_runs_no_on_commit_hook() {
+        let gated = gated();
+        let (hooked_tx, hooked) = std_mpsc::channel::<&str>();
+        let failing =
+            |_: &Connection| -> StoreResult<()> { Err(StoreError::Unavailable("refused".into())) };
+        let writer = gated.writer.clone();
+        let answer = tokio::spawn(async move {
+            writer
+                .write_waking(false, failing, tell(hooked_tx, "failed"), || {})
+                .await
+        });
+        expect(&gated.started, "the batch's fsync");
+        gated.release.send(()).unwrap();
+        assert!(answer.await.unwrap().is_err());
+        assert!(hooked.try_recv().is_err(), "a hook of a failed write ran");
+        gated.writer.close().await;
+    }
 }
