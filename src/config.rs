@@ -106,7 +106,45 @@ pub struct Config {
     pub queues: Vec<(QueueName, SettingsPatch)>,
     /// `[[routes]]`: HTTP endpoints mapped onto queues and tasks, validated.
     pub routes: Vec<crate::routes::Route>,
+    /// `[auth]`: login tokens.
+    pub auth: AuthSettings,
 }
+
+/// `[auth]`: how login tokens are signed and how long they last.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// Lifetime of a login token.
+    pub token_ttl: Duration,
+    /// The key tokens are signed with; `None`: one generated once and kept in the
+    /// store, shared by every node on it.
+    pub jwt_secret: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            token_ttl: Duration::from_secs(3600),
+            jwt_secret: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("token_ttl", &self.token_ttl)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Shortest `auth.jwt_secret`: an HS256 key should hold at least 256 bits.
+const MIN_JWT_SECRET_LEN: usize = 32;
+/// Longest `auth.token_ttl`.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Config {
     fn default() -> Self {
@@ -124,6 +162,7 @@ impl Default for Config {
             tasks: TaskSettings::default(),
             queues: Vec::new(),
             routes: Vec::new(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -157,6 +196,7 @@ struct FileConfig {
     sweep_interval: Option<Duration>,
     queue_defaults: Option<SettingsPatch>,
     tasks: Option<TasksFile>,
+    auth: Option<AuthFile>,
     #[serde(default)]
     queues: std::collections::BTreeMap<String, SettingsPatch>,
     #[serde(default)]
@@ -173,6 +213,23 @@ struct TasksFile {
     max_wait: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     retention: Option<Duration>,
+}
+
+/// `[auth]` of the file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    #[serde(default, with = "opt_duration")]
+    token_ttl: Option<Duration>,
+    jwt_secret: Option<String>,
+}
+
+impl std::fmt::Debug for AuthFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFile")
+            .field("token_ttl", &self.token_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[limits]` of the file. Each value is checked as it is read, so that a bad one
@@ -350,6 +407,23 @@ impl Config {
                 settings.retention >= Duration::from_secs(1),
                 "tasks.retention must be at least 1s"
             );
+        }
+        if let Some(auth) = file.auth {
+            if let Some(ttl) = auth.token_ttl {
+                anyhow::ensure!(
+                    ttl >= Duration::from_secs(1) && ttl <= MAX_TOKEN_TTL,
+                    "auth.token_ttl must be between 1 second and {} days",
+                    MAX_TOKEN_TTL.as_secs() / 86_400
+                );
+                config.auth.token_ttl = ttl;
+            }
+            if let Some(secret) = auth.jwt_secret {
+                anyhow::ensure!(
+                    secret.len() >= MIN_JWT_SECRET_LEN,
+                    "auth.jwt_secret must be at least {MIN_JWT_SECRET_LEN} bytes"
+                );
+                config.auth.jwt_secret = Some(secret);
+            }
         }
         for (name, patch) in file.queues {
             let queue =

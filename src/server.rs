@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::error::error_body;
 use crate::api::json_response;
 use crate::api::{self, AppState};
+use crate::auth::tokens::Tokens;
 use crate::auth::{clients, Authenticator};
 use crate::config::{Config, Limits};
 use crate::domain::{ClientId, QueueService, StreamService, TaskService, Waiters};
@@ -143,7 +144,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     // One count for every kind of wait, so `max_waiters` bounds them together.
     let waiters = Waiters::with_max_poll(config.limits.max_waiters, config.limits.max_poll);
-    let auth = Arc::new(Authenticator::new(store.clone()));
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        Tokens::new(
+            &signing_key(&config, store.as_ref()).await?,
+            config.auth.token_ttl,
+        ),
+    ));
     // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
     tokio::spawn(
         auth.clone()
@@ -202,6 +209,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown,
         serving,
     })
+}
+
+/// The key login tokens are signed with: `auth.jwt_secret`, or the store's, made
+/// here from 256 random bits on the first start of any node.
+async fn signing_key(config: &Config, store: &dyn Store) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let mut candidate = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut candidate);
+    store
+        .signing_key(&candidate)
+        .await
+        .context("cannot read or store the token signing key")
 }
 
 async fn bootstrap_admin(store: &dyn Store, secret: Option<String>) -> anyhow::Result<()> {

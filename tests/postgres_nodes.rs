@@ -1034,18 +1034,27 @@ async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut delivered = Vec::new();
-    for node in [&a, &b] {
-        let info: Value = node
-            .get("/queues/hooks")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        delivered.push(info["delivery"]["delivered"].as_u64().unwrap_or(0));
-    }
+    // A node counts a delivery once its batch is acked, a moment after the upstream
+    // answered: the counts catch up with what the upstream saw.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let delivered = loop {
+        let mut delivered = Vec::new();
+        for node in [&a, &b] {
+            let info: Value = node
+                .get("/queues/hooks")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            delivered.push(info["delivery"]["delivered"].as_u64().unwrap_or(0));
+        }
+        if delivered.iter().sum::<u64>() >= 200 || Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         delivered.iter().all(|&n| n > 0),
         "both nodes deliver: {delivered:?}"

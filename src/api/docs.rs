@@ -16,7 +16,9 @@ use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, HttpBuilder, SecurityScheme,
+};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, OpenApi, Ref, RefOr, Required, Response as ApiResponse,
 };
@@ -180,12 +182,13 @@ pub fn base() -> OpenApi {
             (name = "queues", description = "At-least-once work queues with competing consumers"),
             (name = "tasks", description = "Asynchronous request-reply over a queue"),
             (name = "streams", description = "Append-only event logs with consumer offsets, answering as the event server Hopper replaces did"),
+            (name = "auth", description = "Logging in for a token, and the caller's identity"),
             (name = "admin", description = "Clients and stream owners; admins only"),
             (name = "health", description = "Liveness and the store's health; no credentials"),
             (name = "docs", description = "This description"),
             (name = "routes", description = "Endpoints of the configuration file's [[routes]]"),
         ),
-        security(("basic" = []), ("bearer" = [], "api_client_id" = [])),
+        security(("basic" = []), ("token" = []), ("bearer" = [], "api_client_id" = [])),
     )]
     struct Base;
     let mut api = <Base as utoipa::OpenApi>::openapi();
@@ -195,8 +198,27 @@ pub fn base() -> OpenApi {
         SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)).into(),
     );
     components.security_schemes.insert(
+        "token".into(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A token from `POST /api/v1/auth/login`, without `API-Client-Id`",
+                ))
+                .build(),
+        )
+        .into(),
+    );
+    components.security_schemes.insert(
         "bearer".into(),
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)).into(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("A client's secret, with its id in `API-Client-Id`"))
+                .build(),
+        )
+        .into(),
     );
     components.security_schemes.insert(
         "api_client_id".into(),

@@ -17,6 +17,7 @@ use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::{QueueService, Store, StreamService, TaskService};
 
 mod admin;
+mod auth;
 pub mod body;
 pub mod docs;
 pub mod error;
@@ -63,6 +64,7 @@ pub fn routes() -> (Router<AppState>, OpenApi) {
         .merge(tasks::routes())
         .merge(streams::routes())
         .merge(admin::routes())
+        .merge(auth::routes())
         .merge(docs::routes())
         .split_for_parts()
 }

@@ -1,23 +1,33 @@
-//! Credentials as sent in headers: `Basic base64(id:secret)`, or `Bearer <secret>`
-//! with `API-Client-Id: <id>` (seed 000).
+//! Credentials as sent in headers: `Basic base64(id:secret)`, `Bearer <secret>` with
+//! `API-Client-Id: <id>` (the nginx + Lua front door's clients), or `Bearer <token>`
+//! from a login.
 
 use base64::Engine;
 
-/// A client id and the secret it claims.
+/// Credentials as sent, unverified.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The claimed client id, unvalidated.
-    pub client_id: String,
-    /// The secret as sent.
-    pub secret: String,
+pub enum Credentials {
+    /// A client id and the secret it claims: `Basic`, or `Bearer` with `API-Client-Id`.
+    Secret {
+        /// The claimed client id, unvalidated.
+        client_id: String,
+        /// The secret as sent.
+        secret: String,
+    },
+    /// A login token: `Bearer` without `API-Client-Id`.
+    Token(String),
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("client_id", &self.client_id)
-            .field("secret", &"<redacted>")
-            .finish()
+        match self {
+            Credentials::Secret { client_id, .. } => f
+                .debug_struct("Secret")
+                .field("client_id", client_id)
+                .field("secret", &"<redacted>")
+                .finish(),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
     }
 }
 
@@ -32,18 +42,29 @@ impl Credentials {
                 .ok()?;
             let decoded = String::from_utf8(decoded).ok()?;
             let (client_id, secret) = decoded.split_once(':')?;
-            return Some(Credentials {
+            return Some(Credentials::Secret {
                 client_id: client_id.to_owned(),
                 secret: secret.to_owned(),
             });
         }
         if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(Credentials {
-                client_id: api_client_id?.trim().to_owned(),
-                secret: value.to_owned(),
+            return Some(match api_client_id {
+                Some(client_id) => Credentials::Secret {
+                    client_id: client_id.trim().to_owned(),
+                    secret: value.to_owned(),
+                },
+                None => Credentials::Token(value.to_owned()),
             });
         }
         None
+    }
+
+    /// The client id these credentials claim, when they name one in clear.
+    pub fn claimed_id(&self) -> Option<&str> {
+        match self {
+            Credentials::Secret { client_id, .. } => Some(client_id),
+            Credentials::Token(_) => None,
+        }
     }
 }
 
@@ -53,18 +74,22 @@ mod tests {
 
     #[test]
     fn reads_basic_and_bearer_with_client_id() {
-        let basic = Credentials::from_headers(Some("Basic YWRtaW46czNjcjN0OndpdGg6Y29sb25z"), None)
-            .unwrap();
+        let secret = |client_id: &str, secret: &str| Credentials::Secret {
+            client_id: client_id.into(),
+            secret: secret.into(),
+        };
         assert_eq!(
-            (basic.client_id.as_str(), basic.secret.as_str()),
-            ("admin", "s3cr3t:with:colons")
+            Credentials::from_headers(Some("Basic YWRtaW46czNjcjN0OndpdGg6Y29sb25z"), None),
+            Some(secret("admin", "s3cr3t:with:colons"))
         );
-        let bearer = Credentials::from_headers(Some("Bearer tok"), Some("12345")).unwrap();
         assert_eq!(
-            (bearer.client_id.as_str(), bearer.secret.as_str()),
-            ("12345", "tok")
+            Credentials::from_headers(Some("Bearer tok"), Some("12345")),
+            Some(secret("12345", "tok"))
         );
-        assert!(Credentials::from_headers(Some("Bearer tok"), None).is_none());
+        assert_eq!(
+            Credentials::from_headers(Some("Bearer a.b.c"), None),
+            Some(Credentials::Token("a.b.c".into()))
+        );
         assert!(Credentials::from_headers(Some("Basic !!!"), None).is_none());
         assert!(Credentials::from_headers(Some("Digest x"), None).is_none());
         assert!(Credentials::from_headers(None, Some("1")).is_none());

@@ -6,6 +6,7 @@
 pub mod clients;
 mod credentials;
 mod secrets;
+pub mod tokens;
 mod verifier;
 
 pub use credentials::Credentials;

@@ -1,6 +1,9 @@
 //! Verifies credentials with a cache: the first request of a client with a secret
 //! pays for the hash check (argon2 for chosen secrets, on the blocking pool); later
 //! ones compare a SHA-256 digest in constant time. Forgetting a client revokes it at once.
+//!
+//! A refusal costs what a wrong chosen secret costs (one argon2 check), whether the
+//! id exists or not, so timing does not tell which ids exist.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +14,22 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use super::{verify_secret, Credentials, Principal};
-use crate::domain::{ClientId, Revocation};
+use super::tokens::{fingerprint, Issued, Tokens};
+use super::{hash_secret, verify_secret, Credentials, Principal};
+use crate::domain::{ClientId, ClientRecord, Revocation};
 use crate::domain::{Store, StoreError};
 
 /// Concurrent slow hash checks; a flood of wrong secrets then costs two cores' worth at most.
 const CONCURRENT_HASH_CHECKS: usize = 2;
 /// Distinct verified secrets remembered per client; old ones are forgotten first.
 const SECRETS_PER_CLIENT: usize = 4;
+/// How hashes of chosen secrets begin (argon2id, PHC strings).
+const ARGON2_PREFIX: &str = "$argon2";
+
+/// The hash a refusal is checked against when there is no real one (see
+/// [`Authenticator::spend_a_decoy_check`]); made on first use, on the blocking pool.
+static DECOY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_secret("a secret that no client holds").unwrap_or_default());
 
 /// Why credentials were refused.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +51,15 @@ struct CachedClient {
     principal: Principal,
     /// The stored hash the digests were verified against; a changed hash voids them.
     secret_hash: String,
+    /// [`fingerprint`] of `secret_hash`, which a token must carry.
+    fingerprint: String,
     secret_digests: Vec<[u8; 32]>,
     checked_at: Instant,
 }
 
 enum Cached {
-    Fresh(Principal),
+    /// Verified recently: the principal and the stored hash.
+    Fresh(Principal, String),
     /// Verified, but longer ago than [`REVALIDATE_AFTER`]: confirm against the store.
     Stale {
         secret_hash: String,
@@ -56,6 +70,7 @@ enum Cached {
 /// Verifies credentials and remembers verified ones.
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    tokens: Tokens,
     cache: RwLock<HashMap<String, CachedClient>>,
     /// Bumped by every `forget`, so a verification that read the store before a
     /// deletion cannot put the deleted client back into the cache.
@@ -68,10 +83,11 @@ fn digest(secret: &str) -> [u8; 32] {
 }
 
 impl Authenticator {
-    /// An authenticator over the clients of `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// An authenticator over the clients of `store`, reading and issuing `tokens`.
+    pub fn new(store: Arc<dyn Store>, tokens: Tokens) -> Self {
         Authenticator {
             store,
+            tokens,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             hash_checks: Semaphore::new(CONCURRENT_HASH_CHECKS),
@@ -80,14 +96,62 @@ impl Authenticator {
 
     /// The principal behind `credentials`, or `Unauthorized`.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthError> {
-        let secret_digest = digest(&credentials.secret);
+        match credentials {
+            Credentials::Secret { client_id, secret } => {
+                Ok(self.check_secret(client_id, secret).await?.0)
+            }
+            Credentials::Token(token) => self.check_token(token).await,
+        }
+    }
+
+    /// A token for the client `client_id` if `secret` is its secret.
+    pub async fn login(&self, client_id: &str, secret: &str) -> Result<Issued, AuthError> {
+        let (principal, secret_hash) = self.check_secret(client_id, secret).await?;
+        self.tokens
+            .issue(&principal.id, &secret_hash, self.store.now())
+            .map_err(|error| {
+                tracing::error!(%error, "cannot sign a token");
+                AuthError::Unauthorized
+            })
+    }
+
+    /// The principal behind a login token, if the token is valid and its client
+    /// still exists with the secret it had when the token was issued.
+    async fn check_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .tokens
+            .check(token, self.store.now())
+            .ok_or(AuthError::Unauthorized)?;
         let generation = self.generation.load(Ordering::Acquire);
-        let stale_hash = match self.cached(&credentials.client_id, &secret_digest) {
-            Cached::Fresh(principal) => return Ok(principal),
+        if let Some(principal) = self.cached_for_token(&claims.sub, &claims.sfp) {
+            return Ok(principal);
+        }
+        let id = ClientId::parse(&claims.sub).map_err(|_| AuthError::Unauthorized)?;
+        let record = self
+            .store
+            .client(&id)
+            .await?
+            .ok_or(AuthError::Unauthorized)?;
+        if fingerprint(&record.secret_hash) != claims.sfp {
+            return Err(AuthError::Unauthorized);
+        }
+        Ok(self.remember(&claims.sub, None, record, generation))
+    }
+
+    /// The principal and stored hash of `client_id` if `secret` is its secret.
+    async fn check_secret(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<(Principal, String), AuthError> {
+        let secret_digest = digest(secret);
+        let generation = self.generation.load(Ordering::Acquire);
+        let stale_hash = match self.cached(client_id, &secret_digest) {
+            Cached::Fresh(principal, hash) => return Ok((principal, hash)),
             Cached::Stale { secret_hash } => Some(secret_hash),
             Cached::Miss => None,
         };
-        let id = ClientId::parse(&credentials.client_id).map_err(|_| AuthError::Unauthorized)?;
+        let id = ClientId::parse(client_id).map_err(|_| AuthError::Unauthorized)?;
         let Some(record) = self.store.client(&id).await? else {
             // No generation bump here: with no stored client, no verification in flight
             // can succeed for this id, and bumping would let a stream of unknown ids keep
@@ -96,12 +160,17 @@ impl Authenticator {
                 self.cache
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&credentials.client_id);
+                    .remove(client_id);
             }
+            self.spend_a_decoy_check(secret).await;
             return Err(AuthError::Unauthorized);
         };
         if stale_hash.as_deref() == Some(record.secret_hash.as_str()) {
-            return Ok(self.remember(credentials, secret_digest, record, generation));
+            let hash = record.secret_hash.clone();
+            return Ok((
+                self.remember(client_id, Some(secret_digest), record, generation),
+                hash,
+            ));
         }
         let verified = {
             let _permit = self
@@ -111,26 +180,46 @@ impl Authenticator {
                 .map_err(|_| AuthError::Unauthorized)?;
             // Concurrent first requests of one client queue here; the first one's success
             // is then a cache hit for the rest instead of another argon2 run each.
-            if let Cached::Fresh(principal) = self.cached(&credentials.client_id, &secret_digest) {
-                return Ok(principal);
+            if let Cached::Fresh(principal, hash) = self.cached(client_id, &secret_digest) {
+                return Ok((principal, hash));
             }
-            let (secret, hash) = (credentials.secret.clone(), record.secret_hash.clone());
+            let (secret, hash) = (secret.to_owned(), record.secret_hash.clone());
             tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
                 .await
                 .unwrap_or(false)
         };
         if !verified {
+            // A generated secret's hash checks in microseconds: pay the argon2 time a
+            // chosen one costs, so the answer's timing tells nothing either.
+            if !record.secret_hash.starts_with(ARGON2_PREFIX) {
+                self.spend_a_decoy_check(secret).await;
+            }
             return Err(AuthError::Unauthorized);
         }
-        Ok(self.remember(credentials, secret_digest, record, generation))
+        let hash = record.secret_hash.clone();
+        Ok((
+            self.remember(client_id, Some(secret_digest), record, generation),
+            hash,
+        ))
     }
 
-    /// Caches a verified secret (unless a revocation happened since `generation`).
+    /// One argon2 check of `secret` against a hash no client holds, under the same
+    /// limit as real checks: the cost of a refusal, paid where nothing was checked.
+    async fn spend_a_decoy_check(&self, secret: &str) {
+        let Ok(_permit) = self.hash_checks.acquire().await else {
+            return;
+        };
+        let secret = secret.to_owned();
+        let _ = tokio::task::spawn_blocking(move || verify_secret(&secret, &DECOY_HASH)).await;
+    }
+
+    /// Caches a verified client, with the digest of its secret when one was checked
+    /// (unless a revocation happened since `generation`).
     fn remember(
         &self,
-        credentials: &Credentials,
-        secret_digest: [u8; 32],
-        record: crate::domain::ClientRecord,
+        client_id: &str,
+        secret_digest: Option<[u8; 32]>,
+        record: ClientRecord,
         generation: u64,
     ) -> Principal {
         let principal = Principal {
@@ -142,26 +231,45 @@ impl Authenticator {
             return principal;
         }
         let entry = cache
-            .entry(credentials.client_id.clone())
+            .entry(client_id.to_owned())
             .or_insert_with(|| CachedClient {
                 principal: principal.clone(),
+                fingerprint: fingerprint(&record.secret_hash),
                 secret_hash: record.secret_hash.clone(),
                 secret_digests: Vec::new(),
                 checked_at: Instant::now(),
             });
         if entry.secret_hash != record.secret_hash {
             entry.secret_digests.clear();
+            entry.fingerprint = fingerprint(&record.secret_hash);
             entry.secret_hash = record.secret_hash;
         }
         entry.principal = principal.clone();
         entry.checked_at = Instant::now();
-        if !entry.secret_digests.contains(&secret_digest) {
-            if entry.secret_digests.len() >= SECRETS_PER_CLIENT {
-                entry.secret_digests.remove(0);
+        if let Some(secret_digest) = secret_digest {
+            if !entry.secret_digests.contains(&secret_digest) {
+                if entry.secret_digests.len() >= SECRETS_PER_CLIENT {
+                    entry.secret_digests.remove(0);
+                }
+                entry.secret_digests.push(secret_digest);
             }
-            entry.secret_digests.push(secret_digest);
         }
         principal
+    }
+
+    /// The cached principal of `client_id` if it was checked recently and its
+    /// secret's fingerprint is still `token_fingerprint`.
+    fn cached_for_token(&self, client_id: &str, token_fingerprint: &str) -> Option<Principal> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let client = cache.get(client_id)?;
+        let fresh = client.checked_at.elapsed() <= REVALIDATE_AFTER;
+        let same_secret = bool::from(
+            client
+                .fingerprint
+                .as_bytes()
+                .ct_eq(token_fingerprint.as_bytes()),
+        );
+        (fresh && same_secret).then(|| client.principal.clone())
     }
 
     fn cached(&self, client_id: &str, secret_digest: &[u8; 32]) -> Cached {
@@ -182,7 +290,7 @@ impl Authenticator {
                 secret_hash: client.secret_hash.clone(),
             }
         } else {
-            Cached::Fresh(client.principal.clone())
+            Cached::Fresh(client.principal.clone(), client.secret_hash.clone())
         }
     }
 

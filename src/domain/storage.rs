@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::clients::ClientRecord;
+use super::clock::Millis;
 use super::delivery::DeliverySettings;
 use super::messages::{Message, PushOutcome, PushRequest, Receipt, Received, Settled, Settlement};
 use super::queues::{QueueInfo, Upsert};
@@ -195,6 +196,9 @@ pub trait ClientStore: Send + Sync {
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
     /// Deletes a client; `ClientNotFound` if there is none.
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()>;
+    /// The key tokens are signed with: the one stored, or else `candidate`, stored
+    /// now, so that every node on this store signs and checks with the same key.
+    async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>>;
 }
 
 /// A complete backend.
@@ -206,6 +210,11 @@ pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore {
     async fn ping(&self) -> StoreResult<()>;
     /// The wake-ups this store signals after commits that make messages ready.
     fn wakeups(&self) -> Arc<Wakeups>;
+    /// Now, by the clock every node of this store shares (the database's, where
+    /// there is one), in milliseconds since the Unix epoch.
+    fn now(&self) -> Millis {
+        crate::domain::clock::now_millis()
+    }
     /// Finishes every accepted write and releases the backend; later calls fail with `Unavailable`.
     async fn close(&self);
 }

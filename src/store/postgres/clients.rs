@@ -85,3 +85,22 @@ pub async fn delete(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
     .map_err(pg("notify client deletion"))?;
     Ok(())
 }
+
+/// The signing key named `name`, stored as `candidate` if there is none yet.
+pub async fn signing_key(
+    tx: &Transaction<'_>,
+    name: &str,
+    candidate: &[u8],
+) -> StoreResult<Vec<u8>> {
+    tx.execute(
+        "INSERT INTO signing_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        &[&name, &candidate],
+    )
+    .await
+    .map_err(pg("store signing key"))?;
+    let row = tx
+        .query_one("SELECT key FROM signing_keys WHERE name = $1", &[&name])
+        .await
+        .map_err(pg("read signing key"))?;
+    Ok(row.get(0))
+}

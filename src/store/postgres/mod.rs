@@ -624,7 +624,14 @@ impl ClientStore for PostgresStore {
         self.wakeups.revoke(Revocation::Client(id.to_string()));
         Ok(())
     }
+
+    async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>> {
+        transaction!(self, |tx| clients::signing_key(&tx, TOKEN_KEY, candidate))
+    }
 }
+
+/// The name of the key login tokens are signed with.
+const TOKEN_KEY: &str = "token";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -640,6 +647,10 @@ impl Store for PostgresStore {
 
     fn wakeups(&self) -> Arc<Wakeups> {
         self.wakeups.clone()
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     async fn close(&self) {

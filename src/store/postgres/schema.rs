@@ -106,6 +106,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN task_id TEXT;
     UPDATE messages m SET task_id = t.id FROM tasks t WHERE t.message_id = m.id;
     "#,
+    // 6: the key login tokens are signed with, made once and shared by every node.
+    r#"
+    CREATE TABLE signing_keys (
+        name TEXT PRIMARY KEY,
+        key BYTEA NOT NULL
+    );
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

@@ -81,3 +81,15 @@ pub fn delete(conn: &Connection, id: &ClientId) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// The signing key named `name`, stored as `candidate` if there is none yet.
+pub fn signing_key(conn: &Connection, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {
+    conn.prepare_cached(
+        "INSERT INTO signing_keys (name, key) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )
+    .and_then(|mut stmt| stmt.execute(params![name, candidate]))
+    .map_err(sql("store signing key"))?;
+    conn.prepare_cached("SELECT key FROM signing_keys WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)))
+        .map_err(sql("read signing key"))
+}

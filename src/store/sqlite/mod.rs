@@ -453,7 +453,16 @@ impl ClientStore for SqliteStore {
             )
             .await
     }
+
+    async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>> {
+        let candidate = candidate.to_vec();
+        self.write(move |conn| clients::signing_key(conn, TOKEN_KEY, &candidate))
+            .await
+    }
 }
+
+/// The name of the key login tokens are signed with.
+const TOKEN_KEY: &str = "token";
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -116,6 +116,13 @@ const MIGRATIONS: &[&str] = &[
     UPDATE messages SET task_id = (SELECT t.id FROM tasks t WHERE t.message_id = messages.id)
     WHERE id IN (SELECT message_id FROM tasks);
     "#,
+    // 6: the key login tokens are signed with, made once and shared by every node.
+    r#"
+    CREATE TABLE signing_keys (
+        name TEXT PRIMARY KEY,
+        key BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
