@@ -118,6 +118,10 @@ pub struct AuthSettings {
     /// The key tokens are signed with; `None`: one generated once and kept in the
     /// store, shared by every node on it.
     pub jwt_secret: Option<String>,
+    /// Failed credential checks per client id or address before a lock-out.
+    pub max_failures: u32,
+    /// The window those failures are counted in, and the longest lock-out.
+    pub failure_window: Duration,
 }
 
 impl Default for AuthSettings {
@@ -125,6 +129,8 @@ impl Default for AuthSettings {
         AuthSettings {
             token_ttl: Duration::from_secs(3600),
             jwt_secret: None,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
         }
     }
 }
@@ -143,6 +149,8 @@ impl std::fmt::Debug for AuthSettings {
 
 /// Shortest `auth.jwt_secret`: an HS256 key should hold at least 256 bits.
 const MIN_JWT_SECRET_LEN: usize = 32;
+/// Most `auth.max_failures`.
+const MAX_FAILURES_LIMIT: u32 = 1_000_000;
 /// Longest `auth.token_ttl`.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -222,12 +230,17 @@ struct AuthFile {
     #[serde(default, with = "opt_duration")]
     token_ttl: Option<Duration>,
     jwt_secret: Option<String>,
+    max_failures: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    failure_window: Option<Duration>,
 }
 
 impl std::fmt::Debug for AuthFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthFile")
             .field("token_ttl", &self.token_ttl)
+            .field("max_failures", &self.max_failures)
+            .field("failure_window", &self.failure_window)
             .finish_non_exhaustive()
     }
 }
@@ -423,6 +436,21 @@ impl Config {
                     "auth.jwt_secret must be at least {MIN_JWT_SECRET_LEN} bytes"
                 );
                 config.auth.jwt_secret = Some(secret);
+            }
+            if let Some(max) = auth.max_failures {
+                anyhow::ensure!(
+                    (1..=MAX_FAILURES_LIMIT).contains(&max),
+                    "auth.max_failures must be between 1 and {MAX_FAILURES_LIMIT}"
+                );
+                config.auth.max_failures = max;
+            }
+            if let Some(window) = auth.failure_window {
+                anyhow::ensure!(
+                    window >= Duration::from_secs(1) && window <= MAX_LIMIT_TIMEOUT,
+                    "auth.failure_window must be between 1 second and {} seconds",
+                    MAX_LIMIT_TIMEOUT.as_secs()
+                );
+                config.auth.failure_window = window;
             }
         }
         for (name, patch) in file.queues {

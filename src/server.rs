@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::error::error_body;
 use crate::api::json_response;
 use crate::api::{self, AppState};
+use crate::auth::limiter::FailureLimiter;
 use crate::auth::tokens::Tokens;
 use crate::auth::{clients, Authenticator};
 use crate::config::{Config, Limits};
@@ -150,6 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             &signing_key(&config, store.as_ref()).await?,
             config.auth.token_ttl,
         ),
+        FailureLimiter::new(config.auth.max_failures, config.auth.failure_window),
     ));
     // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
     tokio::spawn(

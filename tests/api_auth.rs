@@ -23,6 +23,8 @@ trials! {
         a_deleted_clients_token_is_refused_at_once,
         whoami_names_the_caller_and_its_grants_for_every_credential_form,
         tokens_carry_no_grants_and_need_the_grant_like_any_caller,
+        too_many_failures_for_an_id_lock_it_out_even_with_the_right_secret,
+        too_many_failures_from_an_address_lock_it_out_for_every_id,
     }
     once {
         a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret,
@@ -357,7 +359,11 @@ async fn median_refusal(app: &TestApp, username: &str, tries: usize) -> Duration
 /// whether the id exists. Compared as a ratio of medians of interleaved rounds, on
 /// a loose bound: without the decoy check an unknown id is refused ~50 times faster.
 async fn a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret() {
-    let app = common::spawn_app(&Backend::Sqlite).await;
+    // Dozens of refusals from one address: lift the brute-force limit.
+    let app = common::spawn_app_with(&Backend::Sqlite, |config| {
+        config.auth.max_failures = 1_000_000;
+    })
+    .await;
     app.create_client("generated", &[]).await;
     let (mut known, mut generated, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -377,4 +383,123 @@ async fn a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret() {
             "{what} is refused in {time:?}, a chosen secret's in {known:?}"
         );
     }
+}
+
+/// A server allowing 3 failures in 2 s.
+async fn strict(backend: &Backend) -> TestApp {
+    common::spawn_app_with(backend, |config| {
+        config.auth.max_failures = 3;
+        config.auth.failure_window = Duration::from_secs(2);
+    })
+    .await
+}
+
+/// Asserts a 429 with `Retry-After` of 1 to `most` seconds.
+async fn assert_locked_out(response: Response, most: u64) {
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a 429 carries Retry-After in seconds");
+    assert!(
+        (1..=most).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    common::assert_error_prefix(
+        response,
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too Many Requests - too many failed credential checks",
+    )
+    .await;
+}
+
+/// A client whose connections come from `127.0.0.<n>`, as if from another host.
+fn from_address(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+        .build()
+        .unwrap()
+}
+
+/// Three wrong secrets for `shop`, each from another address (so no address reaches
+/// the limit) and in another form (Basic, Bearer with API-Client-Id, a login): then
+/// the right secret is 429 from anywhere, and a login too; other clients are
+/// unaffected; once the window has passed, the right secret works again.
+async fn too_many_failures_for_an_id_lock_it_out_even_with_the_right_secret(backend: Backend) {
+    let app = strict(&backend).await;
+    let shop = app.create_client("shop", &["queue:jobs:produce"]).await;
+    let other = app.create_client("other", &["queue:jobs:produce"]).await;
+    let whoami = |id: &str, secret: &str| {
+        app.as_client(id, secret, Method::GET, "/api/v1/auth/whoami")
+            .send()
+    };
+    assert_eq!(
+        whoami("shop", &shop).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let url = app.url("/api/v1/auth/whoami");
+    let wrong = "a-wrong-secret-for-shop";
+    let attempts = [
+        from_address(2).get(&url).basic_auth("shop", Some(wrong)),
+        from_address(3)
+            .get(&url)
+            .bearer_auth(wrong)
+            .header("API-Client-Id", "shop"),
+        from_address(4)
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"username": "shop", "password": wrong})),
+    ];
+    for attempt in attempts {
+        let response = attempt.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_locked_out(whoami("shop", &shop).await.unwrap(), 2).await;
+    assert_locked_out(login(&app, "shop", &shop).await, 2).await;
+    assert_eq!(
+        whoami("other", &other).await.unwrap().status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        whoami("shop", &shop).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+/// Failures for made-up ids all come from one address: after three, that address
+/// is refused for every id, the admin's right secret included, until the window passes.
+async fn too_many_failures_from_an_address_lock_it_out_for_every_id(backend: Backend) {
+    let app = strict(&backend).await;
+    for n in 0..3 {
+        let response = app
+            .as_client(
+                &format!("guess-{n}"),
+                "a-guessed-secret",
+                Method::GET,
+                "/api/v1/auth/whoami",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let admin = app
+        .as_admin(Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_locked_out(admin, 2).await;
+    let forged = with_token(&app, "not.a.token", Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_locked_out(forged, 2).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let admin = app
+        .as_admin(Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
 }

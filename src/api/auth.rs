@@ -66,12 +66,16 @@ pub struct WhoamiView {
     responses(
         (status = 200, description = "Logged in", body = TokenView),
         (status = 401, response = super::docs::Unauthorized),
+        (status = 429, response = super::docs::TooManyRequests),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Reply<TokenView>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let source = super::source_address(&parts);
+    let request = Request::from_parts(parts, body);
     let form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -88,7 +92,10 @@ pub async fn login(
     } else {
         AppJson::from_request(request, &state).await?.0
     };
-    let issued = state.auth.login(&body.username, &body.password).await?;
+    let issued = state
+        .auth
+        .login(&body.username, &body.password, source)
+        .await?;
     Ok(Reply::ok(TokenView {
         token: issued.token,
         token_type: "Bearer",

@@ -382,6 +382,8 @@ error_responses! {
     UnsupportedMediaType => ("The body is not of the content type the endpoint reads", "Unsupported Media Type - expected Content-Type: application/json, got \"text/plain\"");
     /// 423.
     Locked => ("The stream belongs to another producer: one writer per stream", "Locked - Second writers not allowed");
+    /// 429.
+    TooManyRequests => ("Too many failed credential checks for this client id or from this address, lately: refused, right or wrong, until the time given", "Too Many Requests - too many failed credential checks; retry in 42 s", "Retry-After": "Seconds before the lock-out ends");
     /// 500.
     InternalServerError => ("A failure of Hopper; the details are in its log, under the request id", "Internal Server Error - storage failure");
     /// 503.
@@ -566,6 +568,7 @@ fn apply_conventions(method: HttpMethod, operation: &mut Operation) {
     add("400", "BadRequest", has_input);
     add("401", "Unauthorized", !public);
     add("403", "Forbidden", !public);
+    add("429", "TooManyRequests", !public);
     add("413", "PayloadTooLarge", has_body);
     add("415", "UnsupportedMediaType", has_body);
     add("500", "InternalServerError", true);

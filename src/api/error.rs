@@ -39,6 +39,10 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429 + `Retry-After`: too many failed credential checks for this client id or
+    /// from this address; refused unchecked for the time given.
+    #[error("too many failed credential checks")]
+    TooManyFailures(std::time::Duration),
     /// 503: the store is unreachable or the server is stopping; retrying later may work.
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -81,6 +85,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(d.clone()))
             }
+            ApiError::TooManyFailures(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(format!(
+                    "too many failed credential checks; retry in {} s",
+                    retry_after_secs(*wait)
+                )),
+            ),
             ApiError::ServiceUnavailable(d) | ApiError::Overloaded(d) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone()))
             }
@@ -126,8 +137,19 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let ApiError::TooManyFailures(wait) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
         response
     }
+}
+
+/// Whole seconds, rounded up, so a client that waits them is past the lock-out.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<StoreError> for ApiError {
@@ -164,6 +186,7 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::TooManyFailures(wait) => ApiError::TooManyFailures(wait),
             AuthError::Store(store) => store.into(),
         }
     }

@@ -90,6 +90,17 @@ impl FromRequestParts<AppState> for Principal {
             header("api-client-id"),
         )
         .ok_or(ApiError::Unauthorized)?;
-        Ok(state.auth.authenticate(&credentials).await?)
+        Ok(state
+            .auth
+            .authenticate(&credentials, source_address(parts))
+            .await?)
     }
+}
+
+/// The address a request came from, as the accept loop recorded it.
+pub fn source_address(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }

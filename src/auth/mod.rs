@@ -5,6 +5,7 @@
 
 pub mod clients;
 mod credentials;
+pub mod limiter;
 mod secrets;
 pub mod tokens;
 mod verifier;

@@ -6,6 +6,7 @@
 //! id exists or not, so timing does not tell which ids exist.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+use super::limiter::{FailureLimiter, Suspect};
 use super::tokens::{fingerprint, Issued, Tokens};
 use super::{hash_secret, verify_secret, Credentials, Principal};
 use crate::domain::{ClientId, ClientRecord, Revocation};
@@ -37,6 +39,10 @@ pub enum AuthError {
     /// Missing, malformed, unknown or wrong credentials.
     #[error("unauthorized")]
     Unauthorized,
+    /// Too many failures for this client id or from this address, lately: refused
+    /// unchecked for this long.
+    #[error("too many failed credential checks")]
+    TooManyFailures(Duration),
     /// The store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -71,6 +77,7 @@ enum Cached {
 pub struct Authenticator {
     store: Arc<dyn Store>,
     tokens: Tokens,
+    failures: FailureLimiter,
     cache: RwLock<HashMap<String, CachedClient>>,
     /// Bumped by every `forget`, so a verification that read the store before a
     /// deletion cannot put the deleted client back into the cache.
@@ -78,41 +85,84 @@ pub struct Authenticator {
     hash_checks: Semaphore,
 }
 
+/// Whom a failure counts against: the id the credentials claim, and the address.
+fn suspects(client_id: Option<&str>, source: Option<IpAddr>) -> Vec<Suspect> {
+    client_id
+        .map(|id| Suspect::Client(id.to_owned()))
+        .into_iter()
+        .chain(source.map(Suspect::Address))
+        .collect()
+}
+
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
 impl Authenticator {
-    /// An authenticator over the clients of `store`, reading and issuing `tokens`.
-    pub fn new(store: Arc<dyn Store>, tokens: Tokens) -> Self {
+    /// An authenticator over the clients of `store`, reading and issuing `tokens`,
+    /// refusing those that failed too often lately (`failures`).
+    pub fn new(store: Arc<dyn Store>, tokens: Tokens, failures: FailureLimiter) -> Self {
         Authenticator {
             store,
             tokens,
+            failures,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             hash_checks: Semaphore::new(CONCURRENT_HASH_CHECKS),
         }
     }
 
-    /// The principal behind `credentials`, or `Unauthorized`.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthError> {
-        match credentials {
-            Credentials::Secret { client_id, secret } => {
-                Ok(self.check_secret(client_id, secret).await?.0)
+    /// The principal behind `credentials` sent from `source`, or why not.
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let suspects = suspects(credentials.claimed_id(), source);
+        self.limited(&suspects, async {
+            match credentials {
+                Credentials::Secret { client_id, secret } => {
+                    Ok(self.check_secret(client_id, secret).await?.0)
+                }
+                Credentials::Token(token) => self.check_token(token).await,
             }
-            Credentials::Token(token) => self.check_token(token).await,
-        }
+        })
+        .await
     }
 
-    /// A token for the client `client_id` if `secret` is its secret.
-    pub async fn login(&self, client_id: &str, secret: &str) -> Result<Issued, AuthError> {
-        let (principal, secret_hash) = self.check_secret(client_id, secret).await?;
+    /// A token for the client `client_id`, logging in from `source`, if `secret` is its secret.
+    pub async fn login(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Issued, AuthError> {
+        let suspects = suspects(Some(client_id), source);
+        let (principal, secret_hash) = self
+            .limited(&suspects, self.check_secret(client_id, secret))
+            .await?;
         self.tokens
             .issue(&principal.id, &secret_hash, self.store.now())
             .map_err(|error| {
                 tracing::error!(%error, "cannot sign a token");
                 AuthError::Unauthorized
             })
+    }
+
+    /// Runs `check` unless one of `suspects` is locked out; counts its refusal.
+    async fn limited<T>(
+        &self,
+        suspects: &[Suspect],
+        check: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        if let Some(wait) = self.failures.locked(suspects) {
+            return Err(AuthError::TooManyFailures(wait));
+        }
+        let checked = check.await;
+        if matches!(checked, Err(AuthError::Unauthorized)) {
+            self.failures.record(suspects);
+        }
+        checked
     }
 
     /// The principal behind a login token, if the token is valid and its client

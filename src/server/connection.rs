@@ -20,6 +20,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use axum::routing::future::RouteFuture;
 use axum::Router;
@@ -95,12 +97,18 @@ impl Drop for ExchangeGuard {
 pub(super) struct ConnectionService {
     app: Router,
     exchanges: Arc<Exchanges>,
+    peer: SocketAddr,
 }
 
 impl ConnectionService {
-    /// Serves `app`, counting requests in `exchanges` (shared with the [`GuardedIo`]).
-    pub(super) fn new(app: Router, exchanges: Arc<Exchanges>) -> Self {
-        ConnectionService { app, exchanges }
+    /// Serves `app` to the client at `peer`, counting requests in `exchanges`
+    /// (shared with the [`GuardedIo`]).
+    pub(super) fn new(app: Router, exchanges: Arc<Exchanges>, peer: SocketAddr) -> Self {
+        ConnectionService {
+            app,
+            exchanges,
+            peer,
+        }
     }
 }
 
@@ -112,7 +120,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     fn call(&self, request: Request<Incoming>) -> Exchange {
         let guard = ExchangeGuard::new(&self.exchanges);
         // A Router is always ready; its clone is a reference count.
-        let response = self.app.clone().call(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        // The brute-force limits count failures per source address.
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let response = self.app.clone().call(request);
         Exchange {
             response,
             guard: Some(guard),

@@ -123,8 +123,8 @@ pub(super) async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 // E.g. EMFILE: the descriptors are gone, waiting frees some.
@@ -142,8 +142,9 @@ pub(super) async fn serve(
         }
         let exchanges = Arc::new(Exchanges::default());
         let io = TokioIo::new(GuardedIo::new(stream, exchanges.clone(), connection_limits));
-        let connection = graceful
-            .watch(builder.serve_connection(io, ConnectionService::new(app.clone(), exchanges)));
+        let connection = graceful.watch(
+            builder.serve_connection(io, ConnectionService::new(app.clone(), exchanges, peer)),
+        );
         let force_close = force_close.clone();
         tokio::spawn(async move {
             tokio::select! {
