@@ -28,6 +28,7 @@ trials! {
     }
     once {
         a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret,
+        no_secret_hash_or_token_reaches_the_log_even_at_trace_level,
     }
 }
 
@@ -502,4 +503,105 @@ async fn too_many_failures_from_an_address_lock_it_out_for_every_id(backend: Bac
         .await
         .unwrap();
     assert_eq!(admin.status(), StatusCode::OK);
+}
+
+/// A real `hopper serve` at `RUST_LOG=trace`, through logins right and wrong, token
+/// and secret use, client creation and a lock-out: its whole log holds no secret,
+/// no stored hash and no token, whole or in part.
+async fn no_secret_hash_or_token_reaches_the_log_even_at_trace_level() {
+    const ADMIN: &str = "log-admin-secret-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let log_path = dir.path().join("hopper.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hopper"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(format!("sqlite://{}/hopper.db", dir.path().display()))
+        .env("HOPPER_ADMIN_SECRET", ADMIN)
+        .env("RUST_LOG", "trace")
+        .env_remove("HOPPER_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "hopper did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chosen = "a-chosen-secret-for-the-log-test";
+    http.post(format!("{base}/api/v1/admin/clients"))
+        .basic_auth("admin", Some(ADMIN))
+        .json(&json!({"id": "chosen", "secret": chosen, "grants": ["queue:q:*"]}))
+        .send()
+        .await
+        .unwrap();
+    let generated: Value = http
+        .post(format!("{base}/api/v1/admin/clients"))
+        .basic_auth("admin", Some(ADMIN))
+        .json(&json!({"id": "generated", "grants": ["queue:q:*"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let generated = generated["secret"].as_str().unwrap().to_owned();
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .form(&[("username", "chosen"), ("password", chosen)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    for request in [
+        http.post(format!("{base}/api/v1/queues/q/messages"))
+            .bearer_auth(&token)
+            .json(&json!(1)),
+        http.post(format!("{base}/api/v1/queues/q/messages"))
+            .bearer_auth(&generated)
+            .header("API-Client-Id", "generated")
+            .json(&json!(2)),
+        http.get(format!("{base}/api/v1/auth/whoami"))
+            .basic_auth("chosen", Some(chosen)),
+    ] {
+        assert!(request.send().await.unwrap().status().is_success());
+    }
+    let wrong = "a-wrong-secret-that-must-not-be-logged";
+    for _ in 0..12 {
+        http.post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": "chosen", "password": wrong}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("request"), "the log is not empty: {log}");
+    let signature = token.rsplit('.').next().unwrap();
+    let hashes = ["$argon2id$", "sha256$"];
+    for (what, needle) in [
+        ("the admin secret", ADMIN),
+        ("a chosen secret", chosen),
+        ("a generated secret", generated.as_str()),
+        ("a wrong secret", wrong),
+        ("a token", token.as_str()),
+        ("a token's signature", signature),
+        ("an argon2 hash", hashes[0]),
+        ("a generated secret's hash", hashes[1]),
+    ] {
+        assert!(!log.contains(needle), "{what} is in the log");
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("chosen:{chosen}"));
+    assert!(!log.contains(&basic), "Basic credentials are in the log");
 }

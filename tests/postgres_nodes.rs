@@ -25,6 +25,7 @@ trials! {
         streams_are_consistent_across_nodes: multi_thread(2),
         a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other: multi_thread(2),
         two_nodes_share_a_queue_s_deliveries: multi_thread(2),
+        a_token_from_one_node_works_on_the_other_until_its_client_is_deleted: multi_thread(2),
     }
 }
 
@@ -1060,4 +1061,63 @@ async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
         "both nodes deliver: {delivered:?}"
     );
     assert!(delivered.iter().sum::<u64>() >= 200, "{delivered:?}");
+}
+
+/// Both nodes sign with the key kept in the store: a token from node A's login is
+/// taken by node B; deleting the client through A voids the token on both at once.
+async fn a_token_from_one_node_works_on_the_other_until_its_client_is_deleted(
+    Postgres { base }: Postgres,
+) {
+    let schema = random_schema();
+    let _guard = SchemaGuard {
+        base: base.clone(),
+        schema: schema.clone(),
+    };
+    let store = with_schema(&base, &schema);
+    let (a, b) = (start_node(&store).await, start_node(&store).await);
+    let created: Value = a
+        .post("/admin/clients")
+        .json(&json!({"id": "shop", "grants": ["queue:orders:produce"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let login: Value = a
+        .http
+        .post(format!("{}/api/v1/auth/login", a.base))
+        .json(&json!({"username": "shop", "password": secret}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("a token").to_owned();
+    let push = |node: &Node| {
+        node.http
+            .post(format!("{}/api/v1/queues/orders/messages", node.base))
+            .bearer_auth(&token)
+            .json(&json!({"order": 1}))
+            .send()
+    };
+    for node in [&a, &b] {
+        assert_eq!(push(node).await.unwrap().status(), 201, "{}", node.base);
+    }
+    let deleted = a
+        .http
+        .delete(format!("{}/api/v1/admin/clients/shop", a.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    // B learns of the deletion by notification; allow it the time a notification
+    // takes, far less than the cache's own one-second recheck.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for node in [&a, &b] {
+        assert_eq!(push(node).await.unwrap().status(), 401, "{}", node.base);
+    }
 }
