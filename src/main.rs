@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopper::config::{Config, LogFormat, Overrides, DEFAULT_STORE};
+use hopper::config::{Config, LogFormat, Overrides};
 use hopper::domain::ClientId;
 
 /// glibc's malloc spends measurable time consolidating free lists under the many
@@ -76,12 +76,18 @@ enum Command {
     },
     /// Manage clients directly in the store (the server may be running).
     #[command(long_about = "Manage clients directly in the store.\n\n\
-                      The server may be running: a client added here may call it at once, and\n\
-                      one removed here is refused within a second (through the admin API, at once).")]
+                      The store is --store, else HOPPER_STORE, else the configuration file's\n\
+                      `store`, else sqlite://data/hopper.db; it must exist already (`serve`\n\
+                      creates it). The server may be running: a client added here may call it at\n\
+                      once; a change or removal here applies within a second, on PostgreSQL to\n\
+                      every node at once (through the admin API, at once everywhere).")]
     Clients {
-        /// Store URL, as `serve --store` takes it.
-        #[arg(long, env = "HOPPER_STORE", default_value = DEFAULT_STORE, global = true)]
-        store: String,
+        /// TOML configuration file, as `serve --config` takes it; only its `store` is used.
+        #[arg(long, env = "HOPPER_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Store URL, as `serve --store` takes it; beats the configuration file's.
+        #[arg(long, env = "HOPPER_STORE", global = true)]
+        store: Option<String>,
         #[command(subcommand)]
         action: ClientsAction,
     },
@@ -119,11 +125,43 @@ enum ClientsAction {
     },
     /// List clients and their grants, one per line: id, a tab, grants separated by commas.
     List,
-    /// Delete a client.
+    /// Delete a client; refused for the last client with the grant `admin`.
     Remove {
         /// Client id.
         id: String,
     },
+    /// Add grants to a client; prints it as `list` does.
+    Grant {
+        /// Client id.
+        id: String,
+        /// Grants such as `admin` or `queue:orders:produce`.
+        #[arg(required = true)]
+        grants: Vec<String>,
+    },
+    /// Take grants from a client; prints it as `list` does. Refused for a grant it does
+    /// not hold, and for `admin` from the last client with it.
+    Revoke {
+        /// Client id.
+        id: String,
+        /// Grants it holds, written as they were granted.
+        #[arg(required = true)]
+        grants: Vec<String>,
+    },
+    /// Give a client a new secret; prints its id and secret as JSON, the only time the
+    /// secret is shown. Its old secret and login tokens are refused from then on.
+    Rotate {
+        /// Client id.
+        id: String,
+        /// Secret to set; generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+/// A client as `list` prints it: id, a tab, grants separated by commas.
+fn client_line(client: &hopper::domain::ClientRecord) -> String {
+    let grants: Vec<String> = client.grants.iter().map(ToString::to_string).collect();
+    format!("{}\t{}", client.id, grants.join(","))
 }
 
 fn init_logging(format: LogFormat) {
@@ -169,14 +207,15 @@ async fn serve(overrides: Overrides) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn clients(store_url: &str, action: ClientsAction) -> anyhow::Result<()> {
-    let store = hopper::store::open(store_url).await?;
+async fn clients(overrides: Overrides, action: ClientsAction) -> anyhow::Result<()> {
+    let config = Config::load(overrides)?;
+    let store = hopper::store::open_existing(&config.store).await?;
     let result = async {
+        use hopper::auth::clients;
         match action {
             ClientsAction::Add { id, secret, grants } => {
                 let id = ClientId::parse(&id)?;
-                let created =
-                    hopper::auth::clients::create(store.as_ref(), id, secret, &grants).await?;
+                let created = clients::create(store.as_ref(), id, secret, &grants).await?;
                 println!(
                     "{}",
                     serde_json::json!({ "id": created.id.as_str(), "secret": created.secret })
@@ -184,14 +223,30 @@ async fn clients(store_url: &str, action: ClientsAction) -> anyhow::Result<()> {
             }
             ClientsAction::List => {
                 for client in store.list_clients().await? {
-                    let grants: Vec<String> =
-                        client.grants.iter().map(ToString::to_string).collect();
-                    println!("{}\t{}", client.id, grants.join(","));
+                    println!("{}", client_line(&client));
                 }
             }
             ClientsAction::Remove { id } => {
-                hopper::auth::clients::delete(store.as_ref(), &ClientId::parse(&id)?).await?;
+                clients::delete(store.as_ref(), &ClientId::parse(&id)?).await?;
                 println!("removed {id}");
+            }
+            ClientsAction::Grant { id, grants } => {
+                let id = ClientId::parse(&id)?;
+                let client = clients::add_grants(store.as_ref(), &id, &grants).await?;
+                println!("{}", client_line(&client));
+            }
+            ClientsAction::Revoke { id, grants } => {
+                let id = ClientId::parse(&id)?;
+                let client = clients::remove_grants(store.as_ref(), &id, &grants).await?;
+                println!("{}", client_line(&client));
+            }
+            ClientsAction::Rotate { id, secret } => {
+                let id = ClientId::parse(&id)?;
+                let rotated = clients::rotate(store.as_ref(), &id, secret).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": rotated.id.as_str(), "secret": rotated.secret })
+                );
             }
         }
         anyhow::Ok(())
@@ -219,7 +274,20 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Clients { store, action } => clients(&store, action).await,
+        Command::Clients {
+            config,
+            store,
+            action,
+        } => {
+            let overrides = Overrides {
+                config,
+                listen: None,
+                store,
+                log_format: None,
+                admin_secret: None,
+            };
+            clients(overrides, action).await
+        }
         Command::Bench(args) => hopper::bench::run(args).await,
         Command::Bare { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen)

@@ -1,14 +1,17 @@
 //! Logging in for a token and using it: `POST /api/v1/auth/login` (JSON or a form,
 //! as the Flask queue's clients sent), `Authorization: Bearer <token>` on later
 //! calls with no `API-Client-Id`, `GET /api/v1/auth/whoami`; forged, expired and
-//! revoked tokens refused; refusals timed alike whether the id exists or not.
+//! revoked tokens refused; refusals timed alike whether the id exists or not. And the
+//! changes of a client that apply at once to its secret and its tokens: grants
+//! replaced (`PUT /api/v1/admin/clients/{id}/grants`), secret rotated
+//! (`POST /api/v1/admin/clients/{id}/rotate`).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{assert_error, trials, Backend, TestApp};
+use common::{assert_error, assert_error_prefix, trials, Backend, TestApp};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -25,6 +28,10 @@ trials! {
         tokens_carry_no_grants_and_need_the_grant_like_any_caller,
         too_many_failures_for_an_id_lock_it_out_even_with_the_right_secret,
         too_many_failures_from_an_address_lock_it_out_for_every_id,
+        new_grants_apply_at_once_to_cached_secrets_and_earlier_tokens,
+        a_rotated_secret_voids_the_old_one_and_its_tokens_at_once,
+        a_rotation_may_choose_the_secret_under_the_creation_rules,
+        client_changes_refuse_unknown_ids_bad_grants_and_the_last_admin,
     }
     once {
         a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret,
@@ -341,6 +348,319 @@ async fn tokens_carry_no_grants_and_need_the_grant_like_any_caller(app: TestApp)
         "Forbidden - needs grant queue:billing:produce",
     )
     .await;
+}
+
+/// `PUT /api/v1/admin/clients/{id}/grants` as the admin.
+async fn put_grants(app: &TestApp, id: &str, body: Value) -> Response {
+    app.as_admin(Method::PUT, &format!("/api/v1/admin/clients/{id}/grants"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `POST /api/v1/admin/clients/{id}/rotate` as the admin, with `body` if any.
+async fn rotate(app: &TestApp, id: &str, body: Option<Value>) -> Response {
+    let request = app.as_admin(Method::POST, &format!("/api/v1/admin/clients/{id}/rotate"));
+    match body {
+        Some(body) => request.json(&body),
+        None => request,
+    }
+    .send()
+    .await
+    .unwrap()
+}
+
+async fn new_grants_apply_at_once_to_cached_secrets_and_earlier_tokens(app: TestApp) {
+    let secret = app.create_client("shop", &["queue:jobs:produce"]).await;
+    let token = token_for(&app, "shop", &secret).await;
+    let push_with_secret = |queue: &str| {
+        app.as_client(
+            "shop",
+            &secret,
+            Method::POST,
+            &format!("/api/v1/queues/{queue}/messages"),
+        )
+        .json(&json!(1))
+        .send()
+    };
+    let push_with_token = |queue: &str| {
+        with_token(
+            &app,
+            &token,
+            Method::POST,
+            &format!("/api/v1/queues/{queue}/messages"),
+        )
+        .json(&json!(1))
+        .send()
+    };
+    // Both credentials are verified and cached before the change.
+    assert_eq!(
+        push_with_secret("jobs").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push_with_token("jobs").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let changed = put_grants(&app, "shop", json!({"grants": ["queue:mail:produce"]})).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let view: Value = changed.json().await.unwrap();
+    assert_eq!(view["id"], "shop");
+    assert_eq!(view["grants"], json!(["queue:mail:produce"]));
+    assert!(
+        view["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{view}"
+    );
+    assert_eq!(view.as_object().unwrap().len(), 3, "no secret: {view}");
+
+    for push in [
+        push_with_secret("jobs").await,
+        push_with_token("jobs").await,
+    ] {
+        assert_error(
+            push.unwrap(),
+            StatusCode::FORBIDDEN,
+            "Forbidden - needs grant queue:jobs:produce",
+        )
+        .await;
+    }
+    assert_eq!(
+        push_with_secret("mail").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push_with_token("mail").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let whoami = with_token(&app, &token, Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami.json::<Value>().await.unwrap(),
+        json!({"id": "shop", "grants": ["queue:mail:produce"]})
+    );
+
+    // Giving back is as immediate as taking away.
+    let back = put_grants(&app, "shop", json!({"grants": ["queue:jobs:produce"]})).await;
+    assert_eq!(back.status(), StatusCode::OK);
+    assert_eq!(
+        push_with_token("jobs").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push_with_secret("jobs").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(app.counts("jobs").await.0, 4);
+    assert_eq!(app.counts("mail").await.0, 2);
+
+    let listed: Value = app
+        .as_admin(Method::GET, "/api/v1/admin/clients")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shop = listed["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "shop")
+        .expect("shop is listed");
+    assert_eq!(
+        shop["grants"],
+        json!(["queue:jobs:produce"]),
+        "stored: {listed}"
+    );
+}
+
+async fn a_rotated_secret_voids_the_old_one_and_its_tokens_at_once(app: TestApp) {
+    let old = app.create_client("shop", &["queue:jobs:produce"]).await;
+    let old_token = token_for(&app, "shop", &old).await;
+    let push = |request: reqwest::RequestBuilder| request.json(&json!(1)).send();
+    let with_secret =
+        |secret: &str| app.as_client("shop", secret, Method::POST, "/api/v1/queues/jobs/messages");
+    let with_bearer =
+        |token: &str| with_token(&app, token, Method::POST, "/api/v1/queues/jobs/messages");
+    assert_eq!(
+        push(with_secret(&old)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push(with_bearer(&old_token)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let rotated = rotate(&app, "shop", None).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let body: Value = rotated.json().await.unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    assert_eq!(body["id"], "shop");
+    let new = body["secret"].as_str().expect("the new secret").to_owned();
+    assert_ne!(new, old);
+
+    for refused in [
+        push(with_secret(&old)).await,
+        push(with_bearer(&old_token)).await,
+    ] {
+        assert_error(refused.unwrap(), StatusCode::UNAUTHORIZED, UNAUTHORIZED).await;
+    }
+    assert_error(
+        login(&app, "shop", &old).await,
+        StatusCode::UNAUTHORIZED,
+        UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(
+        push(with_secret(&new)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let new_token = token_for(&app, "shop", &new).await;
+    assert_eq!(
+        push(with_bearer(&new_token)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_error(
+        push(with_bearer(&old_token)).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(app.counts("jobs").await.0, 4);
+}
+
+async fn a_rotation_may_choose_the_secret_under_the_creation_rules(app: TestApp) {
+    let old = app.create_client("shop", &["queue:jobs:produce"]).await;
+    assert_error(
+        rotate(&app, "shop", Some(json!({"secret": "short"}))).await,
+        StatusCode::BAD_REQUEST,
+        "Bad Request - secret must be at least 12 characters, without control characters",
+    )
+    .await;
+    assert_error_prefix(
+        rotate(
+            &app,
+            "shop",
+            Some(json!({"secret": "long-enough-secret", "grants": []})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "Bad Request - ",
+    )
+    .await;
+    let whoami = |secret: &str| {
+        app.as_client("shop", secret, Method::GET, "/api/v1/auth/whoami")
+            .send()
+    };
+    assert_eq!(
+        whoami(&old).await.unwrap().status(),
+        StatusCode::OK,
+        "refused rotations change nothing"
+    );
+
+    let chosen = "a-chosen-secret-of-mine";
+    let rotated = rotate(&app, "shop", Some(json!({"secret": chosen}))).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(
+        rotated.json::<Value>().await.unwrap(),
+        json!({"id": "shop", "secret": chosen})
+    );
+    assert_eq!(whoami(chosen).await.unwrap().status(), StatusCode::OK);
+    assert_error(
+        whoami(&old).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        UNAUTHORIZED,
+    )
+    .await;
+}
+
+async fn client_changes_refuse_unknown_ids_bad_grants_and_the_last_admin(app: TestApp) {
+    assert_error(
+        put_grants(&app, "nobody", json!({"grants": []})).await,
+        StatusCode::NOT_FOUND,
+        "Not Found - client nobody",
+    )
+    .await;
+    assert_error(
+        rotate(&app, "nobody", None).await,
+        StatusCode::NOT_FOUND,
+        "Not Found - client nobody",
+    )
+    .await;
+
+    let secret = app.create_client("shop", &["queue:jobs:produce"]).await;
+    for bad in [
+        json!({"grants": ["queue:jobs:eat"]}),
+        json!({"grants": ["nonsense"]}),
+        json!({"grants": "admin"}),
+        json!({}),
+        json!({"grants": [], "secret": "long-enough-secret"}),
+    ] {
+        assert_error_prefix(
+            put_grants(&app, "shop", bad.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "Bad Request - ",
+        )
+        .await;
+    }
+    let whoami = app
+        .as_client("shop", &secret, Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami.json::<Value>().await.unwrap()["grants"],
+        json!(["queue:jobs:produce"]),
+        "refused changes change nothing"
+    );
+
+    // `admin` is the only admin: it may not lose the grant, whatever replaces it.
+    for grants in [json!([]), json!(["queue:*:*"])] {
+        assert_error(
+            put_grants(&app, "admin", json!({"grants": grants})).await,
+            StatusCode::CONFLICT,
+            "Conflict - client admin is the last admin; create another admin before taking its grant admin",
+        )
+        .await;
+    }
+    let kept = put_grants(&app, "admin", json!({"grants": ["admin", "queue:*:*"]})).await;
+    assert_eq!(kept.status(), StatusCode::OK, "keeping admin is fine");
+    // With a second admin, either may lose it; then the other is the last again.
+    app.create_client("deputy", &["admin"]).await;
+    let demoted = put_grants(&app, "deputy", json!({"grants": []})).await;
+    assert_eq!(demoted.status(), StatusCode::OK);
+    assert_error_prefix(
+        put_grants(&app, "admin", json!({"grants": []})).await,
+        StatusCode::CONFLICT,
+        "Conflict - client admin is the last admin",
+    )
+    .await;
+    let deleted = app
+        .as_admin(Method::DELETE, "/api/v1/admin/clients/deputy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.status(),
+        StatusCode::OK,
+        "deputy is no admin any more"
+    );
+    let whoami = app
+        .as_admin(Method::GET, "/api/v1/auth/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami.json::<Value>().await.unwrap()["grants"],
+        json!(["admin", "queue:*:*"]),
+        "admin kept its grant through the refusals"
+    );
 }
 
 /// The median time of `tries` logins as `username`.

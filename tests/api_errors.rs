@@ -916,6 +916,12 @@ async fn non_admin_is_403_on_the_admin_api(app: TestApp) {
             Some(json!({"id": "sneaky", "grants": ["admin"]})),
         ),
         (Method::DELETE, "/api/v1/admin/clients/admin", None),
+        (
+            Method::PUT,
+            "/api/v1/admin/clients/mortal/grants",
+            Some(json!({"grants": ["admin"]})),
+        ),
+        (Method::POST, "/api/v1/admin/clients/admin/rotate", None),
     ];
     for (method, path, body) in calls {
         let mut request = app.as_client("mortal", &secret, method, path);
@@ -945,6 +951,14 @@ async fn non_admin_is_403_on_the_admin_api(app: TestApp) {
         ids.contains(&"admin") && !ids.contains(&"sneaky"),
         "{ids:?}"
     );
+    let mortal = body["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "mortal")
+        .expect("mortal is listed");
+    assert_eq!(mortal["grants"], json!(["queue:*:*"]), "its grants stayed");
+    // The listing above went through with the admin's secret: it was not rotated.
 }
 
 /// `base64(id:secret)`, written out here so the raw request needs no extra crate.

@@ -55,6 +55,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/clients"),
     ("POST", "/api/v1/admin/clients"),
     ("DELETE", "/api/v1/admin/clients/{id}"),
+    ("PUT", "/api/v1/admin/clients/{id}/grants"),
+    ("POST", "/api/v1/admin/clients/{id}/rotate"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/auth/whoami"),
 ];

@@ -352,6 +352,76 @@ async fn long_poll_on_one_node_wakes_on_a_push_to_the_other(Postgres { base }: P
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Grants changed and a secret rotated through one node apply on the other at once,
+    // to the credentials it has cached.
+    let created: Value = a
+        .post("/admin/clients")
+        .json(&json!({"id": "changing", "grants": ["queue:wake:produce"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_secret = created["secret"].as_str().unwrap().to_owned();
+    let peek = |secret: &str| {
+        b.http
+            .get(format!("{}/api/v1/queues/wake", b.base))
+            .basic_auth("changing", Some(secret.to_owned()))
+            .send()
+    };
+    assert_eq!(peek(&old_secret).await.unwrap().status(), 200);
+    let changed = a
+        .http
+        .put(format!("{}/api/v1/admin/clients/changing/grants", a.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .json(&json!({"grants": ["queue:other:produce"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while peek(&old_secret).await.unwrap().status() != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "the other node still applies the old grants"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.http
+        .put(format!("{}/api/v1/admin/clients/changing/grants", a.base))
+        .basic_auth("admin", Some(ADMIN_SECRET))
+        .json(&json!({"grants": ["queue:wake:produce"]}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while peek(&old_secret).await.unwrap().status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the other node does not apply the new grants"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rotated: Value = a
+        .post("/admin/clients/changing/rotate")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while peek(&old_secret).await.unwrap().status() != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the other node still accepts the old secret"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peek(&new_secret).await.unwrap().status(), 200);
 }
 
 /// A PostgreSQL server of the test's own, on its own port, that the test can stop.

@@ -13,8 +13,8 @@ use common::{trials, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
 use hopper::domain::{ClientId, Grant, QueueName, QueueSettings};
 use hopper::domain::{
-    ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Settled,
-    Settlement, Store, StoreError, Upsert,
+    ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Revocation,
+    Settled, Settlement, Store, StoreError, Upsert,
 };
 
 trials! {
@@ -37,6 +37,7 @@ trials! {
         purge_empties_a_queue_and_delete_removes_it,
         unknown_queue_is_not_found_and_not_created,
         clients_are_created_listed_and_deleted,
+        client_grants_and_secrets_are_replaced_and_announced,
     }
 }
 
@@ -674,6 +675,75 @@ async fn clients_are_created_listed_and_deleted(store: TestStore) {
         .map(|c| c.id.to_string())
         .collect();
     assert_eq!(left, ["admin"]);
+}
+
+async fn client_grants_and_secrets_are_replaced_and_announced(store: TestStore) {
+    let shop = client_record("shop", &["queue:orders:produce"]);
+    let other = client_record("other", &["stream:s:*"]);
+    store.create_client(&shop).await.unwrap();
+    store.create_client(&other).await.unwrap();
+    let mut revocations = store.wakeups().revocations();
+
+    let grants: Vec<Grant> = ["queue:orders-*:consume", "admin"]
+        .iter()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    store.set_client_grants(&shop.id, &grants).await.unwrap();
+    let stored = store
+        .client(&shop.id)
+        .await
+        .unwrap()
+        .expect("shop is stored");
+    assert_eq!(stored.grants, grants, "the grants are replaced, in order");
+    assert_eq!(stored.secret_hash, shop.secret_hash, "the secret stays");
+    assert_eq!(stored.created_at, shop.created_at);
+    assert!(
+        announced(&mut revocations, "shop"),
+        "cached credentials of shop hold the old grants"
+    );
+
+    store.set_client_grants(&shop.id, &[]).await.unwrap();
+    let stored = store.client(&shop.id).await.unwrap().unwrap();
+    assert!(stored.grants.is_empty(), "{:?}", stored.grants);
+    assert!(announced(&mut revocations, "shop"));
+
+    let new_hash = format!("sha256${}", "cd".repeat(32));
+    store.set_client_secret(&shop.id, &new_hash).await.unwrap();
+    let stored = store.client(&shop.id).await.unwrap().unwrap();
+    assert_eq!(stored.secret_hash, new_hash);
+    assert!(
+        announced(&mut revocations, "shop"),
+        "the old secret must be refused at once"
+    );
+
+    let untouched = store.client(&other.id).await.unwrap().unwrap();
+    assert_eq!(untouched.grants, other.grants, "only shop changed");
+    assert_eq!(untouched.secret_hash, other.secret_hash);
+
+    let nobody = ClientId::parse("nobody").unwrap();
+    match store.set_client_grants(&nobody, &grants).await {
+        Err(StoreError::ClientNotFound(id)) => assert_eq!(id, "nobody"),
+        other => panic!("grants of nobody: {other:?}"),
+    }
+    match store.set_client_secret(&nobody, &new_hash).await {
+        Err(StoreError::ClientNotFound(id)) => assert_eq!(id, "nobody"),
+        other => panic!("secret of nobody: {other:?}"),
+    }
+    assert!(
+        store.client(&nobody).await.unwrap().is_none(),
+        "nothing was created"
+    );
+}
+
+/// Whether the revocation of client `id` is among those received so far. Others may
+/// come too: on PostgreSQL the node's own `NOTIFY` comes back through its listener,
+/// which also forgets every client when it starts listening.
+fn announced(revocations: &mut tokio::sync::broadcast::Receiver<Revocation>, id: &str) -> bool {
+    let mut found = false;
+    while let Ok(revocation) = revocations.try_recv() {
+        found |= revocation == Revocation::Client(id.to_owned());
+    }
+    found
 }
 
 /// An update that sets the settings whatever they were.

@@ -1,4 +1,5 @@
-//! `/api/v1/admin/clients`: create, list and delete clients. Admins only.
+//! `/api/v1/admin/clients`: create, list, change (grants, secret) and delete
+//! clients. Admins only. Every change applies at once, on every node.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,18 +9,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{grants_schema, name_schema, secret_schema, Conflict, NotFound};
+use super::extract::OptionalJson;
 use super::params::ClientPath;
 use super::{ApiError, AppJson, AppState, Path, Reply};
 use crate::auth::clients;
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
-use crate::domain::ClientId;
+use crate::domain::{ClientId, ClientRecord};
 
 /// The admin routes for clients, described.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(remove))
+        .routes(routes!(set_grants))
+        .routes(routes!(rotate))
 }
 
 /// Body of a client creation.
@@ -57,6 +61,34 @@ pub struct ClientView {
     /// When it was created (RFC 3339, UTC).
     #[schema(format = DateTime)]
     created_at: String,
+}
+
+impl ClientView {
+    fn new(client: &ClientRecord) -> Self {
+        ClientView {
+            id: client.id.to_string(),
+            grants: client.grants.iter().map(ToString::to_string).collect(),
+            created_at: rfc3339(client.created_at),
+        }
+    }
+}
+
+/// Body of a grant change: the client's grants from now on.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGrants {
+    /// Every grant the client holds from now on, replacing the ones it had; `[]` leaves it none.
+    #[schema(schema_with = grants_schema)]
+    grants: Vec<String>,
+}
+
+/// Body of a secret rotation, optional.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSecret {
+    /// The new secret, at least 12 characters; one is generated when absent.
+    #[schema(schema_with = secret_schema)]
+    secret: Option<String>,
 }
 
 /// `{"clients": [...]}`.
@@ -122,12 +154,8 @@ pub async fn list(
         .store
         .list_clients()
         .await?
-        .into_iter()
-        .map(|c| ClientView {
-            id: c.id.to_string(),
-            grants: c.grants.iter().map(ToString::to_string).collect(),
-            created_at: rfc3339(c.created_at),
-        })
+        .iter()
+        .map(ClientView::new)
         .collect();
     Ok(Reply::ok(ClientsView { clients }))
 }
@@ -165,5 +193,65 @@ pub async fn remove(
     Ok(Reply::ok(RemovedView {
         id: id.to_string(),
         deleted: true,
+    }))
+}
+
+/// `PUT /admin/clients/{id}/grants` `{"grants": [...]}` → 200 `{"id", "grants", "created_at"}`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/clients/{id}/grants",
+    tag = "admin",
+    operation_id = "setClientGrants",
+    summary = "Replace a client's grants, at once (admins)",
+    description = "The new grants apply at once, on every node, to the client's secret and to the login tokens it holds already. Refused (409) when it would take `admin` from the last client holding it.",
+    params(ClientPath),
+    request_body(content = NewGrants, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The client with its new grants", body = ClientView),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+pub async fn set_grants(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(ClientPath { id }): Path<ClientPath>,
+    AppJson(body): AppJson<NewGrants>,
+) -> Result<Reply<ClientView>, ApiError> {
+    principal.require_admin()?;
+    let client = clients::set_grants(state.store.as_ref(), &id, &body.grants).await?;
+    // The store's announcement reaches this node's cache too, but on its own task:
+    // forgetting here means the next request of this caller already sees the change.
+    state.auth.forget(&id);
+    Ok(Reply::ok(ClientView::new(&client)))
+}
+
+/// `POST /admin/clients/{id}/rotate` `{"secret"?}` → 200 `{"id", "secret"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/clients/{id}/rotate",
+    tag = "admin",
+    operation_id = "rotateClientSecret",
+    summary = "Give a client a new secret, shown once (admins)",
+    description = "With no body, a secret is generated; `{\"secret\": ...}` chooses it. From now on, on every node, the old secret is refused, and so are the login tokens issued before.",
+    params(ClientPath),
+    request_body(content = Option<NewSecret>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rotated; the new secret is shown only now", body = CreatedView),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn rotate(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(ClientPath { id }): Path<ClientPath>,
+    OptionalJson(body): OptionalJson<NewSecret>,
+) -> Result<Reply<CreatedView>, ApiError> {
+    principal.require_admin()?;
+    let rotated = clients::rotate(state.store.as_ref(), &id, body.secret).await?;
+    state.auth.forget(&id);
+    Ok(Reply::ok(CreatedView {
+        id: rotated.id.to_string(),
+        secret: rotated.secret,
     }))
 }

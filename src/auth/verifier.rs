@@ -344,7 +344,7 @@ impl Authenticator {
         }
     }
 
-    /// Forgets each client the store announces as deleted, on this node or another.
+    /// Forgets each client the store announces as deleted or changed, on this node or another.
     pub async fn follow_revocations(
         self: Arc<Self>,
         mut revocations: tokio::sync::broadcast::Receiver<Revocation>,

@@ -17,7 +17,7 @@ use super::streams::{
     Appended, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo, StreamRetention,
 };
 use super::tasks::{NewTask, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord};
-use super::{ClientId, QueueName, QueueSettings, StreamName, Wakeups};
+use super::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,12 @@ pub trait ClientStore: Send + Sync {
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
     /// Deletes a client; `ClientNotFound` if there is none.
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()>;
+    /// Replaces a client's grants; `ClientNotFound` if there is none. Announces a
+    /// [`super::Revocation`] as a deletion does, since cached credentials hold the old grants.
+    async fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> StoreResult<()>;
+    /// Replaces a client's secret hash; `ClientNotFound` if there is none. Announces a
+    /// [`super::Revocation`] as a deletion does, so the old secret is refused at once.
+    async fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> StoreResult<()>;
     /// The key tokens are signed with: the one stored, or else `candidate`, stored
     /// now, so that every node on this store signs and checks with the same key.
     async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>>;

@@ -38,9 +38,9 @@ pub struct Wakeups {
 /// A change that invalidates cached credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// This client was deleted.
+    /// This client was deleted, or its grants or secret changed.
     Client(String),
-    /// Deletions may have been missed (e.g. a lost connection): forget every client.
+    /// Revocations may have been missed (e.g. a lost connection): forget every client.
     All,
 }
 
@@ -54,7 +54,7 @@ impl Default for Wakeups {
 }
 
 impl Wakeups {
-    /// Announces that a client was deleted (here or on another node).
+    /// Announces that a client was deleted or changed (here or on another node).
     pub fn revoke(&self, revocation: Revocation) {
         let _ = self.revocations.send(revocation);
     }

@@ -25,3 +25,17 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         "unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
     )
 }
+
+/// Opens the backend of a store URL as [`open`] does, but only a store that exists
+/// already and holds Hopper's schema: for commands that manage a store (`hopper
+/// clients`), where a mistyped URL must fail, naming what it points at, rather than
+/// leave a new empty store behind. `serve` uses [`open`], which creates the store.
+pub async fn open_existing(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open_existing(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open_existing(url).await?));
+    }
+    open(url).await
+}

@@ -571,6 +571,11 @@ impl TestApp {
         format!("http://{}", self.addr)
     }
 
+    /// The URL of the server's store, for a `hopper clients` run on the same store.
+    pub fn store_url(&self) -> &str {
+        &self._store.url
+    }
+
     /// The absolute URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())

@@ -77,12 +77,48 @@ pub async fn delete(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
     if deleted == 0 {
         return Err(StoreError::ClientNotFound(id.to_string()));
     }
+    announce_revocation(tx, id).await
+}
+
+/// Replaces a client's grants; `ClientNotFound` when there is none.
+pub async fn set_grants(tx: &Transaction<'_>, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
+    let grants: Vec<String> = grants.iter().map(Grant::to_string).collect();
+    let updated = tx
+        .execute(
+            "UPDATE clients SET grants = $2 WHERE id = $1",
+            &[&id.as_str(), &grants.join("\n")],
+        )
+        .await
+        .map_err(pg("set client grants"))?;
+    if updated == 0 {
+        return Err(StoreError::ClientNotFound(id.to_string()));
+    }
+    announce_revocation(tx, id).await
+}
+
+/// Replaces a client's secret hash; `ClientNotFound` when there is none.
+pub async fn set_secret(tx: &Transaction<'_>, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
+    let updated = tx
+        .execute(
+            "UPDATE clients SET secret_hash = $2 WHERE id = $1",
+            &[&id.as_str(), &secret_hash],
+        )
+        .await
+        .map_err(pg("set client secret"))?;
+    if updated == 0 {
+        return Err(StoreError::ClientNotFound(id.to_string()));
+    }
+    announce_revocation(tx, id).await
+}
+
+/// Tells every node, at commit, to forget what it cached of the client `id`.
+async fn announce_revocation(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_notify($1, $2)",
         &[&super::REVOKE_CHANNEL, &id.as_str()],
     )
     .await
-    .map_err(pg("notify client deletion"))?;
+    .map_err(pg("notify client revocation"))?;
     Ok(())
 }
 

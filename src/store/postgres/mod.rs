@@ -26,7 +26,9 @@ use crate::domain::{
     Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
     TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
+use crate::domain::{
+    ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
+};
 
 mod batcher;
 mod clients;
@@ -38,7 +40,7 @@ mod tasks;
 
 /// Channel of queue wake-ups; the payload is the queue name.
 const NOTIFY_CHANNEL: &str = "hopper_queues";
-/// Channel of client deletions; the payload is the client id.
+/// Channel of client deletions and changes (grants, secret); the payload is the client id.
 const REVOKE_CHANNEL: &str = "hopper_clients";
 /// Pooled connections per node; PostgreSQL's default `max_connections` (100) fits a few nodes.
 const POOL_SIZE: usize = 32;
@@ -229,6 +231,38 @@ async fn announce_loop(pool: Pool, mut names: tokio::sync::mpsc::UnboundedReceiv
 }
 
 impl PostgresStore {
+    /// Opens the store as [`Self::open`] does, if the database is reachable and holds
+    /// a Hopper schema (in the URL's `schema`, or on the search path); never creates one.
+    pub async fn open_existing(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let (config, schema) = parse_url(url)?;
+        let place = format!(
+            "database {}{}",
+            config.get_dbname().unwrap_or("(default)"),
+            schema
+                .as_deref()
+                .map(|schema| format!(", schema {schema}"))
+                .unwrap_or_default()
+        );
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .with_context(|| format!("cannot connect to the PostgreSQL store ({place})"))?;
+        let driver = tokio::spawn(connection);
+        let found = client
+            .query_one("SELECT to_regclass('hopper_schema') IS NOT NULL", &[])
+            .await
+            .with_context(|| format!("cannot read the PostgreSQL store ({place})"));
+        drop(client);
+        let _ = driver.await;
+        anyhow::ensure!(
+            found?.get::<_, bool>(0),
+            "no Hopper store in the PostgreSQL {place}: it holds no Hopper schema \
+             (`hopper serve` creates it; check --store, HOPPER_STORE or the configuration file's store)"
+        );
+        Self::open(url).await
+    }
+
     /// Connects, migrates the schema (once across nodes) and starts listening for wake-ups.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
@@ -621,6 +655,22 @@ impl ClientStore for PostgresStore {
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
         let deleted: StoreResult<()> = transaction!(self, |tx| clients::delete(&tx, id));
         deleted?;
+        self.wakeups.revoke(Revocation::Client(id.to_string()));
+        Ok(())
+    }
+
+    async fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
+        let changed: StoreResult<()> =
+            transaction!(self, |tx| clients::set_grants(&tx, id, grants));
+        changed?;
+        self.wakeups.revoke(Revocation::Client(id.to_string()));
+        Ok(())
+    }
+
+    async fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
+        let changed: StoreResult<()> =
+            transaction!(self, |tx| clients::set_secret(&tx, id, secret_hash));
+        changed?;
         self.wakeups.revoke(Revocation::Client(id.to_string()));
         Ok(())
     }

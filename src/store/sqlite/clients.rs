@@ -82,6 +82,31 @@ pub fn delete(conn: &Connection, id: &ClientId) -> StoreResult<()> {
     Ok(())
 }
 
+/// Replaces a client's grants; `ClientNotFound` when there is none.
+pub fn set_grants(conn: &Connection, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
+    let grants: Vec<String> = grants.iter().map(Grant::to_string).collect();
+    let updated = conn
+        .prepare_cached("UPDATE clients SET grants = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![id.as_str(), grants.join("\n")]))
+        .map_err(sql("set client grants"))?;
+    if updated == 0 {
+        return Err(StoreError::ClientNotFound(id.to_string()));
+    }
+    Ok(())
+}
+
+/// Replaces a client's secret hash; `ClientNotFound` when there is none.
+pub fn set_secret(conn: &Connection, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
+    let updated = conn
+        .prepare_cached("UPDATE clients SET secret_hash = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![id.as_str(), secret_hash]))
+        .map_err(sql("set client secret"))?;
+    if updated == 0 {
+        return Err(StoreError::ClientNotFound(id.to_string()));
+    }
+    Ok(())
+}
+
 /// The signing key named `name`, stored as `candidate` if there is none yet.
 pub fn signing_key(conn: &Connection, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {
     conn.prepare_cached(

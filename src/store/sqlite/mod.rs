@@ -22,7 +22,9 @@ use crate::domain::{
     StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish,
     TaskFinished, TaskRecord, TaskStore, Upsert,
 };
-use crate::domain::{ClientId, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups};
+use crate::domain::{
+    ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
+};
 
 mod checkpoint;
 mod clients;
@@ -63,6 +65,28 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
 }
 
 impl SqliteStore {
+    /// Opens the database at `path` as [`Self::open`] does, if the file exists and
+    /// holds a Hopper schema; never creates one.
+    pub fn open_existing(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = path.as_ref();
+        anyhow::ensure!(
+            path.is_file(),
+            "no SQLite store at {}: the file does not exist (`hopper serve` creates it; \
+             check --store, HOPPER_STORE or the configuration file's store)",
+            path.display()
+        );
+        let version: i64 = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|conn| conn.query_row("PRAGMA user_version", [], |row| row.get(0)))
+            .with_context(|| format!("cannot read the SQLite store {}", path.display()))?;
+        anyhow::ensure!(
+            version > 0,
+            "{} is not a Hopper store: it holds no Hopper schema",
+            path.display()
+        );
+        Self::open(path)
+    }
+
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         use anyhow::Context;
@@ -449,6 +473,28 @@ impl ClientStore for SqliteStore {
         self.writer
             .write(
                 move |conn| clients::delete(conn, &id),
+                move || wakeups.revoke(Revocation::Client(revoked)),
+            )
+            .await
+    }
+
+    async fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
+        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
+        let (id, grants) = (id.clone(), grants.to_vec());
+        self.writer
+            .write(
+                move |conn| clients::set_grants(conn, &id, &grants),
+                move || wakeups.revoke(Revocation::Client(revoked)),
+            )
+            .await
+    }
+
+    async fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
+        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
+        let (id, secret_hash) = (id.clone(), secret_hash.to_owned());
+        self.writer
+            .write(
+                move |conn| clients::set_secret(conn, &id, &secret_hash),
                 move || wakeups.revoke(Revocation::Client(revoked)),
             )
             .await
