@@ -212,37 +212,39 @@ async fn clients(overrides: Overrides, action: ClientsAction) -> anyhow::Result<
     let store = hopper::store::open_existing(&config.store).await?;
     let result = async {
         use hopper::auth::clients;
+        // Whoever may run this on the store is its operator: the node's own rights.
+        let node = hopper::auth::Principal::node();
         match action {
             ClientsAction::Add { id, secret, grants } => {
                 let id = ClientId::parse(&id)?;
-                let created = clients::create(store.as_ref(), id, secret, &grants).await?;
+                let created = clients::create(&node, store.as_ref(), id, secret, &grants).await?;
                 println!(
                     "{}",
                     serde_json::json!({ "id": created.id.as_str(), "secret": created.secret })
                 );
             }
             ClientsAction::List => {
-                for client in store.list_clients().await? {
+                for client in clients::list(&node, store.as_ref()).await? {
                     println!("{}", client_line(&client));
                 }
             }
             ClientsAction::Remove { id } => {
-                clients::delete(store.as_ref(), &ClientId::parse(&id)?).await?;
+                clients::delete(&node, store.as_ref(), &ClientId::parse(&id)?).await?;
                 println!("removed {id}");
             }
             ClientsAction::Grant { id, grants } => {
                 let id = ClientId::parse(&id)?;
-                let client = clients::add_grants(store.as_ref(), &id, &grants).await?;
+                let client = clients::add_grants(&node, store.as_ref(), &id, &grants).await?;
                 println!("{}", client_line(&client));
             }
             ClientsAction::Revoke { id, grants } => {
                 let id = ClientId::parse(&id)?;
-                let client = clients::remove_grants(store.as_ref(), &id, &grants).await?;
+                let client = clients::remove_grants(&node, store.as_ref(), &id, &grants).await?;
                 println!("{}", client_line(&client));
             }
             ClientsAction::Rotate { id, secret } => {
                 let id = ClientId::parse(&id)?;
-                let rotated = clients::rotate(store.as_ref(), &id, secret).await?;
+                let rotated = clients::rotate(&node, store.as_ref(), &id, secret).await?;
                 println!(
                     "{}",
                     serde_json::json!({ "id": rotated.id.as_str(), "secret": rotated.secret })

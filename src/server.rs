@@ -27,7 +27,7 @@ use crate::api::json_response;
 use crate::api::{self, AppState};
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::tokens::Tokens;
-use crate::auth::{clients, Authenticator};
+use crate::auth::{clients, Authenticator, Principal};
 use crate::config::{Config, Limits};
 use crate::domain::{ClientId, QueueService, StreamService, TaskService, Waiters};
 use crate::routes::Route;
@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     for (queue, patch) in &config.queues {
         state
             .queues
-            .configure(queue, patch)
+            .configure(&Principal::node(), queue, patch)
             .await
             .with_context(|| format!("cannot apply [queues.{queue}] of the configuration"))?;
     }
@@ -233,12 +233,13 @@ async fn bootstrap_admin(store: &dyn Store, secret: Option<String>) -> anyhow::R
     }
     let generated = secret.is_none();
     let id = ClientId::parse("admin").expect("admin is a valid client id");
-    let created = match clients::create(store, id, secret, &["admin".to_owned()]).await {
-        Ok(created) => created,
-        // Another node sharing the store bootstrapped it first.
-        Err(crate::domain::DomainError::Conflict(_)) => return Ok(()),
-        Err(error) => anyhow::bail!("cannot create the bootstrap admin: {error}"),
-    };
+    let created =
+        match clients::create(&Principal::node(), store, id, secret, &["admin".to_owned()]).await {
+            Ok(created) => created,
+            // Another node sharing the store bootstrapped it first.
+            Err(crate::domain::DomainError::Conflict(_)) => return Ok(()),
+            Err(error) => anyhow::bail!("cannot create the bootstrap admin: {error}"),
+        };
     if generated {
         // Printed once, outside the log stream, so it does not linger in log storage.
         eprintln!(

@@ -125,8 +125,14 @@ pub async fn create(
     State(state): State<AppState>,
     AppJson(body): AppJson<NewClient>,
 ) -> Result<Reply<CreatedView>, ApiError> {
-    principal.require_admin()?;
-    let created = clients::create(state.store.as_ref(), body.id, body.secret, &body.grants).await?;
+    let created = clients::create(
+        &principal,
+        state.store.as_ref(),
+        body.id,
+        body.secret,
+        &body.grants,
+    )
+    .await?;
     Ok(Reply(
         StatusCode::CREATED,
         CreatedView {
@@ -149,10 +155,7 @@ pub async fn list(
     principal: Principal,
     State(state): State<AppState>,
 ) -> Result<Reply<ClientsView>, ApiError> {
-    principal.require_admin()?;
-    let clients = state
-        .store
-        .list_clients()
+    let clients = clients::list(&principal, state.store.as_ref())
         .await?
         .iter()
         .map(ClientView::new)
@@ -180,15 +183,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(ClientPath { id }): Path<ClientPath>,
 ) -> Result<Reply<RemovedView>, ApiError> {
-    principal.require_admin()?;
-    // An admin that deletes itself by mistake loses its own access mid-task; another
-    // admin can always do it.
-    if principal.id == id {
-        return Err(ApiError::Conflict(format!(
-            "client {id} is the caller; another admin must delete it"
-        )));
-    }
-    clients::delete(state.store.as_ref(), &id).await?;
+    clients::delete(&principal, state.store.as_ref(), &id).await?;
     state.auth.forget(&id);
     Ok(Reply::ok(RemovedView {
         id: id.to_string(),
@@ -218,8 +213,7 @@ pub async fn set_grants(
     Path(ClientPath { id }): Path<ClientPath>,
     AppJson(body): AppJson<NewGrants>,
 ) -> Result<Reply<ClientView>, ApiError> {
-    principal.require_admin()?;
-    let client = clients::set_grants(state.store.as_ref(), &id, &body.grants).await?;
+    let client = clients::set_grants(&principal, state.store.as_ref(), &id, &body.grants).await?;
     // The store's announcement reaches this node's cache too, but on its own task:
     // forgetting here means the next request of this caller already sees the change.
     state.auth.forget(&id);
@@ -247,8 +241,7 @@ pub async fn rotate(
     Path(ClientPath { id }): Path<ClientPath>,
     OptionalJson(body): OptionalJson<NewSecret>,
 ) -> Result<Reply<CreatedView>, ApiError> {
-    principal.require_admin()?;
-    let rotated = clients::rotate(state.store.as_ref(), &id, body.secret).await?;
+    let rotated = clients::rotate(&principal, state.store.as_ref(), &id, body.secret).await?;
     state.auth.forget(&id);
     Ok(Reply::ok(CreatedView {
         id: rotated.id.to_string(),

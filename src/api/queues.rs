@@ -30,8 +30,8 @@ use crate::domain::settings::{
     optional_within, parse_duration_within, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
 };
 use crate::domain::{
-    Action, Message, PushOutcome, QueueInfo, QueueName, QueueSettings, ReceiveRequest,
-    ResourceKind, SettingsPatch, Settled, Settlement, TaskCounts, Upsert,
+    Message, PushOutcome, QueueInfo, QueueSettings, ReceiveRequest, SettingsPatch, Settled,
+    Settlement, TaskCounts, Upsert,
 };
 
 /// Default `limit` when listing dead letters.
@@ -52,14 +52,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(purge))
         .routes(routes!(dead_letters))
         .routes(routes!(redrive))
-}
-
-fn authorize(principal: &Principal, queue: &QueueName, action: Action) -> Result<(), ApiError> {
-    Ok(principal.authorize(ResourceKind::Queue, queue.as_str(), action)?)
-}
-
-fn authorize_any(principal: &Principal, queue: &QueueName) -> Result<(), ApiError> {
-    Ok(principal.authorize_any(ResourceKind::Queue, queue.as_str())?)
 }
 
 /// A message as `pop`, `receive` and the dead letters hand it out.
@@ -333,12 +325,11 @@ pub async fn push(
     headers: PushHeaders,
     body: JsonBody,
 ) -> Result<Reply<IdView>, ApiError> {
-    authorize(&principal, &queue, Action::Produce)?;
     let delay = headers.delay.unwrap_or(Duration::ZERO);
     let bodies = vec![body.text().to_owned()];
     let outcome = state
         .queues
-        .push(queue, bodies, delay, headers.idempotency_key)
+        .push(&principal, queue, bodies, delay, headers.idempotency_key)
         .await?;
     Ok(match outcome {
         PushOutcome::Created(ids) => Reply(
@@ -411,10 +402,13 @@ pub async fn push_batch(
     headers: BatchHeaders,
     AppJson(batch): AppJson<BatchBody>,
 ) -> Result<Reply<IdsView>, ApiError> {
-    authorize(&principal, &queue, Action::Produce)?;
     let delay = headers.delay.unwrap_or(Duration::ZERO);
     let bodies = batch.messages.iter().map(|m| m.get().to_owned()).collect();
-    match state.queues.push(queue, bodies, delay, None).await? {
+    match state
+        .queues
+        .push(&principal, queue, bodies, delay, None)
+        .await?
+    {
         PushOutcome::Created(ids) => Ok(Reply(
             StatusCode::CREATED,
             IdsView {
@@ -448,9 +442,8 @@ pub async fn pop(
     Path(QueuePath { queue }): Path<QueuePath>,
     Query(query): Query<PopQuery>,
 ) -> Result<Reply<MessagesView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let count = query.count.map_or(1, |c| c.0);
-    messages_reply(state.queues.pop(&queue, count).await?)
+    messages_reply(state.queues.pop(&principal, &queue, count).await?)
 }
 
 /// `POST /queues/{q}/receive?count=N&lease=S&wait=S`: lease messages, long-polling while empty.
@@ -473,13 +466,12 @@ pub async fn receive(
     Path(QueuePath { queue }): Path<QueuePath>,
     Query(query): Query<ReceiveQuery>,
 ) -> Result<Reply<MessagesView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let request = ReceiveRequest {
         count: query.count.map_or(1, |c| c.0),
         lease: query.lease.map(|l| l.0),
         wait: query.wait.map_or(Duration::ZERO, |w| w.0),
     };
-    messages_reply(state.queues.receive(&queue, request).await?)
+    messages_reply(state.queues.receive(&principal, &queue, request).await?)
 }
 
 /// Receipts, as `receive` handed them out.
@@ -582,10 +574,9 @@ pub async fn ack(
     Path(QueuePath { queue }): Path<QueuePath>,
     AppJson(body): AppJson<AckBody>,
 ) -> Result<Reply<AckedView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let settled = state
         .queues
-        .settle(&queue, &body.receipts, Settlement::Ack)
+        .settle(&principal, &queue, &body.receipts, Settlement::Ack)
         .await?;
     Ok(Reply::ok(AckedView {
         acked: settled.applied.len(),
@@ -614,13 +605,12 @@ pub async fn nack(
     Path(QueuePath { queue }): Path<QueuePath>,
     AppJson(body): AppJson<NackBody>,
 ) -> Result<Reply<NackedView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let settlement = Settlement::Nack {
         delay: body.delay.unwrap_or(Duration::ZERO),
     };
     let settled = state
         .queues
-        .settle(&queue, &body.receipts, settlement)
+        .settle(&principal, &queue, &body.receipts, settlement)
         .await?;
     Ok(Reply::ok(NackedView {
         nacked: settled.applied.len(),
@@ -648,11 +638,10 @@ pub async fn extend(
     Path(QueuePath { queue }): Path<QueuePath>,
     AppJson(body): AppJson<ExtendBody>,
 ) -> Result<Reply<ExtendedView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let settlement = Settlement::Extend { lease: body.lease };
     let settled = state
         .queues
-        .settle(&queue, &body.receipts, settlement)
+        .settle(&principal, &queue, &body.receipts, settlement)
         .await?;
     Ok(Reply::ok(ExtendedView {
         extended: settled.applied.len(),
@@ -678,8 +667,7 @@ pub async fn info(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Reply<QueueView>, ApiError> {
-    authorize_any(&principal, &queue)?;
-    let info = state.queues.info(&queue).await?;
+    let info = state.queues.info(&principal, &queue).await?;
     Ok(Reply::ok(QueueView::new(&info, &state)))
 }
 
@@ -698,10 +686,9 @@ pub async fn list(
 ) -> Result<Reply<QueuesView>, ApiError> {
     let queues = state
         .queues
-        .list()
+        .list(&principal)
         .await?
         .iter()
-        .filter(|info| authorize_any(&principal, &info.name).is_ok())
         .map(|info| QueueView::new(info, &state))
         .collect();
     Ok(Reply::ok(QueuesView { queues }))
@@ -728,8 +715,7 @@ pub async fn configure(
     Path(QueuePath { queue }): Path<QueuePath>,
     OptionalJson(patch): OptionalJson<SettingsPatch>,
 ) -> Result<Reply<QueueView>, ApiError> {
-    authorize(&principal, &queue, Action::Manage)?;
-    let (upsert, info) = state.queues.configure(&queue, &patch).await?;
+    let (upsert, info) = state.queues.configure(&principal, &queue, &patch).await?;
     if patch.delivery.is_some() {
         state.deliveries.settings_changed();
     }
@@ -768,8 +754,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Reply<DeletedView>, ApiError> {
-    authorize(&principal, &queue, Action::Manage)?;
-    let removed = state.queues.delete(&queue).await?;
+    let removed = state.queues.delete(&principal, &queue).await?;
     Ok(Reply::ok(DeletedView {
         name: queue.to_string(),
         deleted_messages: removed,
@@ -801,8 +786,7 @@ pub async fn purge(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Reply<PurgedView>, ApiError> {
-    authorize(&principal, &queue, Action::Manage)?;
-    let purged = state.queues.purge(&queue).await?;
+    let purged = state.queues.purge(&principal, &queue).await?;
     Ok(Reply::ok(PurgedView { purged }))
 }
 
@@ -825,9 +809,8 @@ pub async fn dead_letters(
     Path(QueuePath { queue }): Path<QueuePath>,
     Query(query): Query<DeadQuery>,
 ) -> Result<Reply<MessagesView>, ApiError> {
-    authorize(&principal, &queue, Action::Consume)?;
     let limit = query.limit.map_or(DEAD_LETTER_PAGE, |l| l.0);
-    messages_reply(state.queues.dead_letters(&queue, limit).await?)
+    messages_reply(state.queues.dead_letters(&principal, &queue, limit).await?)
 }
 
 /// What a redrive did.
@@ -857,8 +840,7 @@ pub async fn redrive(
     Path(QueuePath { queue }): Path<QueuePath>,
     Query(query): Query<RedriveQuery>,
 ) -> Result<Reply<RedrivenView>, ApiError> {
-    authorize(&principal, &queue, Action::Manage)?;
     let count = query.count.map_or(MAX_COUNT, |c| c.0);
-    let redriven = state.queues.redrive(&queue, count).await?;
+    let redriven = state.queues.redrive(&principal, &queue, count).await?;
     Ok(Reply::ok(RedrivenView { redriven }))
 }

@@ -21,7 +21,7 @@ use super::params::{EventPath, ReadQuery, StreamPath};
 use super::{ApiError, AppJson, AppState, Form, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
 use crate::domain::streams::{check_party, ReadRequest, StreamRetention};
-use crate::domain::{Action, ResourceKind, StoredEvent, StreamInfo, StreamName};
+use crate::domain::{StoredEvent, StreamInfo};
 
 /// Seed 004's answer when a second producer writes a stream.
 const SECOND_WRITER: &str = "Second writers not allowed";
@@ -34,14 +34,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(append, read))
         .routes(routes!(ack))
         .routes(routes!(set_owner))
-}
-
-fn authorize(principal: &Principal, stream: &StreamName, action: Action) -> Result<(), ApiError> {
-    Ok(principal.authorize(ResourceKind::Stream, stream.as_str(), action)?)
-}
-
-fn authorize_any(principal: &Principal, stream: &StreamName) -> Result<(), ApiError> {
-    Ok(principal.authorize_any(ResourceKind::Stream, stream.as_str())?)
 }
 
 /// `X-Producer-ID`: who writes.
@@ -179,11 +171,16 @@ pub async fn append(
     ProducerHeader { producer }: ProducerHeader,
     body: JsonBody,
 ) -> Result<Reply<EventIdView>, ApiError> {
-    authorize(&principal, &stream, Action::Produce)?;
     let parsed: Value = parse_checked(body.text())?;
     match state
         .streams
-        .append(stream, producer, body.text().to_owned(), &parsed)
+        .append(
+            &principal,
+            stream,
+            producer,
+            body.text().to_owned(),
+            &parsed,
+        )
         .await?
     {
         Some(id) => Ok(Reply::ok(EventIdView(id.to_string()))),
@@ -243,7 +240,6 @@ pub async fn read(
     Query(query): Query<ReadQuery>,
     ConsumerHeader { consumer }: ConsumerHeader,
 ) -> Result<Reply<Vec<EventView>>, ApiError> {
-    authorize(&principal, &stream, Action::Consume)?;
     let request = ReadRequest {
         consumer,
         event_name: query.event_name,
@@ -251,7 +247,7 @@ pub async fn read(
         after: query.after.map(|a| a.0),
         wait: query.wait.map_or(Duration::ZERO, |w| w.0),
     };
-    let events = state.streams.read(&stream, request).await?;
+    let events = state.streams.read(&principal, &stream, request).await?;
     let events = events
         .iter()
         .map(EventView::new)
@@ -294,7 +290,6 @@ pub async fn ack(
     ConsumerHeader { consumer }: ConsumerHeader,
     Form(form): Form<AckForm>,
 ) -> Result<Reply<OkView>, ApiError> {
-    authorize(&principal, &stream, Action::Consume)?;
     if form.action != "ACK" {
         return Err(ApiError::bad_request(format!(
             "action must be ACK, got {:?}",
@@ -308,7 +303,11 @@ pub async fn ack(
         Ok(id) if id.to_string() == event => id,
         _ => return Err(not_found()),
     };
-    match state.streams.ack(&stream, &consumer, event).await {
+    match state
+        .streams
+        .ack(&principal, &stream, &consumer, event)
+        .await
+    {
         Ok(true) => Ok(Reply::ok(OkView("OK"))),
         Ok(false) | Err(crate::domain::DomainError::NotFound(_)) => Err(not_found()),
         Err(error) => Err(error.into()),
@@ -409,8 +408,7 @@ pub async fn info(
     State(state): State<AppState>,
     Path(StreamPath { stream }): Path<StreamPath>,
 ) -> Result<Reply<StreamView>, ApiError> {
-    authorize_any(&principal, &stream)?;
-    let info = state.streams.info(&stream).await?;
+    let info = state.streams.info(&principal, &stream).await?;
     Ok(Reply::ok(StreamView::new(&info, true)))
 }
 
@@ -429,10 +427,9 @@ pub async fn list(
 ) -> Result<Reply<StreamsView>, ApiError> {
     let streams = state
         .streams
-        .list()
+        .list(&principal)
         .await?
         .iter()
-        .filter(|info| authorize_any(&principal, &info.name).is_ok())
         .map(|info| StreamView::new(info, false))
         .collect();
     Ok(Reply::ok(StreamsView { streams }))
@@ -473,13 +470,15 @@ pub async fn configure(
     Path(StreamPath { stream }): Path<StreamPath>,
     AppJson(body): AppJson<RetentionBody>,
 ) -> Result<Reply<StreamView>, ApiError> {
-    authorize(&principal, &stream, Action::Manage)?;
     let retention = StreamRetention {
         max_age: body.max_age.filter(|age| !age.is_zero()),
         max_events: body.max_events,
     };
-    state.streams.set_retention(&stream, retention).await?;
-    let info = state.streams.info(&stream).await?;
+    state
+        .streams
+        .set_retention(&principal, &stream, retention)
+        .await?;
+    let info = state.streams.info(&principal, &stream).await?;
     Ok(Reply::ok(StreamView::new(&info, true)))
 }
 
@@ -521,8 +520,10 @@ pub async fn set_owner(
     Path(StreamPath { stream }): Path<StreamPath>,
     AppJson(body): AppJson<NewOwner>,
 ) -> Result<Reply<OwnerView>, ApiError> {
-    principal.require_admin()?;
-    let owner = state.streams.set_owner(&stream, &body.owner).await?;
+    let owner = state
+        .streams
+        .set_owner(&principal, &stream, &body.owner)
+        .await?;
     Ok(Reply(
         StatusCode::OK,
         OwnerView {

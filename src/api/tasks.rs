@@ -26,7 +26,7 @@ use super::{ApiError, AppJson, AppState, JsonBody, Path, Reply};
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
 use crate::domain::settings::{parse_duration, MAX_DELAY};
-use crate::domain::{Action, QueueName, ResourceKind, TaskFinish, TaskId, TaskRecord};
+use crate::domain::{QueueName, TaskFinish, TaskId, TaskRecord};
 
 /// How long a caller answered 202 is told to wait before asking again.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -286,10 +286,6 @@ fn applied_wait(state: &AppState, prefer: &Prefer, default: Duration) -> (Durati
     (wait, applied)
 }
 
-fn authorize(principal: &Principal, queue: &str, action: Action) -> Result<(), ApiError> {
-    Ok(principal.authorize(ResourceKind::Task, queue, action)?)
-}
-
 /// `POST /tasks/{q}`: create a task with the JSON body as payload, wait for its result.
 #[utoipa::path(
     post,
@@ -318,11 +314,16 @@ pub async fn create(
     headers: CreateHeaders,
     payload: JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&principal, queue.as_str(), Action::Produce)?;
     let (wait, applied) = applied_wait(&state, &prefer, state.tasks.wait_for(None));
     let task = state
         .tasks
-        .create(queue, payload.text(), headers.idempotency_key, wait)
+        .create(
+            &principal,
+            queue,
+            payload.text(),
+            headers.idempotency_key,
+            wait,
+        )
         .await?;
     let status = if task.status.is_final() {
         StatusCode::OK
@@ -356,14 +357,8 @@ pub async fn get(
     Path(GetPath { id }): Path<GetPath>,
     prefer: Prefer,
 ) -> Result<impl IntoResponse, ApiError> {
-    let task = state.tasks.get(&id).await?;
-    principal.authorize_any(ResourceKind::Task, &task.queue)?;
     let (wait, applied) = applied_wait(&state, &prefer, Duration::ZERO);
-    let task = if task.status.is_final() || wait.is_zero() {
-        task
-    } else {
-        state.tasks.wait(&id, wait).await?
-    };
+    let task = state.tasks.wait(&principal, &id, wait).await?;
     Ok(TaskAnswer {
         status: StatusCode::OK,
         task,
@@ -446,20 +441,6 @@ impl utoipa::PartialSchema for FailBody {
 
 impl ToSchema for FailBody {}
 
-/// Looks the task up and checks the caller may finish it.
-async fn authorize_worker(
-    state: &AppState,
-    principal: &Principal,
-    id: &TaskId,
-) -> Result<(), ApiError> {
-    // A worker allowed on every task queue needs no lookup of this task's queue.
-    if principal.may_on_every(ResourceKind::Task, Action::Consume) {
-        return Ok(());
-    }
-    let task = state.tasks.get(id).await?;
-    authorize(principal, &task.queue, Action::Consume)
-}
-
 fn json_or_null(value: Option<Box<RawValue>>) -> String {
     value.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned())
 }
@@ -486,12 +467,14 @@ pub async fn complete(
     Path(TaskPath { id }): Path<TaskPath>,
     AppJson(body): AppJson<CompleteBody>,
 ) -> Result<Reply<TaskView>, ApiError> {
-    authorize_worker(&state, &principal, &id).await?;
     let finish = TaskFinish::Succeeded {
         result: json_or_null(body.result),
         upstream_status: None,
     };
-    let task = state.tasks.finish(&id, &body.receipt, finish).await?;
+    let task = state
+        .tasks
+        .finish(&principal, &id, &body.receipt, finish)
+        .await?;
     Ok(Reply::ok(TaskView::new(task)?))
 }
 
@@ -519,7 +502,6 @@ pub async fn fail(
     if body.delay.is_some() && !body.retry {
         return Err(ApiError::bad_request("delay applies only with retry: true"));
     }
-    authorize_worker(&state, &principal, &id).await?;
     let error = json_or_null(body.error);
     let finish = if body.retry {
         TaskFinish::Retry {
@@ -529,7 +511,10 @@ pub async fn fail(
     } else {
         TaskFinish::Failed { error }
     };
-    let task = state.tasks.finish(&id, &body.receipt, finish).await?;
+    let task = state
+        .tasks
+        .finish(&principal, &id, &body.receipt, finish)
+        .await?;
     Ok(Reply::ok(TaskView::new(task)?))
 }
 

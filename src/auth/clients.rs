@@ -2,10 +2,13 @@
 //! the bootstrap admin, so the rules (secret strength, grants, never locking every
 //! admin out) hold whichever way a client comes, changes or goes.
 //!
+//! Every change is the admins' (the caller is checked here, by the access policy);
+//! the CLI and the bootstrap act as the node itself.
+//!
 //! The store announces every change and deletion, so cached credentials are
 //! forgotten at once; nothing here caches.
 
-use crate::auth::{generate_secret, hash_secret, MIN_SECRET_LEN};
+use crate::auth::{generate_secret, hash_secret, Principal, MIN_SECRET_LEN};
 use crate::domain::clock::now_millis;
 use crate::domain::{ClientId, DomainError, Grant};
 use crate::domain::{ClientRecord, ClientStore, StoreError};
@@ -21,11 +24,13 @@ pub struct CreatedClient {
 
 /// Validates and stores a new client; generates a secret when none is chosen.
 pub async fn create(
+    caller: &Principal,
     store: &dyn ClientStore,
     id: ClientId,
     secret: Option<String>,
     grants: &[String],
 ) -> Result<CreatedClient, DomainError> {
+    caller.require_admin()?;
     let grants = parse_grants(grants)?;
     let (secret, secret_hash) = secret_and_hash(secret).await?;
     let record = ClientRecord {
@@ -41,8 +46,29 @@ pub async fn create(
     Ok(CreatedClient { id, secret })
 }
 
-/// Deletes a client, unless it is the last one with the grant `admin`.
-pub async fn delete(store: &dyn ClientStore, id: &ClientId) -> Result<(), DomainError> {
+/// Every client, by id (admins only).
+pub async fn list(
+    caller: &Principal,
+    store: &dyn ClientStore,
+) -> Result<Vec<ClientRecord>, DomainError> {
+    caller.require_admin()?;
+    Ok(store.list_clients().await?)
+}
+
+/// Deletes a client, unless it is the caller or the last one with the grant `admin`.
+pub async fn delete(
+    caller: &Principal,
+    store: &dyn ClientStore,
+    id: &ClientId,
+) -> Result<(), DomainError> {
+    caller.require_admin()?;
+    // An admin that deletes itself by mistake loses its own access mid-task; another
+    // admin can always do it.
+    if &caller.id == id {
+        return Err(DomainError::Conflict(format!(
+            "client {id} is the caller; another admin must delete it"
+        )));
+    }
     let clients = store.list_clients().await?;
     keep_an_admin(&clients, id, None)?;
     Ok(store.delete_client(id).await?)
@@ -51,20 +77,24 @@ pub async fn delete(store: &dyn ClientStore, id: &ClientId) -> Result<(), Domain
 /// Replaces a client's grants with `grants` (duplicates dropped), unless that takes
 /// `admin` from the last admin; returns the client as it is now.
 pub async fn set_grants(
+    caller: &Principal,
     store: &dyn ClientStore,
     id: &ClientId,
     grants: &[String],
 ) -> Result<ClientRecord, DomainError> {
+    caller.require_admin()?;
     let grants = parse_grants(grants)?;
     change_grants(store, id, |_| Ok(grants)).await
 }
 
 /// Adds `grants` to those a client holds (one it holds already is kept once).
 pub async fn add_grants(
+    caller: &Principal,
     store: &dyn ClientStore,
     id: &ClientId,
     grants: &[String],
 ) -> Result<ClientRecord, DomainError> {
+    caller.require_admin()?;
     let added = parse_grants(grants)?;
     change_grants(store, id, |held| {
         Ok(held.iter().cloned().chain(added).collect())
@@ -75,10 +105,12 @@ pub async fn add_grants(
 /// Takes `grants` from a client, unless that takes `admin` from the last admin. A
 /// grant the client does not hold is refused, so a misspelt one is not taken for done.
 pub async fn remove_grants(
+    caller: &Principal,
     store: &dyn ClientStore,
     id: &ClientId,
     grants: &[String],
 ) -> Result<ClientRecord, DomainError> {
+    caller.require_admin()?;
     let removed = parse_grants(grants)?;
     change_grants(store, id, |held| {
         if let Some(missing) = removed.iter().find(|grant| !held.contains(grant)) {
@@ -98,10 +130,12 @@ pub async fn remove_grants(
 /// Gives a client a new secret, chosen or generated: its old secret, and the login
 /// tokens issued with it, are refused from now on.
 pub async fn rotate(
+    caller: &Principal,
     store: &dyn ClientStore,
     id: &ClientId,
     secret: Option<String>,
 ) -> Result<CreatedClient, DomainError> {
+    caller.require_admin()?;
     let (secret, secret_hash) = secret_and_hash(secret).await?;
     store.set_client_secret(id, &secret_hash).await?;
     Ok(CreatedClient {

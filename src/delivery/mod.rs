@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::access::Principal;
 use crate::domain::clock::{now_millis, rfc3339, Millis};
 use crate::domain::delivery::{fill_template, signing_key, DeliverySettings, URL_VALUE};
 use crate::domain::{Message, Receipt, Store, TaskFinish, TaskFinished};
@@ -250,8 +251,9 @@ impl Worker {
                 lease: Some(self.settings.timeout + LEASE_MARGIN),
                 wait: RECEIVE_WAIT,
             };
+            let node = Principal::node();
             let received = tokio::select! {
-                received = self.queues.receive(&self.queue, request) => received,
+                received = self.queues.receive(&node, &self.queue, request) => received,
                 _ = self.stop.cancelled() => return,
             };
             let messages = match received {

@@ -5,6 +5,7 @@
 //! reached only through the traits of [`storage`], which the backends of
 //! the `store` module implement: the store depends on the domain, never the reverse.
 
+pub mod access;
 pub mod clients;
 pub mod clock;
 pub mod delivery;

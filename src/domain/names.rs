@@ -83,6 +83,14 @@ name_type!(
     "client"
 );
 
+impl ClientId {
+    /// The id the node itself acts under (deliveries, the CLI, the bootstrap): `*`
+    /// is not a name character, so no client can hold it.
+    pub(crate) fn node() -> Self {
+        ClientId("*node*".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

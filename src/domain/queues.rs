@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::access::Principal;
 use super::messages::{Message, PushOutcome, PushRequest, Receipt, Settled, Settlement};
 use super::settings::{check_delay, check_lease};
 use super::storage::{SettingsUpdate, Store};
 use super::tasks::TaskCounts;
-use super::{DomainError, QueueName, QueueSettings, SettingsPatch, Waiters};
+use super::{Action, DomainError, QueueName, QueueSettings, ResourceKind, SettingsPatch, Waiters};
 
 /// Most messages one pop, receive, batch or settle may carry.
 pub const MAX_COUNT: u32 = 1000;
@@ -118,11 +119,13 @@ impl QueueService {
     /// Pushes bodies (all or nothing), after `delay`, deduplicated by `idempotency_key`.
     pub async fn push(
         &self,
+        caller: &Principal,
         queue: QueueName,
         bodies: Vec<String>,
         delay: Duration,
         idempotency_key: Option<String>,
     ) -> Result<PushOutcome, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Produce)?;
         if bodies.is_empty() {
             return Err(DomainError::invalid(
                 "messages must hold at least one message",
@@ -144,7 +147,13 @@ impl QueueService {
     }
 
     /// Removes and returns up to `count` of the oldest ready messages.
-    pub async fn pop(&self, queue: &QueueName, count: u32) -> Result<Vec<Message>, DomainError> {
+    pub async fn pop(
+        &self,
+        caller: &Principal,
+        queue: &QueueName,
+        count: u32,
+    ) -> Result<Vec<Message>, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
         let count = check_count("count", count)?;
         Ok(self.store.pop(queue, count).await?)
     }
@@ -153,9 +162,11 @@ impl QueueService {
     /// longest poll) while none is ready.
     pub async fn receive(
         &self,
+        caller: &Principal,
         queue: &QueueName,
         request: ReceiveRequest,
     ) -> Result<Vec<Message>, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
         let count = check_count("count", request.count)?;
         let lease = request.lease.map(check_lease).transpose()?;
         let deadline = Instant::now() + request.wait.min(self.waiters.max_poll());
@@ -202,10 +213,12 @@ impl QueueService {
     /// Acks, nacks or extends the leases of `receipts`.
     pub async fn settle(
         &self,
+        caller: &Principal,
         queue: &QueueName,
         receipts: &[String],
         settlement: Settlement,
     ) -> Result<Settled, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
         if receipts.is_empty() || receipts.len() > MAX_COUNT as usize {
             return Err(DomainError::invalid(format!(
                 "receipts must hold 1 to {MAX_COUNT} receipts"
@@ -227,22 +240,35 @@ impl QueueService {
         Ok(self.store.settle(queue, &receipts, settlement).await?)
     }
 
-    /// A queue with its counts.
-    pub async fn info(&self, queue: &QueueName) -> Result<QueueInfo, DomainError> {
+    /// A queue with its counts; any grant on it shows it.
+    pub async fn info(
+        &self,
+        caller: &Principal,
+        queue: &QueueName,
+    ) -> Result<QueueInfo, DomainError> {
+        caller.authorize_any(ResourceKind::Queue, queue.as_str())?;
         Ok(self.store.queue_info(queue).await?)
     }
 
-    /// Every queue with its counts.
-    pub async fn list(&self) -> Result<Vec<QueueInfo>, DomainError> {
-        Ok(self.store.list_queues().await?)
+    /// Every queue the caller holds a grant on, with its counts.
+    pub async fn list(&self, caller: &Principal) -> Result<Vec<QueueInfo>, DomainError> {
+        let mut queues = self.store.list_queues().await?;
+        queues.retain(|info| {
+            caller
+                .authorize_any(ResourceKind::Queue, info.name.as_str())
+                .is_ok()
+        });
+        Ok(queues)
     }
 
     /// Applies a settings change, creating the queue with defaults plus the change if needed.
     pub async fn configure(
         &self,
+        caller: &Principal,
         queue: &QueueName,
         patch: &SettingsPatch,
     ) -> Result<(Upsert, QueueInfo), DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Manage)?;
         // The limits do not depend on the current values: checking against the defaults
         // here means the update below, run inside the store's write, cannot fail.
         patch.apply(&self.defaults)?;
@@ -256,27 +282,37 @@ impl QueueService {
     }
 
     /// Deletes the queue and its messages; returns how many messages went.
-    pub async fn delete(&self, queue: &QueueName) -> Result<u64, DomainError> {
+    pub async fn delete(&self, caller: &Principal, queue: &QueueName) -> Result<u64, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Manage)?;
         Ok(self.store.delete_queue(queue).await?)
     }
 
     /// Deletes every message of the queue; returns how many.
-    pub async fn purge(&self, queue: &QueueName) -> Result<u64, DomainError> {
+    pub async fn purge(&self, caller: &Principal, queue: &QueueName) -> Result<u64, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Manage)?;
         Ok(self.store.purge(queue).await?)
     }
 
     /// Up to `limit` dead letters, oldest first.
     pub async fn dead_letters(
         &self,
+        caller: &Principal,
         queue: &QueueName,
         limit: u32,
     ) -> Result<Vec<Message>, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
         let limit = check_count("limit", limit)?;
         Ok(self.store.dead_letters(queue, limit).await?)
     }
 
     /// Makes up to `limit` dead letters ready again.
-    pub async fn redrive(&self, queue: &QueueName, limit: u32) -> Result<u64, DomainError> {
+    pub async fn redrive(
+        &self,
+        caller: &Principal,
+        queue: &QueueName,
+        limit: u32,
+    ) -> Result<u64, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Manage)?;
         let limit = check_count("count", limit)?;
         Ok(self.store.redrive(queue, limit).await?)
     }

@@ -8,10 +8,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::access::Principal;
 use super::queues::MAX_COUNT;
 use super::storage::Store;
 use super::wakeups::stream_key;
-use super::{DomainError, StreamName, Waiters};
+use super::{Action, DomainError, ResourceKind, StreamName, Waiters};
 
 /// An event id: the event's position in its stream, from 1, without gaps.
 pub type EventId = i64;
@@ -226,11 +227,13 @@ impl StreamService {
     /// Appends a validated event as `producer`; `None` when another producer owns the stream.
     pub async fn append(
         &self,
+        caller: &Principal,
         stream: StreamName,
         producer: String,
         body: String,
         parsed: &Value,
     ) -> Result<Option<EventId>, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Produce)?;
         let name = validate_event(parsed)?;
         let event = NewEvent {
             stream,
@@ -247,9 +250,11 @@ impl StreamService {
     /// Events for a consumer, long-polling up to `wait` (capped at the longest poll) while none match.
     pub async fn read(
         &self,
+        caller: &Principal,
         stream: &StreamName,
         request: ReadRequest,
     ) -> Result<Vec<StoredEvent>, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Consume)?;
         if !(1..=MAX_COUNT).contains(&request.limit) {
             return Err(DomainError::invalid(format!(
                 "limit must be between 1 and {MAX_COUNT}"
@@ -292,29 +297,44 @@ impl StreamService {
     /// Commits `consumer`'s offset for the event's name up to `event`; `false` if no such event.
     pub async fn ack(
         &self,
+        caller: &Principal,
         stream: &StreamName,
         consumer: &str,
         event: EventId,
     ) -> Result<bool, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Consume)?;
         Ok(self.store.ack_event(stream, consumer, event).await?)
     }
 
-    /// A stream with its consumers.
-    pub async fn info(&self, stream: &StreamName) -> Result<StreamInfo, DomainError> {
+    /// A stream with its consumers; any grant on it shows it.
+    pub async fn info(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+    ) -> Result<StreamInfo, DomainError> {
+        caller.authorize_any(ResourceKind::Stream, stream.as_str())?;
         Ok(self.store.stream_info(stream).await?)
     }
 
-    /// Every stream.
-    pub async fn list(&self) -> Result<Vec<StreamInfo>, DomainError> {
-        Ok(self.store.list_streams().await?)
+    /// Every stream the caller holds a grant on.
+    pub async fn list(&self, caller: &Principal) -> Result<Vec<StreamInfo>, DomainError> {
+        let mut streams = self.store.list_streams().await?;
+        streams.retain(|info| {
+            caller
+                .authorize_any(ResourceKind::Stream, info.name.as_str())
+                .is_ok()
+        });
+        Ok(streams)
     }
 
     /// Sets how long the stream keeps its events (enforced by the periodic sweep).
     pub async fn set_retention(
         &self,
+        caller: &Principal,
         stream: &StreamName,
         retention: StreamRetention,
     ) -> Result<(), DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Manage)?;
         // Stores count events in signed 64 bits.
         if retention
             .max_events
@@ -329,7 +349,13 @@ impl StreamService {
     }
 
     /// Gives a stream to another producer; returns the owner as kept.
-    pub async fn set_owner(&self, stream: &StreamName, owner: &str) -> Result<String, DomainError> {
+    pub async fn set_owner(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+        owner: &str,
+    ) -> Result<String, DomainError> {
+        caller.require_admin()?;
         let owner = check_party("owner", Some(owner))?;
         self.store.set_stream_owner(stream, &owner).await?;
         Ok(owner)

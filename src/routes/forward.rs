@@ -182,14 +182,14 @@ pub async fn forward(
         return Ok(answer(call_upstream(call, &url, limit).await, timeout));
     };
     let message = compensation(&request);
-    let queues = state.queues.clone();
+    let (queues, caller) = (state.queues.clone(), request.caller.clone());
     // On its own task: a client that hangs up mid-call must not cancel the
     // compensation of a call that may have done half its work upstream.
     tokio::spawn(async move {
         let outcome = call_upstream(call, &url, limit).await;
         if outcome.is_err() {
             if let Err(error) = queues
-                .push(queue.clone(), vec![message], Duration::ZERO, None)
+                .push(&caller, queue.clone(), vec![message], Duration::ZERO, None)
                 .await
             {
                 tracing::error!(%queue, %error, %url, "forward failed and its compensation could not be queued");

@@ -42,7 +42,13 @@ pub async fn enqueue(
     let key = header_text(&request.headers, "idempotency-key")?.map(str::to_owned);
     let id = match state
         .queues
-        .push(queue.clone(), vec![message], Duration::ZERO, key)
+        .push(
+            &request.caller,
+            queue.clone(),
+            vec![message],
+            Duration::ZERO,
+            key,
+        )
         .await?
     {
         PushOutcome::Created(ids) => ids.first().map(ToString::to_string).unwrap_or_default(),
@@ -66,7 +72,7 @@ pub async fn pop(
     queue: &QueueName,
     request: RouteRequest,
 ) -> Result<Response, ApiError> {
-    let popped = match state.queues.pop(queue, 1).await {
+    let popped = match state.queues.pop(&request.caller, queue, 1).await {
         Ok(messages) => messages,
         Err(DomainError::NotFound(_)) => Vec::new(),
         Err(error) => return Err(error.into()),
@@ -100,7 +106,7 @@ pub async fn count(
     queue: &QueueName,
     request: RouteRequest,
 ) -> Result<Response, ApiError> {
-    let ready = match state.queues.info(queue).await {
+    let ready = match state.queues.info(&request.caller, queue).await {
         Ok(info) => info.counts.ready,
         Err(DomainError::NotFound(_)) => 0,
         Err(error) => return Err(error.into()),

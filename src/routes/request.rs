@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::template::Values;
-use super::{forward, queues, tasks, Answer, Route, RouteAction};
+use super::{forward, queues, tasks, Answer, Forward, Route, RouteAction};
 use crate::api::body::json_text;
 use crate::api::{json_response, read_limited, ApiError, AppState};
 use crate::auth::Principal;
@@ -30,6 +30,9 @@ pub struct RouteRequest {
     pub params: Vec<(String, String)>,
     /// The body, within the size limit.
     pub body: Bytes,
+    /// Who asks: the client its credentials name, or for a public route this node,
+    /// by the operator's choice. The services ask the access policy about it.
+    pub caller: Principal,
 }
 
 impl RouteRequest {
@@ -50,9 +53,13 @@ pub async fn serve(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    if !route.public {
-        let principal = Principal::from_request_parts(&mut parts, state).await?;
-        authorize(&principal, route)?;
+    let caller = if route.public {
+        Principal::node()
+    } else {
+        Principal::from_request_parts(&mut parts, state).await?
+    };
+    if let RouteAction::Forward(forward) = &route.action {
+        authorize_forward(&caller, route, forward)?;
     }
     let params = path_params(route, &mut parts, state).await?;
     let body = read_limited(&parts.headers, body, state.max_body_bytes).await?;
@@ -62,6 +69,7 @@ pub async fn serve(
         headers: parts.headers,
         params,
         body,
+        caller,
     };
     match &route.action {
         RouteAction::Enqueue(queue) => queues::enqueue(route, state, queue, request).await,
@@ -74,22 +82,14 @@ pub async fn serve(
     }
 }
 
-/// The grant each action needs, as the API asks for the same operation. A forward
-/// pushes onto its compensation queue, so it needs that queue's `produce`; one
-/// without a compensation queue touches no queue, and needs `route:<path>:call`.
-fn authorize(principal: &Principal, route: &Route) -> Result<(), ApiError> {
-    let kind = ResourceKind::Queue;
-    Ok(match &route.action {
-        RouteAction::Enqueue(queue) => principal.authorize(kind, queue.as_str(), Action::Produce),
-        RouteAction::Pop(queue) => principal.authorize(kind, queue.as_str(), Action::Consume),
-        RouteAction::Count(queue) => principal.authorize_any(kind, queue.as_str()),
-        RouteAction::Task { queue, .. } => {
-            principal.authorize(ResourceKind::Task, queue.as_str(), Action::Produce)
-        }
-        RouteAction::Forward(forward) => match forward.compensation_queue() {
-            Some(queue) => principal.authorize(kind, queue.as_str(), Action::Produce),
-            None => principal.authorize(ResourceKind::Route, &route.spec.path, Action::Call),
-        },
+/// A forward calls its upstream before anything that would ask the policy (or
+/// without anything): the grant it needs is asked first. One with a compensation
+/// queue pushes there, so it needs that queue's `produce`; one without touches no
+/// queue, and needs `route:<path>:call`.
+fn authorize_forward(caller: &Principal, route: &Route, forward: &Forward) -> Result<(), ApiError> {
+    Ok(match forward.compensation_queue() {
+        Some(queue) => caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Produce),
+        None => caller.authorize(ResourceKind::Route, &route.spec.path, Action::Call),
     }?)
 }
 

@@ -30,7 +30,7 @@ pub async fn create(
     let wait = state.tasks.wait_for(wait);
     let task = state
         .tasks
-        .create(queue.clone(), &payload, key, wait)
+        .create(&request.caller, queue.clone(), &payload, key, wait)
         .await?;
     if task.status.is_final() {
         return match task.upstream_status {

@@ -520,6 +520,7 @@ pub async fn spawn_app_with(backend: &Backend, configure: impl FnOnce(&mut Confi
         .await
         .expect("cannot open the test store");
     let admin = hopper::auth::clients::create(
+        &hopper::auth::Principal::node(),
         store.as_ref(),
         ClientId::parse("admin").unwrap(),
         None,

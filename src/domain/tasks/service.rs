@@ -11,12 +11,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{NewTask, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord};
+use crate::domain::access::Principal;
 use crate::domain::messages::{PushRequest, Receipt};
 use crate::domain::settings::check_delay;
 use crate::domain::storage::Store;
 use crate::domain::waiters::WaitSlot;
 use crate::domain::wakeups::{task_key, Watch};
-use crate::domain::{DomainError, QueueName, QueueSettings, Waiters};
+use crate::domain::{Action, DomainError, QueueName, QueueSettings, ResourceKind, Waiters};
 
 /// How long callers wait for tasks and how long finished ones are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +89,13 @@ impl TaskService {
     /// instead. Then waits up to `wait` for it to finish.
     pub async fn create(
         &self,
+        caller: &Principal,
         queue: QueueName,
         payload: &str,
         idempotency_key: Option<String>,
         wait: Duration,
     ) -> Result<TaskRecord, DomainError> {
+        caller.authorize(ResourceKind::Task, queue.as_str(), Action::Produce)?;
         // Taken before the task exists: refused after its commit, the caller's retry
         // would create it twice.
         let slot = match wait.min(self.settings.max_wait) {
@@ -138,15 +141,31 @@ impl TaskService {
         }
     }
 
-    /// The task now.
-    pub async fn get(&self, id: &TaskId) -> Result<TaskRecord, DomainError> {
-        self.store.task(id).await?.ok_or_else(|| not_found(id))
+    /// The task now; any grant on its queue shows it.
+    pub async fn get(&self, caller: &Principal, id: &TaskId) -> Result<TaskRecord, DomainError> {
+        let task = self.task(id).await?;
+        caller.authorize_any(ResourceKind::Task, &task.queue)?;
+        Ok(task)
     }
 
-    /// The task once it is finished, or after `wait` (capped), whichever comes first.
-    pub async fn wait(&self, id: &TaskId, wait: Duration) -> Result<TaskRecord, DomainError> {
+    /// The task once it is finished, or after `wait` (capped), whichever comes
+    /// first; any grant on its queue shows it.
+    pub async fn wait(
+        &self,
+        caller: &Principal,
+        id: &TaskId,
+        wait: Duration,
+    ) -> Result<TaskRecord, DomainError> {
+        let task = self.get(caller, id).await?;
+        if task.status.is_final() || wait.is_zero() {
+            return Ok(task);
+        }
         let watch = self.store.wakeups().watch(&task_key(id));
         self.wait_watching(id, wait, &watch, None, None).await
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<TaskRecord, DomainError> {
+        self.store.task(id).await?.ok_or_else(|| not_found(id))
     }
 
     /// [`Self::wait`] on a registered `watch`; with `armed`, a notification enabled
@@ -175,7 +194,7 @@ impl TaskService {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let task = self.get(id).await?;
+            let task = self.task(id).await?;
             let now = Instant::now();
             if task.status.is_final() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(task);
@@ -200,10 +219,16 @@ impl TaskService {
     /// Finishes the task if `receipt` holds its message's lease; returns the task after.
     pub async fn finish(
         &self,
+        caller: &Principal,
         id: &TaskId,
         receipt: &str,
         finish: TaskFinish,
     ) -> Result<TaskRecord, DomainError> {
+        // A worker allowed on every task queue needs no lookup of this task's queue.
+        if !caller.may_on_every(ResourceKind::Task, Action::Consume) {
+            let task = self.task(id).await?;
+            caller.authorize(ResourceKind::Task, &task.queue, Action::Consume)?;
+        }
         let receipt = Receipt::parse(receipt)?;
         if let TaskFinish::Retry { delay, .. } = &finish {
             check_delay(*delay)?;
