@@ -554,6 +554,22 @@ async fn a_rotation_may_choose_the_secret_under_the_creation_rules(app: TestApp)
         "Bad Request - ",
     )
     .await;
+    // `null` is not a secret: the field is left out for a generated one.
+    for secret in [json!(null), json!(12345678901234u64)] {
+        assert_error_prefix(
+            rotate(&app, "shop", Some(json!({ "secret": secret }))).await,
+            StatusCode::BAD_REQUEST,
+            "Bad Request - ",
+        )
+        .await;
+        let created = app
+            .as_admin(Method::POST, "/api/v1/admin/clients")
+            .json(&json!({"id": "nulled", "secret": secret}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::BAD_REQUEST, "{secret}");
+    }
     let whoami = |secret: &str| {
         app.as_client("shop", secret, Method::GET, "/api/v1/auth/whoami")
             .send()

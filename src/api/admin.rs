@@ -34,6 +34,7 @@ pub struct NewClient {
     #[schema(value_type = String, schema_with = name_schema)]
     id: ClientId,
     /// Its secret, at least 12 characters; one is generated when absent.
+    #[serde(default, deserialize_with = "present_string")]
     #[schema(schema_with = secret_schema)]
     secret: Option<String>,
     /// What it may do: `admin`, or `<queue|stream|task>:<name|*>:<produce|consume|manage|*>`.
@@ -87,8 +88,15 @@ pub struct NewGrants {
 #[serde(deny_unknown_fields)]
 pub struct NewSecret {
     /// The new secret, at least 12 characters; one is generated when absent.
+    #[serde(default, deserialize_with = "present_string")]
     #[schema(schema_with = secret_schema)]
     secret: Option<String>,
+}
+
+/// A string where one is given: `null` is refused, not taken for "absent", since
+/// the description says a string (leave the field out for a generated secret).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// `{"clients": [...]}`.
