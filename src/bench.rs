@@ -2,7 +2,8 @@
 //! N keep-alive connections, and in the same run a bare axum handler that answers
 //! 200 without touching storage, so ratios are measured side by side on one machine.
 //!
-//! Scenarios: `bare`, `push` (seed 000's 53-byte body), `receive-ack` (count=100),
+//! Scenarios: `bare`, `push` (seed 000's 53-byte body, Basic credentials), `push-token`
+//! (the same with a login's JWT), `receive-ack` (count=100),
 //! `append` and `read` (seed 004's event), `capacity` (RSS with N messages queued,
 //! then restart time), `tasks` (the fast path of seed 001: a create that waits while
 //! workers long-poll and complete, paced at `--task-rate` beside pushes at the same
@@ -53,7 +54,7 @@ pub struct BenchArgs {
     /// Store URL for the server under test; a temporary SQLite file when absent.
     #[arg(long)]
     pub store: Option<String>,
-    /// Scenarios to run, comma-separated: bare, push, receive-ack, append, read, capacity,
+    /// Scenarios to run, comma-separated: bare, push, push-token, receive-ack, append, read, capacity,
     /// tasks, task-waiters, deliver, breaker (`read` needs at least 1000 events, which
     /// `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
@@ -828,6 +829,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?
             .print(baseline);
     }
+    if want("push-token") {
+        let token = login(addr).await?;
+        drive(
+            "push-token",
+            &nodes,
+            Some(format!("Bearer {token}")),
+            Workload::Push,
+            &args,
+        )
+        .await?
+        .print(baseline);
+    }
     if want("receive-ack") {
         // Enough messages that the consumers never run dry: 400k/s is well above what
         // this scenario reaches on a 2-core machine.
@@ -910,6 +923,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(Path::new(path));
     }
     Ok(())
+}
+
+/// Logs the admin in and returns its token.
+async fn login(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut conn = Connection::open(addr, None).await?;
+    let body = serde_json::json!({ "username": "admin", "password": ADMIN_SECRET });
+    let (status, answer) = conn
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            serde_json::to_vec(&body)?.into(),
+        )
+        .await?;
+    anyhow::ensure!(status.is_success(), "login answered {status}");
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    answer["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the login answer has no token")
 }
 
 /// Serves the bare baseline: 200 `{"status":"OK"}` to any request, no storage, no auth.
