@@ -108,6 +108,8 @@ pub struct Config {
     pub routes: Vec<crate::routes::Route>,
     /// `[auth]`: login tokens.
     pub auth: AuthSettings,
+    /// `[metrics] require_auth`: whether `GET /metrics` needs admin credentials.
+    pub metrics_require_auth: bool,
 }
 
 /// `[auth]`: how login tokens are signed and how long they last.
@@ -171,6 +173,7 @@ impl Default for Config {
             queues: Vec::new(),
             routes: Vec::new(),
             auth: AuthSettings::default(),
+            metrics_require_auth: false,
         }
     }
 }
@@ -205,6 +208,7 @@ struct FileConfig {
     queue_defaults: Option<SettingsPatch>,
     tasks: Option<TasksFile>,
     auth: Option<AuthFile>,
+    metrics: Option<MetricsFile>,
     #[serde(default)]
     queues: std::collections::BTreeMap<String, SettingsPatch>,
     #[serde(default)]
@@ -221,6 +225,13 @@ struct TasksFile {
     max_wait: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     retention: Option<Duration>,
+}
+
+/// `[metrics]` of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    require_auth: Option<bool>,
 }
 
 /// `[auth]` of the file.
@@ -452,6 +463,9 @@ impl Config {
                 );
                 config.auth.failure_window = window;
             }
+        }
+        if let Some(require_auth) = file.metrics.and_then(|m| m.require_auth) {
+            config.metrics_require_auth = require_auth;
         }
         for (name, patch) in file.queues {
             let queue =

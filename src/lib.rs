@@ -19,3 +19,4 @@ pub mod domain;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod telemetry;

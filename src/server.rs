@@ -82,6 +82,7 @@ pub fn app(state: AppState, routes: &[Route], limits: &Limits) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(api::prometheus::track))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
             tracing::error!("a handler panicked");
             json_response(
@@ -102,6 +103,7 @@ pub fn app(state: AppState, routes: &[Route], limits: &Limits) -> Router {
     };
     api_router
         .merge(crate::routes::router(routes))
+        .route_layer(axum::middleware::from_fn(api::prometheus::note_route))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::Extension(api::docs::Document(document.into())))
@@ -178,6 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         max_body_bytes: config.max_body_bytes,
         http: reqwest::Client::new(),
         deliveries: Arc::default(),
+        metrics: Arc::new(api::prometheus::Metrics::new(config.metrics_require_auth)),
     };
     for (queue, patch) in &config.queues {
         state

@@ -23,6 +23,7 @@ trials! {
 /// server without adding it here (and to the description) fails this test.
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/health"),
+    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/{file}"),

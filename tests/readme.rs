@@ -51,6 +51,7 @@ trials! {
         api_recipes_run,
         replacing_recipes_run,
         configuration_recipes_run,
+        monitoring_recipes_run,
         the_api_page_names_every_operation_the_server_describes,
     }
     postgres {
@@ -78,12 +79,13 @@ const PAGE_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test?schema=
 const PAGE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The pages whose recipes a trial runs. A page with recipes must be listed here.
-const PAGES_RUN: [&str; 5] = [
+const PAGES_RUN: [&str; 6] = [
     "README.md",
     "docs/api.md",
     "docs/replacing.md",
     "docs/configuration.md",
     "docs/storage.md",
+    "docs/monitoring.md",
 ];
 
 /// What a page's recipes need on the machine.
@@ -103,6 +105,10 @@ async fn replacing_recipes_run() {
 
 async fn configuration_recipes_run() {
     run_page("docs/configuration.md", None).await;
+}
+
+async fn monitoring_recipes_run() {
+    run_page("docs/monitoring.md", None).await;
 }
 
 async fn storage_recipes_run(backend: Backend) {

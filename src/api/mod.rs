@@ -24,6 +24,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod params;
+pub mod prometheus;
 mod queues;
 pub mod reply;
 mod streams;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// What this node's deliveries to upstreams are doing.
     pub deliveries: Arc<crate::delivery::Deliveries>,
+    /// `GET /metrics`: who may scrape, and the gauges of the last scrape.
+    pub metrics: Arc<prometheus::Metrics>,
 }
 
 /// Every route of the API with its description, without middleware (see
@@ -60,6 +63,7 @@ pub struct AppState {
 pub fn routes() -> (Router<AppState>, OpenApi) {
     OpenApiRouter::with_openapi(docs::base())
         .merge(health::routes())
+        .merge(prometheus::routes())
         .merge(queues::routes())
         .merge(tasks::routes())
         .merge(streams::routes())

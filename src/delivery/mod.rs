@@ -125,6 +125,34 @@ impl Deliveries {
         })
     }
 
+    /// The delivery state of every queue that delivered on this node, by queue name.
+    pub fn views(&self) -> Vec<(String, DeliveryView)> {
+        let names: Vec<String> = self
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let queue = QueueName::parse(&name).ok()?;
+                Some((name, self.view(&queue)?))
+            })
+            .collect()
+    }
+
+    /// The state of each upstream's breaker: `closed`, `open` or `half-open`.
+    pub fn breaker_states(&self) -> Vec<(String, &'static str)> {
+        self.breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(host, breaker)| (host.clone(), breaker.state_name()))
+            .collect()
+    }
+
     fn breaker(&self, host: &str) -> Arc<Breaker> {
         self.breakers
             .lock()
@@ -461,6 +489,10 @@ impl Worker {
         };
         match self.store.finish_task(&task, receipt, finish).await {
             Ok(TaskFinished::NotFound) => Some(receipt),
+            Ok(TaskFinished::Applied(_)) => {
+                crate::telemetry::acked(self.queue.as_str(), 1);
+                None
+            }
             Ok(_) => None,
             Err(error) => {
                 tracing::warn!(queue = %self.queue, %error, "delivery: delivered, but cannot finish the task; it will go out again");
@@ -470,10 +502,12 @@ impl Worker {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> crate::domain::StoreResult<()> {
-        self.store
+        let settled = self
+            .store
             .settle(&self.queue, receipts, crate::domain::Settlement::Ack)
-            .await
-            .map(|_| ())
+            .await?;
+        crate::telemetry::acked(self.queue.as_str(), settled.applied.len() as u64);
+        Ok(())
     }
 
     async fn failed(

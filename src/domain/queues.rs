@@ -143,7 +143,12 @@ impl QueueService {
             idempotency_key: check_idempotency_key(idempotency_key)?,
             defaults: self.defaults.clone(),
         };
-        Ok(self.store.push(request).await?)
+        let queue_name = request.queue.clone();
+        let outcome = self.store.push(request).await?;
+        if let PushOutcome::Created(ids) = &outcome {
+            crate::telemetry::pushed(queue_name.as_str(), ids.len());
+        }
+        Ok(outcome)
     }
 
     /// Removes and returns up to `count` of the oldest ready messages.
@@ -237,7 +242,11 @@ impl QueueService {
             .iter()
             .map(|r| Receipt::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.store.settle(queue, &receipts, settlement).await?)
+        let settled = self.store.settle(queue, &receipts, settlement).await?;
+        if matches!(settlement, Settlement::Ack) {
+            crate::telemetry::acked(queue.as_str(), settled.applied.len() as u64);
+        }
+        Ok(settled)
     }
 
     /// A queue with its counts; any grant on it shows it.

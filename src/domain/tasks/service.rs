@@ -118,6 +118,7 @@ impl TaskService {
             idempotency_key: crate::domain::queues::check_idempotency_key(idempotency_key)?,
             defaults: self.queue_defaults.clone(),
         };
+        let queue_name = message.queue.clone();
         let created = self
             .store
             .create_task(NewTask {
@@ -128,6 +129,7 @@ impl TaskService {
             .await?;
         match created {
             TaskCreated::New(id) => {
+                crate::telemetry::pushed(queue_name.as_str(), 1);
                 self.wait_watching(&id, wait, &watch, Some(finished), slot)
                     .await
             }
@@ -233,8 +235,14 @@ impl TaskService {
         if let TaskFinish::Retry { delay, .. } = &finish {
             check_delay(*delay)?;
         }
+        let acks = !matches!(finish, TaskFinish::Retry { .. });
         match self.store.finish_task(id, receipt, finish).await? {
-            TaskFinished::Applied(task) => Ok(task),
+            TaskFinished::Applied(task) => {
+                if acks {
+                    crate::telemetry::acked(&task.queue, 1);
+                }
+                Ok(task)
+            }
             TaskFinished::NotFound => Err(not_found(id)),
             // A well-formed receipt that does not go with this task: a conflict with
             // the task's state, as a stale one is, not a malformed request.

@@ -90,7 +90,13 @@ where
         };
         let (requests, replies): (Vec<R>, Vec<_>) =
             batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-        match write(Arc::new(requests)).await {
+        let (started, writes) = (std::time::Instant::now(), requests.len());
+        let written = write(Arc::new(requests)).await;
+        if written.is_ok() {
+            crate::telemetry::committed_batch(writes);
+            crate::telemetry::committed_in(started.elapsed());
+        }
+        match written {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);

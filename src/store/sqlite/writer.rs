@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +67,8 @@ struct Committed {
     completions: Vec<Completion>,
     /// Some job's answer waits for the fsync.
     needs_sync: bool,
+    /// When the batch began, for `hopper_store_commit_seconds`.
+    started: Instant,
 }
 
 /// Handle to the writer and syncer threads.
@@ -239,10 +242,14 @@ fn run(
             continue;
         }
         let needs_sync = batch.iter().any(|job| job.durable);
+        let started = Instant::now();
+        let writes = batch.len();
         if let Some((completions, on_commit)) = commit_batch(&conn, &mut batch) {
+            crate::telemetry::committed_batch(writes);
             let sent = committed.send(Committed {
                 completions,
                 needs_sync,
+                started,
             });
             if let Err(unsent) = sent {
                 tracing::error!("sqlite: the syncer thread is gone; refusing every later write");
@@ -274,6 +281,9 @@ fn sync_loop(
 ) {
     let mut failed: Option<String> = None;
     let answer = |batches: Vec<Committed>, failed: &Option<String>| {
+        for batch in &batches {
+            crate::telemetry::committed_in(batch.started.elapsed());
+        }
         for completion in batches.into_iter().flat_map(|batch| batch.completions) {
             completion(
                 failed

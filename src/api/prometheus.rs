@@ -1,0 +1,320 @@
+//! `GET /metrics` in the Prometheus text format, and the middleware that counts
+//! and times every request by its matched route.
+//!
+//! Gauges read from the store (queue depths, task counts, stream offsets) are
+//! computed at scrape time and kept for [`GAUGES_KEPT_FOR`], so scrapers at any
+//! rate cost the store at most one set of reads per period and never touch the
+//! hot path.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+use crate::telemetry::{self, Exposition};
+
+/// How long gauges read from the store are reused between scrapes.
+const GAUGES_KEPT_FOR: Duration = Duration::from_secs(2);
+/// How long a scrape waits for the store before reporting it down.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Streams whose consumers are read at a scrape; past it, only their last event ids.
+const STREAMS_WITH_CONSUMERS: usize = 1000;
+/// The Prometheus text format's content type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`'s settings and its cached gauges.
+pub struct Metrics {
+    require_auth: bool,
+    gauges: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
+}
+
+impl Metrics {
+    /// Scrapes open to anyone, or only to admins when `require_auth`.
+    pub fn new(require_auth: bool) -> Self {
+        telemetry::handle();
+        Metrics {
+            require_auth,
+            gauges: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// The metrics route, described.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
+}
+
+/// `GET /metrics` → the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "metrics",
+    summary = "Metrics in the Prometheus text format (admins only with metrics.require_auth)",
+    security((), ("basic" = []), ("token" = []), ("bearer" = [], "api_client_id" = [])),
+    responses((status = 200, description = "Every metric family", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if state.metrics.require_auth {
+        let (mut parts, _) = request.into_parts();
+        let caller = Principal::from_request_parts(&mut parts, &state).await?;
+        caller.require_admin()?;
+    }
+    let gauges = gauges(&state).await;
+    let mut text = telemetry::handle().render();
+    text.push_str(&gauges);
+    let mut response = (StatusCode::OK, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+    Ok(response)
+}
+
+/// The gauges, from the cache when it is recent enough.
+async fn gauges(state: &AppState) -> Arc<str> {
+    let mut cached = state.metrics.gauges.lock().await;
+    if let Some((at, text)) = cached.as_ref() {
+        if at.elapsed() < GAUGES_KEPT_FOR {
+            return text.clone();
+        }
+    }
+    let text: Arc<str> = read_gauges(state).await.into();
+    *cached = Some((Instant::now(), text.clone()));
+    text
+}
+
+async fn read_gauges(state: &AppState) -> String {
+    let node = Principal::node();
+    let mut out = Exposition::default();
+    out.family(
+        "hopper_build_info",
+        "gauge",
+        "The running version and store backend (always 1).",
+    );
+    out.sample(
+        "hopper_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("store", state.store.backend()),
+        ],
+        1.0,
+    );
+    let up = matches!(
+        tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    out.family(
+        "hopper_store_up",
+        "gauge",
+        "Whether the store answered this scrape (1) or not (0).",
+    );
+    out.sample("hopper_store_up", &[], if up { 1.0 } else { 0.0 });
+    if up {
+        queue_gauges(state, &node, &mut out).await;
+        stream_gauges(state, &node, &mut out).await;
+    }
+    delivery_metrics(state, &mut out);
+    out.finish()
+}
+
+async fn queue_gauges(state: &AppState, node: &Principal, out: &mut Exposition) {
+    let queues = match tokio::time::timeout(STORE_TIMEOUT, state.queues.list(node)).await {
+        Ok(Ok(queues)) => queues,
+        Ok(Err(error)) => return tracing::warn!(%error, "metrics: cannot list the queues"),
+        Err(_) => return tracing::warn!("metrics: the queue listing timed out"),
+    };
+    out.family(
+        "hopper_queue_messages",
+        "gauge",
+        "Messages of each queue by state: ready, leased, delayed or dead.",
+    );
+    for queue in &queues {
+        let counts = &queue.counts;
+        for (label, value) in [
+            ("ready", counts.ready),
+            ("leased", counts.leased),
+            ("delayed", counts.delayed),
+            ("dead", counts.dead),
+        ] {
+            out.sample(
+                "hopper_queue_messages",
+                &[("queue", queue.name.as_str()), ("state", label)],
+                value as f64,
+            );
+        }
+    }
+    out.family(
+        "hopper_tasks",
+        "gauge",
+        "Tasks of each queue by status, finished ones until the retention drops them.",
+    );
+    for queue in &queues {
+        let tasks = &queue.tasks;
+        for (label, value) in [
+            ("pending", tasks.pending),
+            ("running", tasks.running),
+            ("succeeded", tasks.succeeded),
+            ("failed", tasks.failed),
+            ("expired", tasks.expired),
+        ] {
+            out.sample(
+                "hopper_tasks",
+                &[("queue", queue.name.as_str()), ("status", label)],
+                value as f64,
+            );
+        }
+    }
+}
+
+async fn stream_gauges(state: &AppState, node: &Principal, out: &mut Exposition) {
+    let streams = match tokio::time::timeout(STORE_TIMEOUT, state.streams.list(node)).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(error)) => return tracing::warn!(%error, "metrics: cannot list the streams"),
+        Err(_) => return tracing::warn!("metrics: the stream listing timed out"),
+    };
+    out.family(
+        "hopper_stream_last_event_id",
+        "gauge",
+        "The id of each stream's newest event (0 when empty).",
+    );
+    for stream in &streams {
+        out.sample(
+            "hopper_stream_last_event_id",
+            &[("stream", stream.name.as_str())],
+            stream.last_event.unwrap_or(0) as f64,
+        );
+    }
+    out.family(
+        "hopper_stream_consumer_lag",
+        "gauge",
+        "Events of a name after a consumer's committed offset.",
+    );
+    for stream in streams.iter().take(STREAMS_WITH_CONSUMERS) {
+        let info = match state.streams.info(node, &stream.name).await {
+            Ok(info) => info,
+            // Deleted since the listing: nothing to show.
+            Err(_) => continue,
+        };
+        for consumer in &info.consumers {
+            out.sample(
+                "hopper_stream_consumer_lag",
+                &[
+                    ("stream", stream.name.as_str()),
+                    ("consumer", &consumer.consumer),
+                    ("event", &consumer.event_name),
+                ],
+                consumer.lag as f64,
+            );
+        }
+    }
+}
+
+fn delivery_metrics(state: &AppState, out: &mut Exposition) {
+    let queues = state.deliveries.views();
+    out.family(
+        "hopper_delivery_attempts_total",
+        "counter",
+        "Delivery attempts by this node since it started, by queue and outcome (delivered or failed).",
+    );
+    for (queue, view) in &queues {
+        for (outcome, value) in [
+            ("delivered", view.delivered),
+            ("failed", view.failed_attempts),
+        ] {
+            out.sample(
+                "hopper_delivery_attempts_total",
+                &[("queue", queue), ("outcome", outcome)],
+                value as f64,
+            );
+        }
+    }
+    out.family(
+        "hopper_delivery_in_flight",
+        "gauge",
+        "Calls to the upstream waiting for an answer now, by queue.",
+    );
+    for (queue, view) in &queues {
+        out.sample(
+            "hopper_delivery_in_flight",
+            &[("queue", queue)],
+            view.in_flight as f64,
+        );
+    }
+    out.family(
+        "hopper_delivery_breaker_open",
+        "gauge",
+        "Whether the circuit breaker of an upstream host:port is open (1) or not (0).",
+    );
+    for (upstream, state) in state.deliveries.breaker_states() {
+        out.sample(
+            "hopper_delivery_breaker_open",
+            &[("upstream", &upstream)],
+            if state == "open" { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// Where the router writes the matched route for [`track`], which sits outside it.
+#[derive(Clone, Default)]
+struct MatchedRoute(Arc<OnceLock<MatchedPath>>);
+
+/// Counts and times every request by method, matched route and status. Outside the
+/// router (and the request timeout), so timeouts and panics are counted too.
+pub async fn track(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let matched = MatchedRoute::default();
+    request.extensions_mut().insert(matched.clone());
+    let response = next.run(request).await;
+    let route = matched
+        .0
+        .get()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    metrics::counter!(
+        telemetry::HTTP_REQUESTS,
+        "method" => method,
+        "route" => route.clone(),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!(telemetry::HTTP_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Tells [`track`] which route matched: runs inside the router, where it is known.
+pub async fn note_route(request: Request, next: Next) -> Response {
+    if let (Some(path), Some(matched)) = (
+        request.extensions().get::<MatchedPath>(),
+        request.extensions().get::<MatchedRoute>(),
+    ) {
+        let _ = matched.0.set(path.clone());
+    }
+    next.run(request).await
+}
+
+/// The method as a label: a client may send any token as a method, and each would
+/// be a new series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
