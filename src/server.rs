@@ -82,7 +82,7 @@ pub fn app(state: AppState, routes: &[Route], limits: &Limits) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn(api::prometheus::track))
+        .layer(api::prometheus::TrackLayer)
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
             tracing::error!("a handler panicked");
             json_response(
@@ -103,7 +103,9 @@ pub fn app(state: AppState, routes: &[Route], limits: &Limits) -> Router {
     };
     api_router
         .merge(crate::routes::router(routes))
-        .route_layer(axum::middleware::from_fn(api::prometheus::note_route))
+        .route_layer(tower::util::MapRequestLayer::new(
+            api::prometheus::note_route,
+        ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::Extension(api::docs::Document(document.into())))

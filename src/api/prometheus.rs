@@ -6,13 +6,17 @@
 //! rate cost the store at most one set of reads per period and never touch the
 //! hot path.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::SharedString;
+use tower::{Layer, Service};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -264,44 +268,123 @@ fn delivery_metrics(state: &AppState, out: &mut Exposition) {
     }
 }
 
-/// Where the router writes the matched route for [`track`], which sits outside it.
+/// Where the router writes the matched route for [`Track`], which sits outside it.
 #[derive(Clone, Default)]
 struct MatchedRoute(Arc<OnceLock<MatchedPath>>);
 
-/// Counts and times every request by method, matched route and status. Outside the
-/// router (and the request timeout), so timeouts and panics are counted too.
-pub async fn track(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let matched = MatchedRoute::default();
-    request.extensions_mut().insert(matched.clone());
-    let response = next.run(request).await;
-    let route = matched
-        .0
-        .get()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    metrics::counter!(
-        telemetry::HTTP_REQUESTS,
-        "method" => method,
-        "route" => route.clone(),
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!(telemetry::HTTP_DURATION, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// Counts and times every request by method, matched route and status ([`Track`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner }
+    }
 }
 
-/// Tells [`track`] which route matched: runs inside the router, where it is known.
-pub async fn note_route(request: Request, next: Next) -> Response {
+/// The service of [`TrackLayer`]. Outside the router (and the request timeout), so
+/// timeouts and panics are counted too; the route comes from [`note_route`] inside.
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<axum::http::Request<B>> for Track<S>
+where
+    S: Service<axum::http::Request<B>, Response = axum::http::Response<RB>>,
+{
+    type Response = axum::http::Response<RB>;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        let matched = MatchedRoute::default();
+        let method = method_label(request.method());
+        request.extensions_mut().insert(matched.clone());
+        Tracked {
+            response: self.inner.call(request),
+            started: Instant::now(),
+            method,
+            matched,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response being counted once it is ready.
+    pub struct Tracked<F> {
+        #[pin]
+        response: F,
+        started: Instant,
+        method: &'static str,
+        matched: MatchedRoute,
+    }
+}
+
+impl<F, RB, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<axum::http::Response<RB>, E>>,
+{
+    type Output = Result<axum::http::Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.response.poll(cx));
+        if let Ok(response) = &response {
+            let route: SharedString = this
+                .matched
+                .0
+                .get()
+                .map_or(SharedString::const_str("unmatched"), |path| {
+                    SharedString::from_owned(path.as_str().to_owned())
+                });
+            let method = *this.method;
+            metrics::counter!(
+                telemetry::HTTP_REQUESTS,
+                "method" => method,
+                "route" => route.clone(),
+                "status" => status_label(response.status())
+            )
+            .increment(1);
+            metrics::histogram!(telemetry::HTTP_DURATION, "method" => method, "route" => route)
+                .record(this.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(response)
+    }
+}
+
+/// Tells [`Track`] which route matched: runs inside the router, where it is known.
+pub fn note_route<B>(request: axum::http::Request<B>) -> axum::http::Request<B> {
     if let (Some(path), Some(matched)) = (
         request.extensions().get::<MatchedPath>(),
         request.extensions().get::<MatchedRoute>(),
     ) {
         let _ = matched.0.set(path.clone());
     }
-    next.run(request).await
+    request
+}
+
+/// The status as a label, without formatting the common ones.
+fn status_label(status: StatusCode) -> SharedString {
+    match status.as_u16() {
+        200 => SharedString::const_str("200"),
+        201 => SharedString::const_str("201"),
+        202 => SharedString::const_str("202"),
+        204 => SharedString::const_str("204"),
+        400 => SharedString::const_str("400"),
+        401 => SharedString::const_str("401"),
+        403 => SharedString::const_str("403"),
+        404 => SharedString::const_str("404"),
+        409 => SharedString::const_str("409"),
+        503 => SharedString::const_str("503"),
+        other => SharedString::from_owned(other.to_string()),
+    }
 }
 
 /// The method as a label: a client may send any token as a method, and each would
