@@ -30,7 +30,14 @@ pub struct Remote {
     #[arg(long, env = "HOPPER_USER", global = true)]
     pub user: Option<String>,
     /// The client's secret.
-    #[arg(long, env = "HOPPER_SECRET", hide_env_values = true, global = true)]
+    // Generated secrets are base64url, so one in 32 starts with `-`.
+    #[arg(
+        long,
+        env = "HOPPER_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        global = true
+    )]
     pub secret: Option<String>,
     /// Print the server's JSON answer unchanged, for scripts.
     #[arg(long, global = true)]

@@ -42,7 +42,8 @@ by any number of nodes) and processed later. Hopper serves:
             forwarded upstream with a compensation queued on failure, so that
             existing clients keep their URLs
 
-`hopper serve` serves them; /openapi.json describes the API and /docs shows it.";
+`hopper serve` serves them; /openapi.json describes the API and /docs shows it.
+`hopper queues`, `hopper streams` and `hopper tasks` call a running server's API.";
 
 /// `serve --help`'s note on the variables that have no flag.
 const SERVE_ENVIRONMENT: &str = "\

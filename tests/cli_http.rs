@@ -345,6 +345,18 @@ async fn a_wrong_secret_fails_with_unauthorized_on_stderr() {
     let args = ["queues", "list", "--url", &url];
     let error = failure(&args, &hopper(&args, &[]).await);
     assert_eq!(error, "Unauthorized\n", "no credentials at all");
+    let args = [
+        "queues",
+        "list",
+        "--url",
+        &url,
+        "--user",
+        "admin",
+        "--secret",
+        "-m-looks-like-a-flag",
+    ];
+    let error = failure(&args, &hopper(&args, &[]).await);
+    assert_eq!(error, "Unauthorized\n", "a secret may start with -");
 }
 
 async fn a_missing_grant_fails_with_the_servers_text() {
