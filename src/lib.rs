@@ -8,11 +8,13 @@
 //! - [`delivery`]: Hopper calling upstream HTTP APIs with a queue's messages;
 //! - [`routes`]: endpoints of the config file mapped onto queues, tasks and upstreams;
 //! - [`server`] and [`config`]: start-up, shutdown and configuration;
+//! - [`cli`]: `hopper queues`, `streams`, `tasks`: commands over a running server's API;
 //! - [`bench`]: `hopper bench`.
 
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -42,7 +42,8 @@ by any number of nodes) and processed later. Hopper serves:
             forwarded upstream with a compensation queued on failure, so that
             existing clients keep their URLs
 
-`hopper serve` serves them; /openapi.json describes the API and /docs shows it.";
+`hopper serve` serves them; /openapi.json describes the API and /docs shows it.
+`hopper queues`, `hopper streams` and `hopper tasks` call a running server's API.";
 
 /// `serve --help`'s note on the variables that have no flag.
 const SERVE_ENVIRONMENT: &str = "\
@@ -54,6 +55,23 @@ Environment:
                        `info,hopper=debug` [default: info]
 
 Flags beat the environment, which beats the configuration file.";
+
+/// `queues --help`: what the commands over the API are held to.
+const REMOTE_ABOUT_QUEUES: &str = "\
+Look at and manage queues through a running server's HTTP API.
+
+Each command is one API call, made with --user and --secret (HTTP Basic), so it
+needs the grants the call needs: `peek` needs consume, `purge` and `redrive` manage.
+People get tables and key/value lines; --json prints the server's answer unchanged.
+An error answer's text goes to standard error, and the exit status is 1.";
+
+/// The variables of the commands over the API, for their `--help`.
+const REMOTE_ENVIRONMENT: &str = "\
+Environment:
+  HOPPER_URL     The server's base URL, as --url [default: http://127.0.0.1:8080]
+  HOPPER_USER    The client id, as --user
+  HOPPER_SECRET  The client's secret, as --secret (better than the flag, which other
+                 users of the machine may see in the process list)";
 
 #[derive(Subcommand)]
 enum Command {
@@ -90,6 +108,30 @@ enum Command {
         store: Option<String>,
         #[command(subcommand)]
         action: ClientsAction,
+    },
+    /// Look at and manage queues through a running server's HTTP API.
+    #[command(long_about = REMOTE_ABOUT_QUEUES, after_help = REMOTE_ENVIRONMENT)]
+    Queues {
+        #[command(flatten)]
+        remote: hopper::cli::Remote,
+        #[command(subcommand)]
+        command: hopper::cli::QueuesCommand,
+    },
+    /// Look at streams through a running server's HTTP API.
+    #[command(after_help = REMOTE_ENVIRONMENT)]
+    Streams {
+        #[command(flatten)]
+        remote: hopper::cli::Remote,
+        #[command(subcommand)]
+        command: hopper::cli::StreamsCommand,
+    },
+    /// Look at tasks through a running server's HTTP API.
+    #[command(after_help = REMOTE_ENVIRONMENT)]
+    Tasks {
+        #[command(flatten)]
+        remote: hopper::cli::Remote,
+        #[command(subcommand)]
+        command: hopper::cli::TasksCommand,
     },
     /// Measure throughput and latency of the HTTP API against a bare handler.
     #[command(
@@ -258,6 +300,19 @@ async fn clients(overrides: Overrides, action: ClientsAction) -> anyhow::Result<
     result
 }
 
+/// Runs a command over the API; on failure, its reason alone on standard error (the
+/// server's own text for a refusal) and exit status 1, with none of anyhow's dressing.
+async fn remote_command(
+    remote: &hopper::cli::Remote,
+    command: hopper::cli::Command,
+) -> anyhow::Result<()> {
+    if let Err(error) = hopper::cli::run(remote, command).await {
+        eprintln!("{error}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -289,6 +344,15 @@ async fn main() -> anyhow::Result<()> {
                 admin_secret: None,
             };
             clients(overrides, action).await
+        }
+        Command::Queues { remote, command } => {
+            remote_command(&remote, hopper::cli::Command::Queues(command)).await
+        }
+        Command::Streams { remote, command } => {
+            remote_command(&remote, hopper::cli::Command::Streams(command)).await
+        }
+        Command::Tasks { remote, command } => {
+            remote_command(&remote, hopper::cli::Command::Tasks(command)).await
         }
         Command::Bench(args) => hopper::bench::run(args).await,
         Command::Bare { listen } => {

@@ -88,6 +88,9 @@ async fn every_service_operation_refuses_a_caller_without_the_grant() {
     );
     assert_forbidden(queues.purge(c, &q).await, "purge");
     assert_forbidden(queues.dead_letters(c, &q, 1).await, "dead letters");
+    assert_forbidden(queues.peek(c, &q, 1).await, "peek");
+    let producer = caller(&["queue:orders:produce"]);
+    assert_forbidden(queues.peek(&producer, &q, 1).await, "peek by a producer");
     assert_forbidden(queues.redrive(c, &q, 1).await, "redrive");
     assert_forbidden(queues.delete(c, &q).await, "delete");
     assert!(

@@ -47,6 +47,8 @@ trials! {
         queue_lease_setting_is_the_default_lease_of_receive,
         put_with_invalid_settings_is_400_and_changes_nothing,
         never_created_queue_is_404_for_every_call,
+        peek_shows_the_oldest_ready_messages_and_changes_nothing,
+        peek_limit_is_bounded_and_needs_the_consume_grant,
     }
 }
 
@@ -981,8 +983,9 @@ async fn put_with_invalid_settings_is_400_and_changes_nothing(app: TestApp) {
 
 async fn never_created_queue_is_404_for_every_call(app: TestApp) {
     let receipts = json!({"receipts": ["1.0000000000000001"]});
-    let calls: [(Method, &str, Option<Value>); 11] = [
+    let calls: [(Method, &str, Option<Value>); 12] = [
         (Method::GET, "", None),
+        (Method::GET, "/messages", None),
         (Method::POST, "/receive", None),
         (Method::POST, "/receive?wait=1", None),
         (Method::POST, "/pop", None),
@@ -1016,4 +1019,123 @@ async fn never_created_queue_is_404_for_every_call(app: TestApp) {
         json!({"queues": []}),
         "none of those calls may create the queue"
     );
+}
+
+/// `GET /api/v1/queues/{queue}/messages?<query>` as the admin; asserts 200, returns the messages.
+async fn peek(app: &TestApp, queue: &str, query: &str) -> Vec<Value> {
+    let response = app
+        .as_admin(
+            Method::GET,
+            &format!("/api/v1/queues/{queue}/messages?{query}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    common::assert_json_conventions(response.headers());
+    common::messages_of(response).await
+}
+
+async fn peek_shows_the_oldest_ready_messages_and_changes_nothing(app: TestApp) {
+    let leased = app.push("look", json!({"n": 0})).await;
+    let received = app.receive("look", "lease=30").await;
+    assert_eq!(ids_of(&received), [leased]);
+    let nacked = app.push("look", json!({"n": 1})).await;
+    let receipt = receipt_of(&app.receive("look", "lease=30").await[0]);
+    app.settle("look", "nack", json!({ "receipts": [receipt] }))
+        .await;
+    let ready: Vec<String> = [
+        nacked,
+        app.push("look", json!({"n": 2})).await,
+        app.push("look", json!({"n": 3})).await,
+    ]
+    .into();
+    let delayed = app
+        .as_admin(Method::POST, "/api/v1/queues/look/messages")
+        .header("Hopper-Delay", "1h")
+        .json(&json!({"n": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delayed.status(), StatusCode::CREATED);
+    assert_eq!(app.counts("look").await, (3, 1, 1, 0));
+
+    let peeked = peek(&app, "look", "").await;
+    assert_eq!(ids_of(&peeked), ready, "ready ones only, oldest first");
+    assert_eq!(peeked[0]["body"], json!({"n": 1}));
+    assert_eq!(
+        peeked[0]["attempts"], 1,
+        "the nacked one was handed out once"
+    );
+    assert_eq!(peeked[1]["attempts"], 0, "never handed out");
+    for message in &peeked {
+        assert!(message.get("receipt").is_none(), "a peek leases nothing");
+        assert!(message["enqueued_at"].as_str().is_some());
+    }
+    assert_eq!(ids_of(&peek(&app, "look", "limit=2").await), ready[..2]);
+    assert_eq!(ids_of(&peek(&app, "look", "limit=100").await), ready);
+    assert_eq!(
+        app.counts("look").await,
+        (3, 1, 1, 0),
+        "a peek leases nothing"
+    );
+
+    let received = app.receive("look", "count=10").await;
+    assert_eq!(ids_of(&received), ready, "peeked messages stay ready");
+    let attempts: Vec<&Value> = received.iter().map(|m| &m["attempts"]).collect();
+    assert_eq!(
+        attempts,
+        [&json!(2), &json!(1), &json!(1)],
+        "a peek counts no attempt"
+    );
+    assert!(peek(&app, "look", "").await.is_empty());
+}
+
+async fn peek_limit_is_bounded_and_needs_the_consume_grant(app: TestApp) {
+    app.push("look", json!("x")).await;
+    for limit in ["0", "101", "ten"] {
+        let response = app
+            .as_admin(
+                Method::GET,
+                &format!("/api/v1/queues/look/messages?limit={limit}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            response,
+            StatusCode::BAD_REQUEST,
+            "Bad Request - limit must be between 1 and 100",
+        )
+        .await;
+    }
+    let secret = app.create_client("producer", &["queue:look:produce"]).await;
+    let response = app
+        .as_client(
+            "producer",
+            &secret,
+            Method::GET,
+            "/api/v1/queues/look/messages",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        response,
+        StatusCode::FORBIDDEN,
+        "Forbidden - needs grant queue:look:consume",
+    )
+    .await;
+    let secret = app.create_client("reader", &["queue:look:consume"]).await;
+    let response = app
+        .as_client(
+            "reader",
+            &secret,
+            Method::GET,
+            "/api/v1/queues/look/messages",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(common::messages_of(response).await.len(), 1);
+    assert_eq!(app.counts("look").await, (1, 0, 0, 0));
 }

@@ -33,6 +33,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("PUT", "/api/v1/queues/{queue}"),
     ("DELETE", "/api/v1/queues/{queue}"),
     ("POST", "/api/v1/queues/{queue}/messages"),
+    ("GET", "/api/v1/queues/{queue}/messages"),
     ("POST", "/api/v1/queues/{queue}/messages/batch"),
     ("POST", "/api/v1/queues/{queue}/pop"),
     ("POST", "/api/v1/queues/{queue}/receive"),

@@ -36,6 +36,7 @@ trials! {
         stream_owner_offsets_and_missing_events,
         purge_empties_a_queue_and_delete_removes_it,
         unknown_queue_is_not_found_and_not_created,
+        peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing,
         clients_are_created_listed_and_deleted,
         client_grants_and_secrets_are_replaced_and_announced,
     }
@@ -619,10 +620,63 @@ async fn unknown_queue_is_not_found_and_not_created(store: TestStore) {
     not_found("queue_info", store.queue_info(&q).await.map(drop));
     not_found("settings", store.settings(&q).await.map(drop));
     not_found("dead_letters", store.dead_letters(&q, 1).await.map(drop));
+    not_found("peek", store.peek(&q, 1).await.map(drop));
     not_found("redrive", store.redrive(&q, 1).await.map(drop));
     not_found("purge", store.purge(&q).await.map(drop));
     not_found("delete_queue", store.delete_queue(&q).await.map(drop));
     assert!(store.list_queues().await.unwrap().is_empty());
+}
+
+async fn peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing(store: TestStore) {
+    let q = queue("peeked");
+    let settings = QueueSettings {
+        max_attempts: 2,
+        ..QueueSettings::default()
+    };
+    store.update_settings(&q, set_to(&settings)).await.unwrap();
+    let out_of_attempts = push(&store, &q, &["0"]).await[0];
+    for _ in 0..2 {
+        receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+        tokio::time::sleep(PAST_SHORT_LEASE).await;
+    }
+    let expired = push(&store, &q, &["1"]).await[0];
+    receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+    let leased = push(&store, &q, &["2"]).await[0];
+    receive(&store, &q, 1, LONG_LEASE).await;
+    let waiting = push(&store, &q, &["3", "4"]).await;
+    let delayed = PushRequest {
+        delay: Duration::from_secs(3600),
+        ..push_request(&q, &["5"])
+    };
+    store.push(delayed).await.unwrap();
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+
+    let peeked = store.peek(&q, 10).await.unwrap();
+    assert_eq!(
+        ids_of(&peeked),
+        [expired, waiting[0], waiting[1]],
+        "expired leases with attempts left and waiting messages, oldest first; \
+         not {out_of_attempts} (out of attempts), {leased} (leased) or the delayed one"
+    );
+    assert_eq!(
+        peeked[0].attempts, 1,
+        "the expired lease's hand-out counted once"
+    );
+    assert_eq!(peeked[1].attempts, 0);
+    assert_eq!(peeked[1].body, "3");
+    assert!(peeked.iter().all(|m| m.receipt.is_none()));
+    assert_eq!(ids_of(&store.peek(&q, 1).await.unwrap()), [expired]);
+    assert_eq!(counts(&store, &q).await, counted(3, 1, 1, 1));
+
+    let received = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(
+        ids_of(&received),
+        ids_of(&peeked),
+        "a receive takes the same"
+    );
+    assert_eq!(received[0].attempts, 2);
+    assert_eq!(received[1].attempts, 1, "the peek counted no attempt");
+    assert!(store.peek(&q, 10).await.unwrap().is_empty());
 }
 
 fn client_record(id: &str, grants: &[&str]) -> ClientRecord {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::docs::name_schema;
-use crate::domain::queues::MAX_COUNT;
+use crate::domain::queues::{MAX_COUNT, MAX_PEEK};
 use crate::domain::settings::{
     parse_duration, parse_duration_within, DURATION_EXPECTED, MAX_LEASE, MIN_LEASE,
 };
@@ -23,21 +23,37 @@ pub struct Count(pub u32);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CountVisitor;
-        impl Visitor<'_> for CountVisitor {
-            type Value = Count;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "an integer between 1 and {MAX_COUNT}")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
-                text.parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=MAX_COUNT).contains(n))
-                    .map(Count)
-                    .ok_or_else(|| E::custom(format!("must be between 1 and {MAX_COUNT}")))
-            }
-        }
-        deserializer.deserialize_str(CountVisitor)
+        deserializer
+            .deserialize_str(UpToVisitor(MAX_COUNT))
+            .map(Count)
+    }
+}
+
+/// How many messages a peek shows: an integer from 1 to [`MAX_PEEK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeekLimit(pub u32);
+
+impl<'de> Deserialize<'de> for PeekLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(UpToVisitor(MAX_PEEK))
+            .map(PeekLimit)
+    }
+}
+
+/// An integer from 1 to its bound, as text.
+struct UpToVisitor(u32);
+
+impl Visitor<'_> for UpToVisitor {
+    type Value = u32;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an integer between 1 and {}", self.0)
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<u32, E> {
+        text.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=self.0).contains(n))
+            .ok_or_else(|| E::custom(format!("must be between 1 and {}", self.0)))
     }
 }
 
@@ -185,6 +201,15 @@ pub struct DeadQuery {
     pub limit: Option<Count>,
 }
 
+/// `?limit=N` of a peek.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeekQuery {
+    /// How many of the oldest ready messages to show at most.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 10)]
+    pub limit: Option<PeekLimit>,
+}
+
 /// `?count=N` of a redrive.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -231,6 +256,9 @@ mod tests {
         assert_eq!(error("count=0"), "count must be between 1 and 1000");
         assert_eq!(error("count=x"), "count must be between 1 and 1000");
         assert_eq!(error("wait=soon"), format!("wait {DURATION_EXPECTED}"));
+        let error = |q: &str| parse_form::<PeekQuery>(q).unwrap_err().to_string();
+        assert_eq!(error("limit=0"), "limit must be between 1 and 100");
+        assert_eq!(error("limit=101"), "limit must be between 1 and 100");
         let error = parse_form::<ReadQuery>("limit=5").unwrap_err().to_string();
         assert_eq!(error, "eventName is required");
     }

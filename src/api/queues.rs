@@ -19,7 +19,7 @@ use super::docs::{
     header_param, party_schema, receipt_schema, receipts_schema, seconds_param_schema, NotFound,
 };
 use super::extract::{header_text, OptionalJson};
-use super::params::{DeadQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
+use super::params::{DeadQuery, PeekQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
 use super::{ApiError, AppJson, AppState, JsonBody, Path, Query, Reply};
 use crate::auth::Principal;
 use crate::delivery::DeliveryView;
@@ -36,13 +36,15 @@ use crate::domain::{
 
 /// Default `limit` when listing dead letters.
 const DEAD_LETTER_PAGE: u32 = 100;
+/// Default `limit` of a peek: a screenful.
+const PEEK_PAGE: u32 = 10;
 
 /// The queue routes, described.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(info, configure, delete))
-        .routes(routes!(push))
+        .routes(routes!(push, peek))
         .routes(routes!(push_batch))
         .routes(routes!(pop))
         .routes(routes!(receive))
@@ -54,7 +56,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(redrive))
 }
 
-/// A message as `pop`, `receive` and the dead letters hand it out.
+/// A message as `pop`, `receive`, a peek and the dead letters hand it out.
 #[derive(Serialize, ToSchema)]
 pub struct MessageView {
     /// The message id (digits), unique in the store.
@@ -340,6 +342,30 @@ pub async fn push(
         ),
         PushOutcome::Duplicate(id) => Reply::ok(IdView { id: id.to_string() }),
     })
+}
+
+/// `GET /queues/{q}/messages?limit=N`: the oldest ready messages, left as they are.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues/{queue}/messages",
+    tag = "queues",
+    operation_id = "peek",
+    summary = "Look at the oldest ready messages without taking them",
+    description = "Up to `limit` of the oldest ready messages, as a receive would hand them out next, but nothing is written: they are not leased, and `attempts` is the hand-outs so far. Leased and delayed messages are not shown; no `receipt`.",
+    params(QueuePath, PeekQuery),
+    responses(
+        (status = 200, description = "The oldest ready messages, oldest first; empty when none is ready", body = MessagesView),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn peek(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+    Query(query): Query<PeekQuery>,
+) -> Result<Reply<MessagesView>, ApiError> {
+    let limit = query.limit.map_or(PEEK_PAGE, |l| l.0);
+    messages_reply(state.queues.peek(&principal, &queue, limit).await?)
 }
 
 /// Body of a batch push.

@@ -16,14 +16,22 @@ use super::{Action, DomainError, QueueName, QueueSettings, ResourceKind, Setting
 
 /// Most messages one pop, receive, batch or settle may carry.
 pub const MAX_COUNT: u32 = 1000;
+/// Most messages one peek shows: a look for a person or a script, not a way to drain
+/// a queue without leases.
+pub const MAX_PEEK: u32 = 100;
 /// Longest idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 /// Checks a message count against 1..=[`MAX_COUNT`].
 pub fn check_count(what: &str, count: u32) -> Result<u32, DomainError> {
-    if !(1..=MAX_COUNT).contains(&count) {
+    check_up_to(what, count, MAX_COUNT)
+}
+
+/// Checks a message count against 1..=`max`.
+fn check_up_to(what: &str, count: u32, max: u32) -> Result<u32, DomainError> {
+    if !(1..=max).contains(&count) {
         return Err(DomainError::invalid(format!(
-            "{what} must be between 1 and {MAX_COUNT}"
+            "{what} must be between 1 and {max}"
         )));
     }
     Ok(count)
@@ -257,6 +265,20 @@ impl QueueService {
     ) -> Result<QueueInfo, DomainError> {
         caller.authorize_any(ResourceKind::Queue, queue.as_str())?;
         Ok(self.store.queue_info(queue).await?)
+    }
+
+    /// Up to `limit` (1..=[`MAX_PEEK`]) of the oldest ready messages, as a receive
+    /// would hand them out next, but left as they are: not leased, attempts unchanged.
+    /// Needs `consume`, as a receive does: it shows the bodies.
+    pub async fn peek(
+        &self,
+        caller: &Principal,
+        queue: &QueueName,
+        limit: u32,
+    ) -> Result<Vec<Message>, DomainError> {
+        caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
+        let limit = check_up_to("limit", limit, MAX_PEEK)?;
+        Ok(self.store.peek(queue, limit).await?)
     }
 
     /// Every queue the caller holds a grant on, with its counts.

@@ -92,6 +92,10 @@ pub trait QueueStore: Send + Sync {
         receipts: &[Receipt],
         settlement: Settlement,
     ) -> StoreResult<Settled>;
+    /// Up to `limit` of the oldest ready messages, oldest first, as a receive would
+    /// take them, but read only: nothing is leased, no attempt is counted, no expired
+    /// lease is released.
+    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>>;
     /// A queue with its counts.
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo>;
     /// Every queue with its counts, by name.

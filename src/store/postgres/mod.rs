@@ -479,6 +479,10 @@ impl QueueStore for PostgresStore {
         self.waking(wake, settled)
     }
 
+    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        transaction!(self, |tx| queues::peek(&tx, queue, limit, self.clock.now()))
+    }
+
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
         transaction!(self, |tx| queues::queue_info(&tx, queue, self.clock.now()))
     }

@@ -352,6 +352,43 @@ pub async fn receive(
     })
 }
 
+/// The oldest ready messages, read only; see [`crate::store::QueueStore::peek`].
+/// Ready as [`counts`] counts it (SQLite's `peek` says why the two parts are read
+/// apart). Rows other transactions hold are read as committed, never waited for.
+pub async fn peek(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(tx, name).await?;
+    let stmt = tx
+        .prepare_cached(
+            "(SELECT id, body, attempts, enqueued_at, task_id FROM messages
+              WHERE queue_id = $1 AND state = 0 AND visible_at <= $2 ORDER BY id LIMIT $4)
+             UNION ALL
+             (SELECT id, body, attempts, enqueued_at, task_id FROM messages
+              WHERE queue_id = $1 AND state = 1 AND visible_at <= $2 AND attempts < $3
+              ORDER BY id LIMIT $4)
+             ORDER BY id LIMIT $4",
+        )
+        .await
+        .map_err(pg("peek"))?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &queue.id,
+                &now,
+                &(queue.settings.max_attempts as i32),
+                &i64::from(limit),
+            ],
+        )
+        .await
+        .map_err(pg("peek"))?;
+    rows.iter().map(message_from_row).collect()
+}
+
 /// Acks, nacks or extends; see [`crate::store::QueueStore::settle`].
 pub async fn settle(
     tx: &Transaction<'_>,

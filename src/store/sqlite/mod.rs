@@ -270,6 +270,12 @@ impl QueueStore for SqliteStore {
         .await
     }
 
+    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        let queue = queue.clone();
+        self.read(move |conn| queues::peek(conn, &queue, limit, now_millis()))
+            .await
+    }
+
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
         let queue = queue.clone();
         self.read(move |conn| queues::queue_info(conn, &queue, now_millis()))

@@ -311,6 +311,38 @@ pub fn receive(
     })
 }
 
+/// The oldest ready messages, read only; see [`crate::store::QueueStore::peek`].
+/// Ready is what [`counts`] counts as ready: waiting and visible, or leased with the
+/// lease expired and attempts left (a receive would release it first). The two are
+/// read apart, each in index order, so a long queue is never sorted whole.
+pub fn peek(
+    conn: &Connection,
+    name: &QueueName,
+    limit: u32,
+    now: Millis,
+) -> StoreResult<Vec<Message>> {
+    let queue = require_queue(conn, name)?;
+    conn.prepare_cached(
+        "SELECT * FROM (
+             SELECT id, body, attempts, enqueued_at, task_id FROM messages
+             WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2 ORDER BY id LIMIT ?4)
+         UNION ALL
+         SELECT * FROM (
+             SELECT id, body, attempts, enqueued_at, task_id FROM messages
+             WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2 AND attempts < ?3
+             ORDER BY id LIMIT ?4)
+         ORDER BY id LIMIT ?4",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(
+            params![queue.id, now, queue.settings.max_attempts, limit],
+            message_from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(sql("peek"))
+}
+
 /// Acks, nacks or extends; see [`crate::store::QueueStore::settle`].
 pub fn settle(
     conn: &Connection,
