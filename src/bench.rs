@@ -281,6 +281,7 @@ async fn drive(
     let started = Instant::now();
     let measure_from = started + args.warmup;
     let stop_at = measure_from + args.duration;
+    let progress = Progress::start(name, None);
     let mut tasks = Vec::new();
     for index in 0..args.connections {
         let mut conn = Connection::open(addrs[index % addrs.len()], auth.clone()).await?;
@@ -327,6 +328,7 @@ async fn drive(
         figures.messages += messages;
         figures.errors += errors;
     }
+    progress.finish();
     Ok(figures)
 }
 
@@ -391,9 +393,10 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
         &serde_json::json!({ "messages": batch }),
     )?);
     let batches = total.div_ceil(1000);
+    let progress = Arc::new(Progress::start("filling", Some(batches as u64 * 1000)));
     let mut tasks = Vec::new();
     for worker in 0..4 {
-        let (auth, body) = (auth.to_owned(), body.clone());
+        let (auth, body, progress) = (auth.to_owned(), body.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(addr, Some(auth)).await?;
             for _ in (worker..batches).step_by(4) {
@@ -405,6 +408,7 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
                     )
                     .await?;
                 anyhow::ensure!(status.is_success(), "batch push: status {status}");
+                progress.advance(1000);
             }
             anyhow::Ok(())
         }));
@@ -412,6 +416,7 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
     for task in tasks {
         task.await??;
     }
+    progress.finish();
     Ok(())
 }
 
@@ -683,7 +688,9 @@ async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> 
         &serde_json::json!({ "messages": batch }),
     )?);
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
-    for _ in 0..total.div_ceil(1000) {
+    let batches = total.div_ceil(1000);
+    let progress = Progress::start(&format!("filling {queue}"), Some(batches as u64 * 1000));
+    for _ in 0..batches {
         let (status, _) = conn
             .call(
                 Method::POST,
@@ -692,7 +699,9 @@ async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> 
             )
             .await?;
         anyhow::ensure!(status.is_success(), "batch push: status {status}");
+        progress.advance(1000);
     }
+    progress.finish();
     Ok(())
 }
 
@@ -942,6 +951,65 @@ async fn login(addr: SocketAddr) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("the login answer has no token")
+}
+
+/// A bar for a long step on a terminal; elsewhere (a log, CI) a plain line when it
+/// begins and another when it ends, so a log shows where the time went.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    label: String,
+    started: Instant,
+    plain: bool,
+}
+
+impl Progress {
+    /// A step of `total` units (`None`: a spinner for a step of unknown length).
+    fn start(label: &str, total: Option<u64>) -> Progress {
+        let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = match total {
+            Some(total) => indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:<12} [{bar:40}] {human_pos}/{human_len} ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => {
+                let spinner = indicatif::ProgressBar::new_spinner();
+                spinner.enable_steady_tick(Duration::from_millis(200));
+                spinner
+            }
+        }
+        .with_message(label.to_owned());
+        if plain {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            match total {
+                Some(total) => eprintln!("{label}: {total} to go"),
+                None => eprintln!("{label}: running"),
+            }
+        }
+        Progress {
+            bar,
+            label: label.to_owned(),
+            started: Instant::now(),
+            plain,
+        }
+    }
+
+    fn advance(&self, units: u64) {
+        self.bar.inc(units);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+        if self.plain {
+            eprintln!(
+                "{}: done in {:.1} s",
+                self.label,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 /// Serves the bare baseline: 200 `{"status":"OK"}` to any request, no storage, no auth.
