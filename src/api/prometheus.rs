@@ -6,6 +6,7 @@
 //! rate cost the store at most one set of reads per period and never touch the
 //! hot path.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use metrics::SharedString;
 use tower::{Layer, Service};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -337,25 +337,86 @@ where
         let this = self.project();
         let response = ready!(this.response.poll(cx));
         if let Ok(response) = &response {
-            let route: SharedString = this
+            let route = this
                 .matched
                 .0
                 .get()
-                .map_or(SharedString::const_str("unmatched"), |path| {
-                    SharedString::from_owned(path.as_str().to_owned())
-                });
-            let method = *this.method;
-            metrics::counter!(
-                telemetry::HTTP_REQUESTS,
-                "method" => method,
-                "route" => route.clone(),
-                "status" => status_label(response.status())
-            )
-            .increment(1);
-            metrics::histogram!(telemetry::HTTP_DURATION, "method" => method, "route" => route)
-                .record(this.started.elapsed().as_secs_f64());
+                .map_or("unmatched", MatchedPath::as_str);
+            count_request(
+                this.method,
+                route,
+                response.status(),
+                this.started.elapsed(),
+            );
         }
         Poll::Ready(response)
+    }
+}
+
+/// The series of one route: a count per method and status, a latency per method.
+#[derive(Default)]
+struct RouteSeries {
+    requests: Vec<(&'static str, u16, metrics::Counter)>,
+    durations: Vec<(&'static str, metrics::Histogram)>,
+}
+
+/// The handles of every route's series. Building a metric's key and finding it in
+/// the registry cost several times what the count itself does, on every request;
+/// the handles stay valid, so each series is looked up there once.
+static SERIES: std::sync::LazyLock<std::sync::RwLock<HashMap<Box<str>, RouteSeries>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Counts a request of `method` on `route` answered with `status` after `elapsed`.
+fn count_request(method: &'static str, route: &str, status: StatusCode, elapsed: Duration) {
+    let code = status.as_u16();
+    {
+        let series = SERIES.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(route_series) = series.get(route) {
+            let counter = route_series
+                .requests
+                .iter()
+                .find(|(m, c, _)| *m == method && *c == code);
+            let histogram = route_series.durations.iter().find(|(m, _)| *m == method);
+            if let (Some((_, _, counter)), Some((_, histogram))) = (counter, histogram) {
+                counter.increment(1);
+                histogram.record(elapsed.as_secs_f64());
+                return;
+            }
+        }
+    }
+    let mut series = SERIES.write().unwrap_or_else(|e| e.into_inner());
+    let route_series = series.entry(route.into()).or_default();
+    let labels = |with_status: bool| {
+        let mut labels = vec![
+            metrics::Label::new("method", method),
+            metrics::Label::new("route", route.to_owned()),
+        ];
+        if with_status {
+            labels.push(metrics::Label::new("status", code.to_string()));
+        }
+        labels
+    };
+    if !route_series
+        .requests
+        .iter()
+        .any(|(m, c, _)| *m == method && *c == code)
+    {
+        let counter = metrics::counter!(telemetry::HTTP_REQUESTS, labels(true));
+        route_series.requests.push((method, code, counter));
+    }
+    if !route_series.durations.iter().any(|(m, _)| *m == method) {
+        let histogram = metrics::histogram!(telemetry::HTTP_DURATION, labels(false));
+        route_series.durations.push((method, histogram));
+    }
+    for (m, c, counter) in &route_series.requests {
+        if *m == method && *c == code {
+            counter.increment(1);
+        }
+    }
+    for (m, histogram) in &route_series.durations {
+        if *m == method {
+            histogram.record(elapsed.as_secs_f64());
+        }
     }
 }
 
@@ -368,23 +429,6 @@ pub fn note_route<B>(request: axum::http::Request<B>) -> axum::http::Request<B> 
         let _ = matched.0.set(path.clone());
     }
     request
-}
-
-/// The status as a label, without formatting the common ones.
-fn status_label(status: StatusCode) -> SharedString {
-    match status.as_u16() {
-        200 => SharedString::const_str("200"),
-        201 => SharedString::const_str("201"),
-        202 => SharedString::const_str("202"),
-        204 => SharedString::const_str("204"),
-        400 => SharedString::const_str("400"),
-        401 => SharedString::const_str("401"),
-        403 => SharedString::const_str("403"),
-        404 => SharedString::const_str("404"),
-        409 => SharedString::const_str("409"),
-        503 => SharedString::const_str("503"),
-        other => SharedString::from_owned(other.to_string()),
-    }
 }
 
 /// The method as a label: a client may send any token as a method, and each would
