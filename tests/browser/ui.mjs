@@ -4,7 +4,8 @@
 // right one logs in; a pushed message shows in the queue's ready count; a dead
 // letter (a queue with max_attempts 1, a message received and nacked) shows in the
 // queue's details with its attempts, and Redrive (confirmed) makes it ready again; a
-// task is looked up by id; a token the server refuses leads back to the login form.
+// task is looked up by id; a stream shows its owner, length and a consumer's lag; a
+// token the server refuses leads back to the login form; logging out forgets it.
 // Screenshots go to SCREENSHOT_DIR (default: ui-screenshots). Prints what went
 // wrong and exits 1 if any step does not show what it should. The browser is
 // Debian's chromium (or HOPPER_TEST_CHROMIUM).
@@ -23,12 +24,13 @@ const queue = `ui-page-${suffix}`;
 const fragile = `ui-fragile-${suffix}`;
 const basic = "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
 
-/** A call to the API from outside the page, as the admin; answers the JSON body. */
+/** A call to the API from outside the page, as the admin (a string body is sent
+ * as it is, anything else as JSON); answers the JSON body. */
 async function call(method, path, body, headers = {}) {
   const response = await fetch(base + path, {
     method,
     headers: { Authorization: basic, "Content-Type": "application/json", ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined || typeof body === "string" ? body : JSON.stringify(body),
   });
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${path} answered ${response.status}: ${text}`);
@@ -122,6 +124,27 @@ try {
   await page.fill("#task-id", "00000000-0000-0000-0000-000000000000");
   await page.click('#task-form button[type="submit"]');
   await page.locator("#error").filter({ hasText: /^Not Found - task/ }).waitFor();
+
+  // A stream with two events, the first acknowledged by a consumer: its lag is 1.
+  const stream = `ui-stream-${suffix}`;
+  const event = {
+    event: { name: "order.created", version: 1 },
+    system: { id: "shop-1", name: "shop", time: "2026-01-01T00:00:00Z", timezone: "UTC" },
+    trigger: { type: "api", name: "checkout" },
+    payload: { order: 1 },
+  };
+  const first = await call("POST", `/api/v1/streams/${stream}/events`, event, { "X-Producer-ID": "shop-v2" });
+  await call("POST", `/api/v1/streams/${stream}/events`, event, { "X-Producer-ID": "shop-v2" });
+  await call("POST", `/api/v1/streams/${stream}/events/${first}`, "action=ACK", {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "X-Consumer-ID": "billing",
+  });
+  const streamRow = page.locator(`#streams tr[data-stream="${stream}"]`);
+  await expectText(streamRow.locator("td.length"), "2", `${stream} length`);
+  await expectText(streamRow.locator("td.owner"), "shop-v2", `${stream} owner`);
+  await streamRow.locator("td.name").click();
+  await expectText(page.locator('#consumers tr[data-consumer="billing"] td.lag'), "1", "the consumer's lag");
+  await page.screenshot({ path: join(shots, "streams.png"), fullPage: true });
 
   // A token the server refuses: back to the form, saying why.
   await page.evaluate(() => sessionStorage.setItem("hopper.token", "not-a-token"));

@@ -288,7 +288,7 @@ async function refreshStreams() {
   const { streams } = await api("GET", "/api/v1/streams");
   const rows = streams.map((s) => {
     const tr = row(
-      [cell(s.name, "name"), cell(s.owner), cell(s.length, "n"), cell(s.first_event_id), cell(s.last_event_id)],
+      [cell(s.name, "name"), cell(s.owner, "owner"), cell(s.length, "n length"), cell(s.first_event_id), cell(s.last_event_id)],
       { "data-stream": s.name },
     );
     tr.classList.add("link");
@@ -311,7 +311,7 @@ async function refreshStream() {
   const s = await api("GET", `/api/v1/streams/${encodeURIComponent(name)}`);
   if (name !== selectedStream) return;
   const rows = (s.consumers || []).map((c) =>
-    row([cell(c.consumer), cell(c.event_name), cell(c.offset), cell(c.lag, "n")]),
+    row([cell(c.consumer), cell(c.event_name), cell(c.offset), cell(c.lag, "n lag")], { "data-consumer": c.consumer }),
   );
   fill($("consumers").tBodies[0], rows, "No consumer has acknowledged an event");
 }
