@@ -5,7 +5,9 @@
 // letter (a queue with max_attempts 1, a message received and nacked) shows in the
 // queue's details with its attempts, and Redrive (confirmed) makes it ready again; a
 // task is looked up by id; a stream shows its owner, length and a consumer's lag; a
-// token the server refuses leads back to the login form; logging out forgets it.
+// purge empties a queue; a client with only `consume` sees that queue alone and is
+// told the API's refusal of a redrive; a token the server refuses leads back to the
+// login form; logging out forgets it.
 // Screenshots go to SCREENSHOT_DIR (default: ui-screenshots). Prints what went
 // wrong and exits 1 if any step does not show what it should. The browser is
 // Debian's chromium (or HOPPER_TEST_CHROMIUM).
@@ -45,8 +47,9 @@ const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
 page.setDefaultTimeout(15000);
 const problems = [];
 page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+// The refusals the script provokes (401, 403, 404) are logged as failed loads.
 page.on("console", (message) => {
-  if (message.type() === "error" && !/status of 40[14]/.test(message.text())) {
+  if (message.type() === "error" && !/status of 40[134]/.test(message.text())) {
     problems.push(`console error: ${message.text()}`);
   }
 });
@@ -145,6 +148,30 @@ try {
   await streamRow.locator("td.name").click();
   await expectText(page.locator('#consumers tr[data-consumer="billing"] td.lag'), "1", "the consumer's lag");
   await page.screenshot({ path: join(shots, "streams.png"), fullPage: true });
+
+  // Purge (confirmed) empties the queue.
+  await page.click(`#queues tr[data-queue="${fragile}"] td.name`);
+  await expectText(page.locator("#queue-name"), fragile, "the open queue");
+  await page.click("#purge");
+  await expectText(cellOf(fragile, "ready"), "0", `${fragile} ready after the purge`);
+  if (!dialogs.some((d) => d.startsWith("Delete every message"))) problems.push(`no confirm() before the purge: ${dialogs}`);
+
+  // A client that may only consume the queue: sees that queue alone, and a Redrive
+  // shows the API's refusal.
+  const reader = `ui-reader-${suffix}`;
+  const readerSecret = "a-reader-secret-0123456789";
+  await call("POST", "/api/v1/admin/clients", { id: reader, secret: readerSecret, grants: [`queue:${fragile}:consume`] });
+  await page.click("#logout");
+  await page.fill("#username", reader);
+  await page.fill("#password", readerSecret);
+  await page.click('#login-form button[type="submit"]');
+  await expectText(cellOf(fragile, "ready"), "0", `${fragile} ready, as ${reader}`);
+  if ((await page.locator(`#queues tr[data-queue="${queue}"]`).count()) !== 0) problems.push(`${reader} sees ${queue}`);
+  await page.click(`#queues tr[data-queue="${fragile}"] td.name`);
+  await expectText(page.locator("#queue-name"), fragile, `the open queue, as ${reader}`);
+  await page.click("#redrive");
+  await expectText(page.locator("#error"), `Forbidden - needs grant queue:${fragile}:manage`, "a redrive without the grant");
+  await page.screenshot({ path: join(shots, "forbidden.png"), fullPage: true });
 
   // A token the server refuses: back to the form, saying why.
   await page.evaluate(() => sessionStorage.setItem("hopper.token", "not-a-token"));

@@ -78,6 +78,14 @@ function logout(message) {
   sessionStorage.removeItem("hopper.user");
   selectedQueue = null;
   selectedStream = null;
+  lastScrape = null;
+  rates = new Map();
+  // Nothing the last client saw stays on the page for the next one.
+  for (const id of ["queues", "dead", "streams", "consumers"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["queue-details", "task"]) $(id).replaceChildren();
+  $("queue").hidden = true;
+  $("stream").hidden = true;
+  $("task-id").value = "";
   showError(message || "");
   showLogin();
 }
@@ -198,6 +206,7 @@ async function scrapeRates() {
 
 async function refreshQueues() {
   const { queues } = await api("GET", "/api/v1/queues");
+  if (!token()) return; // logged out meanwhile
   const rows = queues.map((q) => {
     const r = rates.get(q.name) || {};
     const tr = row(
@@ -286,6 +295,7 @@ async function queueAction(action, question) {
 
 async function refreshStreams() {
   const { streams } = await api("GET", "/api/v1/streams");
+  if (!token()) return;
   const rows = streams.map((s) => {
     const tr = row(
       [cell(s.name, "name"), cell(s.owner, "owner"), cell(s.length, "n length"), cell(s.first_event_id), cell(s.last_event_id)],
