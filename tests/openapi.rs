@@ -1,7 +1,7 @@
 //! `/openapi.json` and the router agree: every endpoint Hopper has is described,
 //! every described operation is routed (a request reaches its handler, not the
 //! router's fallback), config routes appear as operations, and `/docs` serves
-//! Swagger UI from the binary.
+//! Swagger UI and `/ui` the dashboard from the binary.
 
 mod common;
 
@@ -16,6 +16,7 @@ trials! {
         every_endpoint_is_described_and_every_described_operation_is_routed,
         config_routes_are_operations_of_the_description,
         docs_serve_swagger_ui_from_the_binary_titled_hopper,
+        the_dashboard_is_served_from_the_binary_under_a_content_security_policy,
     }
 }
 
@@ -27,6 +28,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/{file}"),
+    ("GET", "/ui"),
+    ("GET", "/ui/{file}"),
     ("GET", "/api/v1/ping"),
     ("GET", "/api/v1/queues"),
     ("GET", "/api/v1/queues/{queue}"),
@@ -257,4 +260,53 @@ async fn docs_serve_swagger_ui_from_the_binary_titled_hopper() {
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+async fn the_dashboard_is_served_from_the_binary_under_a_content_security_policy() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let page = app.request(Method::GET, "/ui").send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>Hopper dashboard</title>"), "{html}");
+    assert!(html.contains(r#"<script src="/ui/app.js""#), "{html}");
+    // No inline script or style, which the policy would block anyway.
+    assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains(" style="));
+
+    for (file, content_type, marker) in [
+        (
+            "app.js",
+            "text/javascript; charset=utf-8",
+            "/api/v1/auth/login",
+        ),
+        ("app.css", "text/css; charset=utf-8", "table"),
+    ] {
+        let answer = app
+            .request(Method::GET, &format!("/ui/{file}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{file}");
+        assert_eq!(answer.headers()["content-type"], content_type, "{file}");
+        assert!(answer.text().await.unwrap().contains(marker), "{file}");
+    }
+    // The page writes what the API answers as text, never as HTML.
+    let script = app
+        .request(Method::GET, "/ui/app.js")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!script.contains("innerHTML"), "the script sets no HTML");
+
+    let missing = app.request(Method::GET, "/ui/nope").send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!("Not Found - file nope")
+    );
 }

@@ -1,7 +1,8 @@
 //! The API description held against the real server by outside tools: the
 //! document validates with `openapi-spec-validator`; schemathesis, with every
 //! check on, finds no request the server answers against its own description; and
-//! in Chromium, the `/docs` page authorizes, pushes and pops as a newcomer would.
+//! in Chromium, the `/docs` page authorizes, pushes and pops as a newcomer would,
+//! and the `/ui` dashboard logs in, counts and redrives dead letters.
 //!
 //! The Python tools come from PyPI (pinned in `tests/schemathesis/requirements.txt`)
 //! in a virtualenv named by `HOPPER_TEST_VENV`; the browser is driven by
@@ -53,6 +54,12 @@ fn main() {
         (
             "the_docs_page_authorizes_pushes_and_pops_in_chromium",
             docs_page,
+            BROWSER_ENV,
+            &needs_browser,
+        ),
+        (
+            "the_dashboard_logs_in_counts_and_redrives_in_chromium",
+            dashboard,
             BROWSER_ENV,
             &needs_browser,
         ),
@@ -241,6 +248,28 @@ fn docs_page(browser: &Path) -> Result<(), Failed> {
         .output()
         .map_err(|e| format!("cannot run node: {e}"))?;
     let reported = report("the /docs page in Chromium", &output);
+    if reported.is_err() {
+        eprintln!("hopper's log:\n{}", server.log());
+    }
+    reported
+}
+
+/// Runs `tests/browser/ui.mjs` against a real server: the dashboard's login, a
+/// queue's counts, a dead letter redriven, a task looked up. Its screenshots are
+/// kept in `ui-screenshots` under Cargo's test directory, failed or not.
+fn dashboard(browser: &Path) -> Result<(), Failed> {
+    let server = Server::start()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ui.mjs");
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let output = Command::new("node")
+        .current_dir(browser)
+        .arg(&script)
+        .arg(server.url(""))
+        .args(["admin", ADMIN_SECRET])
+        .arg(&screenshots)
+        .output()
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    let reported = report("the /ui dashboard in Chromium", &output);
     if reported.is_err() {
         eprintln!("hopper's log:\n{}", server.log());
     }

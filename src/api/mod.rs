@@ -29,6 +29,7 @@ mod queues;
 pub mod reply;
 mod streams;
 pub(crate) mod tasks;
+mod ui;
 
 pub use error::ApiError;
 pub use extract::{read_limited, AppJson, Form, JsonBody, Path, Query};
@@ -70,6 +71,7 @@ pub fn routes() -> (Router<AppState>, OpenApi) {
         .merge(admin::routes())
         .merge(auth::routes())
         .merge(docs::routes())
+        .merge(ui::routes())
         .split_for_parts()
 }
 
