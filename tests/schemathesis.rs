@@ -7,7 +7,8 @@
 //! The Python tools come from PyPI (pinned in `tests/schemathesis/requirements.txt`)
 //! in a virtualenv named by `HOPPER_TEST_VENV`; the browser is driven by
 //! playwright-core (pinned in `tests/browser/package-lock.json`), installed in
-//! `tests/browser/node_modules`, once `HOPPER_TEST_BROWSER` names that directory.
+//! a directory named by `HOPPER_TEST_BROWSER` where `npm ci` ran over
+//! `tests/browser/package*.json` (`.ci/run` makes `target/browser`).
 //! `.ci/run` sets up both. Without them these tests are reported ignored, never
 //! passed; run anyway, they fail saying why.
 
@@ -37,7 +38,7 @@ type Test = fn(&Path) -> Result<(), Failed>;
 
 fn main() {
     let needs_venv = format!("{VENV_ENV} is not set: it names a virtualenv with tests/schemathesis/requirements.txt installed (.ci/run makes one)");
-    let needs_browser = format!("{BROWSER_ENV} is not set: it names tests/browser once `npm ci` ran there and Debian's chromium is installed (.ci/run does both)");
+    let needs_browser = format!("{BROWSER_ENV} is not set: it names a directory where `npm ci` ran over tests/browser/package*.json, with Debian's chromium installed (.ci/run makes target/browser)");
     let trials = [
         (
             "the_description_validates_with_openapi_spec_validator",
@@ -232,11 +233,29 @@ fn schemathesis(venv: &Path) -> Result<(), Failed> {
     reported
 }
 
-/// Runs `tests/browser/docs.mjs` (from `browser`, which holds its `node_modules`)
-/// against a real server: the page's Authorize, then push and pop with Try it out.
+/// `tests/browser/NAME` copied into `browser`, where `npm ci` put playwright-core:
+/// Node resolves a script's imports from the script's own directory, and the
+/// packages live outside the source tree.
+fn browser_script(browser: &Path, name: &str) -> Result<PathBuf, Failed> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(name);
+    let script = browser.join(name);
+    std::fs::copy(&source, &script).map_err(|e| {
+        format!(
+            "cannot copy {} into {}: {e}",
+            source.display(),
+            browser.display()
+        )
+    })?;
+    Ok(script)
+}
+
+/// Runs `tests/browser/docs.mjs` (beside the `node_modules` in `browser`) against a
+/// real server: the page's Authorize, then push and pop with Try it out.
 fn docs_page(browser: &Path) -> Result<(), Failed> {
     let server = Server::start()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/docs.mjs");
+    let script = browser_script(browser, "docs.mjs")?;
     // Kept past the run, for a look at what the page showed when a step failed.
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-page-failure.png");
     let output = Command::new("node")
@@ -259,7 +278,7 @@ fn docs_page(browser: &Path) -> Result<(), Failed> {
 /// kept in `ui-screenshots` under Cargo's test directory, failed or not.
 fn dashboard(browser: &Path) -> Result<(), Failed> {
     let server = Server::start()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ui.mjs");
+    let script = browser_script(browser, "ui.mjs")?;
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let output = Command::new("node")
         .current_dir(browser)
