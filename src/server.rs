@@ -265,10 +265,12 @@ async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: Cancellation
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match store.sweep().await {
-            Ok(0) => {}
-            Ok(dropped) => tracing::info!(dropped, "dropped what outlived its retention"),
-            Err(error) => tracing::warn!(%error, "retention sweep failed"),
+        let (dropped, error) = crate::domain::storage::sweep(store.as_ref()).await;
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped what outlived its retention");
+        }
+        if let Some(error) = error {
+            tracing::warn!(%error, "retention sweep failed");
         }
     }
 }

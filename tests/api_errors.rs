@@ -683,6 +683,13 @@ async fn health_reports_the_backend_and_its_latency(app: TestApp) {
     assert_eq!(body["store"]["backend"], app.backend);
     assert_eq!(body["store"]["ok"], true);
     assert!(body["store"]["latency_ms"].is_number(), "{body}");
+    // What a 2xx rests on: an fsynced file, or a database's commit.
+    let durability = match app.backend {
+        "sqlite" => "fsync",
+        "postgres" => "commit",
+        other => panic!("no durability known for {other}"),
+    };
+    assert_eq!(body["store"]["durability"], durability, "{body}");
 }
 
 async fn admin_creates_a_client_whose_secret_works(app: TestApp) {

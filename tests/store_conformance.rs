@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{trials, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
-use hopper::domain::{ClientId, Grant, QueueName, QueueSettings};
+use hopper::domain::{ClientId, Grant, QueueName, QueueSettings, SettingsPatch};
 use hopper::domain::{
     ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Revocation,
     Settled, Settlement, Store, StoreError, Upsert,
@@ -427,7 +427,10 @@ async fn counts_tell_ready_leased_delayed_and_dead_apart(store: TestStore) {
         max_attempts: 1,
         ..QueueSettings::default()
     };
-    store.update_settings(&q, set_to(&settings)).await.unwrap();
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
     push(&store, &q, &["1", "2", "3", "4"]).await;
     let delayed = PushRequest {
         delay: Duration::from_secs(60),
@@ -469,7 +472,10 @@ async fn message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts(st
         ..QueueSettings::default()
     };
     assert_eq!(
-        store.update_settings(&q, set_to(&settings)).await.unwrap(),
+        store
+            .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+            .await
+            .unwrap(),
         Upsert::Created
     );
     let ids = push(&store, &q, &[r#"{"bad":true}"#]).await;
@@ -525,7 +531,10 @@ async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
         ),
     };
     assert_eq!(
-        store.update_settings(&q, set_to(&first)).await.unwrap(),
+        store
+            .update_settings(&q, &set_to(&first), &QueueSettings::default())
+            .await
+            .unwrap(),
         Upsert::Created
     );
     assert_eq!(store.settings(&q).await.unwrap(), first);
@@ -542,7 +551,10 @@ async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
         ..first.clone()
     };
     assert_eq!(
-        store.update_settings(&q, set_to(&second)).await.unwrap(),
+        store
+            .update_settings(&q, &set_to(&second), &QueueSettings::default())
+            .await
+            .unwrap(),
         Upsert::Updated
     );
     assert_eq!(store.settings(&q).await.unwrap(), second);
@@ -569,7 +581,10 @@ async fn purge_empties_a_queue_and_delete_removes_it(store: TestStore) {
         max_attempts: 7,
         ..QueueSettings::default()
     };
-    store.update_settings(&q, set_to(&settings)).await.unwrap();
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
     push(&store, &q, &["1", "2", "3"]).await;
     let leased = receive(&store, &q, 1, LONG_LEASE).await;
 
@@ -633,7 +648,10 @@ async fn peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing(s
         max_attempts: 2,
         ..QueueSettings::default()
     };
-    store.update_settings(&q, set_to(&settings)).await.unwrap();
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
     let out_of_attempts = push(&store, &q, &["0"]).await[0];
     for _ in 0..2 {
         receive(&store, &q, 1, Some(SHORT_LEASE)).await;
@@ -800,10 +818,9 @@ fn announced(revocations: &mut tokio::sync::broadcast::Receiver<Revocation>, id:
     found
 }
 
-/// An update that sets the settings whatever they were.
-fn set_to(settings: &QueueSettings) -> hopper::domain::SettingsUpdate {
-    let settings = settings.clone();
-    Box::new(move |_| settings)
+/// A patch that sets the settings whatever they were.
+fn set_to(settings: &QueueSettings) -> SettingsPatch {
+    SettingsPatch::replacing(settings)
 }
 
 async fn concurrent_settings_updates_compose(store: TestStore) {
@@ -812,23 +829,40 @@ async fn concurrent_settings_updates_compose(store: TestStore) {
         max_attempts: 1,
         ..QueueSettings::default()
     };
-    store.update_settings(&q, set_to(&start)).await.unwrap();
-    // Each update reads the current value and adds one: a read and a write that are
-    // not one atomic step would lose increments.
-    let increments = (0..20).map(|_| {
-        store.update_settings(
-            &q,
-            Box::new(|current: Option<QueueSettings>| {
-                let mut next = current.expect("the queue exists");
-                next.max_attempts += 1;
-                next
-            }),
-        )
-    });
-    for upsert in futures_util::future::join_all(increments).await {
+    store
+        .update_settings(&q, &set_to(&start), &QueueSettings::default())
+        .await
+        .unwrap();
+    // Each patch changes one field over the current settings: a read and a write that
+    // are not one atomic step would write back a stale value of the other fields.
+    let patches: Vec<SettingsPatch> = (1..=20u32)
+        .map(|n| match n % 3 {
+            0 => SettingsPatch {
+                max_attempts: Some(n),
+                ..SettingsPatch::default()
+            },
+            1 => SettingsPatch {
+                lease: Some(Duration::from_secs(n.into())),
+                ..SettingsPatch::default()
+            },
+            _ => SettingsPatch {
+                retention: Some(Some(Duration::from_secs(n.into()))),
+                ..SettingsPatch::default()
+            },
+        })
+        .collect();
+    let defaults = QueueSettings::default();
+    let updates = patches
+        .iter()
+        .map(|patch| store.update_settings(&q, patch, &defaults));
+    for upsert in futures_util::future::join_all(updates).await {
         upsert.unwrap();
     }
-    assert_eq!(store.settings(&q).await.unwrap().max_attempts, 21);
+    // Whatever order they ran in, each field holds a value one of its patches set.
+    let settings = store.settings(&q).await.unwrap();
+    assert_ne!(settings.max_attempts, 1, "a max_attempts change was lost");
+    assert_ne!(settings.lease, start.lease, "a lease change was lost");
+    assert!(settings.retention.is_some(), "a retention change was lost");
 }
 
 fn new_event(stream: &str, producer: &str, name: &str) -> hopper::domain::NewEvent {
@@ -853,7 +887,11 @@ async fn sweep_trims_streams_by_count_and_by_age(store: TestStore) {
         max_events: Some(2),
     };
     store.set_stream_retention(&stream, keep_two).await.unwrap();
-    store.sweep().await.unwrap();
+    hopper::domain::storage::sweep(store.deref())
+        .await
+        .1
+        .map_or(Ok(()), Err)
+        .unwrap();
     let info = store.stream_info(&stream).await.unwrap();
     assert_eq!(
         (info.length, info.first_event, info.last_event),
@@ -875,7 +913,11 @@ async fn sweep_trims_streams_by_count_and_by_age(store: TestStore) {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store.sweep().await.unwrap();
+    hopper::domain::storage::sweep(store.deref())
+        .await
+        .1
+        .map_or(Ok(()), Err)
+        .unwrap();
     assert_eq!(store.stream_info(&stream).await.unwrap().length, 0);
 }
 

@@ -25,8 +25,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// How the store answered.
 #[derive(Serialize, ToSchema)]
 pub struct StoreHealth {
-    /// `sqlite` or `postgres`.
+    /// `sqlite`, `postgres` or `redis`.
     backend: &'static str,
+    /// What a 2xx write survives here: `fsync` (SQLite), `commit` (PostgreSQL),
+    /// `fsync-always`, `fsync-everysec` or `none` (Redis, from its persistence settings).
+    #[schema(pattern = "^(fsync|commit|fsync-always|fsync-everysec|none)$")]
+    durability: &'static str,
     /// Whether it answered.
     ok: bool,
     /// How long it took to answer, in milliseconds.
@@ -85,6 +89,7 @@ pub async fn health(State(state): State<AppState>) -> Reply<HealthView> {
             status: text,
             store: StoreHealth {
                 backend,
+                durability: state.store.durability().as_str(),
                 ok: failure.is_none(),
                 latency_ms,
                 error: failure,

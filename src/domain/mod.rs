@@ -31,7 +31,7 @@ pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use storage::{
-    ClientStore, QueueStore, SettingsUpdate, Store, StoreError, StoreResult, StreamStore, TaskStore,
+    ClientStore, Durability, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
 };
 pub use streams::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::access::Principal;
 use super::messages::{Message, PushOutcome, PushRequest, Receipt, Settled, Settlement};
 use super::settings::{check_delay, check_lease};
-use super::storage::{SettingsUpdate, Store};
+use super::storage::Store;
 use super::tasks::TaskCounts;
 use super::{Action, DomainError, QueueName, QueueSettings, ResourceKind, SettingsPatch, Waiters};
 
@@ -300,15 +300,11 @@ impl QueueService {
         patch: &SettingsPatch,
     ) -> Result<(Upsert, QueueInfo), DomainError> {
         caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Manage)?;
-        // The limits do not depend on the current values: checking against the defaults
-        // here means the update below, run inside the store's write, cannot fail.
-        patch.apply(&self.defaults)?;
-        let (patch, defaults) = (patch.clone(), self.defaults.clone());
-        let update: SettingsUpdate = Box::new(move |current| {
-            let base = current.unwrap_or(defaults);
-            patch.apply(&base).unwrap_or(base)
-        });
-        let upsert = self.store.update_settings(queue, update).await?;
+        patch.validate()?;
+        let upsert = self
+            .store
+            .update_settings(queue, patch, &self.defaults)
+            .await?;
         Ok((upsert, self.store.queue_info(queue).await?))
     }
 

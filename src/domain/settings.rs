@@ -161,9 +161,15 @@ fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 impl SettingsPatch {
     /// Applies the patch over `current`, refusing values outside the limits.
     pub fn apply(&self, current: &QueueSettings) -> Result<QueueSettings, DomainError> {
-        let mut next = current.clone();
+        self.validate()?;
+        Ok(self.over(current))
+    }
+
+    /// Refuses values outside the limits; none of them depends on the current settings,
+    /// so a patch checked once can be applied by the store inside its write.
+    pub fn validate(&self) -> Result<(), DomainError> {
         if let Some(lease) = self.lease {
-            next.lease = check_lease(lease)?;
+            check_lease(lease)?;
         }
         if let Some(max_attempts) = self.max_attempts {
             if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
@@ -171,10 +177,6 @@ impl SettingsPatch {
                     "max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"
                 )));
             }
-            next.max_attempts = max_attempts;
-        }
-        if let Some(retention) = self.retention {
-            next.retention = retention.filter(|r| !r.is_zero());
         }
         if let Some(window) = self.idempotency_window {
             if window > MAX_IDEMPOTENCY_WINDOW {
@@ -183,15 +185,44 @@ impl SettingsPatch {
                     MAX_IDEMPOTENCY_WINDOW.as_secs()
                 )));
             }
+        }
+        if let Some(Some(delivery)) = &self.delivery {
+            delivery.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The settings `current` becomes under this patch, unchecked: what a store applies
+    /// after the caller has [validated](Self::validate) the patch.
+    pub fn over(&self, current: &QueueSettings) -> QueueSettings {
+        let mut next = current.clone();
+        if let Some(lease) = self.lease {
+            next.lease = lease;
+        }
+        if let Some(max_attempts) = self.max_attempts {
+            next.max_attempts = max_attempts;
+        }
+        if let Some(retention) = self.retention {
+            next.retention = retention.filter(|r| !r.is_zero());
+        }
+        if let Some(window) = self.idempotency_window {
             next.idempotency_window = window;
         }
         if let Some(delivery) = &self.delivery {
-            if let Some(delivery) = delivery {
-                delivery.validate()?;
-            }
             next.delivery = delivery.clone();
         }
-        Ok(next)
+        next
+    }
+
+    /// A patch that sets every field to `settings`: a whole replacement.
+    pub fn replacing(settings: &QueueSettings) -> SettingsPatch {
+        SettingsPatch {
+            lease: Some(settings.lease),
+            max_attempts: Some(settings.max_attempts),
+            retention: Some(settings.retention),
+            idempotency_window: Some(settings.idempotency_window),
+            delivery: Some(settings.delivery.clone()),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use super::streams::{
     Appended, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo, StreamRetention,
 };
 use super::tasks::{NewTask, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord};
-use super::{ClientId, Grant, QueueName, QueueSettings, StreamName, Wakeups};
+use super::{ClientId, Grant, QueueName, QueueSettings, SettingsPatch, StreamName, Wakeups};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +68,40 @@ impl StoreError {
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A change of settings computed from the current ones (`None`: the queue is new).
-pub type SettingsUpdate = Box<dyn FnOnce(Option<QueueSettings>) -> QueueSettings + Send>;
+/// What a 2xx write means on a backend: the strongest loss it survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to a local file and fsynced before the answer (SQLite).
+    Fsync,
+    /// Committed by a database server, which keeps it as its own settings say (PostgreSQL).
+    Commit,
+    /// Logged and fsynced by Redis before it answers (`appendfsync always`).
+    FsyncAlways,
+    /// Logged by Redis and fsynced within a second (`appendfsync everysec`): a crash of
+    /// the Redis host may lose the last second of writes.
+    FsyncEverysec,
+    /// Kept in memory only (no append-only file): a Redis restart loses every write
+    /// since its last snapshot, if any.
+    None,
+}
+
+impl Durability {
+    /// The name `/health` and the logs give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Commit => "commit",
+            Durability::FsyncAlways => "fsync-always",
+            Durability::FsyncEverysec => "fsync-everysec",
+            Durability::None => "none",
+        }
+    }
+
+    /// Whether a write that was answered 2xx can be lost without a disk failing.
+    pub fn may_lose_writes(self) -> bool {
+        matches!(self, Durability::FsyncEverysec | Durability::None)
+    }
+}
 
 /// Queue persistence.
 #[async_trait]
@@ -100,12 +132,14 @@ pub trait QueueStore: Send + Sync {
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo>;
     /// Every queue with its counts, by name.
     async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>>;
-    /// Creates the queue or changes its settings to `update(current)` (`None` when the
-    /// queue is new), read and written in one atomic step so concurrent changes compose.
+    /// Creates the queue with `patch` over `defaults`, or applies `patch` over its
+    /// current settings, read and written in one atomic step so concurrent changes
+    /// compose. The caller has [validated](super::SettingsPatch::validate) the patch.
     async fn update_settings(
         &self,
         queue: &QueueName,
-        update: SettingsUpdate,
+        patch: &SettingsPatch,
+        defaults: &QueueSettings,
     ) -> StoreResult<Upsert>;
     /// The settings of an existing queue.
     async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings>;
@@ -130,10 +164,12 @@ pub trait QueueStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
-    /// Drops messages past their queue's retention, events past their stream's,
-    /// idempotency keys past their window and tasks past their `keep_finished`;
-    /// marks tasks whose message is gone unfinished as expired.
-    async fn sweep(&self) -> StoreResult<u64>;
+    /// Drops messages past their queue's retention (expiring their unfinished tasks)
+    /// and dead-letters expired leases out of attempts (failing their tasks), so tasks
+    /// end even when nobody receives; returns how many messages were dropped.
+    async fn sweep_messages(&self) -> StoreResult<u64>;
+    /// Forgets idempotency keys past their window; returns how many.
+    async fn sweep_idempotency_keys(&self) -> StoreResult<u64>;
 }
 
 /// Stream persistence.
@@ -164,12 +200,14 @@ pub trait StreamStore: Send + Sync {
     async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>>;
     /// Gives the stream to another producer.
     async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()>;
-    /// Sets how long the stream keeps events; [`QueueStore::sweep`] drops the rest.
+    /// Sets how long the stream keeps events; [`StreamStore::sweep_events`] drops the rest.
     async fn set_stream_retention(
         &self,
         stream: &StreamName,
         retention: StreamRetention,
     ) -> StoreResult<()>;
+    /// Drops events past their stream's retention; returns how many.
+    async fn sweep_events(&self) -> StoreResult<u64>;
 }
 
 /// Task persistence. A task lives beside its queue message; finishing it settles
@@ -187,6 +225,8 @@ pub trait TaskStore: Send + Sync {
         receipt: Receipt,
         finish: TaskFinish,
     ) -> StoreResult<TaskFinished>;
+    /// Drops finished tasks past their `keep_finished`; returns how many.
+    async fn sweep_tasks(&self) -> StoreResult<u64>;
 }
 
 /// Client persistence.
@@ -216,6 +256,8 @@ pub trait ClientStore: Send + Sync {
 pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore {
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;
+    /// What a 2xx write means on this backend, as `/health` reports it.
+    fn durability(&self) -> Durability;
     /// Checks the store answers, through the same path writes take.
     async fn ping(&self) -> StoreResult<()>;
     /// The wake-ups this store signals after commits that make messages ready.
@@ -227,4 +269,26 @@ pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore {
     }
     /// Finishes every accepted write and releases the backend; later calls fail with `Unavailable`.
     async fn close(&self);
+}
+
+/// Runs every sweep of `store` once, each on its own: one that fails does not keep
+/// the others from running. Returns what was dropped in all, and the first error.
+pub async fn sweep(store: &dyn Store) -> (u64, Option<StoreError>) {
+    let results = [
+        store.sweep_messages().await,
+        store.sweep_idempotency_keys().await,
+        store.sweep_events().await,
+        store.sweep_tasks().await,
+    ];
+    let mut swept = 0;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(n) => swept += n,
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    (swept, first_error)
 }

@@ -19,7 +19,6 @@ use crate::domain::clock::{now_millis, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
-use crate::domain::SettingsUpdate;
 use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
     PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
@@ -29,6 +28,7 @@ use crate::domain::{
 use crate::domain::{
     ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
 };
+use crate::domain::{Durability, SettingsPatch};
 
 mod batcher;
 mod clients;
@@ -494,11 +494,12 @@ impl QueueStore for PostgresStore {
     async fn update_settings(
         &self,
         queue: &QueueName,
-        update: SettingsUpdate,
+        patch: &SettingsPatch,
+        defaults: &QueueSettings,
     ) -> StoreResult<Upsert> {
         let (mut wake, now) = (Vec::new(), self.clock.now());
         let upsert = transaction!(self, |tx| queues::update_settings(
-            &tx, queue, update, now, &mut wake
+            &tx, queue, patch, defaults, now, &mut wake
         ));
         self.waking(wake, upsert)
     }
@@ -553,16 +554,15 @@ impl QueueStore for PostgresStore {
         self.waking(wake, moved)
     }
 
-    async fn sweep(&self) -> StoreResult<u64> {
+    async fn sweep_messages(&self) -> StoreResult<u64> {
         let (mut wake, now) = (Vec::new(), self.clock.now());
-        let swept = transaction!(self, |tx| async {
-            Ok::<_, StoreError>(
-                queues::sweep(&tx, now, &mut wake).await?
-                    + streams::sweep(&tx, now).await?
-                    + tasks::sweep(&tx, now).await?,
-            )
-        });
+        let swept = transaction!(self, |tx| queues::sweep(&tx, now, &mut wake));
         self.waking(wake, swept)
+    }
+
+    async fn sweep_idempotency_keys(&self) -> StoreResult<u64> {
+        let now = self.clock.now();
+        transaction!(self, |tx| queues::sweep_idempotency_keys(&tx, now))
     }
 }
 
@@ -614,6 +614,11 @@ impl StreamStore for PostgresStore {
     ) -> StoreResult<()> {
         transaction!(self, |tx| streams::set_retention(&tx, stream, retention))
     }
+
+    async fn sweep_events(&self) -> StoreResult<u64> {
+        let now = self.clock.now();
+        transaction!(self, |tx| streams::sweep(&tx, now))
+    }
 }
 
 #[async_trait]
@@ -639,6 +644,11 @@ impl TaskStore for PostgresStore {
             &tx, id, receipt, &finish, now, &mut wake
         ));
         self.waking(wake, finished)
+    }
+
+    async fn sweep_tasks(&self) -> StoreResult<u64> {
+        let now = self.clock.now();
+        transaction!(self, |tx| tasks::sweep(&tx, now))
     }
 }
 
@@ -691,6 +701,12 @@ const TOKEN_KEY: &str = "token";
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn durability(&self) -> Durability {
+        // A write is answered once its transaction commits; what a commit survives
+        // (`synchronous_commit`, replicas) is the database's own setting.
+        Durability::Commit
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -17,7 +17,7 @@ use crate::domain::{
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
 use crate::domain::{QueueName, QueueSettings};
-use crate::domain::{SettingsUpdate, TaskEnding};
+use crate::domain::{SettingsPatch, TaskEnding};
 
 /// A queue row: its id and settings.
 pub struct QueueRow {
@@ -25,23 +25,27 @@ pub struct QueueRow {
     settings: QueueSettings,
 }
 
-fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> QueueSettings {
+/// A queue's settings from the columns `lease_ms, max_attempts, retention_ms,
+/// idempotency_window_ms, delivery` starting at `first`. An unreadable column is an
+/// error, as on SQLite: read as "no delivery", the next `PUT` would store that.
+fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> StoreResult<QueueSettings> {
     let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
-    QueueSettings {
-        lease: millis(row.get(first)),
-        max_attempts: row.get::<_, i32>(first + 1).max(1) as u32,
-        retention: row.get::<_, Option<i64>>(first + 2).map(millis),
-        idempotency_window: millis(row.get(first + 3)),
-        delivery: row.get::<_, Option<&str>>(first + 4).and_then(
-            |json| match serde_json::from_str(json) {
-                Ok(delivery) => Some(delivery),
-                Err(error) => {
-                    tracing::error!(%error, "postgres: a stored delivery setting is unreadable");
-                    None
-                }
-            },
-        ),
-    }
+    let column = pg("read queue settings");
+    Ok(QueueSettings {
+        lease: millis(row.try_get(first).map_err(&column)?),
+        max_attempts: row.try_get::<_, i32>(first + 1).map_err(&column)?.max(1) as u32,
+        retention: row
+            .try_get::<_, Option<i64>>(first + 2)
+            .map_err(&column)?
+            .map(millis),
+        idempotency_window: millis(row.try_get(first + 3).map_err(&column)?),
+        delivery: row
+            .try_get::<_, Option<&str>>(first + 4)
+            .map_err(&column)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::backend("read a stored delivery setting", e))?,
+    })
 }
 
 /// A queue's delivery setting as stored: JSON, or NULL.
@@ -65,10 +69,13 @@ async fn find_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Optio
         .query_opt(&stmt, &[&name.as_str()])
         .await
         .map_err(pg("find queue"))?;
-    Ok(row.map(|row| QueueRow {
-        id: row.get(0),
-        settings: settings_from_row(&row, 1),
-    }))
+    row.map(|row| {
+        Ok(QueueRow {
+            id: row.try_get(0).map_err(pg("find queue"))?,
+            settings: settings_from_row(&row, 1)?,
+        })
+    })
+    .transpose()
 }
 
 async fn require_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<QueueRow> {
@@ -546,8 +553,8 @@ pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<Q
             continue;
         };
         let queue = QueueRow {
-            id: row.get(0),
-            settings: settings_from_row(&row, 1),
+            id: row.try_get(0).map_err(pg("list queues"))?,
+            settings: settings_from_row(&row, 1)?,
         };
         queues.push(QueueInfo {
             counts: counts(tx, &queue, now).await?,
@@ -591,7 +598,8 @@ pub async fn settings(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Que
 pub async fn update_settings(
     tx: &Transaction<'_>,
     name: &QueueName,
-    update: SettingsUpdate,
+    patch: &SettingsPatch,
+    defaults: &QueueSettings,
     now: Millis,
     wake: &mut Vec<String>,
 ) -> StoreResult<Upsert> {
@@ -607,14 +615,15 @@ pub async fn update_settings(
         .query_opt(&stmt, &[&name.as_str()])
         .await
         .map_err(pg("read queue settings"))?
-        .map(|row| settings_from_row(&row, 0));
+        .map(|row| settings_from_row(&row, 0))
+        .transpose()?;
     let Some(current) = current else {
-        let settings = update(None);
+        let settings = patch.over(defaults);
         create_queue_if_absent(tx, name, &settings, now).await?;
         // Another node may have created it first; its row wins, as if it came just before.
         return Ok(Upsert::Created);
     };
-    let settings = update(Some(current));
+    let settings = patch.over(&current);
     let stmt = tx
         .prepare_cached(
             "UPDATE queues SET lease_ms = $2, max_attempts = $3, retention_ms = $4, idempotency_window_ms = $5,
@@ -786,14 +795,17 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis, wake: &mut Vec<String>) ->
         .map(id_and_attempts)
         .collect();
     tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await?;
-    let expired = dropped.len() as u64;
+    Ok(dropped.len() as u64)
+}
+
+/// Forgets idempotency keys past their window.
+pub async fn sweep_idempotency_keys(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
     tx.execute(
         "DELETE FROM idempotency_keys WHERE expires_at <= $1",
         &[&now],
     )
     .await
-    .map_err(pg("drop expired idempotency keys"))?;
-    Ok(expired)
+    .map_err(pg("drop expired idempotency keys"))
 }
 
 /// Pushes without idempotency keys, from many requests, in one statement that

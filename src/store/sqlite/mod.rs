@@ -15,7 +15,6 @@ use crate::domain::clock::now_millis;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::{is_queue_key, stream_key};
-use crate::domain::SettingsUpdate;
 use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, NewTask, PushOutcome,
     PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
@@ -25,6 +24,7 @@ use crate::domain::{
 use crate::domain::{
     ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
 };
+use crate::domain::{Durability, SettingsPatch};
 
 mod checkpoint;
 mod clients;
@@ -290,11 +290,12 @@ impl QueueStore for SqliteStore {
     async fn update_settings(
         &self,
         queue: &QueueName,
-        update: SettingsUpdate,
+        patch: &SettingsPatch,
+        defaults: &QueueSettings,
     ) -> StoreResult<Upsert> {
-        let queue = queue.clone();
+        let (queue, patch, defaults) = (queue.clone(), patch.clone(), defaults.clone());
         self.write_waking(false, move |conn, wake| {
-            queues::update_settings(conn, &queue, update, now_millis(), wake)
+            queues::update_settings(conn, &queue, &patch, &defaults, now_millis(), wake)
         })
         .await
     }
@@ -354,14 +355,14 @@ impl QueueStore for SqliteStore {
         .await
     }
 
-    async fn sweep(&self) -> StoreResult<u64> {
-        self.write_waking(false, |conn, wake| {
-            let now = now_millis();
-            Ok(queues::sweep(conn, now, wake)?
-                + streams::sweep(conn, now)?
-                + tasks::sweep(conn, now)?)
-        })
-        .await
+    async fn sweep_messages(&self) -> StoreResult<u64> {
+        self.write_waking(false, |conn, wake| queues::sweep(conn, now_millis(), wake))
+            .await
+    }
+
+    async fn sweep_idempotency_keys(&self) -> StoreResult<u64> {
+        self.write(|conn| queues::sweep_idempotency_keys(conn, now_millis()))
+            .await
     }
 }
 
@@ -426,6 +427,10 @@ impl StreamStore for SqliteStore {
         self.write(move |conn| streams::set_retention(conn, &stream, retention))
             .await
     }
+
+    async fn sweep_events(&self) -> StoreResult<u64> {
+        self.write(|conn| streams::sweep(conn, now_millis())).await
+    }
 }
 
 #[async_trait]
@@ -454,6 +459,10 @@ impl TaskStore for SqliteStore {
             tasks::finish(conn, &id, receipt, &finish, now_millis(), wake)
         })
         .await
+    }
+
+    async fn sweep_tasks(&self) -> StoreResult<u64> {
+        self.write(|conn| tasks::sweep(conn, now_millis())).await
     }
 }
 
@@ -520,6 +529,11 @@ const TOKEN_KEY: &str = "token";
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn durability(&self) -> Durability {
+        // Every commit is fsynced (`synchronous = FULL` in WAL mode) before it is answered.
+        Durability::Fsync
     }
 
     async fn ping(&self) -> StoreResult<()> {

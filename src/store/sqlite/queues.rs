@@ -15,7 +15,7 @@ use crate::domain::{
     Settled, Settlement, StoreError, StoreResult, Upsert,
 };
 use crate::domain::{QueueName, QueueSettings};
-use crate::domain::{SettingsUpdate, TaskEnding};
+use crate::domain::{SettingsPatch, TaskEnding};
 
 const WAITING: i64 = 0;
 const LEASED: i64 = 1;
@@ -545,17 +545,18 @@ pub fn settings(conn: &Connection, name: &QueueName) -> StoreResult<QueueSetting
 pub fn update_settings(
     conn: &Connection,
     name: &QueueName,
-    update: SettingsUpdate,
+    patch: &SettingsPatch,
+    defaults: &QueueSettings,
     now: Millis,
     wake: &mut Vec<String>,
 ) -> StoreResult<Upsert> {
     // A changed lease or attempt limit can make messages ready: waiters re-check.
     wake.push(name.to_string());
     let Some(current) = find_queue(conn, name)? else {
-        insert_queue(conn, name, &update(None), now)?;
+        insert_queue(conn, name, &patch.over(defaults), now)?;
         return Ok(Upsert::Created);
     };
-    let settings = update(Some(current.settings));
+    let settings = patch.over(&current.settings);
     let delivery = delivery_json(&settings)?;
     conn.prepare_cached(
         "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5,
@@ -681,8 +682,7 @@ pub fn redrive(
     Ok(moved.len() as u64)
 }
 
-/// Drops messages past retention and expired idempotency keys, and dead-letters
-/// expired leases out of attempts in every queue (so their tasks fail even when
+/// Drops messages past retention, and dead-letters expired leases out of attempts in every queue (so their tasks fail even when
 /// nobody receives from the queue).
 pub fn sweep(conn: &Connection, now: Millis, wake: &mut Vec<String>) -> StoreResult<u64> {
     let dropped = conn
@@ -711,9 +711,13 @@ pub fn sweep(conn: &Connection, now: Millis, wake: &mut Vec<String>) -> StoreRes
         })
         .map_err(sql("dead-letter expired leases"))?;
     tasks::end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)?;
-    let expired_messages = dropped.len();
+    Ok(dropped.len() as u64)
+}
+
+/// Forgets idempotency keys past their window.
+pub fn sweep_idempotency_keys(conn: &Connection, now: Millis) -> StoreResult<u64> {
     conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
         .and_then(|mut stmt| stmt.execute([now]))
-        .map_err(sql("drop expired idempotency keys"))?;
-    Ok(expired_messages as u64)
+        .map(|n| n as u64)
+        .map_err(sql("drop expired idempotency keys"))
 }
