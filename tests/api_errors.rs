@@ -685,11 +685,40 @@ async fn health_reports_the_backend_and_its_latency(app: TestApp) {
     assert!(body["store"]["latency_ms"].is_number(), "{body}");
     // What a 2xx rests on: an fsynced file, or a database's commit.
     let durability = match app.backend {
-        "sqlite" => "fsync",
-        "postgres" => "commit",
+        "sqlite" => "fsync".to_owned(),
+        "postgres" => "commit".to_owned(),
+        // On Redis, what the server's own persistence settings promise.
+        "redis" => redis_durability(app.store_url()),
         other => panic!("no durability known for {other}"),
     };
     assert_eq!(body["store"]["durability"], durability, "{body}");
+}
+
+/// What a Redis server's `appendonly` and `appendfsync` promise, asked of the server itself.
+fn redis_durability(store_url: &str) -> String {
+    let base = store_url.split('?').next().unwrap();
+    let node = match base.strip_prefix("redis+cluster://") {
+        Some(hosts) => format!("redis://{}", hosts.split(',').next().unwrap()),
+        None => base.to_owned(),
+    };
+    let mut connection = redis::Client::open(node).unwrap().get_connection().unwrap();
+    let setting = |connection: &mut redis::Connection, name: &str| -> String {
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query(connection)
+            .unwrap();
+        pair.get(1).cloned().unwrap_or_default()
+    };
+    match (
+        setting(&mut connection, "appendonly").as_str(),
+        setting(&mut connection, "appendfsync").as_str(),
+    ) {
+        ("yes", "always") => "fsync-always",
+        ("yes", "everysec") => "fsync-everysec",
+        _ => "none",
+    }
+    .to_owned()
 }
 
 async fn admin_creates_a_client_whose_secret_works(app: TestApp) {

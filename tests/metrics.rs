@@ -125,9 +125,9 @@ async fn append(app: &TestApp, stream: &str, name: &str) {
 async fn queues_tasks_streams_and_requests_are_counted(backend: Backend) {
     let app = spawn_app(&backend).await;
     let (queue, tasks, stream) = (
-        format!("depth-{}", backend.name()),
-        format!("work-{}", backend.name()),
-        format!("events-{}", backend.name()),
+        format!("depth-{}", backend.label()),
+        format!("work-{}", backend.label()),
+        format!("events-{}", backend.label()),
     );
     push(&app, &queue, 3).await;
     let received = app.receive(&queue, "count=1").await;
@@ -295,7 +295,7 @@ async fn queues_tasks_streams_and_requests_are_counted(backend: Backend) {
 
 async fn deliveries_and_open_breakers_are_shown(backend: Backend) {
     let app = spawn_app(&backend).await;
-    let queue = format!("hooks-{}", backend.name());
+    let queue = format!("hooks-{}", backend.label());
     // Nothing listens there: every call fails at once, and one failure opens the breaker.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

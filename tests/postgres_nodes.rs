@@ -43,8 +43,10 @@ impl Fixture for Postgres {
     async fn start(backend: Backend) -> Self {
         match backend {
             Backend::Postgres { base_url } => Postgres { base: base_url },
-            Backend::Sqlite => {
-                unreachable!("the multi-node tests are registered for PostgreSQL only")
+            other => {
+                unreachable!(
+                    "the multi-node tests are registered for PostgreSQL only, not {other:?}"
+                )
             }
         }
     }

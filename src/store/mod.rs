@@ -1,5 +1,5 @@
-//! The storage backends: SQLite (embedded, group commit) and PostgreSQL (many
-//! nodes on one database). Each implements the traits of
+//! The storage backends: SQLite (embedded, group commit), PostgreSQL (many
+//! nodes on one database) and Redis (a server or a cluster, many nodes). Each implements the traits of
 //! [`crate::domain::storage`] in the domain's own types, so the rest of Hopper
 //! never knows which one runs. Backends hold their statements and transactions;
 //! the rules they apply are the domain's.
@@ -11,6 +11,7 @@ pub use crate::domain::storage::{
 };
 
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 /// Opens the backend named by a store URL: `sqlite://PATH` or `postgres://...`.
@@ -21,8 +22,20 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
     }
+    if [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
+    {
+        return Ok(Arc::new(self::redis::RedisStore::open(url).await?));
+    }
     anyhow::bail!(
-        "unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+        "unsupported store URL {url:?}: use sqlite://PATH, postgres://USER@HOST:PORT/DB, \
+         redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT[,HOST:PORT...]"
     )
 }
 

@@ -30,6 +30,8 @@
 //! Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
+pub mod redis_cluster;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,6 +51,15 @@ pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// The variable naming the PostgreSQL server the tests may use (a base URL, no schema).
 pub const POSTGRES_ENV: &str = "HOPPER_TEST_POSTGRES";
+
+/// The variable naming the Redis server the tests may use (a base URL such as
+/// `redis://127.0.0.1:6379/0`); each test puts its keys under a prefix of its own.
+pub const REDIS_ENV: &str = "HOPPER_TEST_REDIS";
+
+/// The variable naming a Redis Cluster for the tests: `start` has each test binary
+/// start a three-master cluster of its own on free ports (with `redis-server` and
+/// `redis-cli`), or a `redis+cluster://` URL names one that runs already.
+pub const REDIS_CLUSTER_ENV: &str = "HOPPER_TEST_REDIS_CLUSTER";
 
 /// The `main` of a test binary: registers the test functions of the file, in sections,
 /// and runs them as `libtest_mimic` trials ([`run_trials`]).
@@ -143,7 +154,9 @@ pub(crate) use trials;
 /// `--test-threads`) and exits with libtest's exit code.
 pub fn run_trials(trials: Vec<Trial>) -> ! {
     record_panic_locations();
-    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+    let conclusion = libtest_mimic::run(&Arguments::from_args(), trials);
+    redis_cluster::stop();
+    conclusion.exit()
 }
 
 /// The tokio runtime an async test runs on, as `#[tokio::test]` would build it.
@@ -175,9 +188,9 @@ impl Runtime {
     }
 }
 
-/// The trials `sqlite::<name>` and `postgres::<name>` of `test` ([`trials!`]'s
-/// `each_backend`).
-pub fn each_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
+/// The trials `sqlite::<name>`, `postgres::<name>`, `redis::<name>` and
+/// `redis_cluster::<name>` of `test` ([`trials!`]'s `each_backend`).
+pub fn each_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 4]
 where
     F: Fixture,
     T: FnOnce(F) -> Fut + Copy + Send + 'static,
@@ -193,6 +206,13 @@ where
         backend_trial(
             format!("postgres::{name}"),
             Backend::postgres(),
+            runtime,
+            test,
+        ),
+        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
+        backend_trial(
+            format!("redis_cluster::{name}"),
+            Backend::redis_cluster(),
             runtime,
             test,
         ),
@@ -325,6 +345,16 @@ pub enum Backend {
         /// The server and database, from [`POSTGRES_ENV`].
         base_url: String,
     },
+    /// `<base_url>?prefix=t_<random hex>:`.
+    Redis {
+        /// The server, from [`REDIS_ENV`].
+        base_url: String,
+    },
+    /// `redis+cluster://...?prefix=t_<random hex>:`.
+    RedisCluster {
+        /// The cluster's nodes, from [`REDIS_CLUSTER_ENV`] or started by this binary.
+        base_url: String,
+    },
 }
 
 impl Backend {
@@ -342,22 +372,68 @@ impl Backend {
         }
     }
 
+    /// Redis on the server of [`REDIS_ENV`]; when it is unset, why not.
+    pub fn redis() -> Result<Backend, String> {
+        match std::env::var(REDIS_ENV) {
+            Ok(url) if !url.trim().is_empty() => Ok(Backend::Redis {
+                base_url: url.trim().to_owned(),
+            }),
+            _ => Err(format!(
+                "{REDIS_ENV} is not set: this test needs a Redis server \
+                 (e.g. {REDIS_ENV}=redis://127.0.0.1:6379/0)"
+            )),
+        }
+    }
+
+    /// A Redis Cluster as [`REDIS_CLUSTER_ENV`] says; when it is unset, why not.
+    pub fn redis_cluster() -> Result<Backend, String> {
+        match std::env::var(REDIS_CLUSTER_ENV) {
+            Ok(value) if value.trim() == "start" => Ok(Backend::RedisCluster {
+                base_url: redis_cluster::started()?,
+            }),
+            Ok(url) if !url.trim().is_empty() => Ok(Backend::RedisCluster {
+                base_url: url.trim().to_owned(),
+            }),
+            _ => Err(format!(
+                "{REDIS_CLUSTER_ENV} is not set: this test needs a Redis Cluster \
+                 ({REDIS_CLUSTER_ENV}=start starts one with redis-server and redis-cli)"
+            )),
+        }
+    }
+
+    /// The backend's name in trial names, unique per backend (`redis_cluster` too).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Backend::RedisCluster { .. } => "redis_cluster",
+            other => other.name(),
+        }
+    }
+
     /// The backend's name as `/health` reports it.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres { .. } => "postgres",
+            Backend::Redis { .. } | Backend::RedisCluster { .. } => "redis",
         }
     }
 
     /// A new store of this backend that no other test uses.
     pub fn isolated_store(&self) -> IsolatedStore {
         let dir = tempfile::tempdir().expect("cannot create a temp dir");
-        let (url, schema) = match self {
-            Backend::Sqlite => (format!("sqlite://{}/hopper.db", dir.path().display()), None),
+        let (url, schema, prefix) = match self {
+            Backend::Sqlite => (
+                format!("sqlite://{}/hopper.db", dir.path().display()),
+                None,
+                None,
+            ),
             Backend::Postgres { base_url } => {
                 let schema = PgSchema::new(base_url);
-                (schema.store_url(), Some(schema))
+                (schema.store_url(), Some(schema), None)
+            }
+            Backend::Redis { base_url } | Backend::RedisCluster { base_url } => {
+                let prefix = redis_cluster::KeyPrefix::new(base_url);
+                (prefix.store_url(), None, Some(prefix))
             }
         };
         IsolatedStore {
@@ -365,6 +441,7 @@ impl Backend {
             backend: self.name(),
             dir,
             _schema: schema,
+            _prefix: prefix,
         }
     }
 }
@@ -378,6 +455,7 @@ pub struct IsolatedStore {
     /// A temporary directory, for the SQLite file and for logs.
     pub dir: TempDir,
     _schema: Option<PgSchema>,
+    _prefix: Option<redis_cluster::KeyPrefix>,
 }
 
 /// A PostgreSQL schema of one test, named `t_<16 random hex digits>`. Hopper creates it
@@ -485,7 +563,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The secret of client `admin`.
     pub admin_secret: String,
-    /// The backend's name as `/health` must report it: `sqlite` or `postgres`.
+    /// The backend's name as `/health` must report it: `sqlite`, `postgres` or `redis`.
     pub backend: &'static str,
     server: hopper::server::Server,
     /// Keeps the store alive as long as the server uses it; removes it afterwards.

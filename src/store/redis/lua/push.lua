@@ -1,0 +1,52 @@
+-- push: appends messages, creating the queue with the defaults if needed; with a
+-- task, the first message carries it. Queue keys as in queue.lua.
+-- ARGV[5] delay (ms), ARGV[6] idempotency key or '', ARGV[7] task id or '',
+-- ARGV[8] the task's JSON (without its message id) or '', ARGV[9..13] defaults:
+-- lease, max, ret or '', idem, delivery or ''; ARGV[14..] the bodies.
+-- Returns {wakes, 'new', created, id...} or {wakes, 'dup', created, id, task id or ''}.
+local delay, key, tid, task_json = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local created = 0
+if not exists() then
+  redis.call('HSET', K.cfg, 'lease', ARGV[9], 'max', ARGV[10], 'idem', ARGV[12], 'seq', 0)
+  if ARGV[11] ~= '' then redis.call('HSET', K.cfg, 'ret', ARGV[11]) end
+  if ARGV[13] ~= '' then redis.call('HSET', K.cfg, 'delivery', ARGV[13]) end
+  created = 1
+end
+if key ~= '' then
+  local expires = tonumber(redis.call('ZSCORE', K.idemx, key) or '0')
+  if expires > now then
+    local seen = redis.call('HGET', K.idem, key) or ''
+    local id, seen_task = string.match(seen, '^(%d+)|(.*)$')
+    if id then return {wakes, 'dup', created, tonumber(id), seen_task} end
+  end
+end
+local ids = {wakes, 'new', created}
+local visible = now + delay
+for i = 14, #ARGV do
+  local id = redis.call('HINCRBY', K.cfg, 'seq', 1)
+  redis.call('HSET', K.body, id, ARGV[i])
+  redis.call('HSET', K.att, id, 0)
+  redis.call('ZADD', K.enq, now, id)
+  if delay > 0 then
+    redis.call('ZADD', K.delayed, visible, id)
+  else
+    redis.call('ZADD', K.ready, id, id)
+  end
+  ids[#ids + 1] = id
+end
+local first = ids[4]
+if tid ~= '' and first then
+  local t = cjson.decode(task_json)
+  t.msg, t.state, t.created_at = first, 'open', now
+  redis.call('HSET', K.task, first, tid)
+  redis.call('HSET', K.tasks, tid, cjson.encode(t))
+  redis.call('SADD', K.topen, tid)
+end
+if key ~= '' and first then
+  local window = tonumber(redis.call('HGET', K.cfg, 'idem') or '0')
+  redis.call('HSET', K.idem, key, first .. '|' .. tid)
+  redis.call('ZADD', K.idemx, now + window, key)
+end
+-- Delayed pushes wake waiters too, so they re-arm their timers for the new message.
+wake(qname)
+return ids

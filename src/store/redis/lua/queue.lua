@@ -1,0 +1,138 @@
+-- Shared by every queue script; prepended to each. One queue's keys, all in one
+-- hash slot ({<prefix>q:<name>}), passed in this order:
+--   KEYS[1]  cfg     hash: lease, max, ret, idem, delivery, seq (last id)
+--   KEYS[2]  body    hash: id -> JSON body
+--   KEYS[3]  att     hash: id -> times handed out
+--   KEYS[4]  enq     zset: id by enqueue time (every message; retention)
+--   KEYS[5]  tok     hash: id -> lease token of its last lease (kept until a nack)
+--   KEYS[6]  task    hash: id -> task id, for task messages
+--   KEYS[7]  err     hash: id -> last delivery error
+--   KEYS[8]  ready   zset: id by id (waiting and visible)
+--   KEYS[9]  delayed zset: id by the time it becomes visible
+--   KEYS[10] leased  zset: id by lease end
+--   KEYS[11] dead    zset: id by id (out of attempts)
+--   KEYS[12] idem    hash: idempotency key -> "<message id>|<task id or empty>"
+--   KEYS[13] idemx   zset: idempotency key by expiry
+--   KEYS[14] tasks   hash: task id -> task JSON
+--   KEYS[15] topen   set:  unfinished task ids
+--   KEYS[16..18] done_succeeded, done_failed, done_expired
+--                    zsets: finished task id by the time it is dropped
+-- ARGV[1] unused, ARGV[2] the wake-up channel, ARGV[3] this
+-- node's id, ARGV[4] the queue's name; a script's own arguments follow.
+-- Every script returns {wakes, ...}: wakes lists the wake-up keys it published.
+local K = {
+  cfg = KEYS[1], body = KEYS[2], att = KEYS[3], enq = KEYS[4], tok = KEYS[5],
+  task = KEYS[6], err = KEYS[7], ready = KEYS[8], delayed = KEYS[9],
+  leased = KEYS[10], dead = KEYS[11], idem = KEYS[12], idemx = KEYS[13],
+  tasks = KEYS[14], topen = KEYS[15],
+  done_succeeded = KEYS[16], done_failed = KEYS[17], done_expired = KEYS[18],
+}
+-- Redis's clock, not the caller's: every Hopper node on this Redis agrees on it.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local channel, node, qname = ARGV[2], ARGV[3], ARGV[4]
+-- Most messages one step moves, so no script holds Redis for long.
+local STEP = 10000
+local OUT_OF_ATTEMPTS = '"out of attempts"'
+
+local wakes = {}
+local function wake(key)
+  wakes[#wakes + 1] = key
+  redis.call('PUBLISH', channel, node .. '|' .. key)
+end
+
+local function max_attempts()
+  return tonumber(redis.call('HGET', K.cfg, 'max') or '0') or 0
+end
+
+local function attempts_of(id)
+  return tonumber(redis.call('HGET', K.att, id) or '0') or 0
+end
+
+-- Removes a message from every key.
+local function remove_message(id)
+  for _, key in ipairs({K.body, K.att, K.tok, K.task, K.err}) do
+    redis.call('HDEL', key, id)
+  end
+  for _, key in ipairs({K.enq, K.ready, K.delayed, K.leased, K.dead}) do
+    redis.call('ZREM', key, id)
+  end
+end
+
+-- Ends the unfinished task of message `id` as `state` (succeeded, failed or
+-- expired) with `attempts`; no-op for a plain message or a finished task.
+local function end_task(id, state, attempts)
+  local tid = redis.call('HGET', K.task, id)
+  if not tid or redis.call('SREM', K.topen, tid) == 0 then return end
+  local raw = redis.call('HGET', K.tasks, tid)
+  if not raw then return end
+  local t = cjson.decode(raw)
+  t.state, t.attempts, t.finished_at = state, attempts, now
+  if state == 'failed' and t.error == nil then t.error = OUT_OF_ATTEMPTS end
+  redis.call('HSET', K.tasks, tid, cjson.encode(t))
+  redis.call('ZADD', K['done_' .. state], now + t.keep, tid)
+  wake('task/' .. tid)
+end
+
+-- Makes delayed messages whose time has come ready, and releases expired leases:
+-- ready again, or dead letters (failing their tasks) when out of attempts. The
+-- lease token stays, so a receipt still settles until someone else takes the message.
+local function promote()
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, STEP)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
+    redis.call('ZADD', K.ready, id, id)
+  end
+  local expired = redis.call('ZRANGEBYSCORE', K.leased, '-inf', now, 'LIMIT', 0, STEP)
+  if #expired == 0 then return end
+  local max = max_attempts()
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', K.leased, id)
+    local attempts = attempts_of(id)
+    if attempts >= max then
+      redis.call('ZADD', K.dead, id, id)
+      end_task(id, 'failed', attempts)
+    else
+      redis.call('ZADD', K.ready, id, id)
+    end
+  end
+end
+
+local function exists()
+  return redis.call('EXISTS', K.cfg) == 1
+end
+
+-- A message as returned: {id, body, attempts, enqueued_at, task id or '', error or ''}.
+local function message(id, attempts)
+  return {
+    tonumber(id), redis.call('HGET', K.body, id) or '', attempts,
+    tonumber(redis.call('ZSCORE', K.enq, id) or '0'),
+    redis.call('HGET', K.task, id) or '', redis.call('HGET', K.err, id) or '',
+  }
+end
+
+-- What a task's status depends on: {task JSON, its message's state (-1 gone or
+-- finished, 0 waiting, 1 leased, 2 dead), 1 if its lease runs, 1 if it is out of
+-- attempts, its attempts, ms left of its lease}; nil for no such task. The status
+-- itself is decided by the caller, by the rule every backend shares.
+local function task_view(tid)
+  local raw = redis.call('HGET', K.tasks, tid)
+  if not raw then return nil end
+  local t = cjson.decode(raw)
+  -- Past its keep_finished, a task is gone, swept or not.
+  if t.state ~= 'open' and t.finished_at and t.finished_at + t.keep <= now then return nil end
+  local id = t.msg and string.format('%.0f', t.msg)
+  if t.state ~= 'open' or not id or redis.call('HEXISTS', K.body, id) == 0 then
+    return {raw, -1, 0, 0, 0, 0}
+  end
+  local attempts = attempts_of(id)
+  local exhausted = attempts >= max_attempts() and 1 or 0
+  if redis.call('ZSCORE', K.dead, id) then return {raw, 2, 0, exhausted, attempts, 0} end
+  local lease_end = redis.call('ZSCORE', K.leased, id)
+  if lease_end then
+    lease_end = tonumber(lease_end)
+    local running = lease_end > now and 1 or 0
+    return {raw, 1, running, exhausted, attempts, math.max(lease_end - now, 0)}
+  end
+  return {raw, 0, 0, exhausted, attempts, 0}
+end

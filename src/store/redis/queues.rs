@@ -1,0 +1,748 @@
+//! Queues and tasks on Redis: each operation one script of `lua/` over the queue's
+//! keys. A task lives in its queue's keys, so creating or finishing it settles its
+//! message in the same step; the one key outside them says which queue a task id is on.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+use serde::Deserialize;
+
+use super::reply::{Fields, Status};
+use super::RedisStore;
+use crate::domain::clock::millis_of;
+use crate::domain::delivery::DeliverySettings;
+use crate::domain::{
+    Message, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo, QueueName, QueueSettings,
+    QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement, StoreError, StoreResult,
+    TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
+    TaskStatus, TaskStore, Upsert,
+};
+
+static PUSH: LazyLock<Script> = lua!("queue.lua", "push.lua");
+static RECEIVE: LazyLock<Script> = lua!("queue.lua", "receive.lua");
+static POP: LazyLock<Script> = lua!("queue.lua", "pop.lua");
+static SETTLE: LazyLock<Script> = lua!("queue.lua", "settle.lua");
+static PEEK: LazyLock<Script> = lua!("queue.lua", "peek.lua");
+static INFO: LazyLock<Script> = lua!("queue.lua", "info.lua");
+static CONFIGURE: LazyLock<Script> = lua!("queue.lua", "configure.lua");
+static CLEAR: LazyLock<Script> = lua!("queue.lua", "clear.lua");
+static DEAD: LazyLock<Script> = lua!("queue.lua", "dead.lua");
+static REDRIVE: LazyLock<Script> = lua!("queue.lua", "redrive.lua");
+static SWEEP_MESSAGES: LazyLock<Script> = lua!("queue.lua", "sweep_messages.lua");
+static SWEEP_IDEMPOTENCY: LazyLock<Script> = lua!("queue.lua", "sweep_idempotency.lua");
+static SWEEP_TASKS: LazyLock<Script> = lua!("queue.lua", "sweep_tasks.lua");
+static TASK_GET: LazyLock<Script> = lua!("queue.lua", "task_get.lua");
+static TASK_FINISH: LazyLock<Script> = lua!("queue.lua", "task_finish.lua");
+
+/// A duration as the scripts take it: whole milliseconds, as text.
+fn ms(duration: Duration) -> String {
+    millis_of(duration).to_string()
+}
+
+/// The settings a queue is created with, as the scripts take them (see `lua/push.lua`).
+fn defaults_args(settings: &QueueSettings) -> StoreResult<[String; 5]> {
+    Ok([
+        ms(settings.lease),
+        settings.max_attempts.to_string(),
+        settings.retention.map(ms).unwrap_or_default(),
+        ms(settings.idempotency_window),
+        delivery_text(settings.delivery.as_ref())?,
+    ])
+}
+
+fn delivery_text(delivery: Option<&DeliverySettings>) -> StoreResult<String> {
+    delivery
+        .map(serde_json::to_string)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| StoreError::backend("encode a delivery setting", e))
+}
+
+/// A stored setting that cannot be read: an error, never a default, so that the
+/// next change does not write the default over it.
+fn unreadable(what: &str) -> StoreError {
+    StoreError::backend(
+        "read queue settings",
+        std::io::Error::other(format!("the stored {what} is unreadable")),
+    )
+}
+
+/// Settings from the queue's `cfg` hash, as `HGETALL` lists it.
+fn settings_from(fields: Vec<redis::Value>) -> StoreResult<QueueSettings> {
+    let mut settings = QueueSettings::default();
+    let (mut lease, mut max) = (false, false);
+    let mut pairs = Fields::new("read queue settings", fields);
+    while !pairs.is_empty() {
+        let (name, value) = (pairs.text()?, pairs.text()?);
+        let millis = || {
+            value
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| unreadable(&name))
+        };
+        match name.as_str() {
+            "lease" => (settings.lease, lease) = (millis()?, true),
+            "max" => {
+                settings.max_attempts = value.parse().map_err(|_| unreadable("max_attempts"))?;
+                max = true;
+            }
+            "ret" => settings.retention = Some(millis()?),
+            "idem" => settings.idempotency_window = millis()?,
+            "delivery" => {
+                settings.delivery = Some(
+                    serde_json::from_str(&value)
+                        .map_err(|e| StoreError::backend("read a stored delivery setting", e))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    if !(lease && max) {
+        return Err(unreadable("lease or max_attempts"));
+    }
+    Ok(settings)
+}
+
+/// `count` messages, each as `message()` in `lua/queue.lua` gives it.
+fn messages(fields: &mut Fields, count: u64) -> StoreResult<Vec<Message>> {
+    (0..count)
+        .map(|_| {
+            let id = fields.int()?;
+            let body = fields.text()?;
+            let attempts = u32::try_from(fields.int()?).unwrap_or(u32::MAX);
+            let enqueued_at = fields.int()?;
+            let task = fields
+                .optional_text()?
+                .map(|raw| {
+                    TaskId::parse(&raw)
+                        .map_err(|e| StoreError::backend("a stored task id is invalid", e))
+                })
+                .transpose()?;
+            let last_error = fields.optional_text()?;
+            Ok(Message {
+                id,
+                body,
+                attempts,
+                enqueued_at,
+                receipt: None,
+                last_error,
+                task,
+            })
+        })
+        .collect()
+}
+
+/// A task as the scripts store it (JSON in the queue's `tasks` hash). Numbers are
+/// read as floats: Lua's JSON writes whole numbers either way.
+#[derive(Deserialize)]
+struct StoredTask {
+    queue: String,
+    state: String,
+    created_at: f64,
+    result: Option<String>,
+    error: Option<String>,
+    attempts: Option<f64>,
+    finished_at: Option<f64>,
+    upstream: Option<f64>,
+}
+
+/// A task from `task_view()` in `lua/queue.lua`; its status by the shared rule.
+fn task_record(id: &TaskId, fields: &mut Fields) -> StoreResult<TaskRecord> {
+    let json = fields.text()?;
+    let (code, running, exhausted) = (fields.int()?, fields.int()?, fields.int()?);
+    let (message_attempts, lease_left) = (fields.int()?, fields.int()?);
+    let stored: StoredTask =
+        serde_json::from_str(&json).map_err(|e| StoreError::backend("read a stored task", e))?;
+    let state = match stored.state.as_str() {
+        "open" => TaskState::Unfinished,
+        "succeeded" => TaskState::Succeeded,
+        "failed" => TaskState::Failed,
+        "expired" => TaskState::Expired,
+        _ => return Err(unreadable("task state")),
+    };
+    let message = (code >= 0).then(|| TaskMessage::new(code, running == 1, exhausted == 1));
+    let attempts = if message.is_some() {
+        message_attempts as f64
+    } else {
+        stored.attempts.unwrap_or(0.0)
+    };
+    Ok(TaskRecord {
+        id: id.clone(),
+        queue: stored.queue,
+        status: state.status(message),
+        result: stored.result,
+        error: stored.error,
+        attempts: attempts as u32,
+        created_at: stored.created_at as i64,
+        finished_at: stored.finished_at.map(|at| at as i64),
+        upstream_status: stored.upstream.map(|s| s as u16),
+        lease_ends_in: message
+            .filter(|m| m.leased)
+            .map(|_| Duration::from_millis(lease_left.max(0) as u64)),
+    })
+}
+
+impl RedisStore {
+    /// Runs a queue script (see `lua/queue.lua`).
+    async fn queue_script(
+        &self,
+        context: &'static str,
+        script: &Script,
+        writes: bool,
+        queue: &str,
+        args: &[&str],
+    ) -> StoreResult<Fields> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.script(
+            context,
+            script,
+            writes,
+            &self.keys.queue(queue),
+            queue,
+            &args,
+        )
+        .await
+    }
+
+    /// Makes sure the queue is in the registry before a script may create it, so a
+    /// queue that exists is always listed.
+    async fn register_queue(&self, queue: &QueueName) -> StoreResult<bool> {
+        let known = self.registered_contains(&format!("{}\n{queue}", self.keys.queues()));
+        self.register(self.keys.queues(), queue.as_str()).await?;
+        Ok(known)
+    }
+
+    /// After a script created a queue that this node had registered before: another
+    /// node may have deleted it meanwhile, taking it out of the registry.
+    async fn created(&self, queue: &QueueName, known: bool, created: bool) -> StoreResult<()> {
+        if known && created {
+            self.command::<i64>(
+                "register",
+                true,
+                redis::cmd("SADD")
+                    .arg(self.keys.queues())
+                    .arg(queue.as_str()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A push, with the task its first message carries. Answers the outcome and,
+    /// for a duplicate, the task of the first push if it made one.
+    async fn push_task(
+        &self,
+        request: PushRequest,
+        task: Option<(&TaskId, String)>,
+    ) -> StoreResult<(PushOutcome, Option<String>)> {
+        let known = self.register_queue(&request.queue).await?;
+        let (task_id, task_json) = task
+            .map(|(id, json)| (id.to_string(), json))
+            .unwrap_or_default();
+        let defaults = defaults_args(&request.defaults)?;
+        let delay = ms(request.delay);
+        let key = request.idempotency_key.clone().unwrap_or_default();
+        let mut args: Vec<&str> = vec![&delay, &key, &task_id, &task_json];
+        args.extend(defaults.iter().map(String::as_str));
+        args.extend(request.bodies.iter().map(String::as_str));
+        let mut fields = self
+            .queue_script("push", &PUSH, true, request.queue.as_str(), &args)
+            .await?;
+        let status = fields.status(request.queue.as_str())?;
+        let created = fields.int()? == 1;
+        self.created(&request.queue, known, created).await?;
+        if status == Status::Duplicate {
+            let id = fields.int()?;
+            return Ok((PushOutcome::Duplicate(id), fields.optional_text()?));
+        }
+        let mut ids = Vec::with_capacity(request.bodies.len());
+        while !fields.is_empty() {
+            ids.push(fields.int()?);
+        }
+        Ok((PushOutcome::Created(ids), None))
+    }
+
+    /// The queues of the registry; with `task_queues`, also those that only keep tasks.
+    async fn queue_names(&self, task_queues: bool) -> StoreResult<Vec<String>> {
+        let mut names = self.registry(self.keys.queues()).await?;
+        if task_queues {
+            names.extend(self.registry(self.keys.task_queues()).await?);
+            names.sort();
+            names.dedup();
+        }
+        Ok(names)
+    }
+
+    /// Runs a sweep script on every queue and adds up its counts.
+    async fn sweep_each(&self, script: &Script, context: &'static str) -> StoreResult<u64> {
+        let mut total = 0;
+        for queue in self.queue_names(false).await? {
+            let mut fields = match self.queue_script(context, script, true, &queue, &[]).await {
+                Ok(fields) => fields,
+                Err(StoreError::QueueNotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            if fields.status(&queue).is_ok() {
+                total += fields.count()?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Which queue a task is on.
+    async fn task_queue(&self, id: &TaskId) -> StoreResult<Option<String>> {
+        self.command(
+            "find a task's queue",
+            false,
+            redis::cmd("GET").arg(self.keys.task_index(id.as_str())),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisStore {
+    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
+        Ok(self.push_task(request, None).await?.0)
+    }
+
+    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
+        let count_text = count.to_string();
+        let mut fields = self
+            .queue_script("pop", &POP, true, queue.as_str(), &[&count_text])
+            .await?;
+        fields.status(queue.as_str())?;
+        let n = fields.count()?;
+        let mut messages = messages(&mut fields, n)?;
+        for message in &mut messages {
+            message.last_error = None;
+        }
+        Ok(messages)
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        count: u32,
+        lease: Option<Duration>,
+    ) -> StoreResult<Received> {
+        let lease_token: i64 = rand::random();
+        let (count_text, lease_text, token) = (
+            count.to_string(),
+            lease.map(ms).unwrap_or_default(),
+            lease_token.to_string(),
+        );
+        let mut fields = self
+            .queue_script(
+                "receive",
+                &RECEIVE,
+                true,
+                queue.as_str(),
+                &[&count_text, &lease_text, &token],
+            )
+            .await?;
+        fields.status(queue.as_str())?;
+        let n = fields.count()?;
+        if n == 0 {
+            let next = fields.int()?;
+            return Ok(Received {
+                messages: Vec::new(),
+                next_ready_in: u64::try_from(next).ok().map(Duration::from_millis),
+            });
+        }
+        let mut messages = messages(&mut fields, n)?;
+        for message in &mut messages {
+            message.last_error = None;
+            message.receipt = Some(Receipt {
+                message_id: message.id,
+                lease_token,
+            });
+        }
+        Ok(Received {
+            messages,
+            next_ready_in: None,
+        })
+    }
+
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        settlement: Settlement,
+    ) -> StoreResult<Settled> {
+        let (kind, duration) = match settlement {
+            Settlement::Ack => ("ack", Duration::ZERO),
+            Settlement::Nack { delay } => ("nack", delay),
+            Settlement::Extend { lease } => ("extend", lease),
+        };
+        self.settle_receipts(queue, receipts, kind, duration, "")
+            .await
+    }
+
+    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        let limit = limit.to_string();
+        let mut fields = self
+            .queue_script("peek", &PEEK, false, queue.as_str(), &[&limit])
+            .await?;
+        fields.status(queue.as_str())?;
+        let n = fields.count()?;
+        let mut messages = messages(&mut fields, n)?;
+        for message in &mut messages {
+            message.last_error = None;
+        }
+        Ok(messages)
+    }
+
+    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
+        let mut fields = self
+            .queue_script("read a queue", &INFO, false, queue.as_str(), &[])
+            .await?;
+        fields.status(queue.as_str())?;
+        let settings = settings_from(fields.array()?)?;
+        let counts = QueueCounts {
+            ready: fields.count()?,
+            leased: fields.count()?,
+            delayed: fields.count()?,
+            dead: fields.count()?,
+        };
+        let mut tasks = TaskCounts::default();
+        for status in [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Expired,
+        ] {
+            tasks.add(status, fields.count()?);
+        }
+        while !fields.is_empty() {
+            let group = fields.text()?;
+            let n = fields.count()?;
+            let mut parts = group.split(':').map(|p| p.parse::<i64>().unwrap_or(-1));
+            let (code, running, exhausted) = (
+                parts.next().unwrap_or(-1),
+                parts.next().unwrap_or(0),
+                parts.next().unwrap_or(0),
+            );
+            let message = (code >= 0).then(|| TaskMessage::new(code, running == 1, exhausted == 1));
+            tasks.add(TaskState::Unfinished.status(message), n);
+        }
+        Ok(QueueInfo {
+            name: queue.clone(),
+            settings,
+            counts,
+            tasks,
+        })
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
+        let mut queues = Vec::new();
+        for name in self.queue_names(false).await? {
+            let Ok(queue) = QueueName::parse(&name) else {
+                continue;
+            };
+            match self.queue_info(&queue).await {
+                Ok(info) => queues.push(info),
+                // Registered first, created next: a queue being created, or deleted.
+                Err(StoreError::QueueNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(queues)
+    }
+
+    async fn update_settings(
+        &self,
+        queue: &QueueName,
+        patch: &SettingsPatch,
+        defaults: &QueueSettings,
+    ) -> StoreResult<Upsert> {
+        let known = self.register_queue(queue).await?;
+        let mut args: Vec<String> = defaults_args(defaults)?.into();
+        let mut set = |name: &str, value: String| {
+            args.push(name.to_owned());
+            args.push(value);
+        };
+        if let Some(lease) = patch.lease {
+            set("lease", ms(lease));
+        }
+        if let Some(max) = patch.max_attempts {
+            set("max", max.to_string());
+        }
+        if let Some(retention) = patch.retention {
+            set(
+                "ret",
+                retention
+                    .filter(|r| !r.is_zero())
+                    .map(ms)
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some(window) = patch.idempotency_window {
+            set("idem", ms(window));
+        }
+        if let Some(delivery) = &patch.delivery {
+            set("delivery", delivery_text(delivery.as_ref())?);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut fields = self
+            .queue_script("configure a queue", &CONFIGURE, true, queue.as_str(), &args)
+            .await?;
+        fields.status(queue.as_str())?;
+        let created = fields.int()? == 1;
+        self.created(queue, known, created).await?;
+        Ok(if created {
+            Upsert::Created
+        } else {
+            Upsert::Updated
+        })
+    }
+
+    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
+        let fields: Vec<redis::Value> = self
+            .command(
+                "read queue settings",
+                false,
+                redis::cmd("HGETALL").arg(&self.keys.queue(queue.as_str())[0]),
+            )
+            .await?;
+        if fields.is_empty() {
+            return Err(StoreError::QueueNotFound(queue.to_string()));
+        }
+        settings_from(fields)
+    }
+
+    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
+        let mut delivering = Vec::new();
+        for name in self.queue_names(false).await? {
+            let Ok(queue) = QueueName::parse(&name) else {
+                continue;
+            };
+            match self.settings(&queue).await {
+                Ok(QueueSettings {
+                    delivery: Some(delivery),
+                    ..
+                }) => delivering.push((queue, delivery)),
+                Ok(_) | Err(StoreError::QueueNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(delivering)
+    }
+
+    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
+        let mut fields = self
+            .queue_script("delete a queue", &CLEAR, true, queue.as_str(), &["drop"])
+            .await?;
+        fields.status(queue.as_str())?;
+        let removed = fields.count()?;
+        self.unregister(self.keys.queues(), queue.as_str()).await?;
+        Ok(removed)
+    }
+
+    async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
+        let mut fields = self
+            .queue_script("purge a queue", &CLEAR, true, queue.as_str(), &[""])
+            .await?;
+        fields.status(queue.as_str())?;
+        fields.count()
+    }
+
+    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
+        let limit = limit.to_string();
+        let mut fields = self
+            .queue_script("list dead letters", &DEAD, true, queue.as_str(), &[&limit])
+            .await?;
+        fields.status(queue.as_str())?;
+        let n = fields.count()?;
+        messages(&mut fields, n)
+    }
+
+    async fn retry_later(
+        &self,
+        queue: &QueueName,
+        receipt: Receipt,
+        delay: Duration,
+        error: String,
+    ) -> StoreResult<bool> {
+        let settled = self
+            .settle_receipts(queue, &[receipt], "nack", delay, &error)
+            .await?;
+        Ok(!settled.applied.is_empty())
+    }
+
+    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
+        let limit = limit.to_string();
+        let mut fields = self
+            .queue_script("redrive", &REDRIVE, true, queue.as_str(), &[&limit])
+            .await?;
+        fields.status(queue.as_str())?;
+        fields.count()
+    }
+
+    async fn sweep_messages(&self) -> StoreResult<u64> {
+        self.sweep_each(&SWEEP_MESSAGES, "drop expired messages")
+            .await
+    }
+
+    async fn sweep_idempotency_keys(&self) -> StoreResult<u64> {
+        self.sweep_each(&SWEEP_IDEMPOTENCY, "drop expired idempotency keys")
+            .await
+    }
+}
+
+impl RedisStore {
+    /// Acks, nacks (keeping `error` when not empty) or extends by receipt.
+    async fn settle_receipts(
+        &self,
+        queue: &QueueName,
+        receipts: &[Receipt],
+        kind: &str,
+        duration: Duration,
+        error: &str,
+    ) -> StoreResult<Settled> {
+        let duration = ms(duration);
+        let pairs: Vec<String> = receipts
+            .iter()
+            .flat_map(|r| [r.message_id.to_string(), r.lease_token.to_string()])
+            .collect();
+        let mut args: Vec<&str> = vec![kind, &duration, error];
+        args.extend(pairs.iter().map(String::as_str));
+        let mut fields = self
+            .queue_script("settle", &SETTLE, true, queue.as_str(), &args)
+            .await?;
+        fields.status(queue.as_str())?;
+        let mut settled = Settled::default();
+        for receipt in receipts {
+            if fields.int()? == 1 {
+                settled.applied.push(*receipt);
+            } else {
+                settled.stale.push(*receipt);
+            }
+        }
+        Ok(settled)
+    }
+}
+
+#[async_trait]
+impl TaskStore for RedisStore {
+    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
+        let queue = task.message.queue.clone();
+        // The index first: a task that exists can always be found by its id.
+        self.command::<()>(
+            "index a task",
+            true,
+            redis::cmd("SET")
+                .arg(self.keys.task_index(task.id.as_str()))
+                .arg(queue.as_str()),
+        )
+        .await?;
+        self.register(self.keys.task_queues(), queue.as_str())
+            .await?;
+        let json = serde_json::json!({
+            "queue": queue.as_str(),
+            "keep": millis_of(task.keep_finished),
+        })
+        .to_string();
+        let (outcome, seen) = self.push_task(task.message, Some((&task.id, json))).await?;
+        match outcome {
+            PushOutcome::Created(_) => Ok(TaskCreated::New(task.id)),
+            PushOutcome::Duplicate(_) => {
+                self.command::<i64>(
+                    "drop an unused task index",
+                    true,
+                    redis::cmd("DEL").arg(self.keys.task_index(task.id.as_str())),
+                )
+                .await?;
+                match seen {
+                    Some(raw) => TaskId::parse(&raw)
+                        .map(TaskCreated::Existing)
+                        .map_err(|e| StoreError::backend("a stored task id is invalid", e)),
+                    None => Ok(TaskCreated::KeyTaken),
+                }
+            }
+        }
+    }
+
+    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
+        let Some(queue) = self.task_queue(id).await? else {
+            return Ok(None);
+        };
+        let mut fields = self
+            .queue_script("read a task", &TASK_GET, false, &queue, &[id.as_str()])
+            .await?;
+        match fields.status(&queue)? {
+            Status::Ok => Ok(Some(task_record(id, &mut fields)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        receipt: Receipt,
+        finish: TaskFinish,
+    ) -> StoreResult<TaskFinished> {
+        let Some(queue) = self.task_queue(id).await? else {
+            return Ok(TaskFinished::NotFound);
+        };
+        let upstream = finish
+            .upstream_status()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let (kind, payload, delay) = match &finish {
+            TaskFinish::Succeeded { result, .. } => ("succeeded", result.as_str(), Duration::ZERO),
+            TaskFinish::Failed { error } => ("failed", error.as_str(), Duration::ZERO),
+            TaskFinish::Retry { error, delay } => ("retry", error.as_str(), *delay),
+        };
+        let (message_id, token, delay) = (
+            receipt.message_id.to_string(),
+            receipt.lease_token.to_string(),
+            ms(delay),
+        );
+        let mut fields = self
+            .queue_script(
+                "finish a task",
+                &TASK_FINISH,
+                true,
+                &queue,
+                &[
+                    id.as_str(),
+                    &message_id,
+                    &token,
+                    kind,
+                    payload,
+                    &upstream,
+                    &delay,
+                ],
+            )
+            .await?;
+        Ok(match fields.status(&queue)? {
+            Status::Ok => TaskFinished::Applied(task_record(id, &mut fields)?),
+            Status::WrongMessage => TaskFinished::WrongMessage,
+            Status::Stale => TaskFinished::Stale,
+            _ => TaskFinished::NotFound,
+        })
+    }
+
+    async fn sweep_tasks(&self) -> StoreResult<u64> {
+        let mut dropped = 0;
+        for queue in self.queue_names(true).await? {
+            let mut fields = self
+                .queue_script("drop finished tasks", &SWEEP_TASKS, true, &queue, &[])
+                .await?;
+            fields.status(&queue)?;
+            while !fields.is_empty() {
+                let task = fields.text()?;
+                self.command::<i64>(
+                    "drop a task index",
+                    true,
+                    redis::cmd("DEL").arg(self.keys.task_index(&task)),
+                )
+                .await?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
