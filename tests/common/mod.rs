@@ -73,13 +73,16 @@ pub const REDIS_CLUSTER_ENV: &str = "HOPPER_TEST_REDIS_CLUSTER";
 /// ```
 ///
 /// - `each_backend`: `async fn name(fixture: F)` ([`Fixture`]) becomes the trials
-///   `sqlite::name` and `postgres::name`, each with a fresh `F` started on its backend.
+///   `sqlite::name`, `postgres::name`, `redis::name` and `redis_cluster::name`, each
+///   with a fresh `F` started on its backend.
+/// - `shared_backend`: likewise, on the backends several nodes can share (all but SQLite).
 /// - `postgres`: `async fn name(fixture: F)` becomes the trial `name`, on PostgreSQL.
 /// - `once`: `async fn name()`, which starts what it needs itself (a server on the
 ///   embedded store, say), becomes the trial `name`.
 /// - `plain`: `fn name()`, which needs no backend, becomes the trial `name`.
 ///
-/// The trials of PostgreSQL are ignored when [`POSTGRES_ENV`] is unset. An async test
+/// The trials of a backend are ignored when its variable ([`POSTGRES_ENV`],
+/// [`REDIS_ENV`], [`REDIS_CLUSTER_ENV`]) is unset. An async test
 /// runs on a current-thread runtime, or after `: multi_thread(N)` on a multi-thread
 /// runtime with `N` workers (`#[tokio::test(flavor = "multi_thread", worker_threads =
 /// N)]`). A function left out of the lists is never called, which the compiler reports
@@ -96,6 +99,15 @@ macro_rules! trials {
     };
     (@ each_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
         [$($crate::common::each_backend(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+        .into_iter()
+        .flatten()
+    };
+    (@ shared_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::shared_backend(
             stringify!($name),
             $crate::common::trials!(@runtime $($threads)?),
             $name,
@@ -129,6 +141,9 @@ macro_rules! trials {
     (@ each_backend $($unexpected:tt)*) => {
         compile_error!("trials!: `each_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
+    (@ shared_backend $($unexpected:tt)*) => {
+        compile_error!("trials!: `shared_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
     (@ postgres $($unexpected:tt)*) => {
         compile_error!("trials!: `postgres` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
@@ -141,7 +156,7 @@ macro_rules! trials {
     (@ $section:ident $($unexpected:tt)*) => {
         compile_error!(concat!(
             "trials!: unknown section `", stringify!($section),
-            "`: expected `each_backend { .. }`, `postgres { .. }`, `once { .. }` or `plain { .. }`"
+            "`: expected `each_backend { .. }`, `shared_backend { .. }`, `postgres { .. }`, `once { .. }` or `plain { .. }`"
         ))
     };
     ($($unexpected:tt)*) => {
@@ -203,6 +218,31 @@ where
             runtime,
             test,
         ),
+        backend_trial(
+            format!("postgres::{name}"),
+            Backend::postgres(),
+            runtime,
+            test,
+        ),
+        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
+        backend_trial(
+            format!("redis_cluster::{name}"),
+            Backend::redis_cluster(),
+            runtime,
+            test,
+        ),
+    ]
+}
+
+/// The trials `postgres::<name>`, `redis::<name>` and `redis_cluster::<name>` of
+/// `test`: the backends several nodes can share ([`trials!`]'s `shared_backend`).
+pub fn shared_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 3]
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    [
         backend_trial(
             format!("postgres::{name}"),
             Backend::postgres(),

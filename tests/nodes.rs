@@ -1,10 +1,10 @@
-//! Several `hopper serve` processes on one PostgreSQL database behave as one server
-//! (queues, clients, streams), and a PostgreSQL outage gives 503s that heal without a
-//! restart.
+//! Several `hopper serve` processes on one shared store (a PostgreSQL database, a
+//! Redis server, a Redis Cluster) behave as one server (queues, clients, streams,
+//! tasks, deliveries), and a PostgreSQL outage gives 503s that heal without a restart.
 //!
-//! Runs when `HOPPER_TEST_POSTGRES` is set (a base URL such as
-//! `postgres://postgres@127.0.0.1:5432/test`; `.ci/run` sets it); otherwise every test
-//! is reported ignored (see `common::trials!`).
+//! Runs on each shared backend that is configured (`HOPPER_TEST_POSTGRES`,
+//! `HOPPER_TEST_REDIS`, `HOPPER_TEST_REDIS_CLUSTER`; `.ci/run` sets them); the others'
+//! tests are reported ignored (see `common::trials!`).
 
 mod common;
 
@@ -14,79 +14,46 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{trials, Backend, Fixture};
+use common::{trials, Backend, Fixture, IsolatedStore};
 use serde_json::{json, Value};
 
 trials! {
-    postgres {
+    shared_backend {
         two_nodes_share_queues_and_deliver_each_message_once: multi_thread(2),
         long_poll_on_one_node_wakes_on_a_push_to_the_other: multi_thread(2),
-        postgres_outage_gives_503_and_heals_without_restart: multi_thread(2),
         streams_are_consistent_across_nodes: multi_thread(2),
         a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other: multi_thread(2),
         two_nodes_share_a_queue_s_deliveries: multi_thread(2),
         a_token_from_one_node_works_on_the_other_until_its_client_is_deleted: multi_thread(2),
     }
+    postgres {
+        postgres_outage_gives_503_and_heals_without_restart: multi_thread(2),
+    }
 }
 
 const ADMIN_SECRET: &str = "nodes-admin-secret-0123456789";
 
-/// What each test receives: the PostgreSQL server of `HOPPER_TEST_POSTGRES`, on which
-/// its nodes share a schema of their own. The outage test, which starts a PostgreSQL of
-/// its own to stop it, takes it only to run when the PostgreSQL tests do.
-struct Postgres {
-    /// The server and database, without a schema.
-    base: String,
+/// What each test receives: a store of its own on a backend several nodes can share
+/// (PostgreSQL, Redis, a Redis Cluster), removed when the test ends. The outage test,
+/// which starts a PostgreSQL of its own to stop it, takes it only to run when the
+/// PostgreSQL tests do.
+struct Shared {
+    /// [`IsolatedStore::url`].
+    url: String,
+    _store: IsolatedStore,
 }
 
-impl Fixture for Postgres {
+impl Fixture for Shared {
     async fn start(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres { base_url } => Postgres { base: base_url },
-            other => {
-                unreachable!(
-                    "the multi-node tests are registered for PostgreSQL only, not {other:?}"
-                )
-            }
+        assert!(
+            !matches!(backend, Backend::Sqlite),
+            "the multi-node tests are registered for shared stores only"
+        );
+        let store = backend.isolated_store();
+        Shared {
+            url: store.url.clone(),
+            _store: store,
         }
-    }
-}
-
-fn random_schema() -> String {
-    format!("t_nodes_{:016x}", rand::random::<u64>())
-}
-
-fn with_schema(base: &str, schema: &str) -> String {
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}schema={schema}")
-}
-
-/// Drops a test schema when the test ends, even on panic.
-struct SchemaGuard {
-    base: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (base, schema) = (self.base.clone(), self.schema.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&base, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -169,13 +136,8 @@ impl Node {
     }
 }
 
-async fn two_nodes_share_queues_and_deliver_each_message_once(Postgres { base }: Postgres) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
-    let store = with_schema(&base, &schema);
+async fn two_nodes_share_queues_and_deliver_each_message_once(shared: Shared) {
+    let store = shared.url.clone();
     let nodes = Arc::new(vec![start_node(&store).await, start_node(&store).await]);
     let put = nodes[0]
         .http
@@ -290,13 +252,8 @@ async fn two_nodes_share_queues_and_deliver_each_message_once(Postgres { base }:
     );
 }
 
-async fn long_poll_on_one_node_wakes_on_a_push_to_the_other(Postgres { base }: Postgres) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
-    let store = with_schema(&base, &schema);
+async fn long_poll_on_one_node_wakes_on_a_push_to_the_other(shared: Shared) {
+    let store = shared.url.clone();
     let (a, b) = (start_node(&store).await, start_node(&store).await);
     assert_eq!(a.push("wake", json!({"warm": true})).await.status(), 201);
     let drained = a.post("/queues/wake/pop").send().await.unwrap();
@@ -557,7 +514,7 @@ impl Drop for OwnPostgres {
     }
 }
 
-async fn postgres_outage_gives_503_and_heals_without_restart(_: Postgres) {
+async fn postgres_outage_gives_503_and_heals_without_restart(_: Shared) {
     let postgres = tokio::task::spawn_blocking(OwnPostgres::start_new)
         .await
         .unwrap();
@@ -759,13 +716,8 @@ fn event_ids(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-async fn streams_are_consistent_across_nodes(Postgres { base }: Postgres) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
-    let store = with_schema(&base, &schema);
+async fn streams_are_consistent_across_nodes(shared: Shared) {
+    let store = shared.url.clone();
     let nodes = Arc::new([start_node(&store).await, start_node(&store).await]);
     let (a, b) = (&nodes[0], &nodes[1]);
     // The first request to each node verifies the admin's secret with argon2 (slow in a
@@ -940,15 +892,8 @@ async fn streams_are_consistent_across_nodes(Postgres { base }: Postgres) {
 /// soon as a worker completes it through node B: the wake-up crosses nodes through
 /// PostgreSQL, and so does a `GET` waiting with `Prefer: wait` on node B for a task
 /// a worker on node A finishes.
-async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other(
-    Postgres { base }: Postgres,
-) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
-    let store = with_schema(&base, &schema);
+async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other(shared: Shared) {
+    let store = shared.url.clone();
     let (a, b) = (start_node(&store).await, start_node(&store).await);
     // Pays the argon2 verification of the admin's secret on both nodes, outside the timings.
     for node in [&a, &b] {
@@ -1050,12 +995,7 @@ async fn a_task_waited_on_at_one_node_is_answered_by_a_worker_on_the_other(
 
 /// Deliveries spread over nodes: two nodes deliver one queue to an upstream; every
 /// message reaches it, and both nodes deliver some (leases with `SKIP LOCKED`).
-async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
+async fn two_nodes_share_a_queue_s_deliveries(shared: Shared) {
     let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
@@ -1075,7 +1015,7 @@ async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
         }
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let store = with_schema(&base, &schema);
+    let store = shared.url.clone();
     let (a, b) = (start_node(&store).await, start_node(&store).await);
     let configured = a
         .http
@@ -1137,15 +1077,8 @@ async fn two_nodes_share_a_queue_s_deliveries(Postgres { base }: Postgres) {
 
 /// Both nodes sign with the key kept in the store: a token from node A's login is
 /// taken by node B; deleting the client through A voids the token on both at once.
-async fn a_token_from_one_node_works_on_the_other_until_its_client_is_deleted(
-    Postgres { base }: Postgres,
-) {
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        base: base.clone(),
-        schema: schema.clone(),
-    };
-    let store = with_schema(&base, &schema);
+async fn a_token_from_one_node_works_on_the_other_until_its_client_is_deleted(shared: Shared) {
+    let store = shared.url.clone();
     let (a, b) = (start_node(&store).await, start_node(&store).await);
     let created: Value = a
         .post("/admin/clients")
