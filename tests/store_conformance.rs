@@ -1,7 +1,9 @@
 //! The `Store` trait's contract, written once and run against every backend
 //! (`sqlite::…`, `postgres::…`; see `common::trials!`): push, lease and settle
 //! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings,
-//! tasks and clients. Each test opens its own isolated store with `hopper::store::open`.
+//! tasks and clients, and rows corrupted behind the store's back, which must be
+//! errors, never panics or wrong answers. Each test opens its own isolated store with
+//! `hopper::store::open`.
 
 mod common;
 
@@ -48,13 +50,17 @@ trials! {
         failed_task_keeps_its_error_and_its_message_is_acked,
         repeated_task_create_finds_the_first_task_and_a_push_key_is_taken,
         sweep_drops_finished_tasks_past_their_time_and_keeps_the_others,
+        unreadable_delivery_setting_is_an_error_and_is_not_overwritten,
+        invalid_task_ids_in_stored_rows_are_errors,
+        unknown_task_state_is_an_error,
+        task_column_of_another_type_is_an_error,
     }
 }
 
 /// An open store of the backend under test; dereferences to `dyn Store`.
 struct TestStore {
     store: Arc<dyn Store>,
-    _isolated: IsolatedStore,
+    isolated: IsolatedStore,
 }
 
 impl Fixture for TestStore {
@@ -63,10 +69,7 @@ impl Fixture for TestStore {
         let store = hopper::store::open(&isolated.url)
             .await
             .expect("cannot open the test store");
-        TestStore {
-            store,
-            _isolated: isolated,
-        }
+        TestStore { store, isolated }
     }
 }
 
@@ -1370,4 +1373,183 @@ async fn sweep_drops_finished_tasks_past_their_time_and_keeps_the_others(store: 
     );
     assert_eq!(task_of(&store, &kept).await.status, TaskStatus::Succeeded);
     assert_eq!(store.sweep_tasks().await.unwrap(), 0);
+}
+
+/// A connection of its own to the test store's database, for planting rows that no
+/// store operation would write.
+enum Raw {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl TestStore {
+    /// Opens a [`Raw`] connection to this store's database (on PostgreSQL, with the
+    /// test's schema first on the search path).
+    async fn raw(&self) -> Raw {
+        let url = &self.isolated.url;
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let conn = rusqlite::Connection::open(path).expect("cannot open the SQLite file");
+            // The store's writer may hold the write lock for a moment.
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            return Raw::Sqlite(conn);
+        }
+        let (base, query) = url
+            .split_once('?')
+            .expect("a PostgreSQL test URL has a query");
+        let schema = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("schema="))
+            .expect("a PostgreSQL test URL names its schema");
+        let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .expect("cannot connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .unwrap();
+        Raw::Postgres(client)
+    }
+}
+
+impl Raw {
+    /// Runs `statement`, which must change some row: a corruption that missed its row
+    /// would let a test pass without testing anything.
+    async fn execute(&self, statement: &str) {
+        let changed = match self {
+            Raw::Sqlite(conn) => conn.execute(statement, []).unwrap() as u64,
+            Raw::Postgres(client) => client.execute(statement, &[]).await.unwrap(),
+        };
+        assert!(changed > 0, "{statement:?} changed no row");
+    }
+
+    /// Runs a schema change (or anything that reports no rows).
+    async fn batch(&self, statements: &str) {
+        match self {
+            Raw::Sqlite(conn) => conn.execute_batch(statements).unwrap(),
+            Raw::Postgres(client) => client.batch_execute(statements).await.unwrap(),
+        }
+    }
+
+    /// The first column, as text, of the one row `query` returns.
+    async fn text(&self, query: &str) -> Option<String> {
+        match self {
+            Raw::Sqlite(conn) => conn.query_row(query, [], |row| row.get(0)).unwrap(),
+            Raw::Postgres(client) => client.query_one(query, &[]).await.unwrap().get(0),
+        }
+    }
+}
+
+/// Fails the test unless `result` is a backend error, the answer to a stored row this
+/// binary cannot read (not `QueueNotFound` or the like, which would be a wrong answer).
+#[track_caller]
+fn assert_unreadable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Backend { .. })),
+        "{what} of a corrupt row: {result:?}"
+    );
+}
+
+async fn unreadable_delivery_setting_is_an_error_and_is_not_overwritten(store: TestStore) {
+    let raw = store.raw().await;
+    let defaults = QueueSettings::default();
+    let lease_only = SettingsPatch {
+        lease: Some(Duration::from_secs(5)),
+        ..SettingsPatch::default()
+    };
+    // Not JSON at all, and JSON that is no delivery setting (it has no url).
+    for (name, corrupt) in [
+        ("garbled", "{not json"),
+        ("urlless", r#"{"method": "GET"}"#),
+    ] {
+        let q = queue(name);
+        store
+            .update_settings(&q, &set_to(&defaults), &defaults)
+            .await
+            .unwrap();
+        raw.execute(&format!(
+            "UPDATE queues SET delivery = '{corrupt}' WHERE name = '{name}'"
+        ))
+        .await;
+
+        assert_unreadable("settings", store.settings(&q).await);
+        assert_unreadable("queue_info", store.queue_info(&q).await);
+        assert_unreadable(
+            "update_settings",
+            store.update_settings(&q, &lease_only, &defaults).await,
+        );
+        let stored = format!(
+            "SELECT delivery || ' ' || CAST(lease_ms AS TEXT) FROM queues WHERE name = '{name}'"
+        );
+        assert_eq!(
+            raw.text(&stored).await,
+            Some(format!("{corrupt} {}", defaults.lease.as_millis())),
+            "a patch that does not touch the delivery setting wrote over the stored one"
+        );
+    }
+}
+
+async fn invalid_task_ids_in_stored_rows_are_errors(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("mangled");
+    let renamed = create_task(&store, new_task(&q, "1", Some("job-1"), KEEP)).await;
+    raw.execute(&format!(
+        "UPDATE tasks SET id = 'not-a-uuid' WHERE id = '{renamed}'"
+    ))
+    .await;
+    // A repeated create reads the id of the task its key found.
+    assert_unreadable(
+        "a repeated create",
+        store
+            .create_task(new_task(&q, "1", Some("job-1"), KEEP))
+            .await,
+    );
+
+    let q = queue("mislabelled");
+    let marked = create_task(&store, new_task(&q, "2", None, KEEP)).await;
+    raw.execute(&format!(
+        "UPDATE messages SET task_id = 'garbage' WHERE task_id = '{marked}'"
+    ))
+    .await;
+    assert_unreadable("peek", store.peek(&q, 10).await);
+    assert_unreadable("receive", store.receive(&q, 10, LONG_LEASE).await);
+    assert_unreadable("pop", store.pop(&q, 10).await);
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "a failed receive or pop took the message all the same"
+    );
+}
+
+async fn unknown_task_state_is_an_error(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("drifted");
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+    raw.execute(&format!("UPDATE tasks SET status = 9 WHERE id = '{id}'"))
+        .await;
+    assert_unreadable("task", store.task(&id).await);
+    assert_unreadable("queue_info", store.queue_info(&q).await);
+}
+
+/// Reads the task before anything else does: on PostgreSQL a statement prepared
+/// before the column changed fails on its own (its cached plan no longer fits), and
+/// would hide how the row itself is read.
+async fn task_column_of_another_type_is_an_error(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("retyped");
+    let retyped = create_task(&store, new_task(&q, "2", None, KEEP)).await;
+    match &raw {
+        // SQLite keeps whatever value a column is given.
+        Raw::Sqlite(_) => {
+            raw.execute(&format!(
+                "UPDATE tasks SET created_at = 'yesterday' WHERE id = '{retyped}'"
+            ))
+            .await
+        }
+        Raw::Postgres(_) => {
+            raw.batch("ALTER TABLE tasks ALTER COLUMN created_at TYPE TEXT")
+                .await
+        }
+    }
+    assert_unreadable("task", store.task(&retyped).await);
 }
