@@ -1,7 +1,9 @@
 //! The `Store` trait's contract, written once and run against every backend
 //! (`sqlite::…`, `postgres::…`; see `common::trials!`): push, lease and settle
-//! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings and
-//! clients. Each test opens its own isolated store with `hopper::store::open`.
+//! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings,
+//! tasks and clients, and rows corrupted behind the store's back, which must be
+//! errors, never panics or wrong answers. Each test opens its own isolated store with
+//! `hopper::store::open`.
 
 mod common;
 
@@ -15,6 +17,9 @@ use hopper::domain::{ClientId, Grant, QueueName, QueueSettings, SettingsPatch};
 use hopper::domain::{
     ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Revocation,
     Settled, Settlement, Store, StoreError, Upsert,
+};
+use hopper::domain::{
+    NewTask, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskRecord, TaskStatus,
 };
 
 trials! {
@@ -39,13 +44,23 @@ trials! {
         peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing,
         clients_are_created_listed_and_deleted,
         client_grants_and_secrets_are_replaced_and_announced,
+        task_goes_from_pending_to_running_to_succeeded_and_its_message_is_acked,
+        stale_or_wrong_receipt_finishes_no_task,
+        retried_task_stays_pending_until_out_of_attempts_then_fails,
+        failed_task_keeps_its_error_and_its_message_is_acked,
+        repeated_task_create_finds_the_first_task_and_a_push_key_is_taken,
+        sweep_drops_finished_tasks_past_their_time_and_keeps_the_others,
+        unreadable_delivery_setting_is_an_error_and_is_not_overwritten,
+        invalid_task_ids_in_stored_rows_are_errors,
+        unknown_task_state_is_an_error,
+        task_column_of_another_type_is_an_error,
     }
 }
 
 /// An open store of the backend under test; dereferences to `dyn Store`.
 struct TestStore {
     store: Arc<dyn Store>,
-    _isolated: IsolatedStore,
+    isolated: IsolatedStore,
 }
 
 impl Fixture for TestStore {
@@ -54,10 +69,7 @@ impl Fixture for TestStore {
         let store = hopper::store::open(&isolated.url)
             .await
             .expect("cannot open the test store");
-        TestStore {
-            store,
-            _isolated: isolated,
-        }
+        TestStore { store, isolated }
     }
 }
 
@@ -983,4 +995,561 @@ async fn stream_owner_offsets_and_missing_events(store: TestStore) {
         store.append(new_event("owned", "p2", "E")).await.unwrap(),
         Appended::Event(4)
     );
+}
+
+/// Long enough that no test sees a task dropped by its `keep_finished`.
+const KEEP: Duration = Duration::from_secs(3600);
+
+/// A task with `payload` (JSON text) on `queue`, its message built as the task service
+/// builds it.
+fn new_task(queue: &QueueName, payload: &str, key: Option<&str>, keep: Duration) -> NewTask {
+    let id = TaskId::generate();
+    NewTask {
+        message: PushRequest {
+            idempotency_key: key.map(str::to_owned),
+            ..push_request(
+                queue,
+                &[&format!(r#"{{"task_id":"{id}","payload":{payload}}}"#)],
+            )
+        },
+        id,
+        keep_finished: keep,
+    }
+}
+
+/// Creates a task that must be new; returns its id.
+async fn create_task(store: &TestStore, task: NewTask) -> TaskId {
+    let id = task.id.clone();
+    assert_eq!(
+        store.create_task(task).await.unwrap(),
+        TaskCreated::New(id.clone())
+    );
+    id
+}
+
+/// The task `id`, which must be there.
+async fn task_of(store: &TestStore, id: &TaskId) -> TaskRecord {
+    store
+        .task(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("task {id} is not there"))
+}
+
+/// What a finish that must apply made of the task.
+async fn finish(store: &TestStore, id: &TaskId, receipt: Receipt, how: TaskFinish) -> TaskRecord {
+    match store.finish_task(id, receipt, how).await.unwrap() {
+        TaskFinished::Applied(task) => task,
+        other => panic!("finishing task {id} with a current receipt: {other:?}"),
+    }
+}
+
+/// Receives the one message of `queue`, which must be task `id`'s.
+async fn receive_task(
+    store: &TestStore,
+    queue: &QueueName,
+    id: &TaskId,
+    lease: Option<Duration>,
+) -> Message {
+    let mut received = receive(store, queue, 10, lease).await;
+    assert_eq!(received.len(), 1, "one task message: {received:?}");
+    let message = received.remove(0);
+    assert_eq!(
+        message.task.as_ref(),
+        Some(id),
+        "the message names its task"
+    );
+    message
+}
+
+fn succeeded(result: &str) -> TaskFinish {
+    TaskFinish::Succeeded {
+        result: result.to_owned(),
+        upstream_status: None,
+    }
+}
+
+/// Sets `max_attempts` on a new queue `name`.
+async fn queue_with_attempts(store: &TestStore, name: &str, max_attempts: u32) -> QueueName {
+    let q = queue(name);
+    let settings = QueueSettings {
+        max_attempts,
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    q
+}
+
+async fn task_counts(store: &TestStore, queue: &QueueName) -> TaskCounts {
+    store.queue_info(queue).await.unwrap().tasks
+}
+
+async fn task_goes_from_pending_to_running_to_succeeded_and_its_message_is_acked(store: TestStore) {
+    let q = queue("jobs");
+    let before = now_millis();
+    let new = new_task(&q, r#"{"n":7}"#, None, KEEP);
+    let body = new.message.bodies[0].clone();
+    let id = create_task(&store, new).await;
+
+    let pending = task_of(&store, &id).await;
+    assert_eq!(pending.id, id);
+    assert_eq!(pending.queue, "jobs");
+    assert_eq!(pending.status, TaskStatus::Pending);
+    assert_eq!(pending.attempts, 0);
+    assert_eq!((pending.result, pending.error), (None, None));
+    assert_eq!((pending.finished_at, pending.lease_ends_in), (None, None));
+    assert!(
+        (before..=now_millis()).contains(&pending.created_at),
+        "created_at {} is the create's time",
+        pending.created_at
+    );
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 0, 0));
+    assert_eq!(
+        task_counts(&store, &q).await,
+        TaskCounts {
+            pending: 1,
+            ..TaskCounts::default()
+        }
+    );
+
+    let message = receive_task(&store, &q, &id, LONG_LEASE).await;
+    assert_eq!(
+        message.body, body,
+        "the task's message carries its id and payload"
+    );
+    let running = task_of(&store, &id).await;
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!(running.attempts, 1);
+    assert!(
+        running
+            .lease_ends_in
+            .is_some_and(|ahead| ahead <= LONG_LEASE.unwrap_or(Duration::MAX)),
+        "a running task tells when its lease ends: {:?}",
+        running.lease_ends_in
+    );
+
+    let done = finish(&store, &id, receipt_of(&message), succeeded(r#"{"sum":7}"#)).await;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result.as_deref(), Some(r#"{"sum":7}"#));
+    assert_eq!((done.error, done.lease_ends_in), (None, None));
+    assert_eq!(done.attempts, 1);
+    assert!(done.finished_at.is_some_and(|at| at >= running.created_at));
+    let read = task_of(&store, &id).await;
+    assert_eq!(read.status, TaskStatus::Succeeded);
+    assert_eq!(read.result.as_deref(), Some(r#"{"sum":7}"#));
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(0, 0, 0, 0),
+        "the message is acked"
+    );
+    assert!(receive(&store, &q, 10, LONG_LEASE).await.is_empty());
+    assert_eq!(
+        task_counts(&store, &q).await,
+        TaskCounts {
+            succeeded: 1,
+            ..TaskCounts::default()
+        }
+    );
+}
+
+async fn stale_or_wrong_receipt_finishes_no_task(store: TestStore) {
+    let q = queue("contended-jobs");
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+    let first = receipt_of(&receive_task(&store, &q, &id, Some(SHORT_LEASE)).await);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let current = receipt_of(&receive_task(&store, &q, &id, LONG_LEASE).await);
+
+    for how in [
+        succeeded("1"),
+        TaskFinish::Failed {
+            error: r#""no""#.into(),
+        },
+        TaskFinish::Retry {
+            error: r#""again""#.into(),
+            delay: Duration::ZERO,
+        },
+    ] {
+        let stale = store.finish_task(&id, first, how.clone()).await.unwrap();
+        assert!(
+            matches!(stale, TaskFinished::Stale),
+            "{how:?} with the receipt of an earlier lease: {stale:?}"
+        );
+    }
+    let unchanged = task_of(&store, &id).await;
+    assert_eq!(unchanged.status, TaskStatus::Running);
+    assert_eq!(unchanged.attempts, 2);
+    assert_eq!((unchanged.result, unchanged.error), (None, None));
+    assert_eq!(counts(&store, &q).await, counted(0, 1, 0, 0));
+
+    let other = push(&store, &q, &["2"]).await[0];
+    let wrong = Receipt {
+        message_id: other,
+        ..current
+    };
+    let answer = store.finish_task(&id, wrong, succeeded("1")).await.unwrap();
+    assert!(
+        matches!(answer, TaskFinished::WrongMessage),
+        "a receipt for another message: {answer:?}"
+    );
+    let unknown = TaskId::generate();
+    let answer = store
+        .finish_task(&unknown, current, succeeded("1"))
+        .await
+        .unwrap();
+    assert!(matches!(answer, TaskFinished::NotFound), "{answer:?}");
+
+    finish(&store, &id, current, succeeded("1")).await;
+    let again = store
+        .finish_task(&id, current, succeeded("2"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, TaskFinished::Stale),
+        "finishing a finished task: {again:?}"
+    );
+    let done = task_of(&store, &id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(
+        done.result.as_deref(),
+        Some("1"),
+        "the second finish changed nothing"
+    );
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "only the other message is left"
+    );
+}
+
+async fn retried_task_stays_pending_until_out_of_attempts_then_fails(store: TestStore) {
+    let q = queue_with_attempts(&store, "retried", 2).await;
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+
+    let first = receive_task(&store, &q, &id, LONG_LEASE).await;
+    let retry = |error: &str| TaskFinish::Retry {
+        error: error.to_owned(),
+        delay: Duration::ZERO,
+    };
+    let retried = finish(&store, &id, receipt_of(&first), retry(r#""flaky""#)).await;
+    assert_eq!(retried.status, TaskStatus::Pending);
+    assert_eq!(retried.error.as_deref(), Some(r#""flaky""#));
+    assert_eq!(retried.attempts, 1);
+    assert_eq!(retried.finished_at, None);
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "the message is ready again"
+    );
+
+    let second = receive_task(&store, &q, &id, LONG_LEASE).await;
+    assert_eq!(second.attempts, 2);
+    assert_eq!(task_of(&store, &id).await.status, TaskStatus::Running);
+    let failed = finish(&store, &id, receipt_of(&second), retry(r#""still flaky""#)).await;
+    assert_eq!(failed.status, TaskStatus::Failed, "out of attempts");
+    assert_eq!(failed.error.as_deref(), Some(r#""still flaky""#));
+    assert_eq!(failed.attempts, 2);
+    assert!(failed.finished_at.is_some());
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 0, 1));
+    let dead = store.dead_letters(&q, 10).await.unwrap();
+    assert_eq!(ids_of(&dead), [second.id]);
+    assert_eq!(dead[0].task.as_ref(), Some(&id));
+    assert_eq!(task_of(&store, &id).await.status, TaskStatus::Failed);
+
+    let once = queue_with_attempts(&store, "once", 1).await;
+    let id = create_task(&store, new_task(&once, "2", None, KEEP)).await;
+    let only = receive_task(&store, &once, &id, LONG_LEASE).await;
+    let failed = finish(&store, &id, receipt_of(&only), retry(r#""no luck""#)).await;
+    assert_eq!(
+        failed.status,
+        TaskStatus::Failed,
+        "a retry with no attempt left fails"
+    );
+    assert_eq!(failed.error.as_deref(), Some(r#""no luck""#));
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(counts(&store, &once).await, counted(0, 0, 0, 1));
+    assert!(receive(&store, &once, 10, LONG_LEASE).await.is_empty());
+}
+
+async fn failed_task_keeps_its_error_and_its_message_is_acked(store: TestStore) {
+    let q = queue("doomed");
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+    let message = receive_task(&store, &q, &id, LONG_LEASE).await;
+    let error = r#"{"reason":"bad input"}"#;
+    let how = TaskFinish::Failed {
+        error: error.to_owned(),
+    };
+    let failed = finish(&store, &id, receipt_of(&message), how).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some(error));
+    assert_eq!(failed.result, None);
+    assert_eq!(failed.attempts, 1);
+    assert!(failed.finished_at.is_some());
+    assert_eq!(task_of(&store, &id).await.status, TaskStatus::Failed);
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(0, 0, 0, 0),
+        "a failed task's message is acked, not dead-lettered"
+    );
+}
+
+async fn repeated_task_create_finds_the_first_task_and_a_push_key_is_taken(store: TestStore) {
+    let q = queue("keyed-jobs");
+    let first = create_task(&store, new_task(&q, "1", Some("job-1"), KEEP)).await;
+    let repeat = new_task(&q, "1", Some("job-1"), KEEP);
+    let repeat_id = repeat.id.clone();
+    assert_eq!(
+        store.create_task(repeat).await.unwrap(),
+        TaskCreated::Existing(first.clone())
+    );
+    assert!(
+        store.task(&repeat_id).await.unwrap().is_none(),
+        "the repeated create made no task of its own"
+    );
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "nor a message"
+    );
+
+    let keyed_push = PushRequest {
+        idempotency_key: Some("plain-1".into()),
+        ..push_request(&q, &["2"])
+    };
+    assert!(matches!(
+        store.push(keyed_push).await.unwrap(),
+        PushOutcome::Created(_)
+    ));
+    let taken = new_task(&q, "3", Some("plain-1"), KEEP);
+    let taken_id = taken.id.clone();
+    assert_eq!(
+        store.create_task(taken).await.unwrap(),
+        TaskCreated::KeyTaken
+    );
+    assert!(store.task(&taken_id).await.unwrap().is_none());
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(2, 0, 0, 0),
+        "nothing was pushed"
+    );
+
+    assert!(
+        store.task(&TaskId::generate()).await.unwrap().is_none(),
+        "an unknown task id"
+    );
+    assert_eq!(task_of(&store, &first).await.status, TaskStatus::Pending);
+}
+
+async fn sweep_drops_finished_tasks_past_their_time_and_keeps_the_others(store: TestStore) {
+    let q = queue("swept-jobs");
+    let brief = Duration::from_millis(1);
+    let finished = create_task(&store, new_task(&q, "1", None, brief)).await;
+    let unfinished = create_task(&store, new_task(&q, "2", None, brief)).await;
+    let kept = create_task(&store, new_task(&q, "3", None, KEEP)).await;
+    let messages = receive(&store, &q, 10, LONG_LEASE).await;
+    let receipt = |id: &TaskId| {
+        receipt_of(
+            messages
+                .iter()
+                .find(|m| m.task.as_ref() == Some(id))
+                .unwrap_or_else(|| panic!("task {id}'s message was not received")),
+        )
+    };
+    finish(&store, &finished, receipt(&finished), succeeded("1")).await;
+    finish(&store, &kept, receipt(&kept), succeeded("3")).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert_eq!(
+        store.sweep_tasks().await.unwrap(),
+        1,
+        "only the finished task past its time"
+    );
+    assert!(store.task(&finished).await.unwrap().is_none());
+    assert_eq!(
+        task_of(&store, &unfinished).await.status,
+        TaskStatus::Running
+    );
+    assert_eq!(task_of(&store, &kept).await.status, TaskStatus::Succeeded);
+    assert_eq!(store.sweep_tasks().await.unwrap(), 0);
+}
+
+/// A connection of its own to the test store's database, for planting rows that no
+/// store operation would write.
+enum Raw {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl TestStore {
+    /// Opens a [`Raw`] connection to this store's database (on PostgreSQL, with the
+    /// test's schema first on the search path).
+    async fn raw(&self) -> Raw {
+        let url = &self.isolated.url;
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let conn = rusqlite::Connection::open(path).expect("cannot open the SQLite file");
+            // The store's writer may hold the write lock for a moment.
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            return Raw::Sqlite(conn);
+        }
+        let (base, query) = url
+            .split_once('?')
+            .expect("a PostgreSQL test URL has a query");
+        let schema = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("schema="))
+            .expect("a PostgreSQL test URL names its schema");
+        let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .expect("cannot connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .unwrap();
+        Raw::Postgres(client)
+    }
+}
+
+impl Raw {
+    /// Runs `statement`, which must change some row: a corruption that missed its row
+    /// would let a test pass without testing anything.
+    async fn execute(&self, statement: &str) {
+        let changed = match self {
+            Raw::Sqlite(conn) => conn.execute(statement, []).unwrap() as u64,
+            Raw::Postgres(client) => client.execute(statement, &[]).await.unwrap(),
+        };
+        assert!(changed > 0, "{statement:?} changed no row");
+    }
+
+    /// Runs a schema change (or anything that reports no rows).
+    async fn batch(&self, statements: &str) {
+        match self {
+            Raw::Sqlite(conn) => conn.execute_batch(statements).unwrap(),
+            Raw::Postgres(client) => client.batch_execute(statements).await.unwrap(),
+        }
+    }
+
+    /// The first column, as text, of the one row `query` returns.
+    async fn text(&self, query: &str) -> Option<String> {
+        match self {
+            Raw::Sqlite(conn) => conn.query_row(query, [], |row| row.get(0)).unwrap(),
+            Raw::Postgres(client) => client.query_one(query, &[]).await.unwrap().get(0),
+        }
+    }
+}
+
+/// Fails the test unless `result` is a backend error, the answer to a stored row this
+/// binary cannot read (not `QueueNotFound` or the like, which would be a wrong answer).
+#[track_caller]
+fn assert_unreadable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Backend { .. })),
+        "{what} of a corrupt row: {result:?}"
+    );
+}
+
+async fn unreadable_delivery_setting_is_an_error_and_is_not_overwritten(store: TestStore) {
+    let raw = store.raw().await;
+    let defaults = QueueSettings::default();
+    let lease_only = SettingsPatch {
+        lease: Some(Duration::from_secs(5)),
+        ..SettingsPatch::default()
+    };
+    // Not JSON at all, and JSON that is no delivery setting (it has no url).
+    for (name, corrupt) in [
+        ("garbled", "{not json"),
+        ("urlless", r#"{"method": "GET"}"#),
+    ] {
+        let q = queue(name);
+        store
+            .update_settings(&q, &set_to(&defaults), &defaults)
+            .await
+            .unwrap();
+        raw.execute(&format!(
+            "UPDATE queues SET delivery = '{corrupt}' WHERE name = '{name}'"
+        ))
+        .await;
+
+        assert_unreadable("settings", store.settings(&q).await);
+        assert_unreadable("queue_info", store.queue_info(&q).await);
+        assert_unreadable(
+            "update_settings",
+            store.update_settings(&q, &lease_only, &defaults).await,
+        );
+        let stored = format!(
+            "SELECT delivery || ' ' || CAST(lease_ms AS TEXT) FROM queues WHERE name = '{name}'"
+        );
+        assert_eq!(
+            raw.text(&stored).await,
+            Some(format!("{corrupt} {}", defaults.lease.as_millis())),
+            "a patch that does not touch the delivery setting wrote over the stored one"
+        );
+    }
+}
+
+async fn invalid_task_ids_in_stored_rows_are_errors(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("mangled");
+    let renamed = create_task(&store, new_task(&q, "1", Some("job-1"), KEEP)).await;
+    raw.execute(&format!(
+        "UPDATE tasks SET id = 'not-a-uuid' WHERE id = '{renamed}'"
+    ))
+    .await;
+    // A repeated create reads the id of the task its key found.
+    assert_unreadable(
+        "a repeated create",
+        store
+            .create_task(new_task(&q, "1", Some("job-1"), KEEP))
+            .await,
+    );
+
+    let q = queue("mislabelled");
+    let marked = create_task(&store, new_task(&q, "2", None, KEEP)).await;
+    raw.execute(&format!(
+        "UPDATE messages SET task_id = 'garbage' WHERE task_id = '{marked}'"
+    ))
+    .await;
+    assert_unreadable("peek", store.peek(&q, 10).await);
+    assert_unreadable("receive", store.receive(&q, 10, LONG_LEASE).await);
+    assert_unreadable("pop", store.pop(&q, 10).await);
+    assert_eq!(
+        counts(&store, &q).await,
+        counted(1, 0, 0, 0),
+        "a failed receive or pop took the message all the same"
+    );
+}
+
+async fn unknown_task_state_is_an_error(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("drifted");
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+    raw.execute(&format!("UPDATE tasks SET status = 9 WHERE id = '{id}'"))
+        .await;
+    assert_unreadable("task", store.task(&id).await);
+    assert_unreadable("queue_info", store.queue_info(&q).await);
+}
+
+/// Reads the task before anything else does: on PostgreSQL a statement prepared
+/// before the column changed fails on its own (its cached plan no longer fits), and
+/// would hide how the row itself is read.
+async fn task_column_of_another_type_is_an_error(store: TestStore) {
+    let raw = store.raw().await;
+    let q = queue("retyped");
+    let retyped = create_task(&store, new_task(&q, "2", None, KEEP)).await;
+    match &raw {
+        // SQLite keeps whatever value a column is given.
+        Raw::Sqlite(_) => {
+            raw.execute(&format!(
+                "UPDATE tasks SET created_at = 'yesterday' WHERE id = '{retyped}'"
+            ))
+            .await
+        }
+        Raw::Postgres(_) => {
+            raw.batch("ALTER TABLE tasks ALTER COLUMN created_at TYPE TEXT")
+                .await
+        }
+    }
+    assert_unreadable("task", store.task(&retyped).await);
 }

@@ -2,24 +2,29 @@
 
 use deadpool_postgres::Transaction;
 
-use super::pg;
+use super::{column, pg};
 use crate::domain::{ClientId, Grant};
 use crate::domain::{ClientRecord, StoreError, StoreResult};
 
-fn record_from_row(row: &tokio_postgres::Row) -> Option<ClientRecord> {
-    // A row this binary cannot read (edited by hand) is skipped, not fatal.
-    let id = ClientId::parse(row.get::<_, &str>(0)).ok()?;
-    let grants = row
-        .get::<_, &str>(2)
+/// A client from a row `(id, secret_hash, grants, created_at)`; `None` for an id this
+/// binary does not accept.
+fn record_from_row(row: &tokio_postgres::Row) -> StoreResult<Option<ClientRecord>> {
+    let read = "read client";
+    // An id or grant that does not parse (edited by hand) is skipped, not fatal; a
+    // column of another type than the schema's is an error.
+    let Ok(id) = ClientId::parse(column(row, 0, read)?) else {
+        return Ok(None);
+    };
+    let grants = column::<&str>(row, 2, read)?
         .lines()
         .filter_map(|g| g.parse::<Grant>().ok())
         .collect();
-    Some(ClientRecord {
+    Ok(Some(ClientRecord {
         id,
-        secret_hash: row.get(1),
+        secret_hash: column(row, 1, read)?,
         grants,
-        created_at: row.get(3),
-    })
+        created_at: column(row, 3, read)?,
+    }))
 }
 
 /// Inserts a client; `ClientExists` when the id is taken.
@@ -53,7 +58,9 @@ pub async fn list(tx: &Transaction<'_>) -> StoreResult<Vec<ClientRecord>> {
         )
         .await
         .map_err(pg("list clients"))?;
-    Ok(rows.iter().filter_map(record_from_row).collect())
+    rows.iter()
+        .filter_map(|row| record_from_row(row).transpose())
+        .collect()
 }
 
 /// One client.
@@ -65,7 +72,7 @@ pub async fn get(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<Option<Clie
         )
         .await
         .map_err(pg("read client"))?;
-    Ok(row.as_ref().and_then(record_from_row))
+    Ok(row.as_ref().map(record_from_row).transpose()?.flatten())
 }
 
 /// Deletes a client; `ClientNotFound` when there is none.
@@ -138,5 +145,5 @@ pub async fn signing_key(
         .query_one("SELECT key FROM signing_keys WHERE name = $1", &[&name])
         .await
         .map_err(pg("read signing key"))?;
-    Ok(row.get(0))
+    column(&row, 0, "read signing key")
 }

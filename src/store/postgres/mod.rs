@@ -65,6 +65,16 @@ fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// Column `index` of `row`, read for `context`: a column whose type or name drifted
+/// from what the code expects is a backend error, where `Row::get` would panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+    context: &'static str,
+) -> StoreResult<T> {
+    row.try_get(index).map_err(pg(context))
+}
+
 /// Maps the failure of a statement that commits: a connection lost then leaves the
 /// outcome unknown (the commit may have happened), which a retry could duplicate.
 fn pg_commit(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
@@ -145,7 +155,7 @@ impl DbClock {
             )
             .await?;
         let received = now_millis();
-        let database: i64 = row.get(0);
+        let database: i64 = row.try_get(0)?;
         let offset = database - (sent + received) / 2;
         self.offset_ms
             .store(offset, std::sync::atomic::Ordering::Relaxed);
@@ -255,8 +265,11 @@ impl PostgresStore {
             .with_context(|| format!("cannot read the PostgreSQL store ({place})"));
         drop(client);
         let _ = driver.await;
+        let found: bool = found?
+            .try_get(0)
+            .with_context(|| format!("cannot read the PostgreSQL store ({place})"))?;
         anyhow::ensure!(
-            found?.get::<_, bool>(0),
+            found,
             "no Hopper store in the PostgreSQL {place}: it holds no Hopper schema \
              (`hopper serve` creates it; check --store, HOPPER_STORE or the configuration file's store)"
         );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 
 use super::tasks;
-use super::{pg, pg_commit};
+use super::{column, pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::TaskId;
@@ -165,7 +165,8 @@ pub async fn push(
             .await
             .map_err(pg("check idempotency key"))?
         {
-            return Ok(PushOutcome::Duplicate(row.get(0)));
+            let first: MessageId = column(&row, 0, "check idempotency key")?;
+            return Ok(PushOutcome::Duplicate(first));
         }
     }
     let visible_at = now.saturating_add(millis_of(request.delay));
@@ -182,7 +183,10 @@ pub async fn push(
         .query(&stmt, &[&queue.id, &visible_at, &now, &request.bodies])
         .await
         .map_err(pg("push"))?;
-    let mut ids: Vec<MessageId> = rows.iter().map(|row| row.get(0)).collect();
+    let mut ids = rows
+        .iter()
+        .map(|row| column(row, 0, "push"))
+        .collect::<StoreResult<Vec<MessageId>>>()?;
     ids.sort_unstable();
     if let (Some(key), Some(first)) = (&request.idempotency_key, ids.first()) {
         let expires_at = now.saturating_add(millis_of(queue.settings.idempotency_window));
@@ -224,31 +228,36 @@ async fn release_expired_leases(
         )
         .await
         .map_err(pg("release expired leases"))?;
-    let dead: Vec<(i64, u32)> = rows
-        .iter()
-        .filter(|row| row.get::<_, i16>(2) == 2)
-        .map(id_and_attempts)
-        .collect();
+    let mut dead = Vec::new();
+    for row in &rows {
+        if column::<i16>(row, 2, "release expired leases")? == 2 {
+            dead.push(id_and_attempts(row)?);
+        }
+    }
     tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await
 }
 
 /// `(id, attempts)` from the first two columns of a row.
-fn id_and_attempts(row: &tokio_postgres::Row) -> (i64, u32) {
-    (row.get(0), row.get::<_, i32>(1).max(0) as u32)
+fn id_and_attempts(row: &tokio_postgres::Row) -> StoreResult<(i64, u32)> {
+    let read = "read a message's attempts";
+    Ok((
+        column(row, 0, read)?,
+        column::<i32>(row, 1, read)?.max(0) as u32,
+    ))
 }
 
 /// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
 fn message_from_row(row: &tokio_postgres::Row) -> StoreResult<Message> {
-    let task = row
-        .get::<_, Option<&str>>(4)
+    let read = "read a message";
+    let task = column::<Option<&str>>(row, 4, read)?
         .map(TaskId::parse)
         .transpose()
         .map_err(|e| StoreError::backend("a stored message names an invalid task", e))?;
     Ok(Message {
-        id: row.get(0),
-        body: row.get(1),
-        attempts: row.get::<_, i32>(2).max(0) as u32,
-        enqueued_at: row.get(3),
+        id: column(row, 0, read)?,
+        body: column(row, 1, read)?,
+        attempts: column::<i32>(row, 2, read)?.max(0) as u32,
+        enqueued_at: column(row, 3, read)?,
         receipt: None,
         last_error: None,
         task,
@@ -335,11 +344,11 @@ pub async fn receive(
             )
             .await
             .map_err(pg("find next ready message"))?;
-        let next_ready_at: Option<i64> = tx
+        let next_ready = tx
             .query_one(&stmt, &[&queue.id])
             .await
-            .map_err(pg("find next ready message"))?
-            .get(0);
+            .map_err(pg("find next ready message"))?;
+        let next_ready_at: Option<i64> = column(&next_ready, 0, "find next ready message")?;
         return Ok(Received {
             messages,
             next_ready_in: next_ready_at
@@ -463,8 +472,11 @@ pub async fn settle(
     };
     // Matched by (id, token) and consumed once: a stale receipt given next to the
     // current one of the same message, or a receipt given twice, is reported stale.
-    let mut applied: std::collections::HashSet<(i64, i64)> =
-        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let read = "read a settled message";
+    let mut applied = rows
+        .iter()
+        .map(|row| Ok((column(row, 0, read)?, column(row, 1, read)?)))
+        .collect::<StoreResult<std::collections::HashSet<(i64, i64)>>>()?;
     let mut settled = Settled::default();
     for receipt in receipts {
         if applied.remove(&(receipt.message_id, receipt.lease_token)) {
@@ -474,15 +486,20 @@ pub async fn settle(
         }
     }
     // Acked or dead-lettered messages whose tasks end with them.
-    let ended: Vec<(i64, u32)> = rows
-        .iter()
-        .filter(|row| match settlement {
+    let mut ended: Vec<(i64, u32)> = Vec::new();
+    for row in &rows {
+        let ends = match settlement {
             Settlement::Ack => true,
-            Settlement::Nack { .. } => row.get::<_, i16>(3) == 2,
+            Settlement::Nack { .. } => column::<i16>(row, 3, read)? == 2,
             Settlement::Extend { .. } => false,
-        })
-        .map(|row| (row.get(0), row.get::<_, i32>(2).max(0) as u32))
-        .collect();
+        };
+        if ends {
+            ended.push((
+                column(row, 0, read)?,
+                column::<i32>(row, 2, read)?.max(0) as u32,
+            ));
+        }
+    }
     match settlement {
         Settlement::Ack => tasks::end(tx, &ended, TaskEnding::Acked, now, wake).await?,
         Settlement::Nack { .. } => {
@@ -514,12 +531,12 @@ async fn counts(tx: &Transaction<'_>, queue: &QueueRow, now: Millis) -> StoreRes
         )
         .await
         .map_err(pg("count messages"))?;
-    let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    let count = |i: usize| column::<i64>(&row, i, "count messages").map(|n| n.max(0) as u64);
     Ok(QueueCounts {
-        ready: count(0),
-        leased: count(1),
-        delayed: count(2),
-        dead: count(3),
+        ready: count(0)?,
+        leased: count(1)?,
+        delayed: count(2)?,
+        dead: count(3)?,
     })
 }
 
@@ -549,7 +566,7 @@ pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<Q
         .map_err(pg("list queues"))?;
     let mut queues = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(name) = QueueName::parse(row.get::<_, &str>(6)) else {
+        let Ok(name) = QueueName::parse(column(&row, 6, "list queues")?) else {
             continue;
         };
         let queue = QueueRow {
@@ -577,16 +594,20 @@ pub async fn delivering_queues(
         )
         .await
         .map_err(pg("list delivering queues"))?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            let name: &str = row.get(0);
-            let delivery = serde_json::from_str(row.get(1))
-                .map_err(|error| tracing::error!(%error, queue = name, "postgres: a stored delivery setting is unreadable"))
-                .ok()?;
-            Some((QueueName::parse(name).ok()?, delivery))
-        })
-        .collect())
+    let mut queues = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name: &str = column(row, 0, "list delivering queues")?;
+        let json: &str = column(row, 1, "list delivering queues")?;
+        let Ok(delivery) = serde_json::from_str(json).map_err(|error| {
+            tracing::error!(%error, queue = name, "postgres: a stored delivery setting is unreadable")
+        }) else {
+            continue;
+        };
+        if let Ok(name) = QueueName::parse(name) {
+            queues.push((name, delivery));
+        }
+    }
+    Ok(queues)
 }
 
 /// The settings of an existing queue.
@@ -707,7 +728,7 @@ pub async fn dead_letters(
     rows.iter()
         .map(|row| {
             Ok(Message {
-                last_error: row.get(5),
+                last_error: column(row, 5, "list dead letters")?,
                 ..message_from_row(row)?
             })
         })
@@ -747,7 +768,7 @@ pub async fn redrive(
 ) -> StoreResult<u64> {
     let queue = require_queue(tx, name).await?;
     release_expired_leases(tx, &queue, now, wake).await?;
-    let moved: Vec<i64> = tx
+    let moved = tx
         .query(
             "UPDATE messages SET state = 0, attempts = 0, visible_at = $2, lease_token = NULL
              WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $3
@@ -758,8 +779,8 @@ pub async fn redrive(
         .await
         .map_err(pg("redrive"))?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| column(row, 0, "redrive"))
+        .collect::<StoreResult<Vec<i64>>>()?;
     tasks::revive(tx, &moved).await?;
     wake.push(name.to_string());
     Ok(moved.len() as u64)
@@ -780,7 +801,7 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis, wake: &mut Vec<String>) ->
         .map_err(pg("drop expired messages"))?
         .iter()
         .map(id_and_attempts)
-        .collect();
+        .collect::<StoreResult<_>>()?;
     tasks::end(tx, &dropped, TaskEnding::Dropped, now, wake).await?;
     let dead: Vec<(i64, u32)> = tx
         .query(
@@ -793,7 +814,7 @@ pub async fn sweep(tx: &Transaction<'_>, now: Millis, wake: &mut Vec<String>) ->
         .map_err(pg("dead-letter expired leases"))?
         .iter()
         .map(id_and_attempts)
-        .collect();
+        .collect::<StoreResult<_>>()?;
     tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await?;
     Ok(dropped.len() as u64)
 }
@@ -911,7 +932,14 @@ async fn insert_into_known_queues(
     let mut by_queue: std::collections::HashMap<String, Vec<MessageId>> =
         std::collections::HashMap::new();
     for row in &rows {
-        by_queue.entry(row.get(1)).or_default().push(row.get(0));
+        // The statement has committed: failing now leaves the caller unsure of what a
+        // retry would do, as a commit whose answer was lost does.
+        let unreadable = |e: tokio_postgres::Error| {
+            StoreError::OutcomeUnknown(format!("push committed, but its ids are unreadable: {e}"))
+        };
+        let id: MessageId = row.try_get(0).map_err(unreadable)?;
+        let name: String = row.try_get(1).map_err(unreadable)?;
+        by_queue.entry(name).or_default().push(id);
     }
     let mut by_queue: std::collections::HashMap<String, std::vec::IntoIter<MessageId>> = by_queue
         .into_iter()

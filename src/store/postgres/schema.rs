@@ -135,7 +135,7 @@ pub async fn migrate(client: &mut Client, schema: Option<&str>) -> anyhow::Resul
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     anyhow::ensure!(
         version as usize <= MIGRATIONS.len(),
         "database schema version {version} is newer than this hopper ({}); upgrade hopper",

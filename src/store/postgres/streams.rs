@@ -4,7 +4,7 @@
 
 use deadpool_postgres::Transaction;
 
-use super::pg;
+use super::{column, pg};
 use crate::domain::clock::Millis;
 use std::time::Duration;
 
@@ -21,11 +21,12 @@ async fn stream_id(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<i64> 
         .prepare_cached("SELECT id FROM streams WHERE name = $1")
         .await
         .map_err(pg("find stream"))?;
-    tx.query_opt(&stmt, &[&name.as_str()])
+    let row = tx
+        .query_opt(&stmt, &[&name.as_str()])
         .await
         .map_err(pg("find stream"))?
-        .map(|row| row.get(0))
-        .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))
+        .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
+    column(&row, 0, "find stream")
 }
 
 /// Appends events from many requests, one stream at a time, in one transaction:
@@ -79,7 +80,8 @@ pub async fn append_many(
             .query_one(&lock, &[&stream.as_str()])
             .await
             .map_err(pg("lock stream"))?;
-        let (stream_id, owner): (i64, String) = (row.get(0), row.get(1));
+        let stream_id: i64 = column(&row, 0, "lock stream")?;
+        let owner: &str = column(&row, 1, "lock stream")?;
         let accepted: Vec<usize> = mine
             .into_iter()
             .filter(|&i| events[i].producer == owner)
@@ -87,11 +89,11 @@ pub async fn append_many(
         if accepted.is_empty() {
             continue;
         }
-        let last: i64 = tx
+        let reserved = tx
             .query_one(&reserve, &[&stream_id, &(accepted.len() as i64)])
             .await
-            .map_err(pg("append events"))?
-            .get(0);
+            .map_err(pg("append events"))?;
+        let last: i64 = column(&reserved, 0, "append events")?;
         let first = last - accepted.len() as i64 + 1;
         let ids: Vec<i64> = (first..=last).collect();
         let names: Vec<&str> = accepted.iter().map(|&i| events[i].name.as_str()).collect();
@@ -146,13 +148,14 @@ pub async fn read(
         )
         .await
         .map_err(pg("read events"))?;
-    Ok(rows
-        .iter()
-        .map(|row| StoredEvent {
-            id: row.get(0),
-            body: row.get(1),
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                id: column(row, 0, "read events")?,
+                body: column(row, 1, "read events")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Acks an event; see [`crate::store::StreamStore::ack_event`].
@@ -186,17 +189,17 @@ struct StreamRow {
     retention: StreamRetention,
 }
 
-fn stream_row(row: &tokio_postgres::Row) -> StreamRow {
-    StreamRow {
-        id: row.get(0),
-        owner: row.get(1),
+fn stream_row(row: &tokio_postgres::Row) -> StoreResult<StreamRow> {
+    let read = "read stream";
+    Ok(StreamRow {
+        id: column(row, 0, read)?,
+        owner: column(row, 1, read)?,
         retention: StreamRetention {
-            max_age: row
-                .get::<_, Option<i64>>(2)
+            max_age: column::<Option<i64>>(row, 2, read)?
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-            max_events: row.get::<_, Option<i64>>(3).map(|n| n.max(0) as u64),
+            max_events: column::<Option<i64>>(row, 3, read)?.map(|n| n.max(0) as u64),
         },
-    }
+    })
 }
 
 async fn info_of(
@@ -224,23 +227,26 @@ async fn info_of(
             )
             .await
             .map_err(pg("read offsets"))?;
+        let read = "read offsets";
         consumers = rows
             .iter()
-            .map(|row| ConsumerOffset {
-                consumer: row.get(0),
-                event_name: row.get(1),
-                offset: row.get(2),
-                lag: row.get::<_, i64>(3).max(0) as u64,
+            .map(|row| {
+                Ok(ConsumerOffset {
+                    consumer: column(row, 0, read)?,
+                    event_name: column(row, 1, read)?,
+                    offset: column(row, 2, read)?,
+                    lag: column::<i64>(row, 3, read)?.max(0) as u64,
+                })
             })
-            .collect();
+            .collect::<StoreResult<_>>()?;
     }
     Ok(StreamInfo {
         name,
         owner: stream_row.owner,
         retention: stream_row.retention,
-        length: row.get::<_, i64>(0).max(0) as u64,
-        first_event: row.get(1),
-        last_event: row.get(2),
+        length: column::<i64>(&row, 0, "measure stream")?.max(0) as u64,
+        first_event: column(&row, 1, "measure stream")?,
+        last_event: column(&row, 2, "measure stream")?,
         consumers,
     })
 }
@@ -255,7 +261,7 @@ pub async fn info(tx: &Transaction<'_>, name: &StreamName) -> StoreResult<Stream
         .await
         .map_err(pg("find stream"))?
         .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
-    info_of(tx, stream_row(&row), name.clone(), true).await
+    info_of(tx, stream_row(&row)?, name.clone(), true).await
 }
 
 /// Every stream, by name.
@@ -269,10 +275,10 @@ pub async fn list(tx: &Transaction<'_>) -> StoreResult<Vec<StreamInfo>> {
         .map_err(pg("list streams"))?;
     let mut streams = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(name) = StreamName::parse(row.get::<_, &str>(4)) else {
+        let Ok(name) = StreamName::parse(column(&row, 4, "list streams")?) else {
             continue;
         };
-        streams.push(info_of(tx, stream_row(&row), name, false).await?);
+        streams.push(info_of(tx, stream_row(&row)?, name, false).await?);
     }
     Ok(streams)
 }

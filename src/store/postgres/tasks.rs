@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
-use super::{pg, queues};
+use super::{column, pg, queues};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
@@ -53,7 +53,9 @@ pub async fn create(
                 .await
                 .map_err(pg("find task by message"))?;
             return Ok(match existing {
-                Some(row) => TaskCreated::Existing(stored_id(row.get(0))?),
+                Some(row) => {
+                    TaskCreated::Existing(stored_id(column(&row, 0, "find task by message")?)?)
+                }
                 None => TaskCreated::KeyTaken,
             });
         }
@@ -112,12 +114,11 @@ pub async fn get(
     else {
         return Ok(None);
     };
-    let state: Option<i16> = row.get(7);
-    let visible_at: Millis = row.get::<_, Option<i64>>(8).unwrap_or(0);
-    let message_attempts = row.get::<_, Option<i32>>(9).unwrap_or(0).max(0) as u32;
-    let max_attempts = row
-        .get::<_, Option<i32>>(10)
-        .map_or(u32::MAX, |n| n.max(1) as u32);
+    let read = "read task";
+    let state: Option<i16> = column(&row, 7, read)?;
+    let visible_at: Millis = column::<Option<i64>>(&row, 8, read)?.unwrap_or(0);
+    let message_attempts = column::<Option<i32>>(&row, 9, read)?.unwrap_or(0).max(0) as u32;
+    let max_attempts = column::<Option<i32>>(&row, 10, read)?.map_or(u32::MAX, |n| n.max(1) as u32);
     let message = state.map(|state| {
         TaskMessage::new(
             i64::from(state),
@@ -127,20 +128,18 @@ pub async fn get(
     });
     Ok(Some(TaskRecord {
         id: id.clone(),
-        queue: row.get(0),
-        status: task_state(row.get::<_, i16>(1))?.status(message),
-        result: row.get(2),
-        error: row.get(3),
+        queue: column(&row, 0, read)?,
+        status: task_state(column(&row, 1, read)?)?.status(message),
+        result: column(&row, 2, read)?,
+        error: column(&row, 3, read)?,
         attempts: if state.is_some() {
             message_attempts
         } else {
-            row.get::<_, i32>(4).max(0) as u32
+            column::<i32>(&row, 4, read)?.max(0) as u32
         },
-        created_at: row.get(5),
-        finished_at: row.get(6),
-        upstream_status: row
-            .get::<_, Option<i32>>(11)
-            .and_then(|s| u16::try_from(s).ok()),
+        created_at: column(&row, 5, read)?,
+        finished_at: column(&row, 6, read)?,
+        upstream_status: column::<Option<i32>>(&row, 11, read)?.and_then(|s| u16::try_from(s).ok()),
         lease_ends_in: message
             .filter(|m| m.leased)
             .map(|_| Duration::from_millis((visible_at - now).max(0) as u64)),
@@ -173,13 +172,13 @@ pub async fn finish(
     else {
         return Ok(TaskFinished::NotFound);
     };
-    let (status, message_id): (i16, i64) = (row.get(0), row.get(1));
+    let status: i16 = column(&row, 0, "read task")?;
+    let message_id: i64 = column(&row, 1, "read task")?;
     if receipt.message_id != message_id {
         return Ok(TaskFinished::WrongMessage);
     }
-    let Some(max_attempts) = row
-        .get::<_, Option<i32>>(2)
-        .filter(|_| status == UNFINISHED)
+    let Some(max_attempts) =
+        column::<Option<i32>>(&row, 2, "read task")?.filter(|_| status == UNFINISHED)
     else {
         return Ok(TaskFinished::Stale);
     };
@@ -221,9 +220,9 @@ pub async fn finish(
             )
             .await
             .map_err(pg("retry task"))?;
-            if nacked.get::<_, i16>(0) == 2 {
+            if column::<i16>(&nacked, 0, "retry task")? == 2 {
                 // Out of attempts: failed now, though its dead letter stays for a redrive.
-                let attempts = nacked.get::<_, i32>(1).max(0) as u32;
+                let attempts = column::<i32>(&nacked, 1, "retry task")?.max(0) as u32;
                 end(
                     tx,
                     &[(message_id, attempts)],
@@ -233,7 +232,7 @@ pub async fn finish(
                 )
                 .await?;
             } else {
-                wake.push(row.get::<_, String>(3));
+                wake.push(column(&row, 3, "read task")?);
             }
             return applied(tx, id, now).await;
         }
@@ -256,7 +255,7 @@ pub async fn finish(
     else {
         return Ok(TaskFinished::Stale);
     };
-    let attempts: i32 = deleted.get(0);
+    let attempts: i32 = column(&deleted, 0, "finish task")?;
     let stmt = tx
         .prepare_cached(
             "UPDATE tasks SET status = $2, result = $3, error = $4, attempts = $5,
@@ -334,7 +333,9 @@ pub async fn end(
         )
         .await
         .map_err(pg("end tasks"))?;
-    wake.extend(rows.iter().map(|row| task_key(row.get::<_, &str>(0))));
+    for row in &rows {
+        wake.push(task_key(column::<&str>(row, 0, "end tasks")?));
+    }
     Ok(())
 }
 
@@ -360,7 +361,9 @@ pub async fn end_all_of_queue(
         )
         .await
         .map_err(pg("end tasks of a queue"))?;
-    wake.extend(rows.iter().map(|row| task_key(row.get::<_, &str>(0))));
+    for row in &rows {
+        wake.push(task_key(column::<&str>(row, 0, "end tasks of a queue")?));
+    }
     Ok(())
 }
 
@@ -411,12 +414,13 @@ pub async fn counts(
         .map_err(pg("count tasks"))?;
     let mut counts = TaskCounts::default();
     for row in rows {
-        let state: Option<i16> = row.get(1);
-        let lease_live = row.get::<_, Option<bool>>(2).unwrap_or(false);
-        let exhausted = row.get::<_, Option<bool>>(3).unwrap_or(false);
+        let read = "count tasks";
+        let state: Option<i16> = column(&row, 1, read)?;
+        let lease_live = column::<Option<bool>>(&row, 2, read)?.unwrap_or(false);
+        let exhausted = column::<Option<bool>>(&row, 3, read)?.unwrap_or(false);
         let message = state.map(|state| TaskMessage::new(i64::from(state), lease_live, exhausted));
-        let status = task_state(row.get::<_, i16>(0))?.status(message);
-        counts.add(status, row.get::<_, i64>(4).max(0) as u64);
+        let status = task_state(column(&row, 0, read)?)?.status(message);
+        counts.add(status, column::<i64>(&row, 4, read)?.max(0) as u64);
     }
     Ok(counts)
 }

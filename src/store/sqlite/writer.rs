@@ -333,13 +333,33 @@ fn commit_batch(
     let mut on_commit = Vec::new();
     let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
-        let (completion, hook) = run_job(conn, job);
+        let (completion, hook, tainted) = run_job(conn, job);
         completions.extend(completion);
         on_commit.extend(hook);
+        if tainted && !conn.is_autocommit() {
+            // The transaction may still hold the failed job's partial writes, which a
+            // commit would make durable: only rolling it all back undoes them.
+            if let Err(error) = execute_cached(conn, "ROLLBACK") {
+                tracing::error!(%error, "sqlite: cannot roll back a batch holding a failed job's writes");
+            }
+            if !conn.is_autocommit() {
+                // Still open: nothing may commit on it. The next batch's BEGIN fails
+                // too, so no later COMMIT can make these writes durable either.
+                on_commit.clear();
+                for completion in completions.drain(..) {
+                    completion(Err(Failure::RolledBack(
+                        "the batch could not be rolled back",
+                    )));
+                }
+                jobs.for_each(drop);
+                return None;
+            }
+        }
         if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error): nothing
-            // gathered so far was written. The rest of the batch gets a new transaction.
-            tracing::error!("sqlite: the batch transaction was rolled back by SQLite");
+            // The whole transaction was rolled back, by SQLite (disk full, I/O error) or
+            // above: nothing gathered so far was written. The rest of the batch gets a
+            // new transaction.
+            tracing::error!("sqlite: the batch transaction was rolled back");
             on_commit.clear();
             for completion in completions.drain(..) {
                 completion(Err(Failure::RolledBack("the transaction was rolled back")));
@@ -366,11 +386,13 @@ fn commit_batch(
 }
 
 /// Runs one job inside its own savepoint, so a failing job leaves the rest of the batch
-/// intact; returns its completion, and its on-commit hook if it succeeded.
-fn run_job(conn: &Connection, job: Job) -> (Option<Completion>, Option<OnCommit>) {
+/// intact; returns its completion, its on-commit hook if it succeeded, and whether the
+/// transaction must not commit: the job failed and its savepoint could not be rolled
+/// back, so its partial writes may still be in it.
+fn run_job(conn: &Connection, job: Job) -> (Option<Completion>, Option<OnCommit>, bool) {
     if let Err(error) = execute_cached(conn, "SAVEPOINT job") {
         tracing::error!(%error, "sqlite: cannot open a savepoint");
-        return (None, None);
+        return (None, None, false);
     }
     let (ok, completion) = match std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(conn))) {
         Ok((ok, completion)) => (ok, Some(completion)),
@@ -380,12 +402,15 @@ fn run_job(conn: &Connection, job: Job) -> (Option<Completion>, Option<OnCommit>
         }
     };
     if !ok {
-        let _ = execute_cached(conn, "ROLLBACK TO job");
+        if let Err(error) = execute_cached(conn, "ROLLBACK TO job") {
+            tracing::error!(%error, "sqlite: cannot roll back a failed job's savepoint");
+            return (completion, None, true);
+        }
     }
     if let Err(error) = execute_cached(conn, "RELEASE job") {
         tracing::error!(%error, "sqlite: cannot release a savepoint");
     }
-    (completion, job.on_commit.filter(|_| ok))
+    (completion, job.on_commit.filter(|_| ok), false)
 }
 
 /// Runs a parameterless statement through the statement cache: these run once per
@@ -410,9 +435,14 @@ mod tests {
         release: std_mpsc::Sender<()>,
     }
 
-    fn gated() -> Gated {
+    fn table() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        conn
+    }
+
+    fn gated() -> Gated {
+        let conn = table();
         let (started_tx, started) = std_mpsc::channel();
         let (release, released) = std_mpsc::channel::<()>();
         let writer = GroupCommitWriter::start_syncing(conn, move || {
@@ -543,5 +573,114 @@ mod tests {
         assert!(answer.await.unwrap().is_err());
         assert!(hooked.try_recv().is_err(), "a hook of a failed write ran");
         gated.writer.close().await;
+    }
+
+    /// Inserts `x`; returns its row id.
+    fn insert_value(x: i64) -> impl FnOnce(&Connection) -> StoreResult<i64> + Send {
+        move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+                .map_err(|e| StoreError::backend("insert", e))?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
+
+    fn values(conn: &Connection) -> StoreResult<Vec<i64>> {
+        conn.prepare("SELECT x FROM t ORDER BY x")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(|e| StoreError::backend("values", e))
+    }
+
+    /// Waits until `n` jobs wait in the writer's queue.
+    async fn queued(writer: &GroupCommitWriter, n: usize) {
+        let sender = writer.sender.lock().unwrap().clone().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while QUEUE_DEPTH - sender.capacity() < n {
+            assert!(Instant::now() < deadline, "{n} jobs were never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_job_whose_savepoint_is_gone_rolls_back_its_whole_batch() {
+        let writer = Arc::new(GroupCommitWriter::start_syncing(table(), || Ok(())).unwrap());
+        // The first batch holds the writer while the next one queues up behind it.
+        let (entered_tx, entered) = std_mpsc::channel();
+        let (release, released) = std_mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let hold = move |conn: &Connection| {
+                    let _ = entered_tx.send(());
+                    let _ = released.recv_timeout(PATIENCE);
+                    count(conn)
+                };
+                writer.write(hold, || {}).await
+            }
+        });
+        expect(&entered, "the first batch");
+
+        let (hooked_tx, hooked) = std_mpsc::channel::<&str>();
+        let (after_tx, after) = std_mpsc::channel::<&str>();
+        let earlier = tokio::spawn({
+            let writer = writer.clone();
+            let (hook, after) = (tell(hooked_tx, "earlier"), tell(after_tx, "earlier"));
+            async move {
+                writer
+                    .write_waking(false, insert_value(1), hook, after)
+                    .await
+            }
+        });
+        queued(&writer, 1).await;
+        let failing = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let write_then_fail = |conn: &Connection| -> StoreResult<i64> {
+                    insert_value(2)(conn)?;
+                    // Ends the job's own savepoint: the writer's ROLLBACK TO then fails
+                    // and the insert is still in the batch's transaction.
+                    conn.execute_batch("RELEASE job")
+                        .map_err(|e| StoreError::backend("release", e))?;
+                    Err(StoreError::Unavailable("failed after writing".into()))
+                };
+                writer.write(write_then_fail, || {}).await
+            }
+        });
+        queued(&writer, 2).await;
+        let later = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(insert_value(3), || {}).await }
+        });
+        queued(&writer, 3).await;
+        release.send(()).unwrap();
+        assert_eq!(holder.await.unwrap().unwrap(), 0);
+
+        match earlier.await.unwrap() {
+            Err(StoreError::Unavailable(cause)) => {
+                assert!(cause.contains("rolled back"), "{cause}")
+            }
+            other => panic!("a job of a rolled-back batch was answered {other:?}"),
+        }
+        assert!(
+            matches!(failing.await.unwrap(), Err(StoreError::Unavailable(cause)) if cause == "failed after writing"),
+            "the failed job keeps its own error"
+        );
+        assert!(
+            later.await.unwrap().is_ok(),
+            "a job after the failed one commits in a new transaction"
+        );
+        assert!(
+            hooked.try_recv().is_err(),
+            "an on-commit hook of the rolled-back batch ran"
+        );
+        assert!(
+            after.try_recv().is_err(),
+            "an after-commit hook of the rolled-back batch ran"
+        );
+        assert_eq!(
+            writer.write(values, || {}).await.unwrap(),
+            [3],
+            "only the job after the rollback was written"
+        );
+        writer.close().await;
     }
 }
