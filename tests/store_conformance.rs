@@ -50,10 +50,17 @@ trials! {
         failed_task_keeps_its_error_and_its_message_is_acked,
         repeated_task_create_finds_the_first_task_and_a_push_key_is_taken,
         sweep_drops_finished_tasks_past_their_time_and_keeps_the_others,
+    }
+    sql_backend {
         unreadable_delivery_setting_is_an_error_and_is_not_overwritten,
         invalid_task_ids_in_stored_rows_are_errors,
         unknown_task_state_is_an_error,
         task_column_of_another_type_is_an_error,
+    }
+    redis_backend {
+        unreadable_delivery_setting_in_redis_is_an_error_and_is_not_overwritten,
+        unreadable_task_in_redis_is_an_error,
+        invalid_task_id_on_a_redis_message_loses_nothing,
     }
 }
 
@@ -1552,4 +1559,107 @@ async fn task_column_of_another_type_is_an_error(store: TestStore) {
         }
     }
     assert_unreadable("task", store.task(&retyped).await);
+}
+
+/// A connection of its own to the test store's Redis node that holds `key`, and the
+/// store's key prefix: for planting values no store operation would write.
+fn redis_raw(store: &TestStore, key_of: impl Fn(&str) -> String) -> (redis::Connection, String) {
+    let url = &store.isolated.url;
+    let (base, query) = url.split_once('?').expect("a Redis test URL has a query");
+    let prefix = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("prefix="))
+        .expect("a Redis test URL names its prefix")
+        .to_owned();
+    let key = key_of(&prefix);
+    let nodes: Vec<String> = match base.strip_prefix("redis+cluster://") {
+        Some(hosts) => hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+        None => vec![base.to_owned()],
+    };
+    // On a cluster, the node that answers for the key's slot rather than with MOVED.
+    for node in nodes {
+        let mut connection = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let owned: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(&key).query(&mut connection);
+        if owned.is_ok() {
+            return (connection, key);
+        }
+    }
+    panic!("no node answers for {key}");
+}
+
+async fn unreadable_delivery_setting_in_redis_is_an_error_and_is_not_overwritten(store: TestStore) {
+    let defaults = QueueSettings::default();
+    let q = queue("garbled");
+    store
+        .update_settings(&q, &set_to(&defaults), &defaults)
+        .await
+        .unwrap();
+    let (mut raw, cfg) = redis_raw(&store, |prefix| format!("{prefix}{{q:garbled}}:cfg"));
+    let _: i64 = redis::cmd("HSET")
+        .arg(&cfg)
+        .arg("delivery")
+        .arg("{not json")
+        .query(&mut raw)
+        .unwrap();
+    assert_unreadable("settings", store.settings(&q).await);
+    assert_unreadable("queue_info", store.queue_info(&q).await);
+    // A patch that does not touch the delivery setting leaves it as it is: the
+    // script changes only the fields the patch names.
+    let lease_only = SettingsPatch {
+        lease: Some(Duration::from_secs(5)),
+        ..SettingsPatch::default()
+    };
+    store
+        .update_settings(&q, &lease_only, &defaults)
+        .await
+        .unwrap();
+    let stored: String = redis::cmd("HGET")
+        .arg(&cfg)
+        .arg("delivery")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(
+        stored, "{not json",
+        "the stored delivery setting was written over"
+    );
+}
+
+async fn unreadable_task_in_redis_is_an_error(store: TestStore) {
+    let q = queue("drifted");
+    let id = create_task(&store, new_task(&q, "1", None, KEEP)).await;
+    let (mut raw, tasks) = redis_raw(&store, |prefix| format!("{prefix}{{q:drifted}}:tasks"));
+    for corrupt in [
+        r#"{"queue":"drifted","msg":1,"state":"bogus","created_at":1,"keep":1000}"#,
+        "not json",
+    ] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&tasks)
+            .arg(id.as_str())
+            .arg(corrupt)
+            .query(&mut raw)
+            .unwrap();
+        assert_unreadable("task", store.task(&id).await);
+    }
+}
+
+/// A script commits before its reply is read, so a message whose task label cannot be
+/// read is handed out as a plain message rather than failed: failing it after a pop
+/// would lose it. (On SQL the transaction is undone instead; see
+/// `invalid_task_ids_in_stored_rows_are_errors`.)
+async fn invalid_task_id_on_a_redis_message_loses_nothing(store: TestStore) {
+    let q = queue("mislabelled");
+    create_task(&store, new_task(&q, "2", None, KEEP)).await;
+    let (mut raw, labels) = redis_raw(&store, |prefix| format!("{prefix}{{q:mislabelled}}:task"));
+    let _: i64 = redis::cmd("HSET")
+        .arg(&labels)
+        .arg(1)
+        .arg("garbage")
+        .query(&mut raw)
+        .unwrap();
+    let popped = store.pop(&q, 10).await.unwrap();
+    assert_eq!(popped.len(), 1, "the mislabelled message was lost");
+    assert!(popped[0].task.is_none());
 }

@@ -76,6 +76,8 @@ pub const REDIS_CLUSTER_ENV: &str = "HOPPER_TEST_REDIS_CLUSTER";
 ///   `sqlite::name`, `postgres::name`, `redis::name` and `redis_cluster::name`, each
 ///   with a fresh `F` started on its backend.
 /// - `shared_backend`: likewise, on the backends several nodes can share (all but SQLite).
+/// - `sql_backend`, `redis_backend`: likewise, on SQLite and PostgreSQL, or on Redis
+///   and the Redis Cluster, for what a test reaches below the store (rows, keys).
 /// - `postgres`: `async fn name(fixture: F)` becomes the trial `name`, on PostgreSQL.
 /// - `once`: `async fn name()`, which starts what it needs itself (a server on the
 ///   embedded store, say), becomes the trial `name`.
@@ -115,6 +117,24 @@ macro_rules! trials {
         .into_iter()
         .flatten()
     };
+    (@ sql_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::sql_backend(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+        .into_iter()
+        .flatten()
+    };
+    (@ redis_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::redis_backend(
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+        .into_iter()
+        .flatten()
+    };
     (@ postgres $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
         [$($crate::common::postgres_only(
             stringify!($name),
@@ -141,6 +161,12 @@ macro_rules! trials {
     (@ each_backend $($unexpected:tt)*) => {
         compile_error!("trials!: `each_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
+    (@ sql_backend $($unexpected:tt)*) => {
+        compile_error!("trials!: `sql_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
+    (@ redis_backend $($unexpected:tt)*) => {
+        compile_error!("trials!: `redis_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
     (@ shared_backend $($unexpected:tt)*) => {
         compile_error!("trials!: `shared_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
@@ -156,7 +182,7 @@ macro_rules! trials {
     (@ $section:ident $($unexpected:tt)*) => {
         compile_error!(concat!(
             "trials!: unknown section `", stringify!($section),
-            "`: expected `each_backend { .. }`, `shared_backend { .. }`, `postgres { .. }`, `once { .. }` or `plain { .. }`"
+            "`: expected `each_backend`, `shared_backend`, `sql_backend`, `redis_backend`, `postgres`, `once` or `plain` sections"
         ))
     };
     ($($unexpected:tt)*) => {
@@ -249,6 +275,49 @@ where
             runtime,
             test,
         ),
+        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
+        backend_trial(
+            format!("redis_cluster::{name}"),
+            Backend::redis_cluster(),
+            runtime,
+            test,
+        ),
+    ]
+}
+
+/// The trials `sqlite::<name>` and `postgres::<name>` of `test`, for what only the SQL
+/// backends share (their rows) ([`trials!`]'s `sql_backend`).
+pub fn sql_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    [
+        backend_trial(
+            format!("sqlite::{name}"),
+            Ok(Backend::Sqlite),
+            runtime,
+            test,
+        ),
+        backend_trial(
+            format!("postgres::{name}"),
+            Backend::postgres(),
+            runtime,
+            test,
+        ),
+    ]
+}
+
+/// The trials `redis::<name>` and `redis_cluster::<name>` of `test` ([`trials!`]'s
+/// `redis_backend`).
+pub fn redis_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
+where
+    F: Fixture,
+    T: FnOnce(F) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    [
         backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
         backend_trial(
             format!("redis_cluster::{name}"),

@@ -113,13 +113,15 @@ fn messages(fields: &mut Fields, count: u64) -> StoreResult<Vec<Message>> {
             let body = fields.text()?;
             let attempts = u32::try_from(fields.int()?).unwrap_or(u32::MAX);
             let enqueued_at = fields.int()?;
-            let task = fields
-                .optional_text()?
-                .map(|raw| {
-                    TaskId::parse(&raw)
-                        .map_err(|e| StoreError::backend("a stored task id is invalid", e))
-                })
-                .transpose()?;
+            // The script has committed by now: failing here would lose a popped
+            // message, so an unreadable label is reported and the message handed out plain.
+            let task = fields.optional_text()?.and_then(|raw| {
+                TaskId::parse(&raw)
+                    .inspect_err(|error| {
+                        tracing::error!(%error, message = id, "redis: a message's task id is unreadable")
+                    })
+                    .ok()
+            });
             let last_error = fields.optional_text()?;
             Ok(Message {
                 id,
