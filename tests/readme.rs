@@ -57,6 +57,9 @@ trials! {
     postgres {
         storage_recipes_run,
     }
+    redis_backend {
+        readme_recipes_run_on_redis,
+    }
     plain {
         every_shell_block_is_marked_and_every_page_with_recipes_is_run,
         an_expectation_comment_checks_the_output,
@@ -92,30 +95,37 @@ const PAGES_RUN: [&str; 6] = [
 const TOOLS: [&str; 4] = ["bash", "curl", "jq", "python3"];
 
 async fn readme_recipes_run() {
-    run_page("README.md", None).await;
+    run_page_on("README.md", None, None).await;
+}
+
+/// The README unchanged, with `HOPPER_STORE` naming a Redis store for the server and
+/// for every `hopper` command of the recipes.
+async fn readme_recipes_run_on_redis(backend: Backend) {
+    let store = backend.isolated_store();
+    run_page_on("README.md", None, Some(&store.url)).await;
 }
 
 async fn api_recipes_run() {
-    run_page("docs/api.md", None).await;
+    run_page_on("docs/api.md", None, None).await;
 }
 
 async fn replacing_recipes_run() {
-    run_page("docs/replacing.md", None).await;
+    run_page_on("docs/replacing.md", None, None).await;
 }
 
 async fn configuration_recipes_run() {
-    run_page("docs/configuration.md", None).await;
+    run_page_on("docs/configuration.md", None, None).await;
 }
 
 async fn monitoring_recipes_run() {
-    run_page("docs/monitoring.md", None).await;
+    run_page_on("docs/monitoring.md", None, None).await;
 }
 
 async fn storage_recipes_run(backend: Backend) {
     let Backend::Postgres { base_url } = backend else {
         panic!("the storage page's recipes need PostgreSQL");
     };
-    run_page("docs/storage.md", Some(&base_url)).await;
+    run_page_on("docs/storage.md", Some(&base_url), None).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -564,8 +574,9 @@ fn kill_group(pid: u32) {
     }
 }
 
-/// Starts the quick-start server in `dir` on `address`; returns once it answers.
-async fn start_quick_start_server(dir: &Path, address: &str) -> Group {
+/// Starts the quick-start server in `dir` on `address` (on `store` when given);
+/// returns once it answers.
+async fn start_quick_start_server(dir: &Path, address: &str, store: Option<&str>) -> Group {
     let log = std::fs::File::create(dir.join("quick-start.log")).unwrap();
     let mut server = Group::spawn(
         tokio::process::Command::new(env!("CARGO_BIN_EXE_hopper"))
@@ -575,6 +586,7 @@ async fn start_quick_start_server(dir: &Path, address: &str) -> Group {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOPPER_ADMIN_SECRET", QUICK_START_SECRET)
             .env("HOPPER_LISTEN", address)
+            .envs(store.map(|store| ("HOPPER_STORE", store)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
@@ -599,8 +611,9 @@ async fn start_quick_start_server(dir: &Path, address: &str) -> Group {
 }
 
 /// Runs the recipes of the page at `path` in order, in a fresh directory next to the
-/// quick-start server; `postgres`: the base URL replacing the page's PostgreSQL.
-async fn run_page(path: &str, postgres: Option<&str>) {
+/// quick-start server; `postgres`: the base URL replacing the page's PostgreSQL;
+/// `store`: the `HOPPER_STORE` of the server and of the recipes, when not the default.
+async fn run_page_on(path: &str, postgres: Option<&str>, store: Option<&str>) {
     require_tools();
     let page = Page::read(path);
     let blocks = blocks(&page).unwrap_or_else(|error| panic!("{error}"));
@@ -651,7 +664,7 @@ async fn run_page(path: &str, postgres: Option<&str>) {
     std::fs::write(dir.path().join("recipes.sh"), &script).unwrap();
 
     let quick_start = moved_ports(QUICK_START_ADDRESS, &moved);
-    let server = start_quick_start_server(dir.path(), &quick_start).await;
+    let server = start_quick_start_server(dir.path(), &quick_start, store).await;
 
     let mut bash = tokio::process::Command::new("bash");
     bash.args(["-euo", "pipefail", "recipes.sh"])
@@ -659,6 +672,7 @@ async fn run_page(path: &str, postgres: Option<&str>) {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir.path())
+        .envs(store.map(|store| ("HOPPER_STORE", store)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -61,6 +61,7 @@ trials! {
         unreadable_delivery_setting_in_redis_is_an_error_and_is_not_overwritten,
         unreadable_task_in_redis_is_an_error,
         invalid_task_id_on_a_redis_message_loses_nothing,
+        redis_writes_wait_for_replicas_and_durability_is_read_from_the_server,
     }
 }
 
@@ -1662,4 +1663,135 @@ async fn invalid_task_id_on_a_redis_message_loses_nothing(store: TestStore) {
     let popped = store.pop(&q, 10).await.unwrap();
     assert_eq!(popped.len(), 1, "the mislabelled message was lost");
     assert!(popped[0].task.is_none());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of the test's own, killed when dropped.
+struct OwnRedis(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
+
+impl OwnRedis {
+    fn start(args: &[&str]) -> OwnRedis {
+        let (port, dir) = (free_port(), tempfile::tempdir().unwrap());
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        // Owned at once, so a server that never answers is killed too.
+        let server = OwnRedis(child, port, dir);
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            let up = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on {port} did not answer");
+    }
+
+    fn replicas(&self) -> i64 {
+        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{}", self.1))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut connection)
+            .unwrap();
+        // Only a replica done with its first sync acknowledges writes.
+        info.lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count() as i64
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn push_one(q: &QueueName) -> PushRequest {
+    PushRequest {
+        queue: q.clone(),
+        bodies: vec!["{}".into()],
+        delay: Duration::ZERO,
+        idempotency_key: None,
+        defaults: QueueSettings::default(),
+    }
+}
+
+/// On the test's server (or cluster, whose masters have no replica), `wait_replicas`
+/// makes a write wait for that many replicas, and one they do not confirm is an
+/// unknown outcome, though the primary has it. On a primary of the test's own with
+/// one replica and `appendfsync always`, `durability()` says so.
+async fn redis_writes_wait_for_replicas_and_durability_is_read_from_the_server(backend: Backend) {
+    let q = queue("replicated");
+    if let Backend::RedisCluster { .. } = backend {
+        let isolated = backend.isolated_store();
+        let store = hopper::store::open(&format!("{}&wait_replicas=1", isolated.url))
+            .await
+            .unwrap();
+        let unconfirmed = store.push(push_one(&q)).await;
+        assert!(
+            matches!(unconfirmed, Err(StoreError::OutcomeUnknown(_))),
+            "{unconfirmed:?}"
+        );
+        return;
+    }
+    let primary = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &primary.1.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while primary.replicas() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("redis://127.0.0.1:{}/0", primary.1);
+    let one = hopper::store::open(&format!("{url}?wait_replicas=1"))
+        .await
+        .unwrap();
+    assert_eq!(one.durability().as_str(), "fsync-always");
+    one.push(push_one(&q)).await.unwrap();
+    let two = hopper::store::open(&format!("{url}?wait_replicas=2"))
+        .await
+        .unwrap();
+    let unconfirmed = two.push(push_one(&q)).await;
+    assert!(
+        matches!(unconfirmed, Err(StoreError::OutcomeUnknown(_))),
+        "{unconfirmed:?}"
+    );
+    // The confirmed push is on the replica too.
+    let replica_store = hopper::store::open(&format!("redis://127.0.0.1:{}/0", replica.1))
+        .await
+        .unwrap();
+    assert!(replica_store.queue_info(&q).await.unwrap().counts.ready >= 1);
+    assert_eq!(replica_store.durability().as_str(), "none");
 }

@@ -50,5 +50,8 @@ pub async fn open_existing(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(postgres::PostgresStore::open_existing(url).await?));
     }
+    if url.starts_with("redis") {
+        return Ok(Arc::new(self::redis::RedisStore::open_existing(url).await?));
+    }
     open(url).await
 }

@@ -354,6 +354,28 @@ impl RedisStore {
         })
     }
 
+    /// Connects as [`open`](Self::open) does, but only to a store that holds Hopper's
+    /// keys (its clients, which every served store has): a mistyped prefix or
+    /// database number is refused, naming it, instead of starting an empty store.
+    pub async fn open_existing(url: &str) -> anyhow::Result<RedisStore> {
+        let store = RedisStore::open(url).await?;
+        let exists: i64 = store
+            .command(
+                "look for Hopper's keys",
+                false,
+                redis::cmd("EXISTS").arg(store.keys.clients()),
+            )
+            .await?;
+        if exists == 0 {
+            store.stop.cancel();
+            anyhow::bail!(
+                "no Hopper store at {url}: it holds no key {:?} (start `hopper serve` on it first, or check the database number and prefix)",
+                store.keys.clients()
+            );
+        }
+        Ok(store)
+    }
+
     fn connection(&self) -> StoreResult<Connection> {
         if self.stop.is_cancelled() {
             return Err(StoreError::Unavailable("store closed".into()));
@@ -374,7 +396,12 @@ impl RedisStore {
             .await
             .map_err(redis_error(context, write))?;
         if write {
-            self.replicated(&mut connection).await?;
+            // The command's key (its first argument) says which node has the write.
+            let key = match cmd.args_iter().nth(1) {
+                Some(redis::Arg::Simple(key)) => key.to_vec(),
+                _ => Vec::new(),
+            };
+            self.replicated(&mut connection, &key).await?;
         }
         Ok(value)
     }
@@ -410,7 +437,7 @@ impl RedisStore {
             .await
             .map_err(redis_error(context, writes))?;
         if writes {
-            self.replicated(&mut connection).await?;
+            self.replicated(&mut connection, keys[0].as_bytes()).await?;
             // Each write is its own atomic step: a batch of one.
             crate::telemetry::committed_batch(1);
             crate::telemetry::committed_in(started.elapsed());
@@ -424,17 +451,27 @@ impl RedisStore {
         Ok(fields)
     }
 
-    /// With `wait_replicas`, waits until that many replicas have this connection's writes.
-    async fn replicated(&self, connection: &mut Connection) -> StoreResult<()> {
+    /// With `wait_replicas`, waits until that many replicas have the writes this
+    /// connection sent to the node of `key` (on a cluster, the master of its slot).
+    async fn replicated(&self, connection: &mut Connection, key: &[u8]) -> StoreResult<()> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
-        let acknowledged: u32 = redis::cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(WAIT_TIMEOUT_MS)
-            .query_async(connection)
-            .await
-            .map_err(redis_error("wait for replicas", true))?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.wait_replicas).arg(WAIT_TIMEOUT_MS);
+        let answer = match connection {
+            Connection::Single(single) => wait.query_async(single).await,
+            Connection::Cluster(cluster) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let node =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                cluster
+                    .route_command(wait, RoutingInfo::SingleNode(node))
+                    .await
+                    .and_then(|value| redis::from_redis_value(value).map_err(Into::into))
+            }
+        };
+        let acknowledged: u32 = answer.map_err(redis_error("wait for replicas", true))?;
         if acknowledged < self.wait_replicas {
             return Err(StoreError::OutcomeUnknown(format!(
                 "written, but only {acknowledged} of {} replicas confirmed it within {WAIT_TIMEOUT_MS} ms",
@@ -725,7 +762,8 @@ impl RedisStore {
                 .await
                 .map_err(redis_error("change client", true))?;
             if replaced == 1 {
-                self.replicated(&mut connection).await?;
+                self.replicated(&mut connection, self.keys.clients().as_bytes())
+                    .await?;
                 return self.revoke(id).await;
             }
         }
