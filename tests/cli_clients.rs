@@ -24,6 +24,9 @@ trials! {
     postgres {
         a_postgres_store_without_hoppers_schema_is_refused,
     }
+    redis_backend {
+        a_redis_prefix_hopper_never_opened_is_refused,
+    }
     once {
         a_missing_sqlite_store_is_refused_naming_its_path,
         the_store_is_the_flag_else_the_environment_else_the_config_file,
@@ -262,6 +265,19 @@ async fn a_postgres_store_without_hoppers_schema_is_refused(backend: Backend) {
         error.contains("cannot connect to the PostgreSQL store (database test)"),
         "{error}"
     );
+}
+
+async fn a_redis_prefix_hopper_never_opened_is_refused(backend: Backend) {
+    let store = backend.isolated_store();
+    for _ in 0..2 {
+        // A second run fails as the first did: the first created nothing.
+        let error = fails(&["list", "--store", &store.url]).await;
+        assert!(error.contains("no Hopper store at"), "{error}");
+        assert!(error.contains("hopper:store"), "{error}");
+    }
+    let unreachable = "redis://127.0.0.1:1/0";
+    let error = fails(&["list", "--store", unreachable]).await;
+    assert!(error.contains("cannot connect to Redis"), "{error}");
 }
 
 fn write_config(dir: &Path, store_url: &str) -> String {

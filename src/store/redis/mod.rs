@@ -259,6 +259,11 @@ impl Keys {
         self.global("clients")
     }
 
+    /// Set when the store is first opened: when, in milliseconds.
+    fn marker(&self) -> String {
+        self.global("store")
+    }
+
     fn signing_key(&self) -> String {
         self.global("signing-key")
     }
@@ -291,9 +296,25 @@ fn redis_error(context: &'static str, write: bool) -> impl Fn(redis::RedisError)
 }
 
 impl RedisStore {
-    /// Connects to the server or cluster of `url`, reads its persistence settings
-    /// and starts the node's subscription to wake-ups and revocations.
+    /// Connects to the server or cluster of `url`, reads its persistence settings,
+    /// starts the node's subscription to wake-ups and revocations, and marks the
+    /// store as Hopper's (see [`open_existing`](Self::open_existing)).
     pub async fn open(url: &str) -> anyhow::Result<RedisStore> {
+        let store = RedisStore::connect(url).await?;
+        store
+            .command::<()>(
+                "mark the store",
+                true,
+                redis::cmd("SET")
+                    .arg(store.keys.marker())
+                    .arg(crate::domain::clock::now_millis())
+                    .arg("NX"),
+            )
+            .await?;
+        Ok(store)
+    }
+
+    async fn connect(url: &str) -> anyhow::Result<RedisStore> {
         let target = Target::parse(url)?;
         let connection = if target.cluster {
             let client = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
@@ -354,23 +375,23 @@ impl RedisStore {
         })
     }
 
-    /// Connects as [`open`](Self::open) does, but only to a store that holds Hopper's
-    /// keys (its clients, which every served store has): a mistyped prefix or
-    /// database number is refused, naming it, instead of starting an empty store.
+    /// Connects as [`open`](Self::open) does, but only to a store Hopper has opened
+    /// before (it holds Hopper's mark): a mistyped prefix or database number is
+    /// refused, naming it, instead of starting an empty store.
     pub async fn open_existing(url: &str) -> anyhow::Result<RedisStore> {
-        let store = RedisStore::open(url).await?;
+        let store = RedisStore::connect(url).await?;
         let exists: i64 = store
             .command(
                 "look for Hopper's keys",
                 false,
-                redis::cmd("EXISTS").arg(store.keys.clients()),
+                redis::cmd("EXISTS").arg(store.keys.marker()),
             )
             .await?;
         if exists == 0 {
             store.stop.cancel();
             anyhow::bail!(
                 "no Hopper store at {url}: it holds no key {:?} (start `hopper serve` on it first, or check the database number and prefix)",
-                store.keys.clients()
+                store.keys.marker()
             );
         }
         Ok(store)
