@@ -193,6 +193,19 @@ pub struct Overrides {
     pub admin_secret: Option<String>,
 }
 
+/// `store` with `[redis] wait_replicas` as its URL option, unless the URL sets it itself.
+fn with_wait_replicas(store: &str, replicas: u32) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        store.starts_with("redis"),
+        "[redis] wait_replicas is for a Redis store, and the store is {store:?}"
+    );
+    if store.contains("wait_replicas=") {
+        return Ok(store.to_owned());
+    }
+    let separator = if store.contains('?') { '&' } else { '?' };
+    Ok(format!("{store}{separator}wait_replicas={replicas}"))
+}
+
 /// The TOML file's shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +222,7 @@ struct FileConfig {
     tasks: Option<TasksFile>,
     auth: Option<AuthFile>,
     metrics: Option<MetricsFile>,
+    redis: Option<RedisFile>,
     #[serde(default)]
     queues: std::collections::BTreeMap<String, SettingsPatch>,
     #[serde(default)]
@@ -225,6 +239,13 @@ struct TasksFile {
     max_wait: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     retention: Option<Duration>,
+}
+
+/// `[redis]` of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisFile {
+    wait_replicas: Option<u32>,
 }
 
 /// `[metrics]` of the file.
@@ -375,6 +396,9 @@ impl Config {
         if let Some(store) = overrides.store.or(file.store) {
             config.store = store;
         }
+        if let Some(replicas) = file.redis.and_then(|redis| redis.wait_replicas) {
+            config.store = with_wait_replicas(&config.store, replicas)?;
+        }
         if let Some(format) = overrides.log_format.or(file.log_format) {
             config.log_format = format;
         }
@@ -498,6 +522,23 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_wait_replicas_joins_a_redis_store_url_and_refuses_another() {
+        assert_eq!(
+            with_wait_replicas("redis://h:6379/0", 1).unwrap(),
+            "redis://h:6379/0?wait_replicas=1"
+        );
+        assert_eq!(
+            with_wait_replicas("redis://h?prefix=p", 2).unwrap(),
+            "redis://h?prefix=p&wait_replicas=2"
+        );
+        assert_eq!(
+            with_wait_replicas("redis://h?wait_replicas=3", 2).unwrap(),
+            "redis://h?wait_replicas=3"
+        );
+        assert!(with_wait_replicas("sqlite://x.db", 1).is_err());
+    }
 
     #[test]
     fn flags_beat_the_file_and_bad_files_name_the_line() {

@@ -29,17 +29,20 @@ const BODY_MARKER: &str = "a-body-that-no-metric-shows";
 
 fn main() {
     let mut trials: Vec<Trial> = [
-        common::each_backend(
+        common::on_backends(
+            common::EACH_BACKEND,
             "queues_tasks_streams_and_requests_are_counted",
             Runtime::CurrentThread,
             queues_tasks_streams_and_requests_are_counted,
         ),
-        common::each_backend(
+        common::on_backends(
+            common::EACH_BACKEND,
             "deliveries_and_open_breakers_are_shown",
             Runtime::MultiThread(2),
             deliveries_and_open_breakers_are_shown,
         ),
-        common::each_backend(
+        common::on_backends(
+            common::EACH_BACKEND,
             "require_auth_admits_admins_only",
             Runtime::CurrentThread,
             require_auth_admits_admins_only,

@@ -100,7 +100,8 @@ macro_rules! trials {
         }
     };
     (@ each_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
-        [$($crate::common::each_backend(
+        [$($crate::common::on_backends(
+            $crate::common::EACH_BACKEND,
             stringify!($name),
             $crate::common::trials!(@runtime $($threads)?),
             $name,
@@ -109,7 +110,8 @@ macro_rules! trials {
         .flatten()
     };
     (@ shared_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
-        [$($crate::common::shared_backend(
+        [$($crate::common::on_backends(
+            $crate::common::SHARED_BACKEND,
             stringify!($name),
             $crate::common::trials!(@runtime $($threads)?),
             $name,
@@ -118,7 +120,8 @@ macro_rules! trials {
         .flatten()
     };
     (@ sql_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
-        [$($crate::common::sql_backend(
+        [$($crate::common::on_backends(
+            $crate::common::SQL_BACKEND,
             stringify!($name),
             $crate::common::trials!(@runtime $($threads)?),
             $name,
@@ -127,7 +130,8 @@ macro_rules! trials {
         .flatten()
     };
     (@ redis_backend $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
-        [$($crate::common::redis_backend(
+        [$($crate::common::on_backends(
+            $crate::common::REDIS_BACKEND,
             stringify!($name),
             $crate::common::trials!(@runtime $($threads)?),
             $name,
@@ -229,103 +233,82 @@ impl Runtime {
     }
 }
 
-/// The trials `sqlite::<name>`, `postgres::<name>`, `redis::<name>` and
-/// `redis_cluster::<name>` of `test` ([`trials!`]'s `each_backend`).
-pub fn each_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 4]
-where
-    F: Fixture,
-    T: FnOnce(F) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    [
-        backend_trial(
-            format!("sqlite::{name}"),
-            Ok(Backend::Sqlite),
-            runtime,
-            test,
-        ),
-        backend_trial(
-            format!("postgres::{name}"),
-            Backend::postgres(),
-            runtime,
-            test,
-        ),
-        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
-        backend_trial(
-            format!("redis_cluster::{name}"),
-            Backend::redis_cluster(),
-            runtime,
-            test,
-        ),
-    ]
+/// A backend a trial may run on, before it is known whether it is configured.
+#[derive(Debug, Clone, Copy)]
+pub enum BackendKind {
+    /// [`Backend::Sqlite`], always there.
+    Sqlite,
+    /// [`Backend::postgres`].
+    Postgres,
+    /// [`Backend::redis`].
+    Redis,
+    /// [`Backend::redis_cluster`].
+    RedisCluster,
 }
 
-/// The trials `postgres::<name>`, `redis::<name>` and `redis_cluster::<name>` of
-/// `test`: the backends several nodes can share ([`trials!`]'s `shared_backend`).
-pub fn shared_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 3]
-where
-    F: Fixture,
-    T: FnOnce(F) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    [
-        backend_trial(
-            format!("postgres::{name}"),
-            Backend::postgres(),
-            runtime,
-            test,
-        ),
-        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
-        backend_trial(
-            format!("redis_cluster::{name}"),
-            Backend::redis_cluster(),
-            runtime,
-            test,
-        ),
-    ]
+impl BackendKind {
+    /// The prefix of its trials' names.
+    fn label(self) -> &'static str {
+        match self {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+            BackendKind::Redis => "redis",
+            BackendKind::RedisCluster => "redis_cluster",
+        }
+    }
+
+    /// The backend, or why it is not configured.
+    fn backend(self) -> Result<Backend, String> {
+        match self {
+            BackendKind::Sqlite => Ok(Backend::Sqlite),
+            BackendKind::Postgres => Backend::postgres(),
+            BackendKind::Redis => Backend::redis(),
+            BackendKind::RedisCluster => Backend::redis_cluster(),
+        }
+    }
 }
 
-/// The trials `sqlite::<name>` and `postgres::<name>` of `test`, for what only the SQL
-/// backends share (their rows) ([`trials!`]'s `sql_backend`).
-pub fn sql_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
-where
-    F: Fixture,
-    T: FnOnce(F) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    [
-        backend_trial(
-            format!("sqlite::{name}"),
-            Ok(Backend::Sqlite),
-            runtime,
-            test,
-        ),
-        backend_trial(
-            format!("postgres::{name}"),
-            Backend::postgres(),
-            runtime,
-            test,
-        ),
-    ]
-}
+/// [`trials!`]'s `each_backend`: every backend.
+pub const EACH_BACKEND: &[BackendKind] = &[
+    BackendKind::Sqlite,
+    BackendKind::Postgres,
+    BackendKind::Redis,
+    BackendKind::RedisCluster,
+];
+/// [`trials!`]'s `shared_backend`: the backends several nodes can share.
+pub const SHARED_BACKEND: &[BackendKind] = &[
+    BackendKind::Postgres,
+    BackendKind::Redis,
+    BackendKind::RedisCluster,
+];
+/// [`trials!`]'s `sql_backend`: for what only the SQL backends have (rows).
+pub const SQL_BACKEND: &[BackendKind] = &[BackendKind::Sqlite, BackendKind::Postgres];
+/// [`trials!`]'s `redis_backend`: Redis and the Redis Cluster.
+pub const REDIS_BACKEND: &[BackendKind] = &[BackendKind::Redis, BackendKind::RedisCluster];
 
-/// The trials `redis::<name>` and `redis_cluster::<name>` of `test` ([`trials!`]'s
-/// `redis_backend`).
-pub fn redis_backend<F, T, Fut>(name: &str, runtime: Runtime, test: T) -> [Trial; 2]
+/// The trials `<label>::<name>` of `test`, one per backend of `kinds`.
+pub fn on_backends<F, T, Fut>(
+    kinds: &[BackendKind],
+    name: &str,
+    runtime: Runtime,
+    test: T,
+) -> Vec<Trial>
 where
     F: Fixture,
     T: FnOnce(F) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    [
-        backend_trial(format!("redis::{name}"), Backend::redis(), runtime, test),
-        backend_trial(
-            format!("redis_cluster::{name}"),
-            Backend::redis_cluster(),
-            runtime,
-            test,
-        ),
-    ]
+    kinds
+        .iter()
+        .map(|kind| {
+            backend_trial(
+                format!("{}::{name}", kind.label()),
+                kind.backend(),
+                runtime,
+                test,
+            )
+        })
+        .collect()
 }
 
 /// The trial `<name>` of `test` on PostgreSQL ([`trials!`]'s `postgres`).

@@ -302,9 +302,10 @@ impl RedisStore {
     pub async fn open(url: &str) -> anyhow::Result<RedisStore> {
         let store = RedisStore::connect(url).await?;
         store
+            // Not waited for: the mark only tells `open_existing` that Hopper was here.
             .command::<()>(
                 "mark the store",
-                true,
+                false,
                 redis::cmd("SET")
                     .arg(store.keys.marker())
                     .arg(crate::domain::clock::now_millis())

@@ -3,13 +3,7 @@
 -- ARGV[5..9] defaults: lease, max, ret or '', idem, delivery or ''; ARGV[10..] pairs
 -- of setting and value ('' removes it: no retention, no delivery).
 -- Returns {wakes, 'ok', 1 if created else 0}.
-local created = 0
-if not exists() then
-  redis.call('HSET', K.cfg, 'lease', ARGV[5], 'max', ARGV[6], 'idem', ARGV[8], 'seq', 0)
-  if ARGV[7] ~= '' then redis.call('HSET', K.cfg, 'ret', ARGV[7]) end
-  if ARGV[9] ~= '' then redis.call('HSET', K.cfg, 'delivery', ARGV[9]) end
-  created = 1
-end
+local created = create_queue(5)
 for i = 10, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', K.cfg, ARGV[i])

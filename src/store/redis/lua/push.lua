@@ -5,13 +5,7 @@
 -- lease, max, ret or '', idem, delivery or ''; ARGV[14..] the bodies.
 -- Returns {wakes, 'new', created, id...} or {wakes, 'dup', created, id, task id or ''}.
 local delay, key, tid, task_json = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local created = 0
-if not exists() then
-  redis.call('HSET', K.cfg, 'lease', ARGV[9], 'max', ARGV[10], 'idem', ARGV[12], 'seq', 0)
-  if ARGV[11] ~= '' then redis.call('HSET', K.cfg, 'ret', ARGV[11]) end
-  if ARGV[13] ~= '' then redis.call('HSET', K.cfg, 'delivery', ARGV[13]) end
-  created = 1
-end
+local created = create_queue(9)
 if key ~= '' then
   local expires = tonumber(redis.call('ZSCORE', K.idemx, key) or '0')
   if expires > now then

@@ -102,6 +102,17 @@ local function exists()
   return redis.call('EXISTS', K.cfg) == 1
 end
 
+-- Creates the queue unless it exists, with the settings ARGV[first..first+4]
+-- holds: lease, max, ret or '', idem, delivery or ''. Returns 1 if it created it.
+local function create_queue(first)
+  if exists() then return 0 end
+  redis.call('HSET', K.cfg, 'lease', ARGV[first], 'max', ARGV[first + 1],
+    'idem', ARGV[first + 3], 'seq', 0)
+  if ARGV[first + 2] ~= '' then redis.call('HSET', K.cfg, 'ret', ARGV[first + 2]) end
+  if ARGV[first + 4] ~= '' then redis.call('HSET', K.cfg, 'delivery', ARGV[first + 4]) end
+  return 1
+end
+
 -- A message as returned: {id, body, attempts, enqueued_at, task id or '', error or ''}.
 local function message(id, attempts)
   return {
