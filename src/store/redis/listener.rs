@@ -15,9 +15,11 @@ use crate::domain::{Revocation, Wakeups};
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Listens on `[wake channel, revoke channel]` until `stop` is cancelled; payloads
-/// are `<node id>|<key or client id>`, and this node's own are skipped.
+/// are `<node id>|<key or client id>`, and this node's own are skipped. Each
+/// reconnection tries the next of `urls` (a cluster's nodes), so one node down does
+/// not silence the others.
 pub async fn listen(
-    url: String,
+    urls: Vec<String>,
     channels: [String; 2],
     node: String,
     wakeups: Arc<Wakeups>,
@@ -25,7 +27,7 @@ pub async fn listen(
 ) {
     let [wake_channel, revoke_channel] = channels;
     let own = format!("{node}|");
-    loop {
+    for url in urls.iter().cycle() {
         let subscribed = async {
             let client = redis::Client::open(url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;

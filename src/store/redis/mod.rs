@@ -358,7 +358,7 @@ impl RedisStore {
         let stop = CancellationToken::new();
         let node = format!("{:016x}", rand::random::<u64>());
         tokio::spawn(listener::listen(
-            target.nodes[0].clone(),
+            target.nodes.clone(),
             [keys.wake_channel(), keys.revoke_channel()],
             node.clone(),
             wakeups.clone(),
