@@ -12,11 +12,13 @@ for _, tid in ipairs(redis.call('SMEMBERS', K.topen)) do
     if id then end_task(id, 'expired', attempts_of(id)) end
   end
 end
+-- UNLINK, not DEL: a big queue's memory is freed off Redis's main thread, which
+-- DEL would hold for seconds (millions of messages), stalling every client.
 for _, key in ipairs({K.body, K.att, K.enq, K.tok, K.task, K.err, K.ready, K.delayed, K.leased, K.dead}) do
-  redis.call('DEL', key)
+  redis.call('UNLINK', key)
 end
 if ARGV[5] == 'drop' then
-  redis.call('DEL', K.cfg, K.idem, K.idemx)
+  redis.call('UNLINK', K.cfg, K.idem, K.idemx)
 end
 -- Waiters wake to find the queue gone (404) instead of waiting out their time.
 wake(qname)

@@ -19,7 +19,6 @@ local visible = now + delay
 for i = 14, #ARGV do
   local id = redis.call('HINCRBY', K.cfg, 'seq', 1)
   redis.call('HSET', K.body, id, ARGV[i])
-  redis.call('HSET', K.att, id, 0)
   redis.call('ZADD', K.enq, now, id)
   if delay > 0 then
     redis.call('ZADD', K.delayed, visible, id)

@@ -2,7 +2,8 @@
 -- hash slot ({<prefix>q:<name>}), passed in this order:
 --   KEYS[1]  cfg     hash: lease, max, ret, idem, delivery, seq (last id)
 --   KEYS[2]  body    hash: id -> JSON body
---   KEYS[3]  att     hash: id -> times handed out
+--   KEYS[3]  att     hash: id -> times handed out; absent until the first, which
+--                    spares every push a write (readers take absent as 0)
 --   KEYS[4]  enq     zset: id by enqueue time (every message; retention)
 --   KEYS[5]  tok     hash: id -> lease token of its last lease (kept until a nack)
 --   KEYS[6]  task    hash: id -> task id, for task messages
