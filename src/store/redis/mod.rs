@@ -504,10 +504,11 @@ impl RedisStore {
     }
 
     /// Adds `name` to the registry `registry` unless this node did already.
-    async fn register(&self, registry: String, name: &str) -> StoreResult<()> {
+    /// Answers whether this node had registered it before (nothing was written then).
+    async fn register(&self, registry: String, name: &str) -> StoreResult<bool> {
         let entry = format!("{registry}\n{name}");
         if self.registered_contains(&entry) {
-            return Ok(());
+            return Ok(true);
         }
         self.command::<i64>(
             "register",
@@ -519,7 +520,7 @@ impl RedisStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(entry);
-        Ok(())
+        Ok(false)
     }
 
     fn registered_contains(&self, entry: &str) -> bool {

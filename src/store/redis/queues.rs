@@ -105,8 +105,9 @@ fn settings_from(fields: Vec<redis::Value>) -> StoreResult<QueueSettings> {
     Ok(settings)
 }
 
-/// `count` messages, each as `message()` in `lua/queue.lua` gives it.
-fn messages(fields: &mut Fields, count: u64) -> StoreResult<Vec<Message>> {
+/// `count` messages, each as `message()` in `lua/queue.lua` gives it; their last
+/// delivery errors are kept only for `LastErrors::Shown` (dead letters).
+fn messages(fields: &mut Fields, count: u64, errors: LastErrors) -> StoreResult<Vec<Message>> {
     (0..count)
         .map(|_| {
             let id = fields.int()?;
@@ -122,7 +123,9 @@ fn messages(fields: &mut Fields, count: u64) -> StoreResult<Vec<Message>> {
                     })
                     .ok()
             });
-            let last_error = fields.optional_text()?;
+            let last_error = fields
+                .optional_text()?
+                .filter(|_| errors == LastErrors::Shown);
             Ok(Message {
                 id,
                 body,
@@ -134,6 +137,15 @@ fn messages(fields: &mut Fields, count: u64) -> StoreResult<Vec<Message>> {
             })
         })
         .collect()
+}
+
+/// Whether the messages read show their last delivery error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LastErrors {
+    /// Dead letters show why their delivery failed.
+    Shown,
+    /// Messages handed out or peeked at do not.
+    Hidden,
 }
 
 /// A task as the scripts store it (JSON in the queue's `tasks` hash). Numbers are
@@ -211,9 +223,7 @@ impl RedisStore {
     /// Makes sure the queue is in the registry before a script may create it, so a
     /// queue that exists is always listed.
     async fn register_queue(&self, queue: &QueueName) -> StoreResult<bool> {
-        let known = self.registered_contains(&format!("{}\n{queue}", self.keys.queues()));
-        self.register(self.keys.queues(), queue.as_str()).await?;
-        Ok(known)
+        self.register(self.keys.queues(), queue.as_str()).await
     }
 
     /// After a script created a queue that this node had registered before: another
@@ -317,11 +327,7 @@ impl QueueStore for RedisStore {
             .await?;
         fields.status(queue.as_str())?;
         let n = fields.count()?;
-        let mut messages = messages(&mut fields, n)?;
-        for message in &mut messages {
-            message.last_error = None;
-        }
-        Ok(messages)
+        messages(&mut fields, n, LastErrors::Hidden)
     }
 
     async fn receive(
@@ -354,9 +360,8 @@ impl QueueStore for RedisStore {
                 next_ready_in: u64::try_from(next).ok().map(Duration::from_millis),
             });
         }
-        let mut messages = messages(&mut fields, n)?;
+        let mut messages = messages(&mut fields, n, LastErrors::Hidden)?;
         for message in &mut messages {
-            message.last_error = None;
             message.receipt = Some(Receipt {
                 message_id: message.id,
                 lease_token,
@@ -390,11 +395,7 @@ impl QueueStore for RedisStore {
             .await?;
         fields.status(queue.as_str())?;
         let n = fields.count()?;
-        let mut messages = messages(&mut fields, n)?;
-        for message in &mut messages {
-            message.last_error = None;
-        }
-        Ok(messages)
+        messages(&mut fields, n, LastErrors::Hidden)
     }
 
     async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
@@ -557,7 +558,7 @@ impl QueueStore for RedisStore {
             .await?;
         fields.status(queue.as_str())?;
         let n = fields.count()?;
-        messages(&mut fields, n)
+        messages(&mut fields, n, LastErrors::Shown)
     }
 
     async fn retry_later(
