@@ -17,6 +17,7 @@ trials! {
         config_routes_are_operations_of_the_description,
         docs_serve_swagger_ui_from_the_binary_titled_hopper,
         the_dashboard_is_served_from_the_binary_under_a_content_security_policy,
+        a_duration_string_is_described_by_the_pattern_the_server_reads,
     }
 }
 
@@ -309,4 +310,78 @@ async fn the_dashboard_is_served_from_the_binary_under_a_content_security_policy
         missing.json::<Value>().await.unwrap(),
         json!("Not Found - file nope")
     );
+}
+
+/// The schema of `field` in the JSON body of the operation `operation_id`.
+fn body_field_schema<'d>(description: &'d Value, operation_id: &str, field: &str) -> &'d Value {
+    let operation = description["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .find(|operation| operation["operationId"] == operation_id)
+        .unwrap_or_else(|| panic!("no operation {operation_id}"));
+    let mut body = &operation["requestBody"]["content"]["application/json"]["schema"];
+    // An optional body is `oneOf: [null, {$ref}]`.
+    if let Some(shapes) = body["oneOf"].as_array() {
+        body = shapes.iter().find(|shape| shape["$ref"].is_string()).unwrap();
+    }
+    if let Some(reference) = body["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        body = &description["components"]["schemas"][name];
+    }
+    &body["properties"][field]
+}
+
+/// A duration is a number of seconds or a string with a unit. The description
+/// says both, and a string matching its pattern is read by the server, while one
+/// that does not match is refused: a client generated from the description, or a
+/// fuzzer, sees the same rule the server applies.
+async fn a_duration_string_is_described_by_the_pattern_the_server_reads() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let description = description(&app).await;
+    let retention = body_field_schema(&description, "configureQueue", "retention");
+    let shapes = retention["anyOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{retention}"));
+    let types: Vec<&str> = shapes.iter().filter_map(|s| s["type"].as_str()).collect();
+    assert_eq!(types, ["number", "string", "null"], "{retention}");
+    let pattern = shapes[1]["pattern"].as_str().unwrap();
+    let pattern = regex::Regex::new(pattern).unwrap();
+    for (text, seconds) in [
+        ("5", 5.0),
+        ("250ms", 0.25),
+        ("2m", 120.0),
+        ("7d", 604_800.0),
+        ("1.5e2s", 150.0),
+        ("1E1h", 36_000.0),
+    ] {
+        assert!(pattern.is_match(text), "{text}");
+        let (status, body) = app.configure("durations", json!({"retention": text})).await;
+        assert!(status.is_success(), "{text}: {status} {body}");
+        assert_eq!(body["settings"]["retention"], json!(seconds), "{text}");
+    }
+    for text in ["5x", "1.", ".5", "5 s", "1e", "inf", "+5", "5S", "", "0x10"] {
+        assert!(!pattern.is_match(text), "{text}");
+        let (status, body) = app.configure("durations", json!({"retention": text})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}: {body}");
+    }
+    // The bounds are the number's, stated in the description for both shapes.
+    let lease = body_field_schema(&description, "extend", "lease");
+    assert_eq!(lease["anyOf"][0]["minimum"], json!(0.1), "{lease}");
+    assert_eq!(lease["anyOf"][0]["maximum"], json!(43200), "{lease}");
+    assert!(
+        lease["description"]
+            .as_str()
+            .unwrap()
+            .contains("from 0.1 to 43200 seconds"),
+        "{lease}"
+    );
+    for (operation, field) in [("configureStream", "max_age"), ("nack", "delay")] {
+        let schema = body_field_schema(&description, operation, field);
+        assert!(
+            schema["anyOf"][1]["pattern"].is_string(),
+            "{operation}.{field}: {schema}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use crate::domain::clock::rfc3339;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::settings::{
-    optional_within, parse_duration_within, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
+    optional_within, parse_duration_within, seconds_schema, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
 };
 use crate::domain::{
     Message, PushOutcome, QueueInfo, QueueSettings, ReceiveRequest, SettingsPatch, Settled,
@@ -521,7 +521,7 @@ pub struct NackBody {
     receipts: Receipts,
     /// Seconds before they are ready again (or with a unit); 0 when absent, at most 7 days.
     #[serde(default, deserialize_with = "delay_value")]
-    #[schema(value_type = Option<f64>, minimum = 0, maximum = 604800)]
+    #[schema(schema_with = delay_schema)]
     delay: Option<Duration>,
 }
 
@@ -534,8 +534,27 @@ pub struct ExtendBody {
     receipts: Receipts,
     /// The new lease, counted from now, in seconds (or with a unit).
     #[serde(deserialize_with = "lease_value")]
-    #[schema(value_type = f64, minimum = 0.1, maximum = 43200)]
+    #[schema(schema_with = extend_lease_schema)]
     lease: Duration,
+}
+
+/// The schema of [`delay_value`].
+pub(crate) fn delay_schema() -> utoipa::openapi::Schema {
+    seconds_schema(
+        "Before the message is ready again; `null` or absent is none.",
+        Duration::ZERO,
+        Some(MAX_DELAY),
+        true,
+    )
+}
+
+fn extend_lease_schema() -> utoipa::openapi::Schema {
+    seconds_schema(
+        "The new lease, counted from now.",
+        MIN_LEASE,
+        Some(MAX_LEASE),
+        false,
+    )
 }
 
 /// A nack's or a task retry's delay: up to [`MAX_DELAY`], `null` for none.

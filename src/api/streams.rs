@@ -441,12 +441,21 @@ pub async fn list(
 pub struct RetentionBody {
     /// Drop events older than this many seconds (or with a unit: `30d`); `null` or 0 keeps them.
     #[serde(default, with = "crate::domain::settings::opt_duration")]
-    #[schema(value_type = Option<f64>, minimum = 0)]
+    #[schema(schema_with = max_age_schema)]
     max_age: Option<Duration>,
     /// Keep only this many of the newest events; `null` keeps them all.
     #[serde(default, deserialize_with = "crate::domain::settings::whole::option")]
     #[schema(minimum = 1)]
     max_events: Option<u64>,
+}
+
+fn max_age_schema() -> utoipa::openapi::Schema {
+    crate::domain::settings::seconds_schema(
+        "Drop events older than this; `null` or 0 keeps them.",
+        Duration::ZERO,
+        None,
+        true,
+    )
 }
 
 /// `PUT /streams/{s}` `{"max_age", "max_events"}`: how long the stream keeps events.

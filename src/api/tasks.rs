@@ -18,14 +18,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{
-    header_param, name_schema, party_schema, receipt_schema, seconds_param_schema, task_id_schema,
-    Conflict, NotFound,
+    header_param, name_schema, party_schema, receipt_schema, task_id_schema, Conflict, NotFound,
 };
 use super::extract::header_text;
 use super::{ApiError, AppJson, AppState, JsonBody, Path, Reply};
 use crate::auth::Principal;
 use crate::domain::clock::rfc3339;
-use crate::domain::settings::{parse_duration, MAX_DELAY};
+use crate::domain::settings::parse_duration;
 use crate::domain::{QueueName, TaskFinish, TaskId, TaskRecord};
 
 /// How long a caller answered 202 is told to wait before asking again.
@@ -419,10 +418,7 @@ impl utoipa::PartialSchema for FailBody {
                     .description(Some("Failed this time: the task is handed out again after `delay` (a dead letter, and the task failed, once out of attempts)"))
                     .property("retry", retry_schema)
                     .required("retry")
-                    .property(
-                        "delay",
-                        seconds_param_schema(MAX_DELAY),
-                    );
+                    .property("delay", super::queues::delay_schema());
             } else {
                 object = object
                     .description(Some("Given up: the task is failed now"))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::ToSchema;
 
 use super::settings::{seconds, seconds_schema, whole, within, MAX_DELAY};
@@ -146,7 +146,7 @@ fn headers_schema() -> Object {
         .build()
 }
 
-fn timeout_schema() -> Object {
+fn timeout_schema() -> Schema {
     seconds_schema(
         "Longest wait for the upstream's answer; longer is a failed attempt.",
         MIN_TIMEOUT,
@@ -169,7 +169,7 @@ fn done_statuses_schema() -> utoipa::openapi::schema::Array {
         .build()
 }
 
-fn backoff_initial_schema() -> Object {
+fn backoff_initial_schema() -> Schema {
     seconds_schema(
         "Ceiling of the first retry's delay.",
         MIN_BACKOFF,
@@ -178,7 +178,7 @@ fn backoff_initial_schema() -> Object {
     )
 }
 
-fn backoff_max_schema() -> Object {
+fn backoff_max_schema() -> Schema {
     seconds_schema(
         "Ceiling of any retry's delay.",
         MIN_BACKOFF,
@@ -209,7 +209,7 @@ fn failures_schema() -> Object {
         .build()
 }
 
-fn open_for_schema() -> Object {
+fn open_for_schema() -> Schema {
     seconds_schema(
         "How long the breaker stays open before one probe is let through.",
         MIN_OPEN_FOR,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, Object, ObjectBuilder, Schema, Type};
 use utoipa::ToSchema;
 
 use super::delivery::DeliverySettings;
@@ -77,30 +77,44 @@ pub struct SettingsPatch {
     pub delivery: Option<Option<DeliverySettings>>,
 }
 
-/// The JSON Schema of a duration in seconds from `min` to `max` (`null` allowed
-/// when `nullable`); strings with a unit are accepted too, as the description says.
+/// The JSON Schema of a duration from `min` to `max` (`null` allowed when
+/// `nullable`): a number of seconds, or a string with a unit. A string's bounds
+/// cannot be put in a pattern; the description states them and a 400 says so.
 pub fn seconds_schema(
     description: &str,
     min: Duration,
     max: Option<Duration>,
     nullable: bool,
-) -> Object {
-    let kind = if nullable {
-        SchemaType::from_iter([Type::Number, Type::Null])
-    } else {
-        SchemaType::Type(Type::Number)
-    };
-    ObjectBuilder::new()
-        .schema_type(kind)
+) -> Schema {
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Number)
         .minimum(Some(min.as_secs_f64()))
-        .maximum(max.map(|max| max.as_secs_f64()))
-        .description(Some(format!(
-            "{description} In seconds, or a string with a unit such as \"500ms\", \"5m\", \"7d\"."
-        )))
-        .build()
+        .maximum(max.map(|max| max.as_secs_f64()));
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(DURATION_PATTERN));
+    let mut shapes = AnyOfBuilder::new().item(seconds).item(text);
+    if nullable {
+        shapes = shapes.item(ObjectBuilder::new().schema_type(Type::Null));
+    }
+    let range = match max {
+        Some(max) => format!(
+            "from {} to {} seconds",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ),
+        None => format!("at least {} seconds", min.as_secs_f64()),
+    };
+    Schema::AnyOf(
+        shapes
+            .description(Some(format!(
+                "{description} In seconds, or a string with a unit such as \"500ms\", \"5m\", \"7d\"; {range}."
+            )))
+            .build(),
+    )
 }
 
-fn lease_schema() -> Object {
+fn lease_schema() -> Schema {
     seconds_schema(
         "How long a received message stays leased.",
         MIN_LEASE,
@@ -118,7 +132,7 @@ fn max_attempts_schema() -> Object {
         .build()
 }
 
-fn retention_schema() -> Object {
+fn retention_schema() -> Schema {
     seconds_schema(
         "Age after which messages (dead letters too) are dropped; null or 0 keeps them.",
         Duration::ZERO,
@@ -127,7 +141,7 @@ fn retention_schema() -> Object {
     )
 }
 
-fn idempotency_window_schema() -> Object {
+fn idempotency_window_schema() -> Schema {
     seconds_schema(
         "How long an Idempotency-Key is remembered.",
         Duration::ZERO,
@@ -288,32 +302,27 @@ pub fn duration_within(seconds: f64, min: Duration, max: Duration) -> Result<Dur
     Ok(saturating_seconds(seconds.abs()))
 }
 
+/// A duration's text: a number as JSON writes one (clients render numbers into
+/// query strings and headers) and an optional unit. The API description states
+/// this same pattern, so what a string may hold is said once.
+pub const DURATION_PATTERN: &str = r"^(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(ms|s|m|h|d)?$";
+
+static DURATION_TEXT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(DURATION_PATTERN).expect("DURATION_PATTERN is a valid regular expression")
+});
+
 /// The seconds a duration's text says, as written (before any rounding).
 fn parse_seconds(raw: &str) -> Result<f64, DomainError> {
     let invalid = || DomainError::invalid(format!("{raw:?} {DURATION_EXPECTED}"));
-    let number = raw.trim_end_matches(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E');
-    let scale = match &raw[number.len()..] {
-        "" | "s" => 1.0,
+    let parts = DURATION_TEXT.captures(raw).ok_or_else(invalid)?;
+    let scale = match parts.get(2).map_or("", |unit| unit.as_str()) {
         "ms" => 0.001,
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
-        _ => return Err(invalid()),
+        _ => 1.0,
     };
-    // A JSON number's shape, as clients render numbers into query strings and
-    // headers; `f64::from_str` alone would also take `inf`, `+5` or `.5`.
-    let json_number = number
-        .strip_prefix('-')
-        .unwrap_or(number)
-        .starts_with(|c: char| c.is_ascii_digit())
-        && number.ends_with(|c: char| c.is_ascii_digit())
-        && number
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
-    let seconds: f64 = match number.parse() {
-        Ok(seconds) if json_number => seconds,
-        _ => return Err(invalid()),
-    };
+    let seconds: f64 = parts[1].parse().map_err(|_| invalid())?;
     Ok(seconds * scale)
 }
 
