@@ -324,7 +324,10 @@ fn body_field_schema<'d>(description: &'d Value, operation_id: &str, field: &str
     let mut body = &operation["requestBody"]["content"]["application/json"]["schema"];
     // An optional body is `oneOf: [null, {$ref}]`.
     if let Some(shapes) = body["oneOf"].as_array() {
-        body = shapes.iter().find(|shape| shape["$ref"].is_string()).unwrap();
+        body = shapes
+            .iter()
+            .find(|shape| shape["$ref"].is_string())
+            .unwrap();
     }
     if let Some(reference) = body["$ref"].as_str() {
         let name = reference.rsplit('/').next().unwrap();

@@ -5,10 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::clock::Millis;
-use super::tasks::TaskId;
+use super::tasks::{TaskEnding, TaskId};
 use super::{DomainError, QueueName, QueueSettings};
 
-/// A message id, unique across every queue of a store and increasing in push order.
+/// A message id, unique within its queue and increasing in push order.
 pub type MessageId = i64;
 
 /// Proof of a lease: only the holder of the current lease can settle a message.
@@ -123,6 +123,62 @@ pub enum Settlement {
     },
 }
 
+/// Where a stored message stands; every backend stores these codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// Ready, or delayed until its time.
+    Waiting,
+    /// Handed out under a lease (which may have run out unnoticed).
+    Leased,
+    /// A dead letter: out of attempts, kept until redriven or dropped.
+    Dead,
+}
+
+impl MessageState {
+    /// The code every backend stores for this state.
+    pub const fn code(self) -> i16 {
+        match self {
+            MessageState::Waiting => 0,
+            MessageState::Leased => 1,
+            MessageState::Dead => 2,
+        }
+    }
+
+    /// The state a stored code stands for; `None` for a code this binary never writes.
+    pub fn from_code(code: i64) -> Option<MessageState> {
+        [
+            MessageState::Waiting,
+            MessageState::Leased,
+            MessageState::Dead,
+        ]
+        .into_iter()
+        .find(|state| i64::from(state.code()) == code)
+    }
+
+    /// Where a message goes when its lease ends without an ack (a nack, an expiry,
+    /// a task's retry): back to waiting, or to the dead letters once it has been
+    /// handed out `max_attempts` times.
+    pub fn after_lease(attempts: u32, max_attempts: u32) -> MessageState {
+        if attempts >= max_attempts {
+            MessageState::Dead
+        } else {
+            MessageState::Waiting
+        }
+    }
+}
+
+impl Settlement {
+    /// How a settled message's task (if it carries one) ends, from the message's
+    /// state after (`None`: deleted).
+    pub fn task_ending(self, after: Option<MessageState>) -> Option<TaskEnding> {
+        match (self, after) {
+            (Settlement::Ack, _) => Some(TaskEnding::Acked),
+            (Settlement::Nack { .. }, Some(MessageState::Dead)) => Some(TaskEnding::OutOfAttempts),
+            (Settlement::Nack { .. } | Settlement::Extend { .. }, _) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +193,37 @@ mod tests {
         for bad in ["", "42", "42.", "x.0000000000000001", "42.zz", "42.1"] {
             assert!(Receipt::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_lease_ends_in_the_dead_letters_once_the_attempts_are_spent() {
+        assert_eq!(MessageState::after_lease(2, 3), MessageState::Waiting);
+        assert_eq!(MessageState::after_lease(3, 3), MessageState::Dead);
+        assert_eq!(MessageState::after_lease(4, 3), MessageState::Dead);
+        for state in [
+            MessageState::Waiting,
+            MessageState::Leased,
+            MessageState::Dead,
+        ] {
+            assert_eq!(MessageState::from_code(state.code().into()), Some(state));
+        }
+        assert_eq!(MessageState::from_code(7), None);
+    }
+
+    #[test]
+    fn only_an_ack_or_a_nack_into_the_dead_letters_ends_a_task() {
+        let nack = Settlement::Nack {
+            delay: Duration::ZERO,
+        };
+        let extend = Settlement::Extend {
+            lease: Duration::from_secs(1),
+        };
+        assert_eq!(Settlement::Ack.task_ending(None), Some(TaskEnding::Acked));
+        assert_eq!(
+            nack.task_ending(Some(MessageState::Dead)),
+            Some(TaskEnding::OutOfAttempts)
+        );
+        assert_eq!(nack.task_ending(Some(MessageState::Waiting)), None);
+        assert_eq!(extend.task_ending(Some(MessageState::Leased)), None);
     }
 }

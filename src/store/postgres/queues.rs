@@ -13,8 +13,8 @@ use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::TaskId;
 use crate::domain::{
-    Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
-    Settled, Settlement, StoreError, StoreResult, Upsert,
+    Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
+    Received, Settled, Settlement, StoreError, StoreResult, Upsert,
 };
 use crate::domain::{QueueName, QueueSettings};
 use crate::domain::{SettingsPatch, TaskEnding};
@@ -214,27 +214,51 @@ async fn release_expired_leases(
 ) -> StoreResult<()> {
     let stmt = tx
         .prepare_cached(
-            "UPDATE messages SET state = CASE WHEN attempts >= $3 THEN 2 ELSE 0 END
+            "UPDATE messages SET state = $3
              WHERE id IN (SELECT id FROM messages WHERE queue_id = $1 AND state = 1 AND visible_at <= $2
                           FOR UPDATE SKIP LOCKED)
-             RETURNING id, attempts, state",
+             RETURNING id, attempts",
         )
         .await
         .map_err(pg("release expired leases"))?;
     let rows = tx
-        .query(
-            &stmt,
-            &[&queue.id, &now, &(queue.settings.max_attempts as i32)],
-        )
+        .query(&stmt, &[&queue.id, &now, &MessageState::Waiting.code()])
         .await
         .map_err(pg("release expired leases"))?;
-    let mut dead = Vec::new();
-    for row in &rows {
-        if column::<i16>(row, 2, "release expired leases")? == 2 {
-            dead.push(id_and_attempts(row)?);
-        }
-    }
+    let released = rows
+        .iter()
+        .map(id_and_attempts)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let dead = bury_exhausted(tx, &released, queue.settings.max_attempts).await?;
     tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await
+}
+
+/// Of messages whose lease just ended, given as `(id, attempts)` and put back to
+/// waiting (in this transaction, so no one else has seen them), moves those
+/// [`MessageState::after_lease`] sends to the dead letters there, and returns them.
+pub(super) async fn bury_exhausted(
+    tx: &Transaction<'_>,
+    released: &[(i64, u32)],
+    max_attempts: u32,
+) -> StoreResult<Vec<(i64, u32)>> {
+    let dead: Vec<(i64, u32)> = released
+        .iter()
+        .copied()
+        .filter(|(_, attempts)| {
+            MessageState::after_lease(*attempts, max_attempts) == MessageState::Dead
+        })
+        .collect();
+    if !dead.is_empty() {
+        let ids: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
+        let stmt = tx
+            .prepare_cached("UPDATE messages SET state = $2 WHERE id = ANY($1)")
+            .await
+            .map_err(pg("move to the dead letters"))?;
+        tx.execute(&stmt, &[&ids, &MessageState::Dead.code()])
+            .await
+            .map_err(pg("move to the dead letters"))?;
+    }
+    Ok(dead)
 }
 
 /// `(id, attempts)` from the first two columns of a row.
@@ -437,8 +461,7 @@ pub async fn settle(
         Settlement::Nack { delay } => {
             let stmt = tx
                 .prepare_cached(
-                    "UPDATE messages m SET state = CASE WHEN m.attempts >= $5 THEN 2 ELSE 0 END,
-                         visible_at = $4, lease_token = NULL
+                    "UPDATE messages m SET state = $5, visible_at = $4, lease_token = NULL
                      FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS r(id, token)
                      WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = $3 AND m.state <> 2
                      RETURNING r.id, r.token, m.attempts, m.state",
@@ -446,13 +469,10 @@ pub async fn settle(
                 .await
                 .map_err(pg("nack"))?;
             let visible_at = now.saturating_add(millis_of(delay));
-            let max_attempts = queue.settings.max_attempts as i32;
-            tx.query(
-                &stmt,
-                &[&ids, &tokens, &queue.id, &visible_at, &max_attempts],
-            )
-            .await
-            .map_err(pg("nack"))?
+            let waiting = MessageState::Waiting.code();
+            tx.query(&stmt, &[&ids, &tokens, &queue.id, &visible_at, &waiting])
+                .await
+                .map_err(pg("nack"))?
         }
         Settlement::Extend { lease } => {
             let stmt = tx
@@ -485,28 +505,27 @@ pub async fn settle(
             settled.stale.push(*receipt);
         }
     }
-    // Acked or dead-lettered messages whose tasks end with them.
-    let mut ended: Vec<(i64, u32)> = Vec::new();
-    for row in &rows {
-        let ends = match settlement {
-            Settlement::Ack => true,
-            Settlement::Nack { .. } => column::<i16>(row, 3, read)? == 2,
-            Settlement::Extend { .. } => false,
-        };
-        if ends {
-            ended.push((
+    let settled_messages = rows
+        .iter()
+        .map(|row| {
+            Ok((
                 column(row, 0, read)?,
                 column::<i32>(row, 2, read)?.max(0) as u32,
-            ));
-        }
-    }
-    match settlement {
-        Settlement::Ack => tasks::end(tx, &ended, TaskEnding::Acked, now, wake).await?,
+            ))
+        })
+        .collect::<StoreResult<Vec<(i64, u32)>>>()?;
+    // Acked or dead-lettered messages whose tasks end with them.
+    let (after, ended) = match settlement {
+        Settlement::Ack => (None, settled_messages),
         Settlement::Nack { .. } => {
-            tasks::end(tx, &ended, TaskEnding::OutOfAttempts, now, wake).await?;
+            let dead = bury_exhausted(tx, &settled_messages, queue.settings.max_attempts).await?;
             wake.push(name.to_string());
+            (Some(MessageState::Dead), dead)
         }
-        Settlement::Extend { .. } => {}
+        Settlement::Extend { .. } => (Some(MessageState::Leased), Vec::new()),
+    };
+    if let Some(ending) = settlement.task_ending(after) {
+        tasks::end(tx, &ended, ending, now, wake).await?;
     }
     Ok(settled)
 }

@@ -11,8 +11,8 @@ use crate::domain::clock::{millis_of, Millis};
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
-    NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts, TaskCreated,
-    TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
+    MessageState, NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts,
+    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
 };
 
 const UNFINISHED: i16 = TaskState::Unfinished.code();
@@ -190,10 +190,9 @@ pub async fn finish(
         TaskFinish::Retry { error, delay } => {
             let stmt = tx
                 .prepare_cached(&format!(
-                    "UPDATE messages SET state = CASE WHEN attempts >= $4 THEN 2 ELSE 0 END,
-                         visible_at = $5, lease_token = NULL
+                    "UPDATE messages SET state = $6, visible_at = $5, lease_token = NULL
                      WHERE {HELD}
-                     RETURNING state, attempts"
+                     RETURNING attempts"
                 ))
                 .await
                 .map_err(pg("retry task"))?;
@@ -207,6 +206,7 @@ pub async fn finish(
                         &now,
                         &max_attempts,
                         &visible_at,
+                        &MessageState::Waiting.code(),
                     ],
                 )
                 .await
@@ -220,17 +220,12 @@ pub async fn finish(
             )
             .await
             .map_err(pg("retry task"))?;
-            if column::<i16>(&nacked, 0, "retry task")? == 2 {
+            let attempts = column::<i32>(&nacked, 0, "retry task")?.max(0) as u32;
+            let max_attempts = max_attempts.max(0) as u32;
+            let dead = queues::bury_exhausted(tx, &[(message_id, attempts)], max_attempts).await?;
+            if !dead.is_empty() {
                 // Out of attempts: failed now, though its dead letter stays for a redrive.
-                let attempts = column::<i32>(&nacked, 1, "retry task")?.max(0) as u32;
-                end(
-                    tx,
-                    &[(message_id, attempts)],
-                    TaskEnding::OutOfAttempts,
-                    now,
-                    wake,
-                )
-                .await?;
+                end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await?;
             } else {
                 wake.push(column(&row, 3, "read task")?);
             }

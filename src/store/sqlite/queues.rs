@@ -11,15 +11,15 @@ use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::TaskId;
 use crate::domain::{
-    Message, MessageId, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt, Received,
-    Settled, Settlement, StoreError, StoreResult, Upsert,
+    Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
+    Received, Settled, Settlement, StoreError, StoreResult, Upsert,
 };
 use crate::domain::{QueueName, QueueSettings};
 use crate::domain::{SettingsPatch, TaskEnding};
 
-const WAITING: i64 = 0;
-const LEASED: i64 = 1;
-const DEAD: i64 = 2;
+const WAITING: i64 = MessageState::Waiting.code() as i64;
+const LEASED: i64 = MessageState::Leased.code() as i64;
+const DEAD: i64 = MessageState::Dead.code() as i64;
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(context, error)
@@ -169,22 +169,48 @@ fn release_expired_leases(
     now: Millis,
     wake: &mut Vec<String>,
 ) -> StoreResult<()> {
-    let dead = conn
+    let released = conn
         .prepare_cached(
-            "UPDATE messages SET state = CASE WHEN attempts >= ?3 THEN 2 ELSE 0 END
+            "UPDATE messages SET state = ?3
              WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2
-             RETURNING id, attempts, state",
+             RETURNING id, attempts",
         )
         .and_then(|mut stmt| {
-            stmt.query_map(
-                params![queue.id, now, queue.settings.max_attempts],
-                dead_row,
-            )?
-            .filter_map(Result::transpose)
+            stmt.query_map(params![queue.id, now, WAITING], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("release expired leases"))?;
+    let dead = bury_exhausted(conn, &released, queue.settings.max_attempts)?;
     end_tasks(conn, name, &dead, TaskEnding::OutOfAttempts, now, wake)
+}
+
+/// Of messages whose lease just ended, given as `(id, attempts)` and put back to
+/// waiting, moves those [`MessageState::after_lease`] sends to the dead letters
+/// there, and returns them.
+pub(super) fn bury_exhausted(
+    conn: &Connection,
+    released: &[(i64, u32)],
+    max_attempts: u32,
+) -> StoreResult<Vec<(i64, u32)>> {
+    let dead: Vec<(i64, u32)> = released
+        .iter()
+        .copied()
+        .filter(|(_, attempts)| {
+            MessageState::after_lease(*attempts, max_attempts) == MessageState::Dead
+        })
+        .collect();
+    if !dead.is_empty() {
+        let mut stmt = conn
+            .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")
+            .map_err(sql("move to the dead letters"))?;
+        for (id, _) in &dead {
+            stmt.execute(params![id, DEAD])
+                .map_err(sql("move to the dead letters"))?;
+        }
+    }
+    Ok(dead)
 }
 
 /// [`tasks::end`] for messages of one queue, skipped (one index probe instead of
@@ -202,12 +228,6 @@ fn end_tasks(
         return Ok(());
     }
     tasks::end(conn, messages, ending, now, wake)
-}
-
-/// `(id, attempts)` of a row `(id, attempts, state)` when the state is dead.
-fn dead_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(i64, u32)>> {
-    let state: i64 = row.get(2)?;
-    Ok((state == DEAD).then_some((row.get(0)?, row.get(1)?)))
 }
 
 /// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
@@ -361,8 +381,7 @@ pub fn settle(
              RETURNING id, attempts, state",
         ),
         Settlement::Nack { .. } => conn.prepare_cached(
-            "UPDATE messages SET state = CASE WHEN attempts >= ?5 THEN 2 ELSE 0 END,
-                 visible_at = ?4, lease_token = NULL
+            "UPDATE messages SET state = ?5, visible_at = ?4, lease_token = NULL
              WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2
              RETURNING id, attempts, state",
         ),
@@ -391,7 +410,7 @@ pub fn settle(
                     queue.id,
                     receipt.lease_token,
                     now.saturating_add(millis_of(delay)),
-                    queue.settings.max_attempts
+                    WAITING
                 ],
                 settled_row,
             ),
@@ -412,22 +431,31 @@ pub fn settle(
             continue;
         };
         settled.applied.push(*receipt);
-        let ends_task = match settlement {
-            Settlement::Ack => true,
-            Settlement::Nack { .. } => state == DEAD,
-            Settlement::Extend { .. } => false,
+        let after = match settlement {
+            Settlement::Ack => None,
+            Settlement::Nack { .. } => {
+                let after = MessageState::after_lease(attempts, queue.settings.max_attempts);
+                if after == MessageState::Dead {
+                    bury_exhausted(conn, &[(id, attempts)], queue.settings.max_attempts)?;
+                }
+                Some(after)
+            }
+            Settlement::Extend { .. } => MessageState::from_code(state),
         };
-        if ends_task {
-            ended.push((id, attempts));
+        if let Some(ending) = settlement.task_ending(after) {
+            ended.push((id, attempts, ending));
         }
     }
-    match settlement {
-        Settlement::Ack => end_tasks(conn, name, &ended, TaskEnding::Acked, now, wake)?,
-        Settlement::Nack { .. } => {
-            end_tasks(conn, name, &ended, TaskEnding::OutOfAttempts, now, wake)?;
-            wake.push(name.to_string());
-        }
-        Settlement::Extend { .. } => {}
+    for ending in [TaskEnding::Acked, TaskEnding::OutOfAttempts] {
+        let messages: Vec<(i64, u32)> = ended
+            .iter()
+            .filter(|(.., ended_by)| *ended_by == ending)
+            .map(|&(id, attempts, _)| (id, attempts))
+            .collect();
+        end_tasks(conn, name, &messages, ending, now, wake)?;
+    }
+    if let Settlement::Nack { .. } = settlement {
+        wake.push(name.to_string());
     }
     Ok(settled)
 }

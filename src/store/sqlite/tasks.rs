@@ -13,8 +13,9 @@ use crate::domain::clock::{millis_of, Millis};
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
-    NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts, TaskCreated,
-    TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState, TaskStatus,
+    MessageState, NewTask, PushOutcome, QueueName, Receipt, StoreError, StoreResult, TaskCounts,
+    TaskCreated, TaskEnding, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
+    TaskStatus,
 };
 
 impl ToSql for TaskState {
@@ -163,12 +164,11 @@ pub fn finish(
          AND NOT (state = 1 AND visible_at <= ?3 AND attempts >= ?4)";
     let (state, result, error) = match finish {
         TaskFinish::Retry { error, delay } => {
-            let nacked: Option<(i64, u32)> = conn
+            let nacked: Option<u32> = conn
                 .prepare_cached(&format!(
-                    "UPDATE messages SET state = CASE WHEN attempts >= ?4 THEN 2 ELSE 0 END,
-                         visible_at = ?5, lease_token = NULL
+                    "UPDATE messages SET state = ?6, visible_at = ?5, lease_token = NULL
                      WHERE {HELD}
-                     RETURNING state, attempts"
+                     RETURNING attempts"
                 ))
                 .and_then(|mut stmt| {
                     stmt.query_row(
@@ -177,28 +177,24 @@ pub fn finish(
                             receipt.lease_token,
                             now,
                             max_attempts,
-                            now.saturating_add(millis_of(*delay))
+                            now.saturating_add(millis_of(*delay)),
+                            MessageState::Waiting.code()
                         ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| row.get(0),
                     )
                     .optional()
                 })
                 .map_err(sql("retry task"))?;
-            let Some((state, attempts)) = nacked else {
+            let Some(attempts) = nacked else {
                 return Ok(TaskFinished::Stale);
             };
             conn.prepare_cached("UPDATE tasks SET error = ?2 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![id.as_str(), error]))
                 .map_err(sql("retry task"))?;
-            if state == 2 {
+            let dead = queues::bury_exhausted(conn, &[(message_id, attempts)], max_attempts)?;
+            if !dead.is_empty() {
                 // Out of attempts: failed now, though its dead letter stays for a redrive.
-                end(
-                    conn,
-                    &[(message_id, attempts)],
-                    TaskEnding::OutOfAttempts,
-                    now,
-                    wake,
-                )?;
+                end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)?;
             } else {
                 wake.push(queue);
             }
