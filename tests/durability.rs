@@ -23,6 +23,9 @@ trials! {
         acknowledged_events_owners_and_offsets_survive_sigkill: multi_thread(4),
         accepted_tasks_and_their_results_survive_sigkill: multi_thread(4),
     }
+    redis_backend {
+        the_start_up_log_warns_when_a_2xx_on_redis_can_be_lost: multi_thread(2),
+    }
 }
 
 const ADMIN_SECRET: &str = "durability-admin-secret-42";
@@ -40,15 +43,20 @@ impl HopperProcess {
     /// Starts the binary on `store` (its log in the store's directory) and waits until
     /// `/health` answers.
     async fn start(store: &IsolatedStore, client: &reqwest::Client) -> HopperProcess {
+        HopperProcess::start_on(&store.url, store.dir.path(), client).await
+    }
+
+    /// Starts the binary on the store at `url`, its log in `dir`.
+    async fn start_on(url: &str, dir: &std::path::Path, client: &reqwest::Client) -> HopperProcess {
         let port = free_port();
-        let log_path = store.dir.path().join(format!("hopper-{port}.log"));
+        let log_path = dir.join(format!("hopper-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hopper"))
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--store")
-            .arg(&store.url)
+            .arg(url)
             .env("HOPPER_ADMIN_SECRET", ADMIN_SECRET)
             .env("RUST_LOG", "warn")
             .env_remove("HOPPER_CONFIG")
@@ -1051,4 +1059,65 @@ async fn accepted_tasks_and_their_results_survive_sigkill(backend: Backend) {
         "{pending} unfinished tasks but only {} messages left to work",
         finished_now.len()
     );
+}
+
+/// What Hopper logs at start and `/health` shows, on a Redis that keeps nothing,
+/// one that fsyncs once a second, and one that fsyncs every write: a warning in the
+/// first two cases, naming the setting, and none in the last. On the cluster (its
+/// masters keep no append-only file), the warning too.
+async fn the_start_up_log_warns_when_a_2xx_on_redis_can_be_lost(backend: Backend) {
+    const WARNING: &str = "acknowledged writes can be lost";
+    let client = http_client();
+    let started = |url: String, dir: std::path::PathBuf| {
+        let client = client.clone();
+        async move {
+            let mut hopper = HopperProcess::start_on(&url, &dir, &client).await;
+            let health: Value = client
+                .get(format!("{}/health", hopper.base_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            hopper.kill_hard();
+            (hopper.log(), health["store"]["durability"].clone())
+        }
+    };
+    if let Backend::RedisCluster { .. } = backend {
+        let store = backend.isolated_store();
+        let (log, durability) = started(store.url.clone(), store.dir.path().into()).await;
+        assert_eq!(durability, "none");
+        assert!(
+            log.contains(WARNING) && log.contains("appendonly no"),
+            "{log}"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (settings, durability, warning) in [
+        (&["--appendonly", "no"][..], "none", Some("appendonly no")),
+        (
+            &["--appendonly", "yes", "--appendfsync", "everysec"][..],
+            "fsync-everysec",
+            Some("appendfsync everysec"),
+        ),
+        (
+            &["--appendonly", "yes", "--appendfsync", "always"][..],
+            "fsync-always",
+            None,
+        ),
+    ] {
+        let redis = common::redis_cluster::OwnRedis::start(settings);
+        let url = format!("redis://127.0.0.1:{}/0", redis.port());
+        let (log, shown) = started(url, dir.path().into()).await;
+        assert_eq!(shown, durability, "{settings:?}: {log}");
+        match warning {
+            Some(setting) => assert!(
+                log.contains(WARNING) && log.contains(setting),
+                "{settings:?}: {log}"
+            ),
+            None => assert!(!log.contains(WARNING), "{settings:?}: {log}"),
+        }
+    }
 }

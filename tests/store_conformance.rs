@@ -1665,77 +1665,6 @@ async fn invalid_task_id_on_a_redis_message_loses_nothing(store: TestStore) {
     assert!(popped[0].task.is_none());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` of the test's own, killed when dropped.
-struct OwnRedis(
-    std::process::Child,
-    u16,
-    #[allow(dead_code)] tempfile::TempDir,
-);
-
-impl OwnRedis {
-    fn start(args: &[&str]) -> OwnRedis {
-        let (port, dir) = (free_port(), tempfile::tempdir().unwrap());
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        // Owned at once, so a server that never answers is killed too.
-        let server = OwnRedis(child, port, dir);
-        let url = format!("redis://127.0.0.1:{port}");
-        for _ in 0..100 {
-            let up = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if up.is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server on {port} did not answer");
-    }
-
-    fn replicas(&self) -> i64 {
-        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{}", self.1))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut connection)
-            .unwrap();
-        // Only a replica done with its first sync acknowledges writes.
-        info.lines()
-            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
-            .count() as i64
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn push_one(q: &QueueName) -> PushRequest {
     PushRequest {
         queue: q.clone(),
@@ -1764,8 +1693,13 @@ async fn redis_writes_wait_for_replicas_and_durability_is_read_from_the_server(b
         );
         return;
     }
-    let primary = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &primary.1.to_string()]);
+    let primary =
+        common::redis_cluster::OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let replica = common::redis_cluster::OwnRedis::start(&[
+        "--replicaof",
+        "127.0.0.1",
+        &primary.port().to_string(),
+    ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while primary.replicas() < 1 {
         assert!(
@@ -1774,7 +1708,7 @@ async fn redis_writes_wait_for_replicas_and_durability_is_read_from_the_server(b
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let url = format!("redis://127.0.0.1:{}/0", primary.1);
+    let url = format!("redis://127.0.0.1:{}/0", primary.port());
     let one = hopper::store::open(&format!("{url}?wait_replicas=1"))
         .await
         .unwrap();
@@ -1789,7 +1723,7 @@ async fn redis_writes_wait_for_replicas_and_durability_is_read_from_the_server(b
         "{unconfirmed:?}"
     );
     // The confirmed push is on the replica too.
-    let mut on_replica = redis::Client::open(format!("redis://127.0.0.1:{}/0", replica.1))
+    let mut on_replica = redis::Client::open(format!("redis://127.0.0.1:{}/0", replica.port()))
         .unwrap()
         .get_connection()
         .unwrap();

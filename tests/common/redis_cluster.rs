@@ -165,3 +165,73 @@ impl Drop for KeyPrefix {
         }
     }
 }
+
+/// A `redis-server` of the test's own, killed when dropped.
+pub struct OwnRedis(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
+
+impl OwnRedis {
+    /// Starts one on a free port with `args` added, and waits until it answers.
+    pub fn start(args: &[&str]) -> OwnRedis {
+        let (port, dir) = (free_port().unwrap(), tempfile::tempdir().unwrap());
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        // Owned at once, so a server that never answers is killed too.
+        let server = OwnRedis(child, port, dir);
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            let up = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on {port} did not answer");
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.1
+    }
+
+    /// Replicas done with their first sync.
+    pub fn replicas(&self) -> i64 {
+        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{}", self.1))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut connection)
+            .unwrap();
+        // Only a replica done with its first sync acknowledges writes.
+        info.lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count() as i64
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
