@@ -63,6 +63,9 @@ trials! {
         invalid_task_id_on_a_redis_message_loses_nothing,
         redis_writes_wait_for_replicas_and_durability_is_read_from_the_server,
     }
+    redis_server {
+        redis_over_tls_trusts_the_ca_of_ca_file,
+    }
 }
 
 /// An open store of the backend under test; dereferences to `dyn Store`.
@@ -1732,4 +1735,108 @@ async fn redis_writes_wait_for_replicas_and_durability_is_read_from_the_server(b
         .query(&mut on_replica)
         .unwrap();
     assert!(ready >= 1, "the replica has {ready} ready messages");
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with the `openssl` command
+/// in `dir`: `(ca.crt, server.crt, server.key)`.
+fn tls_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("san"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san",
+        "-out",
+        "server.crt",
+    ]);
+    ["ca.crt", "server.crt", "server.key"].map(|name| dir.join(name))
+}
+
+/// `rediss://` to a server whose certificate a private CA signed: refused while
+/// only the system's roots are trusted, and a working store with `ca_file` naming
+/// that CA; a missing `ca_file` stops the start with its path.
+async fn redis_over_tls_trusts_the_ca_of_ca_file(_: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = tls_certificates(dir.path());
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = common::redis_cluster::OwnRedis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let untrusted = hopper::store::open(&url).await.err().expect("refused");
+    assert!(
+        format!("{untrusted:#}").contains("certificate"),
+        "{untrusted:#}"
+    );
+    let trusted = format!("{url}?ca_file={}", ca.display());
+    let store = hopper::store::open(&trusted).await.unwrap();
+    let q = queue("secure");
+    store.push(push_one(&q)).await.unwrap();
+    assert_eq!(store.pop(&q, 10).await.unwrap().len(), 1);
+    let missing = hopper::store::open(&format!("{url}?ca_file=/nonexistent/ca.pem"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{missing:#}").contains("/nonexistent/ca.pem"),
+        "{missing:#}"
+    );
 }

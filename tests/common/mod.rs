@@ -78,6 +78,8 @@ pub const REDIS_CLUSTER_ENV: &str = "HOPPER_TEST_REDIS_CLUSTER";
 /// - `shared_backend`: likewise, on the backends several nodes can share (all but SQLite).
 /// - `sql_backend`, `redis_backend`: likewise, on SQLite and PostgreSQL, or on Redis
 ///   and the Redis Cluster, for what a test reaches below the store (rows, keys).
+/// - `redis_server`: on Redis alone, for what a test sets up as a Redis server of
+///   its own (TLS, persistence settings) beside the one under test.
 /// - `postgres`: `async fn name(fixture: F)` becomes the trial `name`, on PostgreSQL.
 /// - `once`: `async fn name()`, which starts what it needs itself (a server on the
 ///   embedded store, say), becomes the trial `name`.
@@ -139,6 +141,16 @@ macro_rules! trials {
         .into_iter()
         .flatten()
     };
+    (@ redis_server $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
+        [$($crate::common::on_backends(
+            &[$crate::common::BackendKind::Redis],
+            stringify!($name),
+            $crate::common::trials!(@runtime $($threads)?),
+            $name,
+        )),*]
+        .into_iter()
+        .flatten()
+    };
     (@ postgres $($name:ident $(: multi_thread($threads:literal))?),* $(,)?) => {
         [$($crate::common::postgres_only(
             stringify!($name),
@@ -168,6 +180,9 @@ macro_rules! trials {
     (@ sql_backend $($unexpected:tt)*) => {
         compile_error!("trials!: `sql_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
+    (@ redis_server $($unexpected:tt)*) => {
+        compile_error!("trials!: `redis_server` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
+    };
     (@ redis_backend $($unexpected:tt)*) => {
         compile_error!("trials!: `redis_backend` lists test functions: `name` or `name: multi_thread(N)`, separated by commas")
     };
@@ -186,7 +201,7 @@ macro_rules! trials {
     (@ $section:ident $($unexpected:tt)*) => {
         compile_error!(concat!(
             "trials!: unknown section `", stringify!($section),
-            "`: expected `each_backend`, `shared_backend`, `sql_backend`, `redis_backend`, `postgres`, `once` or `plain` sections"
+            "`: expected `each_backend`, `shared_backend`, `sql_backend`, `redis_backend`, `redis_server`, `postgres`, `once` or `plain` sections"
         ))
     };
     ($($unexpected:tt)*) => {

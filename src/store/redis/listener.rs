@@ -20,6 +20,7 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// not silence the others.
 pub async fn listen(
     urls: Vec<String>,
+    root_cert: Option<Vec<u8>>,
     channels: [String; 2],
     node: String,
     wakeups: Arc<Wakeups>,
@@ -29,7 +30,7 @@ pub async fn listen(
     let own = format!("{node}|");
     for url in urls.iter().cycle() {
         let subscribed = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = super::client(url, root_cert.as_deref())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&wake_channel).await?;
             pubsub.subscribe(&revoke_channel).await?;

@@ -13,7 +13,9 @@
 //! URLs: `redis://[user:pass@]host:port[/db]`, `rediss://...` for TLS, and
 //! `redis+cluster://[user:pass@]host:port[,host:port...]` (`rediss+cluster://` for
 //! TLS). Options after `?`: `prefix=P` puts every key under `P` (several Hopper
-//! installations on one Redis, or tests), `wait_replicas=N`.
+//! installations on one Redis, or tests), `wait_replicas=N`, and with TLS
+//! `ca_file=PATH`: the PEM file of the CA that signed the server's certificate,
+//! trusted instead of the system's roots (a private CA).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,8 @@ struct Target {
     prefix: String,
     /// Replicas each write waits for.
     wait_replicas: u32,
+    /// The PEM file of the CA to trust instead of the system's roots.
+    ca_file: Option<String>,
 }
 
 impl Target {
@@ -113,6 +117,7 @@ impl Target {
             cluster: false,
             prefix: String::new(),
             wait_replicas: 0,
+            ca_file: None,
         };
         let mut rest = Vec::new();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -128,6 +133,7 @@ impl Target {
                         anyhow::anyhow!("wait_replicas must be a whole number, not {value:?}")
                     })?;
                 }
+                "ca_file" => target.ca_file = Some(value.into_owned()),
                 _ => rest.push(format!("{key}={value}")),
             }
         }
@@ -161,7 +167,37 @@ impl Target {
         } else {
             target.nodes.push(format!("{url}{rest}"));
         }
+        if target.ca_file.is_some() && !target.nodes[0].starts_with("rediss://") {
+            anyhow::bail!("ca_file is for a TLS store (rediss:// or rediss+cluster://), and the store is {url:?}");
+        }
         Ok(target)
+    }
+
+    /// The CA certificate of `ca_file`, read now, so a missing file stops the start.
+    fn root_cert(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read ca_file {path:?}: {e}"))
+            })
+            .transpose()
+    }
+}
+
+/// A client for `url`; with `root_cert` (PEM), the server's certificate must be
+/// signed by that CA.
+fn client(url: &str, root_cert: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match root_cert {
+        Some(pem) => redis::Client::build_with_tls(url, certificates(pem)),
+        None => redis::Client::open(url),
+    }
+}
+
+fn certificates(root_cert: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert.to_vec()),
     }
 }
 
@@ -317,11 +353,15 @@ impl RedisStore {
 
     async fn connect(url: &str) -> anyhow::Result<RedisStore> {
         let target = Target::parse(url)?;
+        let root_cert = target.root_cert()?;
         let connection = if target.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
+            let mut builder = redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
                 .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()?;
+                .response_timeout(RESPONSE_TIMEOUT);
+            if let Some(pem) = &root_cert {
+                builder = builder.certs(certificates(pem));
+            }
+            let client = builder.build()?;
             Connection::Cluster(client.get_async_connection().await.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot connect to the Redis Cluster at {:?}: {e}",
@@ -329,7 +369,7 @@ impl RedisStore {
                 )
             })?)
         } else {
-            let client = redis::Client::open(target.nodes[0].as_str())?;
+            let client = client(&target.nodes[0], root_cert.as_deref())?;
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -340,7 +380,7 @@ impl RedisStore {
                     .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?,
             )
         };
-        let durability = read_durability(&target).await;
+        let durability = read_durability(&target, root_cert.as_deref()).await;
         if durability.may_lose_writes() {
             tracing::warn!(
                 durability = durability.as_str(),
@@ -359,6 +399,7 @@ impl RedisStore {
         let node = format!("{:016x}", rand::random::<u64>());
         tokio::spawn(listener::listen(
             target.nodes.clone(),
+            root_cert,
             [keys.wake_channel(), keys.revoke_channel()],
             node.clone(),
             wakeups.clone(),
@@ -577,11 +618,11 @@ impl RedisStore {
 /// What a 2xx means on the server (the weakest of a cluster's seed nodes): read from
 /// `appendonly` and `appendfsync`. A server that does not say (`CONFIG` renamed or
 /// refused, as some hosted Redis do) promises nothing Hopper can tell.
-async fn read_durability(target: &Target) -> Durability {
+async fn read_durability(target: &Target, root_cert: Option<&[u8]>) -> Durability {
     let mut weakest = Durability::FsyncAlways;
     for node in &target.nodes {
         let read = async {
-            let client = redis::Client::open(node.as_str())?;
+            let client = client(node, root_cert)?;
             let mut connection = client.get_multiplexed_async_connection().await?;
             let config: Vec<String> = redis::cmd("CONFIG")
                 .arg("GET")
@@ -837,6 +878,10 @@ mod tests {
         assert!(Target::parse("redis://h?prefix={x}").is_err());
         assert!(Target::parse("redis://h?wait_replicas=some").is_err());
         assert!(Target::parse("redis+cluster://").is_err());
+        let tls = Target::parse("rediss+cluster://h:7001?ca_file=/etc/ca.pem").unwrap();
+        assert_eq!(tls.nodes, ["rediss://h:7001"]);
+        assert_eq!(tls.ca_file.as_deref(), Some("/etc/ca.pem"));
+        assert!(Target::parse("redis://h?ca_file=/etc/ca.pem").is_err());
     }
 
     #[test]
