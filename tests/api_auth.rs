@@ -32,6 +32,7 @@ trials! {
         a_rotated_secret_voids_the_old_one_and_its_tokens_at_once,
         a_rotation_may_choose_the_secret_under_the_creation_rules,
         client_changes_refuse_unknown_ids_bad_grants_and_the_last_admin,
+        an_api_client_id_beside_basic_is_refused,
     }
     once {
         a_refusal_takes_as_long_for_an_unknown_id_as_for_a_wrong_secret,
@@ -940,4 +941,32 @@ async fn no_secret_hash_or_token_reaches_the_log_even_at_trace_level() {
     }
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("chosen:{chosen}"));
     assert!(!log.contains(&basic), "Basic credentials are in the log");
+}
+
+/// Basic names its client; an `API-Client-Id` beside it (empty, another id, or the
+/// same) makes the credentials ambiguous, and the request is refused as any wrong
+/// credentials are, with nothing pushed.
+async fn an_api_client_id_beside_basic_is_refused(app: TestApp) {
+    for client_id in ["", "someone-else", "admin"] {
+        let response = app
+            .as_admin(Method::POST, "/api/v1/queues/claims/messages")
+            .header("API-Client-Id", client_id)
+            .json(&json!({"n": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+    }
+    let plain = app
+        .as_admin(Method::POST, "/api/v1/queues/claims/messages")
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.counts("claims").await.0,
+        1,
+        "only the unambiguous push landed"
+    );
 }

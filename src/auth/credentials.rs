@@ -32,11 +32,16 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads credentials from the `Authorization` and `API-Client-Id` header values.
+    /// Reads credentials from the `Authorization` and `API-Client-Id` header values;
+    /// `None` when they are malformed or ambiguous (Basic names its client itself,
+    /// so an `API-Client-Id` beside it would claim a second one).
     pub fn from_headers(authorization: Option<&str>, api_client_id: Option<&str>) -> Option<Self> {
         let (scheme, value) = authorization?.trim().split_once(' ')?;
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("basic") {
+            if api_client_id.is_some() {
+                return None;
+            }
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(value)
                 .ok()?;
@@ -93,5 +98,8 @@ mod tests {
         assert!(Credentials::from_headers(Some("Basic !!!"), None).is_none());
         assert!(Credentials::from_headers(Some("Digest x"), None).is_none());
         assert!(Credentials::from_headers(None, Some("1")).is_none());
+        let basic = Some("Basic YWRtaW46czNjcjN0OndpdGg6Y29sb25z");
+        assert!(Credentials::from_headers(basic, Some("")).is_none());
+        assert!(Credentials::from_headers(basic, Some("admin")).is_none());
     }
 }
