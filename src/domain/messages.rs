@@ -167,6 +167,18 @@ impl MessageState {
     }
 }
 
+/// Of messages whose lease just ended, given as `(id, attempts)`, those
+/// [`MessageState::after_lease`] sends to the dead letters.
+pub fn exhausted(ended: &[(MessageId, u32)], max_attempts: u32) -> Vec<(MessageId, u32)> {
+    ended
+        .iter()
+        .copied()
+        .filter(|(_, attempts)| {
+            MessageState::after_lease(*attempts, max_attempts) == MessageState::Dead
+        })
+        .collect()
+}
+
 impl Settlement {
     /// How a settled message's task (if it carries one) ends, from the message's
     /// state after (`None`: deleted).

@@ -241,13 +241,7 @@ pub(super) async fn bury_exhausted(
     released: &[(i64, u32)],
     max_attempts: u32,
 ) -> StoreResult<Vec<(i64, u32)>> {
-    let dead: Vec<(i64, u32)> = released
-        .iter()
-        .copied()
-        .filter(|(_, attempts)| {
-            MessageState::after_lease(*attempts, max_attempts) == MessageState::Dead
-        })
-        .collect();
+    let dead = crate::domain::messages::exhausted(released, max_attempts);
     if !dead.is_empty() {
         let ids: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
         let stmt = tx

@@ -194,13 +194,7 @@ pub(super) fn bury_exhausted(
     released: &[(i64, u32)],
     max_attempts: u32,
 ) -> StoreResult<Vec<(i64, u32)>> {
-    let dead: Vec<(i64, u32)> = released
-        .iter()
-        .copied()
-        .filter(|(_, attempts)| {
-            MessageState::after_lease(*attempts, max_attempts) == MessageState::Dead
-        })
-        .collect();
+    let dead = crate::domain::messages::exhausted(released, max_attempts);
     if !dead.is_empty() {
         let mut stmt = conn
             .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")
