@@ -179,14 +179,33 @@ pub fn exhausted(ended: &[(MessageId, u32)], max_attempts: u32) -> Vec<(MessageI
         .collect()
 }
 
+/// What a settle changes besides the statement that matched its receipts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SettleEffects {
+    /// Nacked messages out of attempts, to move to the dead letters.
+    pub dead: Vec<(MessageId, u32)>,
+    /// How tasks end with their messages, and which: `(message id, attempts)`.
+    pub tasks_end: Option<(TaskEnding, Vec<(MessageId, u32)>)>,
+}
+
 impl Settlement {
-    /// How a settled message's task (if it carries one) ends, from the message's
-    /// state after (`None`: deleted).
-    pub fn task_ending(self, after: Option<MessageState>) -> Option<TaskEnding> {
-        match (self, after) {
-            (Settlement::Ack, _) => Some(TaskEnding::Acked),
-            (Settlement::Nack { .. }, Some(MessageState::Dead)) => Some(TaskEnding::OutOfAttempts),
-            (Settlement::Nack { .. } | Settlement::Extend { .. }, _) => None,
+    /// What follows from this settlement of `settled`, the `(id, attempts)` of the
+    /// messages whose receipts held: an ack ends their tasks; a nack sends the
+    /// exhausted ones to the dead letters, failing their tasks; an extend nothing.
+    pub fn effects(self, settled: Vec<(MessageId, u32)>, max_attempts: u32) -> SettleEffects {
+        match self {
+            Settlement::Ack => SettleEffects {
+                dead: Vec::new(),
+                tasks_end: Some((TaskEnding::Acked, settled)),
+            },
+            Settlement::Nack { .. } => {
+                let dead = exhausted(&settled, max_attempts);
+                SettleEffects {
+                    tasks_end: Some((TaskEnding::OutOfAttempts, dead.clone())),
+                    dead,
+                }
+            }
+            Settlement::Extend { .. } => SettleEffects::default(),
         }
     }
 }
@@ -230,12 +249,21 @@ mod tests {
         let extend = Settlement::Extend {
             lease: Duration::from_secs(1),
         };
-        assert_eq!(Settlement::Ack.task_ending(None), Some(TaskEnding::Acked));
+        let settled = vec![(1, 2), (2, 3)];
         assert_eq!(
-            nack.task_ending(Some(MessageState::Dead)),
-            Some(TaskEnding::OutOfAttempts)
+            Settlement::Ack.effects(settled.clone(), 3),
+            SettleEffects {
+                dead: vec![],
+                tasks_end: Some((TaskEnding::Acked, settled.clone())),
+            }
         );
-        assert_eq!(nack.task_ending(Some(MessageState::Waiting)), None);
-        assert_eq!(extend.task_ending(Some(MessageState::Leased)), None);
+        assert_eq!(
+            nack.effects(settled.clone(), 3),
+            SettleEffects {
+                dead: vec![(2, 3)],
+                tasks_end: Some((TaskEnding::OutOfAttempts, vec![(2, 3)])),
+            }
+        );
+        assert_eq!(extend.effects(settled, 3), SettleEffects::default());
     }
 }

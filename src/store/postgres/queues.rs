@@ -11,6 +11,7 @@ use super::tasks;
 use super::{column, pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
+use crate::domain::messages::exhausted;
 use crate::domain::TaskId;
 use crate::domain::{
     Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
@@ -229,30 +230,26 @@ async fn release_expired_leases(
         .iter()
         .map(id_and_attempts)
         .collect::<StoreResult<Vec<_>>>()?;
-    let dead = bury_exhausted(tx, &released, queue.settings.max_attempts).await?;
+    let dead = exhausted(&released, queue.settings.max_attempts);
+    bury(tx, &dead).await?;
     tasks::end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await
 }
 
-/// Of messages whose lease just ended, given as `(id, attempts)` and put back to
-/// waiting (in this transaction, so no one else has seen them), moves those
-/// [`MessageState::after_lease`] sends to the dead letters there, and returns them.
-pub(super) async fn bury_exhausted(
-    tx: &Transaction<'_>,
-    released: &[(i64, u32)],
-    max_attempts: u32,
-) -> StoreResult<Vec<(i64, u32)>> {
-    let dead = crate::domain::messages::exhausted(released, max_attempts);
-    if !dead.is_empty() {
-        let ids: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
-        let stmt = tx
-            .prepare_cached("UPDATE messages SET state = $2 WHERE id = ANY($1)")
-            .await
-            .map_err(pg("move to the dead letters"))?;
-        tx.execute(&stmt, &[&ids, &MessageState::Dead.code()])
-            .await
-            .map_err(pg("move to the dead letters"))?;
+/// Moves messages, given as `(id, attempts)`, to the dead letters; they were put
+/// back to waiting in this transaction, so no one else has seen them there.
+pub(super) async fn bury(tx: &Transaction<'_>, dead: &[(i64, u32)]) -> StoreResult<()> {
+    if dead.is_empty() {
+        return Ok(());
     }
-    Ok(dead)
+    let ids: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
+    let stmt = tx
+        .prepare_cached("UPDATE messages SET state = $2 WHERE id = ANY($1)")
+        .await
+        .map_err(pg("move to the dead letters"))?;
+    tx.execute(&stmt, &[&ids, &MessageState::Dead.code()])
+        .await
+        .map_err(pg("move to the dead letters"))?;
+    Ok(())
 }
 
 /// `(id, attempts)` from the first two columns of a row.
@@ -508,18 +505,13 @@ pub async fn settle(
             ))
         })
         .collect::<StoreResult<Vec<(i64, u32)>>>()?;
-    // Acked or dead-lettered messages whose tasks end with them.
-    let (after, ended) = match settlement {
-        Settlement::Ack => (None, settled_messages),
-        Settlement::Nack { .. } => {
-            let dead = bury_exhausted(tx, &settled_messages, queue.settings.max_attempts).await?;
-            wake.push(name.to_string());
-            (Some(MessageState::Dead), dead)
-        }
-        Settlement::Extend { .. } => (Some(MessageState::Leased), Vec::new()),
-    };
-    if let Some(ending) = settlement.task_ending(after) {
-        tasks::end(tx, &ended, ending, now, wake).await?;
+    let effects = settlement.effects(settled_messages, queue.settings.max_attempts);
+    bury(tx, &effects.dead).await?;
+    if let Some((ending, messages)) = &effects.tasks_end {
+        tasks::end(tx, messages, *ending, now, wake).await?;
+    }
+    if let Settlement::Nack { .. } = settlement {
+        wake.push(name.to_string());
     }
     Ok(settled)
 }

@@ -8,6 +8,7 @@ use deadpool_postgres::Transaction;
 
 use super::{column, pg, queues};
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::messages::exhausted;
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
@@ -222,7 +223,8 @@ pub async fn finish(
             .map_err(pg("retry task"))?;
             let attempts = column::<i32>(&nacked, 0, "retry task")?.max(0) as u32;
             let max_attempts = max_attempts.max(0) as u32;
-            let dead = queues::bury_exhausted(tx, &[(message_id, attempts)], max_attempts).await?;
+            let dead = exhausted(&[(message_id, attempts)], max_attempts);
+            queues::bury(tx, &dead).await?;
             if !dead.is_empty() {
                 // Out of attempts: failed now, though its dead letter stays for a redrive.
                 end(tx, &dead, TaskEnding::OutOfAttempts, now, wake).await?;

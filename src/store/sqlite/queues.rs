@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::tasks;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
+use crate::domain::messages::exhausted;
 use crate::domain::TaskId;
 use crate::domain::{
     Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
@@ -182,29 +183,24 @@ fn release_expired_leases(
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("release expired leases"))?;
-    let dead = bury_exhausted(conn, &released, queue.settings.max_attempts)?;
+    let dead = exhausted(&released, queue.settings.max_attempts);
+    bury(conn, &dead)?;
     end_tasks(conn, name, &dead, TaskEnding::OutOfAttempts, now, wake)
 }
 
-/// Of messages whose lease just ended, given as `(id, attempts)` and put back to
-/// waiting, moves those [`MessageState::after_lease`] sends to the dead letters
-/// there, and returns them.
-pub(super) fn bury_exhausted(
-    conn: &Connection,
-    released: &[(i64, u32)],
-    max_attempts: u32,
-) -> StoreResult<Vec<(i64, u32)>> {
-    let dead = crate::domain::messages::exhausted(released, max_attempts);
-    if !dead.is_empty() {
-        let mut stmt = conn
-            .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")
-            .map_err(sql("move to the dead letters"))?;
-        for (id, _) in &dead {
-            stmt.execute(params![id, DEAD])
-                .map_err(sql("move to the dead letters"))?;
-        }
+/// Moves messages, given as `(id, attempts)`, to the dead letters.
+pub(super) fn bury(conn: &Connection, dead: &[(i64, u32)]) -> StoreResult<()> {
+    if dead.is_empty() {
+        return Ok(());
     }
-    Ok(dead)
+    let mut stmt = conn
+        .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")
+        .map_err(sql("move to the dead letters"))?;
+    for (id, _) in dead {
+        stmt.execute(params![id, DEAD])
+            .map_err(sql("move to the dead letters"))?;
+    }
+    Ok(())
 }
 
 /// [`tasks::end`] for messages of one queue, skipped (one index probe instead of
@@ -372,25 +368,25 @@ pub fn settle(
     let mut stmt = match settlement {
         Settlement::Ack => conn.prepare_cached(
             "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3
-             RETURNING id, attempts, state",
+             RETURNING id, attempts",
         ),
         Settlement::Nack { .. } => conn.prepare_cached(
             "UPDATE messages SET state = ?5, visible_at = ?4, lease_token = NULL
              WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2
-             RETURNING id, attempts, state",
+             RETURNING id, attempts",
         ),
         Settlement::Extend { .. } => conn.prepare_cached(
             "UPDATE messages SET state = 1, visible_at = ?4
              WHERE id = ?1 AND queue_id = ?2 AND lease_token = ?3 AND state != 2
-             RETURNING id, attempts, state",
+             RETURNING id, attempts",
         ),
     }
     .map_err(sql("settle"))?;
     let mut settled = Settled::default();
-    // Acked or dead-lettered messages whose tasks end with them.
-    let mut ended = Vec::new();
-    let settled_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, u32, i64)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    // `(id, attempts)` of the messages whose receipts held.
+    let mut matched = Vec::new();
+    let settled_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, u32)> {
+        Ok((row.get(0)?, row.get(1)?))
     };
     for receipt in receipts {
         let row = match settlement {
@@ -420,33 +416,18 @@ pub fn settle(
         }
         .optional()
         .map_err(sql("settle"))?;
-        let Some((id, attempts, state)) = row else {
+        let Some(message) = row else {
             settled.stale.push(*receipt);
             continue;
         };
         settled.applied.push(*receipt);
-        let after = match settlement {
-            Settlement::Ack => None,
-            Settlement::Nack { .. } => {
-                let after = MessageState::after_lease(attempts, queue.settings.max_attempts);
-                if after == MessageState::Dead {
-                    bury_exhausted(conn, &[(id, attempts)], queue.settings.max_attempts)?;
-                }
-                Some(after)
-            }
-            Settlement::Extend { .. } => MessageState::from_code(state),
-        };
-        if let Some(ending) = settlement.task_ending(after) {
-            ended.push((id, attempts, ending));
-        }
+        matched.push(message);
     }
-    for ending in [TaskEnding::Acked, TaskEnding::OutOfAttempts] {
-        let messages: Vec<(i64, u32)> = ended
-            .iter()
-            .filter(|(.., ended_by)| *ended_by == ending)
-            .map(|&(id, attempts, _)| (id, attempts))
-            .collect();
-        end_tasks(conn, name, &messages, ending, now, wake)?;
+    drop(stmt);
+    let effects = settlement.effects(matched, queue.settings.max_attempts);
+    bury(conn, &effects.dead)?;
+    if let Some((ending, messages)) = &effects.tasks_end {
+        end_tasks(conn, name, messages, *ending, now, wake)?;
     }
     if let Settlement::Nack { .. } = settlement {
         wake.push(name.to_string());

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::queues;
 use crate::domain::clock::{millis_of, Millis};
+use crate::domain::messages::exhausted;
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
@@ -191,7 +192,8 @@ pub fn finish(
             conn.prepare_cached("UPDATE tasks SET error = ?2 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![id.as_str(), error]))
                 .map_err(sql("retry task"))?;
-            let dead = queues::bury_exhausted(conn, &[(message_id, attempts)], max_attempts)?;
+            let dead = exhausted(&[(message_id, attempts)], max_attempts);
+            queues::bury(conn, &dead)?;
             if !dead.is_empty() {
                 // Out of attempts: failed now, though its dead letter stays for a redrive.
                 end(conn, &dead, TaskEnding::OutOfAttempts, now, wake)?;
