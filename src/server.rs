@@ -162,7 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         auth.clone()
             .follow_revocations(store.wakeups().revocations()),
     );
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         queues: QueueService::new(
             store.clone(),
             config.queue_defaults.clone(),
@@ -183,7 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http: reqwest::Client::new(),
         deliveries: Arc::default(),
         metrics: Arc::new(api::prometheus::Metrics::new(config.metrics_require_auth)),
-    };
+    });
     for (queue, patch) in &config.queues {
         state
             .queues

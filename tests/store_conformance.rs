@@ -37,6 +37,7 @@ trials! {
         message_out_of_attempts_is_dead_lettered_and_redrive_resets_attempts,
         update_settings_creates_then_updates_the_queue,
         concurrent_settings_updates_compose,
+        concurrent_pushes_each_get_the_ids_of_their_own_messages,
         sweep_trims_streams_by_count_and_by_age,
         stream_owner_offsets_and_missing_events,
         purge_empties_a_queue_and_delete_removes_it,
@@ -886,6 +887,75 @@ async fn concurrent_settings_updates_compose(store: TestStore) {
     assert_ne!(settings.max_attempts, 1, "a max_attempts change was lost");
     assert_ne!(settings.lease, start.lease, "a lease change was lost");
     assert!(settings.retention.is_some(), "a retention change was lost");
+}
+
+async fn concurrent_pushes_each_get_the_ids_of_their_own_messages(store: TestStore) {
+    // Pushes arriving together share a write where a backend gathers them (group
+    // commit, batched scripts): each caller must still get the ids of its own bodies.
+    let queues = [
+        queue("gathered-a"),
+        queue("gathered-b"),
+        queue("gathered-c"),
+    ];
+    let pushes: Vec<PushRequest> = (0..90usize)
+        .map(|n| {
+            let bodies: Vec<String> = (0..1 + n % 3)
+                .map(|i| format!(r#"{{"push":{n},"part":{i}}}"#))
+                .collect();
+            PushRequest {
+                bodies,
+                delay: if n % 10 == 9 {
+                    Duration::from_secs(60)
+                } else {
+                    Duration::ZERO
+                },
+                ..push_request(&queues[n % 3], &[])
+            }
+        })
+        .collect();
+    let outcomes =
+        futures_util::future::join_all(pushes.iter().map(|p| store.push(p.clone()))).await;
+    let mut expected = std::collections::BTreeMap::new();
+    let mut delayed = std::collections::BTreeMap::<&str, u64>::new();
+    for (push, outcome) in pushes.iter().zip(outcomes) {
+        let PushOutcome::Created(ids) = outcome.unwrap() else {
+            panic!("a push without a key created nothing");
+        };
+        assert_eq!(ids.len(), push.bodies.len(), "one id per body");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "one push's ids in order: {ids:?}"
+        );
+        if push.delay.is_zero() {
+            for (id, body) in ids.iter().zip(&push.bodies) {
+                expected.insert((push.queue.as_str().to_owned(), *id), body.clone());
+            }
+        } else {
+            *delayed.entry(push.queue.as_str()).or_default() += ids.len() as u64;
+        }
+    }
+    let mut received = std::collections::BTreeMap::new();
+    for q in &queues {
+        loop {
+            let batch = receive(&store, q, 50, LONG_LEASE).await;
+            if batch.is_empty() {
+                break;
+            }
+            for message in batch {
+                let key = (q.as_str().to_owned(), message.id);
+                assert!(
+                    received.insert(key, message.body).is_none(),
+                    "an id given twice"
+                );
+            }
+        }
+        assert_eq!(
+            counts(&store, q).await.delayed,
+            delayed[q.as_str()],
+            "delayed on {q}"
+        );
+    }
+    assert_eq!(received, expected);
 }
 
 fn new_event(stream: &str, producer: &str, name: &str) -> hopper::domain::NewEvent {

@@ -35,9 +35,28 @@ pub use error::ApiError;
 pub use extract::{read_limited, AppJson, Form, JsonBody, Path, Query};
 pub use reply::{json_response, Reply};
 
-/// What every handler can reach; cheap to clone.
+/// What every handler can reach; one shared allocation, so the clone each request
+/// makes of it is one atomic increment, not one per service, token and setting.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Shares `shared` among the handlers.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+pub struct Shared {
     /// Queue rules and storage.
     pub queues: QueueService,
     /// Stream rules and storage.

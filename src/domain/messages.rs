@@ -159,12 +159,18 @@ impl MessageState {
     /// a task's retry): back to waiting, or to the dead letters once it has been
     /// handed out `max_attempts` times.
     pub fn after_lease(attempts: u32, max_attempts: u32) -> MessageState {
-        if attempts >= max_attempts {
+        if out_of_attempts(attempts, max_attempts) {
             MessageState::Dead
         } else {
             MessageState::Waiting
         }
     }
+}
+
+/// Whether a message handed out `attempts` times has used up `max_attempts`: the
+/// one rule behind dead letters (the Redis scripts' `exhausted` mirrors it).
+pub fn out_of_attempts(attempts: u32, max_attempts: u32) -> bool {
+    attempts >= max_attempts
 }
 
 /// Of messages whose lease just ended, given as `(id, attempts)`, those

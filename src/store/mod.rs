@@ -10,6 +10,7 @@ pub use crate::domain::storage::{
     ClientStore, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
 };
 
+mod batcher;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;

@@ -15,6 +15,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+use super::batcher;
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::streams::StreamRetention;
@@ -30,7 +31,6 @@ use crate::domain::{
 };
 use crate::domain::{Durability, SettingsPatch};
 
-mod batcher;
 mod clients;
 mod listener;
 mod queues;
@@ -355,18 +355,6 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
-    }
-}
-
-impl batcher::Weigh for PushRequest {
-    fn weight(&self) -> usize {
-        self.bodies.iter().map(String::len).sum()
-    }
-}
-
-impl batcher::Weigh for NewEvent {
-    fn weight(&self) -> usize {
-        self.body.len() + self.name.len()
     }
 }
 

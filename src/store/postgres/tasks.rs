@@ -8,7 +8,7 @@ use deadpool_postgres::Transaction;
 
 use super::{column, pg, queues};
 use crate::domain::clock::{millis_of, Millis};
-use crate::domain::messages::exhausted;
+use crate::domain::messages::{exhausted, out_of_attempts};
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
@@ -124,7 +124,7 @@ pub async fn get(
         TaskMessage::new(
             i64::from(state),
             visible_at > now,
-            message_attempts >= max_attempts,
+            out_of_attempts(message_attempts, max_attempts),
         )
     });
     Ok(Some(TaskRecord {

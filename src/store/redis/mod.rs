@@ -27,9 +27,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::batcher::Batcher;
 use crate::domain::clients::ClientRecord;
 use crate::domain::{
-    ClientId, ClientStore, Durability, Grant, Revocation, Store, StoreError, StoreResult, Wakeups,
+    ClientId, ClientStore, Durability, Grant, MessageId, PushRequest, Revocation, Store,
+    StoreError, StoreResult, Wakeups,
 };
 
 /// A script of `lua/`: the shared part for its kind (`queue.lua`, `stream.lua`) and its own.
@@ -201,8 +203,23 @@ fn certificates(root_cert: &[u8]) -> redis::TlsCertificates {
     }
 }
 
-/// The Redis store.
+/// The Redis store: its state, shared with the push batcher's workers.
 pub struct RedisStore {
+    core: Arc<Core>,
+    /// Plain pushes (no idempotency key, no task), one script per queue and batch.
+    pushes: Batcher<PushRequest, Vec<MessageId>>,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What every operation needs: the connection, the key names, this node's wake-ups.
+pub struct Core {
     connection: Connection,
     keys: Keys,
     /// This node's id in published wake-ups, so the node skips its own.
@@ -405,7 +422,7 @@ impl RedisStore {
             wakeups.clone(),
             stop.clone(),
         ));
-        Ok(RedisStore {
+        let core = Arc::new(Core {
             connection,
             keys,
             node,
@@ -414,6 +431,10 @@ impl RedisStore {
             wait_replicas: target.wait_replicas,
             registered: Mutex::default(),
             stop,
+        });
+        Ok(RedisStore {
+            pushes: queues::push_batcher(core.clone()),
+            core,
         })
     }
 
@@ -438,7 +459,9 @@ impl RedisStore {
         }
         Ok(store)
     }
+}
 
+impl Core {
     fn connection(&self) -> StoreResult<Connection> {
         if self.stop.is_cancelled() {
             return Err(StoreError::Unavailable("store closed".into()));
@@ -481,6 +504,29 @@ impl RedisStore {
         wake_key: &str,
         args: &[&[u8]],
     ) -> StoreResult<Fields> {
+        let started = std::time::Instant::now();
+        let fields = self
+            .run_script(context, script, writes, keys, wake_key, args)
+            .await?;
+        if writes {
+            // Each write is its own atomic step: a batch of one.
+            crate::telemetry::committed_batch(1);
+            crate::telemetry::committed_in(started.elapsed());
+        }
+        Ok(fields)
+    }
+
+    /// [`script`](Self::script) without counting its write as a batch: the batcher
+    /// counts the batches it writes this way.
+    async fn run_script(
+        &self,
+        context: &'static str,
+        script: &Script,
+        writes: bool,
+        keys: &[String],
+        wake_key: &str,
+        args: &[&[u8]],
+    ) -> StoreResult<Fields> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -494,16 +540,12 @@ impl RedisStore {
             invocation.arg(*arg);
         }
         let mut connection = self.connection()?;
-        let started = std::time::Instant::now();
         let reply: Vec<Value> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(redis_error(context, writes))?;
         if writes {
             self.replicated(&mut connection, keys[0].as_bytes()).await?;
-            // Each write is its own atomic step: a batch of one.
-            crate::telemetry::committed_batch(1);
-            crate::telemetry::committed_in(started.elapsed());
         }
         let mut fields = Fields::new(context, reply);
         for key in fields.array()? {
@@ -791,7 +833,7 @@ static CHANGE_CLIENT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| 
     )
 });
 
-impl RedisStore {
+impl Core {
     /// Changes a client by `change`, retrying if another node changed it meanwhile.
     async fn change_client(
         &self,

@@ -2,25 +2,27 @@
 //! keys. A task lives in its queue's keys, so creating or finishing it settles its
 //! message in the same step; the one key outside them says which queue a task id is on.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 use serde::Deserialize;
 
+use super::super::batcher::{self, Batcher};
 use super::reply::{Fields, Status};
-use super::RedisStore;
+use super::{Core, RedisStore};
 use crate::domain::clock::millis_of;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::{
-    Message, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo, QueueName, QueueSettings,
-    QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement, StoreError, StoreResult,
-    TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskMessage, TaskRecord, TaskState,
-    TaskStatus, TaskStore, Upsert,
+    Message, MessageId, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo, QueueName,
+    QueueSettings, QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement, StoreError,
+    StoreResult, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskMessage,
+    TaskRecord, TaskState, TaskStatus, TaskStore, Upsert,
 };
 
 static PUSH: LazyLock<Script> = lua!("queue.lua", "push.lua");
+static PUSH_MANY: LazyLock<Script> = lua!("queue.lua", "push_many.lua");
 static RECEIVE: LazyLock<Script> = lua!("queue.lua", "receive.lua");
 static POP: LazyLock<Script> = lua!("queue.lua", "pop.lua");
 static SETTLE: LazyLock<Script> = lua!("queue.lua", "settle.lua");
@@ -35,6 +37,16 @@ static SWEEP_IDEMPOTENCY: LazyLock<Script> = lua!("queue.lua", "sweep_idempotenc
 static SWEEP_TASKS: LazyLock<Script> = lua!("queue.lua", "sweep_tasks.lua");
 static TASK_GET: LazyLock<Script> = lua!("queue.lua", "task_get.lua");
 static TASK_FINISH: LazyLock<Script> = lua!("queue.lua", "task_finish.lua");
+
+/// Plain pushes, gathered into batches: a script per queue and batch spares Redis
+/// and the connection most of the cost of one script per push.
+pub(super) fn push_batcher(core: Arc<Core>) -> Batcher<PushRequest, Vec<MessageId>> {
+    // A few batches in flight: one gathers while others wait on Redis.
+    Batcher::start(4, move |requests: Arc<Vec<PushRequest>>| {
+        let core = core.clone();
+        async move { core.push_batch(&requests).await }
+    })
+}
 
 /// A duration as the scripts take it: whole milliseconds, as text.
 fn ms(duration: Duration) -> String {
@@ -198,7 +210,7 @@ fn task_record(id: &TaskId, fields: &mut Fields) -> StoreResult<TaskRecord> {
     })
 }
 
-impl RedisStore {
+impl Core {
     /// Runs a queue script (see `lua/queue.lua`).
     async fn queue_script(
         &self,
@@ -276,6 +288,87 @@ impl RedisStore {
         Ok((PushOutcome::Created(ids), None))
     }
 
+    /// One batch of plain pushes: those to each queue in one script, the queues'
+    /// scripts side by side. Answers each push's ids, in the batch's order.
+    async fn push_batch(
+        &self,
+        requests: &[PushRequest],
+    ) -> StoreResult<Vec<StoreResult<Vec<MessageId>>>> {
+        let mut groups: Vec<(&QueueName, Vec<usize>)> = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            match groups
+                .iter_mut()
+                .find(|(queue, _)| *queue == &request.queue)
+            {
+                Some((_, members)) => members.push(index),
+                None => groups.push((&request.queue, vec![index])),
+            }
+        }
+        let written = futures_util::future::join_all(groups.iter().map(|(queue, members)| {
+            let pushes: Vec<&PushRequest> = members.iter().map(|&i| &requests[i]).collect();
+            async move { self.push_to_queue(queue, &pushes).await }
+        }))
+        .await;
+        let mut answers: Vec<StoreResult<Vec<MessageId>>> =
+            requests.iter().map(|_| Ok(Vec::new())).collect();
+        for ((_, members), result) in groups.iter().zip(written) {
+            match result {
+                Ok(ids) => {
+                    for (&index, ids) in members.iter().zip(ids) {
+                        answers[index] = Ok(ids);
+                    }
+                }
+                Err(error) => {
+                    for &index in members {
+                        answers[index] = Err(batcher::replicate(&error));
+                    }
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// The plain pushes of one batch to `queue`, in one script: each push's ids.
+    async fn push_to_queue(
+        &self,
+        queue: &QueueName,
+        pushes: &[&PushRequest],
+    ) -> StoreResult<Vec<Vec<MessageId>>> {
+        let known = self.register_queue(queue).await?;
+        let defaults = defaults_args(&pushes[0].defaults)?;
+        let shapes: Vec<(String, String)> = pushes
+            .iter()
+            .map(|push| (ms(push.delay), push.bodies.len().to_string()))
+            .collect();
+        let mut args: Vec<&[u8]> = defaults.iter().map(|arg| arg.as_bytes()).collect();
+        for (push, (delay, count)) in pushes.iter().zip(&shapes) {
+            args.push(delay.as_bytes());
+            args.push(count.as_bytes());
+            args.extend(push.bodies.iter().map(|body| body.as_bytes()));
+        }
+        let mut fields = self
+            .run_script(
+                "push",
+                &PUSH_MANY,
+                true,
+                &self.keys.queue(queue.as_str()),
+                queue.as_str(),
+                &args,
+            )
+            .await?;
+        fields.status(queue.as_str())?;
+        let created = fields.int()? == 1;
+        self.created(queue, known, created).await?;
+        pushes
+            .iter()
+            .map(|push| {
+                (0..push.bodies.len())
+                    .map(|_| fields.int())
+                    .collect::<StoreResult<Vec<MessageId>>>()
+            })
+            .collect()
+    }
+
     /// The queues of the registry; with `task_queues`, also those that only keep tasks.
     async fn queue_names(&self, task_queues: bool) -> StoreResult<Vec<String>> {
         let mut names = self.registry(self.keys.queues()).await?;
@@ -317,6 +410,10 @@ impl RedisStore {
 #[async_trait]
 impl QueueStore for RedisStore {
     async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
+        if request.idempotency_key.is_none() {
+            // Written by the batcher, even if this caller has gone meanwhile.
+            return self.pushes.submit(request).await.map(PushOutcome::Created);
+        }
         Ok(self.push_task(request, None).await?.0)
     }
 
@@ -594,7 +691,7 @@ impl QueueStore for RedisStore {
     }
 }
 
-impl RedisStore {
+impl Core {
     /// Acks, nacks (keeping `error` when not empty) or extends by receipt.
     async fn settle_receipts(
         &self,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::reply::{Fields, Status};
-use super::RedisStore;
+use super::{Core, RedisStore};
 use crate::domain::clock::millis_of;
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
@@ -23,7 +23,7 @@ static STREAM_INFO: LazyLock<Script> = lua!("stream.lua", "stream_info.lua");
 static STREAM_SET: LazyLock<Script> = lua!("stream.lua", "stream_set.lua");
 static SWEEP_EVENTS: LazyLock<Script> = lua!("stream.lua", "sweep_events.lua");
 
-impl RedisStore {
+impl Core {
     /// Runs a stream script (see `lua/stream.lua`).
     async fn stream_script(
         &self,

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use super::queues;
 use crate::domain::clock::{millis_of, Millis};
-use crate::domain::messages::exhausted;
+use crate::domain::messages::{exhausted, out_of_attempts};
 use crate::domain::tasks::OUT_OF_ATTEMPTS;
 use crate::domain::wakeups::task_key;
 use crate::domain::{
@@ -101,7 +101,11 @@ pub fn get(conn: &Connection, id: &TaskId, now: Millis) -> StoreResult<Option<Ta
             let message_attempts: u32 = row.get::<_, Option<u32>>(9)?.unwrap_or(0);
             let max_attempts: u32 = row.get::<_, Option<u32>>(10)?.unwrap_or(u32::MAX);
             let message = state.map(|state| {
-                TaskMessage::new(state, visible_at > now, message_attempts >= max_attempts)
+                TaskMessage::new(
+                    state,
+                    visible_at > now,
+                    out_of_attempts(message_attempts, max_attempts),
+                )
             });
             let status = row.get::<_, TaskState>(1)?.status(message);
             Ok(TaskRecord {

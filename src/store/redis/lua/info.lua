@@ -10,7 +10,7 @@ local leased = redis.call('ZCOUNT', K.leased, '(' .. now, '+inf')
 local dead = redis.call('ZCARD', K.dead)
 -- Expired leases are ready again, or dead letters when out of attempts, though not yet moved.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leased, '-inf', now, 'LIMIT', 0, STEP)) do
-  if attempts_of(id) >= max then dead = dead + 1 else ready = ready + 1 end
+  if exhausted(attempts_of(id), max) then dead = dead + 1 else ready = ready + 1 end
 end
 local groups = {}
 for _, tid in ipairs(redis.call('SMEMBERS', K.topen)) do

@@ -13,7 +13,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT',
   candidates[#candidates + 1] = tonumber(id)
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leased, '-inf', now, 'LIMIT', 0, STEP)) do
-  if attempts_of(id) < max then candidates[#candidates + 1] = tonumber(id) end
+  if not exhausted(attempts_of(id), max) then candidates[#candidates + 1] = tonumber(id) end
 end
 table.sort(candidates)
 local reply = {wakes, 'ok', math.min(#candidates, limit)}

@@ -15,17 +15,13 @@ if key ~= '' then
   end
 end
 local ids = {wakes, 'new', created}
-local visible = now + delay
-for i = 14, #ARGV do
-  local id = redis.call('HINCRBY', K.cfg, 'seq', 1)
-  redis.call('HSET', K.body, id, ARGV[i])
-  redis.call('ZADD', K.enq, now, id)
-  if delay > 0 then
-    redis.call('ZADD', K.delayed, visible, id)
-  else
-    redis.call('ZADD', K.ready, id, id)
+if #ARGV >= 14 then
+  local id = next_ids(#ARGV - 13)
+  for i = 14, #ARGV do
+    add_message(id, ARGV[i], delay)
+    ids[#ids + 1] = id
+    id = id + 1
   end
-  ids[#ids + 1] = id
 end
 local first = ids[4]
 if tid ~= '' and first then

@@ -50,6 +50,14 @@ local function attempts_of(id)
   return tonumber(redis.call('HGET', K.att, id) or '0') or 0
 end
 
+-- Whether a message whose lease ended after `attempts` goes to the dead letters:
+-- the rule of MessageState::after_lease in the domain, which a script cannot call.
+-- Every script asks this function, so the rule is written once here too, and the
+-- store conformance suite holds both to the same boundary.
+local function exhausted(attempts, max)
+  return attempts >= max
+end
+
 -- Removes a message from every key.
 local function remove_message(id)
   for _, key in ipairs({K.body, K.att, K.tok, K.task, K.err}) do
@@ -90,7 +98,7 @@ local function promote()
   for _, id in ipairs(expired) do
     redis.call('ZREM', K.leased, id)
     local attempts = attempts_of(id)
-    if attempts >= max then
+    if exhausted(attempts, max) then
       redis.call('ZADD', K.dead, id, id)
       end_task(id, 'failed', attempts)
     else
@@ -112,6 +120,22 @@ local function create_queue(first)
   if ARGV[first + 2] ~= '' then redis.call('HSET', K.cfg, 'ret', ARGV[first + 2]) end
   if ARGV[first + 4] ~= '' then redis.call('HSET', K.cfg, 'delivery', ARGV[first + 4]) end
   return 1
+end
+
+-- Takes `n` new message ids (one write for all of them); returns the first.
+local function next_ids(n)
+  return redis.call('HINCRBY', K.cfg, 'seq', n) - n + 1
+end
+
+-- Stores message `id` with `body`, ready now or once `delay` ms have passed.
+local function add_message(id, body, delay)
+  redis.call('HSET', K.body, id, body)
+  redis.call('ZADD', K.enq, now, id)
+  if delay > 0 then
+    redis.call('ZADD', K.delayed, now + delay, id)
+  else
+    redis.call('ZADD', K.ready, id, id)
+  end
 end
 
 -- A message as returned: {id, body, attempts, enqueued_at, task id or '', error or ''}.
@@ -138,13 +162,13 @@ local function task_view(tid)
     return {raw, -1, 0, 0, 0, 0}
   end
   local attempts = attempts_of(id)
-  local exhausted = attempts >= max_attempts() and 1 or 0
-  if redis.call('ZSCORE', K.dead, id) then return {raw, 2, 0, exhausted, attempts, 0} end
+  local out = exhausted(attempts, max_attempts()) and 1 or 0
+  if redis.call('ZSCORE', K.dead, id) then return {raw, 2, 0, out, attempts, 0} end
   local lease_end = redis.call('ZSCORE', K.leased, id)
   if lease_end then
     lease_end = tonumber(lease_end)
     local running = lease_end > now and 1 or 0
-    return {raw, 1, running, exhausted, attempts, math.max(lease_end - now, 0)}
+    return {raw, 1, running, out, attempts, math.max(lease_end - now, 0)}
   end
-  return {raw, 0, 0, exhausted, attempts, 0}
+  return {raw, 0, 0, out, attempts, 0}
 end

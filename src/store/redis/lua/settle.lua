@@ -25,7 +25,7 @@ for i = 8, #ARGV, 2 do
     redis.call('HDEL', K.tok, id)
     if error_text ~= '' then redis.call('HSET', K.err, id, error_text) end
     local attempts = attempts_of(id)
-    if attempts >= max then
+    if exhausted(attempts, max) then
       redis.call('ZADD', K.dead, id, id)
       end_task(id, 'failed', attempts)
     elseif ms > 0 then

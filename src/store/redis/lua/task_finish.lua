@@ -21,7 +21,7 @@ local attempts = attempts_of(id)
 local lease_end = tonumber(redis.call('ZSCORE', K.leased, id) or '')
 local held = redis.call('HGET', K.tok, id) == token
   and not redis.call('ZSCORE', K.dead, id)
-  and not (lease_end and lease_end <= now and attempts >= max)
+  and not (lease_end and lease_end <= now and exhausted(attempts, max))
 if not held then return {wakes, 'stale'} end
 if kind == 'retry' then
   t.error = ARGV[9]
@@ -29,7 +29,7 @@ if kind == 'retry' then
   for _, key in ipairs({K.ready, K.delayed, K.leased}) do redis.call('ZREM', key, id) end
   redis.call('HDEL', K.tok, id)
   local delay = tonumber(ARGV[11])
-  if attempts >= max then
+  if exhausted(attempts, max) then
     -- Out of attempts: failed now, though its dead letter stays for a redrive.
     redis.call('ZADD', K.dead, id, id)
     end_task(id, 'failed', attempts)

@@ -1,14 +1,15 @@
 //! Gathers concurrent writes into shared statements: group commit at Hopper's
 //! level. A few workers take every request waiting at that moment, write them
-//! together, commit once, and answer each request after the commit. Pushes
-//! (without idempotency keys) and stream appends go through it.
+//! together, commit once, and answer each request after the commit. On
+//! PostgreSQL, pushes (without idempotency keys) and stream appends go through
+//! it; on Redis, those pushes do (one script per queue and batch).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::domain::{StoreError, StoreResult};
+use crate::domain::{NewEvent, PushRequest, StoreError, StoreResult};
 
 /// Requests in one batch at most.
 const MAX_BATCH: usize = 512;
@@ -32,6 +33,18 @@ pub struct Batcher<R, T> {
 pub trait Weigh {
     /// Bytes this request adds to a statement.
     fn weight(&self) -> usize;
+}
+
+impl Weigh for PushRequest {
+    fn weight(&self) -> usize {
+        self.bodies.iter().map(String::len).sum()
+    }
+}
+
+impl Weigh for NewEvent {
+    fn weight(&self) -> usize {
+        self.body.len() + self.name.len()
+    }
 }
 
 impl<R: Weigh + Send + 'static, T: Send + 'static> Batcher<R, T> {
@@ -112,7 +125,7 @@ where
 }
 
 /// One batch's failure, told to each of its requests.
-fn replicate(error: &StoreError) -> StoreError {
+pub fn replicate(error: &StoreError) -> StoreError {
     match error {
         StoreError::Unavailable(cause) => StoreError::Unavailable(cause.clone()),
         StoreError::OutcomeUnknown(cause) => StoreError::OutcomeUnknown(cause.clone()),
