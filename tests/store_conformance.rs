@@ -38,6 +38,7 @@ trials! {
         update_settings_creates_then_updates_the_queue,
         concurrent_settings_updates_compose,
         concurrent_pushes_each_get_the_ids_of_their_own_messages,
+        one_push_of_many_bodies_stores_every_one_in_order,
         sweep_trims_streams_by_count_and_by_age,
         stream_owner_offsets_and_missing_events,
         purge_empties_a_queue_and_delete_removes_it,
@@ -956,6 +957,34 @@ async fn concurrent_pushes_each_get_the_ids_of_their_own_messages(store: TestSto
         );
     }
     assert_eq!(received, expected);
+}
+
+async fn one_push_of_many_bodies_stores_every_one_in_order(store: TestStore) {
+    // More bodies than one Redis command takes at once (its scripts write in chunks).
+    let q = queue("bulk");
+    let bodies: Vec<String> = (0..5000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let texts: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let ids = push(&store, &q, &texts).await;
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in the bodies' order"
+    );
+    let delayed = PushRequest {
+        delay: Duration::from_secs(60),
+        ..push_request(&q, &texts)
+    };
+    store.push(delayed).await.unwrap();
+    assert_eq!(counts(&store, &q).await, counted(5000, 0, 5000, 0));
+    let mut received = Vec::new();
+    loop {
+        let batch = receive(&store, &q, 100, LONG_LEASE).await;
+        if batch.is_empty() {
+            break;
+        }
+        received.extend(batch.into_iter().map(|m| (m.id, m.body)));
+    }
+    let pushed: Vec<(MessageId, String)> = ids.into_iter().zip(bodies).collect();
+    assert_eq!(received, pushed, "every body once, oldest first");
 }
 
 fn new_event(stream: &str, producer: &str, name: &str) -> hopper::domain::NewEvent {

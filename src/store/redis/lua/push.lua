@@ -16,12 +16,13 @@ if key ~= '' then
 end
 local ids = {wakes, 'new', created}
 if #ARGV >= 14 then
-  local id = next_ids(#ARGV - 13)
+  local id, batch = next_ids(#ARGV - 13), new_messages()
   for i = 14, #ARGV do
-    add_message(id, ARGV[i], delay)
+    batch.add(id, ARGV[i], delay)
     ids[#ids + 1] = id
     id = id + 1
   end
+  batch.store()
 end
 local first = ids[4]
 if tid ~= '' and first then

@@ -13,16 +13,17 @@ while i <= #ARGV do
   bodies = bodies + n
   i = i + 2 + n
 end
-local id = next_ids(bodies)
+local id, batch = next_ids(bodies), new_messages()
 i = first
 while i <= #ARGV do
   local delay, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   for j = i + 2, i + 1 + n do
-    add_message(id, ARGV[j], delay)
+    batch.add(id, ARGV[j], delay)
     reply[#reply + 1] = id
     id = id + 1
   end
   i = i + 2 + n
 end
+batch.store()
 wake(qname)
 return reply

@@ -127,15 +127,40 @@ local function next_ids(n)
   return redis.call('HINCRBY', K.cfg, 'seq', n) - n + 1
 end
 
--- Stores message `id` with `body`, ready now or once `delay` ms have passed.
-local function add_message(id, body, delay)
-  redis.call('HSET', K.body, id, body)
-  redis.call('ZADD', K.enq, now, id)
-  if delay > 0 then
-    redis.call('ZADD', K.delayed, now + delay, id)
-  else
-    redis.call('ZADD', K.ready, id, id)
+-- Runs `command` on `key` with the pairs of `args` (field and value, score and
+-- member), in chunks: one call per chunk, not per pair, and no chunk past what
+-- unpack can spread.
+local function call_pairs(command, key, args)
+  local CHUNK = 4000
+  for i = 1, #args, CHUNK do
+    redis.call(command, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
+end
+
+-- New messages gathered by add(id, body, delay) and stored together by store():
+-- ready now, or once `delay` ms have passed.
+local function new_messages()
+  local bodies, enqueued, ready, delayed = {}, {}, {}, {}
+  local batch = {}
+  -- Numbers become text once here: redis.call would format each on every use.
+  local at = tostring(now)
+  function batch.add(id, body, delay)
+    local key = tostring(id)
+    bodies[#bodies + 1], bodies[#bodies + 2] = key, body
+    enqueued[#enqueued + 1], enqueued[#enqueued + 2] = at, key
+    if delay > 0 then
+      delayed[#delayed + 1], delayed[#delayed + 2] = now + delay, key
+    else
+      ready[#ready + 1], ready[#ready + 2] = key, key
+    end
+  end
+  function batch.store()
+    call_pairs('HSET', K.body, bodies)
+    call_pairs('ZADD', K.enq, enqueued)
+    call_pairs('ZADD', K.ready, ready)
+    call_pairs('ZADD', K.delayed, delayed)
+  end
+  return batch
 end
 
 -- A message as returned: {id, body, attempts, enqueued_at, task id or '', error or ''}.
