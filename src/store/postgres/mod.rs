@@ -434,264 +434,171 @@ macro_rules! transaction {
     }};
 }
 
-#[async_trait]
-impl QueueStore for PostgresStore {
-    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
-        if request.idempotency_key.is_none() {
-            // The batcher announces after its commit, even if this caller has gone.
-            return self.pushes.submit(request).await.map(PushOutcome::Created);
+/// Writes a trait's methods that only run one function of `queues`, `streams`,
+/// `tasks` or `clients` in a transaction: each `fn NAME(&self, ARGS) -> T = VIA |tx,
+/// now, wake| OP;` runs `OP` in one transaction `tx`, with `now` the database's clock.
+/// `transaction` commits it and answers what it did; `waking` collects the wake-up
+/// keys it names in `wake` and signals them once it has committed; `revoking(ID)`
+/// announces that client `ID` changed once it has. Methods that do more follow in a
+/// block of their own.
+macro_rules! forward {
+    (impl $trait:ident for $store:ty {
+        $(fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $out:ty
+            = $via:ident $(($revoked:ident))? |$tx:ident $(, $now:ident $(, $wake:ident)?)?|
+            $op:expr;)*
+    } $({ $($more:tt)* })?) => {
+        #[async_trait]
+        impl $trait for $store {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$out> {
+                    forward!(@run self, $via $(($revoked))?, $tx, [$($now)?], [$($($wake)?)?], $op)
+                }
+            )*
+            $($($more)*)?
         }
-        let mut wake = Vec::new();
-        let now = self.clock.now();
-        let outcome = transaction!(self, |tx| queues::push(&tx, &request, now, &mut wake));
-        self.waking(wake, outcome)
-    }
-
-    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let popped = transaction!(self, |tx| queues::pop(&tx, queue, count, now, &mut wake));
-        self.waking(wake, popped)
-    }
-
-    async fn receive(
-        &self,
-        queue: &QueueName,
-        count: u32,
-        lease: Option<Duration>,
-    ) -> StoreResult<Received> {
-        let token: i64 = rand::random();
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let received = transaction!(self, |tx| queues::receive(
-            &tx, queue, count, lease, token, now, &mut wake
-        ));
-        self.waking(wake, received)
-    }
-
-    async fn settle(
-        &self,
-        queue: &QueueName,
-        receipts: &[Receipt],
-        settlement: Settlement,
-    ) -> StoreResult<Settled> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let settled = transaction!(self, |tx| queues::settle(
-            &tx, queue, receipts, settlement, now, &mut wake
-        ));
-        self.waking(wake, settled)
-    }
-
-    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        transaction!(self, |tx| queues::peek(&tx, queue, limit, self.clock.now()))
-    }
-
-    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
-        transaction!(self, |tx| queues::queue_info(&tx, queue, self.clock.now()))
-    }
-
-    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
-        transaction!(self, |tx| queues::list_queues(&tx, self.clock.now()))
-    }
-
-    async fn update_settings(
-        &self,
-        queue: &QueueName,
-        patch: &SettingsPatch,
-        defaults: &QueueSettings,
-    ) -> StoreResult<Upsert> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let upsert = transaction!(self, |tx| queues::update_settings(
-            &tx, queue, patch, defaults, now, &mut wake
-        ));
-        self.waking(wake, upsert)
-    }
-
-    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
-        transaction!(self, |tx| queues::settings(&tx, queue))
-    }
-
-    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
-        transaction!(self, |tx| queues::delivering_queues(&tx))
-    }
-
-    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let deleted = transaction!(self, |tx| queues::clear(&tx, queue, true, now, &mut wake));
-        self.waking(wake, deleted)
-    }
-
-    async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let purged = transaction!(self, |tx| queues::clear(&tx, queue, false, now, &mut wake));
-        self.waking(wake, purged)
-    }
-
-    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let dead = transaction!(self, |tx| queues::dead_letters(
-            &tx, queue, limit, now, &mut wake
-        ));
-        self.waking(wake, dead)
-    }
-
-    async fn retry_later(
-        &self,
-        queue: &QueueName,
-        receipt: Receipt,
-        delay: Duration,
-        error: String,
-    ) -> StoreResult<bool> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let applied = transaction!(self, |tx| queues::retry_later(
-            &tx, queue, receipt, delay, &error, now, &mut wake
-        ));
-        self.waking(wake, applied)
-    }
-
-    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let moved = transaction!(self, |tx| queues::redrive(
-            &tx, queue, limit, now, &mut wake
-        ));
-        self.waking(wake, moved)
-    }
-
-    async fn sweep_messages(&self) -> StoreResult<u64> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let swept = transaction!(self, |tx| queues::sweep(&tx, now, &mut wake));
-        self.waking(wake, swept)
-    }
-
-    async fn sweep_idempotency_keys(&self) -> StoreResult<u64> {
-        let now = self.clock.now();
-        transaction!(self, |tx| queues::sweep_idempotency_keys(&tx, now))
-    }
-}
-
-#[async_trait]
-impl StreamStore for PostgresStore {
-    async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
-        // The batcher announces after its commit, even if this caller has gone.
-        self.appends.submit(event).await
-    }
-
-    async fn read_events(
-        &self,
-        stream: &StreamName,
-        consumer: &str,
-        event_name: &str,
-        from: ReadFrom,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredEvent>> {
-        transaction!(self, |tx| streams::read(
-            &tx, stream, consumer, event_name, from, limit
-        ))
-    }
-
-    async fn ack_event(
-        &self,
-        stream: &StreamName,
-        consumer: &str,
-        event: EventId,
-    ) -> StoreResult<bool> {
-        transaction!(self, |tx| streams::ack(&tx, stream, consumer, event))
-    }
-
-    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
-        transaction!(self, |tx| streams::info(&tx, stream))
-    }
-
-    async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>> {
-        transaction!(self, |tx| streams::list(&tx))
-    }
-
-    async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
-        transaction!(self, |tx| streams::set_owner(&tx, stream, owner))
-    }
-
-    async fn set_stream_retention(
-        &self,
-        stream: &StreamName,
-        retention: StreamRetention,
-    ) -> StoreResult<()> {
-        transaction!(self, |tx| streams::set_retention(&tx, stream, retention))
-    }
-
-    async fn sweep_events(&self) -> StoreResult<u64> {
-        let now = self.clock.now();
-        transaction!(self, |tx| streams::sweep(&tx, now))
-    }
-}
-
-#[async_trait]
-impl TaskStore for PostgresStore {
-    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let created = transaction!(self, |tx| tasks::create(&tx, &task, now, &mut wake));
-        self.waking(wake, created)
-    }
-
-    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
-        transaction!(self, |tx| tasks::get(&tx, id, self.clock.now()))
-    }
-
-    async fn finish_task(
-        &self,
-        id: &TaskId,
-        receipt: Receipt,
-        finish: TaskFinish,
-    ) -> StoreResult<TaskFinished> {
-        let (mut wake, now) = (Vec::new(), self.clock.now());
-        let finished = transaction!(self, |tx| tasks::finish(
-            &tx, id, receipt, &finish, now, &mut wake
-        ));
-        self.waking(wake, finished)
-    }
-
-    async fn sweep_tasks(&self) -> StoreResult<u64> {
-        let now = self.clock.now();
-        transaction!(self, |tx| tasks::sweep(&tx, now))
-    }
-}
-
-#[async_trait]
-impl ClientStore for PostgresStore {
-    async fn create_client(&self, client: &ClientRecord) -> StoreResult<()> {
-        transaction!(self, |tx| clients::create(&tx, client))
-    }
-
-    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
-        transaction!(self, |tx| clients::list(&tx))
-    }
-
-    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
-        transaction!(self, |tx| clients::get(&tx, id))
-    }
-
-    async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
-        let deleted: StoreResult<()> = transaction!(self, |tx| clients::delete(&tx, id));
-        deleted?;
-        self.wakeups.revoke(Revocation::Client(id.to_string()));
-        Ok(())
-    }
-
-    async fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
-        let changed: StoreResult<()> =
-            transaction!(self, |tx| clients::set_grants(&tx, id, grants));
+    };
+    (@run $store:expr, transaction, $tx:ident, [$($now:ident)?], [], $op:expr) => {{
+        $(let $now = $store.clock.now();)?
+        transaction!($store, |$tx| $op)
+    }};
+    (@run $store:expr, waking, $tx:ident, [$now:ident], [$wake:ident], $op:expr) => {{
+        let (mut $wake, $now) = (Vec::new(), $store.clock.now());
+        let result = transaction!($store, |$tx| $op);
+        $store.waking($wake, result)
+    }};
+    (@run $store:expr, revoking($id:ident), $tx:ident, [], [], $op:expr) => {{
+        let changed: StoreResult<()> = transaction!($store, |$tx| $op);
         changed?;
-        self.wakeups.revoke(Revocation::Client(id.to_string()));
+        $store.wakeups.revoke(Revocation::Client($id.to_string()));
         Ok(())
-    }
+    }};
+}
 
-    async fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
-        let changed: StoreResult<()> =
-            transaction!(self, |tx| clients::set_secret(&tx, id, secret_hash));
-        changed?;
-        self.wakeups.revoke(Revocation::Client(id.to_string()));
-        Ok(())
-    }
+forward! {
+    impl QueueStore for PostgresStore {
+        fn pop(&self, queue: &QueueName, count: u32) -> Vec<Message>
+            = waking |tx, now, wake| queues::pop(&tx, queue, count, now, &mut wake);
+        fn settle(&self, queue: &QueueName, receipts: &[Receipt], settlement: Settlement)
+            -> Settled = waking |tx, now, wake| {
+                queues::settle(&tx, queue, receipts, settlement, now, &mut wake)
+            };
+        fn peek(&self, queue: &QueueName, limit: u32) -> Vec<Message>
+            = transaction |tx, now| queues::peek(&tx, queue, limit, now);
+        fn queue_info(&self, queue: &QueueName) -> QueueInfo
+            = transaction |tx, now| queues::queue_info(&tx, queue, now);
+        fn list_queues(&self) -> Vec<QueueInfo>
+            = transaction |tx, now| queues::list_queues(&tx, now);
+        fn update_settings(
+            &self,
+            queue: &QueueName,
+            patch: &SettingsPatch,
+            defaults: &QueueSettings,
+        ) -> Upsert = waking |tx, now, wake| {
+            queues::update_settings(&tx, queue, patch, defaults, now, &mut wake)
+        };
+        fn settings(&self, queue: &QueueName) -> QueueSettings
+            = transaction |tx| queues::settings(&tx, queue);
+        fn delivering_queues(&self) -> Vec<(QueueName, DeliverySettings)>
+            = transaction |tx| queues::delivering_queues(&tx);
+        fn delete_queue(&self, queue: &QueueName) -> u64
+            = waking |tx, now, wake| queues::clear(&tx, queue, true, now, &mut wake);
+        fn purge(&self, queue: &QueueName) -> u64
+            = waking |tx, now, wake| queues::clear(&tx, queue, false, now, &mut wake);
+        fn dead_letters(&self, queue: &QueueName, limit: u32) -> Vec<Message>
+            = waking |tx, now, wake| queues::dead_letters(&tx, queue, limit, now, &mut wake);
+        fn retry_later(&self, queue: &QueueName, receipt: Receipt, delay: Duration, error: String)
+            -> bool = waking |tx, now, wake| {
+                queues::retry_later(&tx, queue, receipt, delay, &error, now, &mut wake)
+            };
+        fn redrive(&self, queue: &QueueName, limit: u32) -> u64
+            = waking |tx, now, wake| queues::redrive(&tx, queue, limit, now, &mut wake);
+        fn sweep_messages(&self) -> u64 = waking |tx, now, wake| queues::sweep(&tx, now, &mut wake);
+        fn sweep_idempotency_keys(&self) -> u64
+            = transaction |tx, now| queues::sweep_idempotency_keys(&tx, now);
+    } {
+        async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
+            if request.idempotency_key.is_none() {
+                // The batcher announces after its commit, even if this caller has gone.
+                return self.pushes.submit(request).await.map(PushOutcome::Created);
+            }
+            let mut wake = Vec::new();
+            let now = self.clock.now();
+            let outcome = transaction!(self, |tx| queues::push(&tx, &request, now, &mut wake));
+            self.waking(wake, outcome)
+        }
 
-    async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>> {
-        transaction!(self, |tx| clients::signing_key(&tx, TOKEN_KEY, candidate))
+        async fn receive(
+            &self,
+            queue: &QueueName,
+            count: u32,
+            lease: Option<Duration>,
+        ) -> StoreResult<Received> {
+            let token: i64 = rand::random();
+            let (mut wake, now) = (Vec::new(), self.clock.now());
+            let received = transaction!(self, |tx| queues::receive(
+                &tx, queue, count, lease, token, now, &mut wake
+            ));
+            self.waking(wake, received)
+        }
+    }
+}
+
+forward! {
+    impl StreamStore for PostgresStore {
+        fn read_events(
+            &self,
+            stream: &StreamName,
+            consumer: &str,
+            event_name: &str,
+            from: ReadFrom,
+            limit: u32,
+        ) -> Vec<StoredEvent> = transaction |tx| {
+            streams::read(&tx, stream, consumer, event_name, from, limit)
+        };
+        fn ack_event(&self, stream: &StreamName, consumer: &str, event: EventId) -> bool
+            = transaction |tx| streams::ack(&tx, stream, consumer, event);
+        fn stream_info(&self, stream: &StreamName) -> StreamInfo
+            = transaction |tx| streams::info(&tx, stream);
+        fn list_streams(&self) -> Vec<StreamInfo> = transaction |tx| streams::list(&tx);
+        fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> ()
+            = transaction |tx| streams::set_owner(&tx, stream, owner);
+        fn set_stream_retention(&self, stream: &StreamName, retention: StreamRetention) -> ()
+            = transaction |tx| streams::set_retention(&tx, stream, retention);
+        fn sweep_events(&self) -> u64 = transaction |tx, now| streams::sweep(&tx, now);
+    } {
+        async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
+            // The batcher announces after its commit, even if this caller has gone.
+            self.appends.submit(event).await
+        }
+    }
+}
+
+forward! {
+    impl TaskStore for PostgresStore {
+        fn create_task(&self, task: NewTask) -> TaskCreated
+            = waking |tx, now, wake| tasks::create(&tx, &task, now, &mut wake);
+        fn task(&self, id: &TaskId) -> Option<TaskRecord>
+            = transaction |tx, now| tasks::get(&tx, id, now);
+        fn finish_task(&self, id: &TaskId, receipt: Receipt, finish: TaskFinish) -> TaskFinished
+            = waking |tx, now, wake| tasks::finish(&tx, id, receipt, &finish, now, &mut wake);
+        fn sweep_tasks(&self) -> u64 = transaction |tx, now| tasks::sweep(&tx, now);
+    }
+}
+
+forward! {
+    impl ClientStore for PostgresStore {
+        fn create_client(&self, client: &ClientRecord) -> ()
+            = transaction |tx| clients::create(&tx, client);
+        fn list_clients(&self) -> Vec<ClientRecord> = transaction |tx| clients::list(&tx);
+        fn client(&self, id: &ClientId) -> Option<ClientRecord>
+            = transaction |tx| clients::get(&tx, id);
+        fn delete_client(&self, id: &ClientId) -> () = revoking(id) |tx| clients::delete(&tx, id);
+        fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> ()
+            = revoking(id) |tx| clients::set_grants(&tx, id, grants);
+        fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> ()
+            = revoking(id) |tx| clients::set_secret(&tx, id, secret_hash);
+        fn signing_key(&self, candidate: &[u8]) -> Vec<u8>
+            = transaction |tx| clients::signing_key(&tx, TOKEN_KEY, candidate);
     }
 }
 

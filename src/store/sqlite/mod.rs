@@ -187,6 +187,29 @@ impl SqliteStore {
             .await
     }
 
+    /// A write that, once durable, wakes the requests waiting on `key` (a stream's readers).
+    async fn write_signaling<T: Send + 'static>(
+        &self,
+        key: String,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let wakeups = self.wakeups.clone();
+        self.writer.write(op, move || wakeups.signal(&key)).await
+    }
+
+    /// A write that changes client `client`: once durable, what the node has cached
+    /// of that client is dropped.
+    async fn write_revoking<T: Send + 'static>(
+        &self,
+        client: String,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let wakeups = self.wakeups.clone();
+        self.writer
+            .write(op, move || wakeups.revoke(Revocation::Client(client)))
+            .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -226,299 +249,183 @@ fn new_lease_token() -> i64 {
     rand::random()
 }
 
-#[async_trait]
-impl QueueStore for SqliteStore {
-    async fn push(&self, request: PushRequest) -> StoreResult<PushOutcome> {
-        self.write_waking(false, move |conn, wake| {
-            queues::push(conn, &request, now_millis(), wake)
-        })
-        .await
-    }
+/// What an argument of a forwarded method becomes for the writer thread or a read
+/// thread, where the work runs: a borrowed value is copied, an owned one moved.
+trait Owned {
+    type Value: Send + 'static;
+    fn owned(self) -> Self::Value;
+}
 
-    async fn pop(&self, queue: &QueueName, count: u32) -> StoreResult<Vec<Message>> {
-        let queue = queue.clone();
-        self.write_waking(true, move |conn, wake| {
-            queues::pop(conn, &queue, count, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn receive(
-        &self,
-        queue: &QueueName,
-        count: u32,
-        lease: Option<Duration>,
-    ) -> StoreResult<Received> {
-        let queue = queue.clone();
-        let token = new_lease_token();
-        self.write_waking(true, move |conn, wake| {
-            queues::receive(conn, &queue, count, lease, token, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn settle(
-        &self,
-        queue: &QueueName,
-        receipts: &[Receipt],
-        settlement: Settlement,
-    ) -> StoreResult<Settled> {
-        let (queue, receipts) = (queue.clone(), receipts.to_vec());
-        self.write_waking(false, move |conn, wake| {
-            queues::settle(conn, &queue, &receipts, settlement, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn peek(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        let queue = queue.clone();
-        self.read(move |conn| queues::peek(conn, &queue, limit, now_millis()))
-            .await
-    }
-
-    async fn queue_info(&self, queue: &QueueName) -> StoreResult<QueueInfo> {
-        let queue = queue.clone();
-        self.read(move |conn| queues::queue_info(conn, &queue, now_millis()))
-            .await
-    }
-
-    async fn list_queues(&self) -> StoreResult<Vec<QueueInfo>> {
-        self.read(|conn| queues::list_queues(conn, now_millis()))
-            .await
-    }
-
-    async fn update_settings(
-        &self,
-        queue: &QueueName,
-        patch: &SettingsPatch,
-        defaults: &QueueSettings,
-    ) -> StoreResult<Upsert> {
-        let (queue, patch, defaults) = (queue.clone(), patch.clone(), defaults.clone());
-        self.write_waking(false, move |conn, wake| {
-            queues::update_settings(conn, &queue, &patch, &defaults, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn settings(&self, queue: &QueueName) -> StoreResult<QueueSettings> {
-        let queue = queue.clone();
-        self.read(move |conn| queues::settings(conn, &queue)).await
-    }
-
-    async fn delivering_queues(&self) -> StoreResult<Vec<(QueueName, DeliverySettings)>> {
-        self.read(queues::delivering_queues).await
-    }
-
-    async fn delete_queue(&self, queue: &QueueName) -> StoreResult<u64> {
-        let queue = queue.clone();
-        self.write_waking(false, move |conn, wake| {
-            queues::clear(conn, &queue, true, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn purge(&self, queue: &QueueName) -> StoreResult<u64> {
-        let queue = queue.clone();
-        self.write_waking(false, move |conn, wake| {
-            queues::clear(conn, &queue, false, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn dead_letters(&self, queue: &QueueName, limit: u32) -> StoreResult<Vec<Message>> {
-        let queue = queue.clone();
-        self.write_waking(false, move |conn, wake| {
-            queues::dead_letters(conn, &queue, limit, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn retry_later(
-        &self,
-        queue: &QueueName,
-        receipt: Receipt,
-        delay: Duration,
-        error: String,
-    ) -> StoreResult<bool> {
-        let queue = queue.clone();
-        self.write_waking(false, move |conn, wake| {
-            queues::retry_later(conn, &queue, receipt, delay, &error, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64> {
-        let queue = queue.clone();
-        self.write_waking(false, move |conn, wake| {
-            queues::redrive(conn, &queue, limit, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn sweep_messages(&self) -> StoreResult<u64> {
-        self.write_waking(false, |conn, wake| queues::sweep(conn, now_millis(), wake))
-            .await
-    }
-
-    async fn sweep_idempotency_keys(&self) -> StoreResult<u64> {
-        self.write(|conn| queues::sweep_idempotency_keys(conn, now_millis()))
-            .await
+impl<T: ToOwned + ?Sized> Owned for &T
+where
+    T::Owned: Send + 'static,
+{
+    type Value = T::Owned;
+    fn owned(self) -> T::Owned {
+        self.to_owned()
     }
 }
 
-#[async_trait]
-impl StreamStore for SqliteStore {
-    async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
-        let (wakeups, key) = (self.wakeups.clone(), stream_key(&event.stream));
-        self.writer
-            .write(
-                move |conn| streams::append(conn, &event, now_millis()),
-                move || wakeups.signal(&key),
-            )
-            .await
-    }
+macro_rules! moved {
+    ($($value:ty),*) => {
+        $(impl Owned for $value {
+            type Value = $value;
+            fn owned(self) -> $value {
+                self
+            }
+        })*
+    };
+}
 
-    async fn read_events(
-        &self,
-        stream: &StreamName,
-        consumer: &str,
-        event_name: &str,
-        from: ReadFrom,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredEvent>> {
-        let (stream, consumer, event_name) =
-            (stream.clone(), consumer.to_owned(), event_name.to_owned());
-        self.read(move |conn| streams::read(conn, &stream, &consumer, &event_name, from, limit))
-            .await
-    }
+moved!(
+    u32,
+    EventId,
+    Duration,
+    Option<Duration>,
+    String,
+    PushRequest,
+    Receipt,
+    Settlement,
+    NewEvent,
+    ReadFrom,
+    StreamRetention,
+    NewTask,
+    TaskFinish
+);
 
-    async fn ack_event(
-        &self,
-        stream: &StreamName,
-        consumer: &str,
-        event: EventId,
-    ) -> StoreResult<bool> {
-        let (stream, consumer) = (stream.clone(), consumer.to_owned());
-        self.write(move |conn| streams::ack(conn, &stream, &consumer, event))
-            .await
-    }
+/// Writes a trait's methods that only forward to a function of `queues`, `streams`,
+/// `tasks` or `clients`: each `fn NAME(&self, ARGS) -> T = VIA(FLAG), OP;` takes its
+/// arguments as owned values ([`Owned`]) and runs `OP` through `self.VIA` (`read`,
+/// `write`, `write_waking`, ...). Methods that do more follow in a block of their own.
+macro_rules! forward {
+    (impl $trait:ident for $store:ty {
+        $(fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $out:ty
+            = $via:ident $(($flag:expr))?, $op:expr;)*
+    } $({ $($more:tt)* })?) => {
+        #[async_trait]
+        impl $trait for $store {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$out> {
+                    $(let $arg = Owned::owned($arg);)*
+                    self.$via($($flag,)? $op).await
+                }
+            )*
+            $($($more)*)?
+        }
+    };
+}
 
-    async fn stream_info(&self, stream: &StreamName) -> StoreResult<StreamInfo> {
-        let stream = stream.clone();
-        self.read(move |conn| streams::info(conn, &stream)).await
-    }
-
-    async fn list_streams(&self) -> StoreResult<Vec<StreamInfo>> {
-        self.read(streams::list).await
-    }
-
-    async fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> StoreResult<()> {
-        let (stream, owner) = (stream.clone(), owner.to_owned());
-        self.write(move |conn| streams::set_owner(conn, &stream, &owner))
-            .await
-    }
-
-    async fn set_stream_retention(
-        &self,
-        stream: &StreamName,
-        retention: StreamRetention,
-    ) -> StoreResult<()> {
-        let stream = stream.clone();
-        self.write(move |conn| streams::set_retention(conn, &stream, retention))
-            .await
-    }
-
-    async fn sweep_events(&self) -> StoreResult<u64> {
-        self.write(|conn| streams::sweep(conn, now_millis())).await
+forward! {
+    impl QueueStore for SqliteStore {
+        fn push(&self, request: PushRequest) -> PushOutcome = write_waking(false),
+            move |conn, wake| queues::push(conn, &request, now_millis(), wake);
+        fn pop(&self, queue: &QueueName, count: u32) -> Vec<Message> = write_waking(true),
+            move |conn, wake| queues::pop(conn, &queue, count, now_millis(), wake);
+        fn receive(&self, queue: &QueueName, count: u32, lease: Option<Duration>) -> Received
+            = write_waking(true), {
+                let token = new_lease_token();
+                move |conn, wake| {
+                    queues::receive(conn, &queue, count, lease, token, now_millis(), wake)
+                }
+            };
+        fn settle(&self, queue: &QueueName, receipts: &[Receipt], settlement: Settlement) -> Settled
+            = write_waking(false), move |conn, wake| {
+                queues::settle(conn, &queue, &receipts, settlement, now_millis(), wake)
+            };
+        fn peek(&self, queue: &QueueName, limit: u32) -> Vec<Message> = read,
+            move |conn| queues::peek(conn, &queue, limit, now_millis());
+        fn queue_info(&self, queue: &QueueName) -> QueueInfo = read,
+            move |conn| queues::queue_info(conn, &queue, now_millis());
+        fn list_queues(&self) -> Vec<QueueInfo> = read,
+            |conn| queues::list_queues(conn, now_millis());
+        fn update_settings(
+            &self,
+            queue: &QueueName,
+            patch: &SettingsPatch,
+            defaults: &QueueSettings,
+        ) -> Upsert = write_waking(false), move |conn, wake| {
+                queues::update_settings(conn, &queue, &patch, &defaults, now_millis(), wake)
+            };
+        fn settings(&self, queue: &QueueName) -> QueueSettings = read,
+            move |conn| queues::settings(conn, &queue);
+        fn delivering_queues(&self) -> Vec<(QueueName, DeliverySettings)> = read,
+            queues::delivering_queues;
+        fn delete_queue(&self, queue: &QueueName) -> u64 = write_waking(false),
+            move |conn, wake| queues::clear(conn, &queue, true, now_millis(), wake);
+        fn purge(&self, queue: &QueueName) -> u64 = write_waking(false),
+            move |conn, wake| queues::clear(conn, &queue, false, now_millis(), wake);
+        fn dead_letters(&self, queue: &QueueName, limit: u32) -> Vec<Message> = write_waking(false),
+            move |conn, wake| queues::dead_letters(conn, &queue, limit, now_millis(), wake);
+        fn retry_later(&self, queue: &QueueName, receipt: Receipt, delay: Duration, error: String)
+            -> bool = write_waking(false), move |conn, wake| {
+                queues::retry_later(conn, &queue, receipt, delay, &error, now_millis(), wake)
+            };
+        fn redrive(&self, queue: &QueueName, limit: u32) -> u64 = write_waking(false),
+            move |conn, wake| queues::redrive(conn, &queue, limit, now_millis(), wake);
+        fn sweep_messages(&self) -> u64 = write_waking(false),
+            |conn, wake| queues::sweep(conn, now_millis(), wake);
+        fn sweep_idempotency_keys(&self) -> u64 = write,
+            |conn| queues::sweep_idempotency_keys(conn, now_millis());
     }
 }
 
-#[async_trait]
-impl TaskStore for SqliteStore {
-    async fn create_task(&self, task: NewTask) -> StoreResult<TaskCreated> {
-        self.write_waking(false, move |conn, wake| {
-            tasks::create(conn, &task, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn task(&self, id: &TaskId) -> StoreResult<Option<TaskRecord>> {
-        let id = id.clone();
-        self.read(move |conn| tasks::get(conn, &id, now_millis()))
-            .await
-    }
-
-    async fn finish_task(
-        &self,
-        id: &TaskId,
-        receipt: Receipt,
-        finish: TaskFinish,
-    ) -> StoreResult<TaskFinished> {
-        let id = id.clone();
-        self.write_waking(false, move |conn, wake| {
-            tasks::finish(conn, &id, receipt, &finish, now_millis(), wake)
-        })
-        .await
-    }
-
-    async fn sweep_tasks(&self) -> StoreResult<u64> {
-        self.write(|conn| tasks::sweep(conn, now_millis())).await
+forward! {
+    impl StreamStore for SqliteStore {
+        fn append(&self, event: NewEvent) -> Appended = write_signaling(stream_key(&event.stream)),
+            move |conn| streams::append(conn, &event, now_millis());
+        fn read_events(
+            &self,
+            stream: &StreamName,
+            consumer: &str,
+            event_name: &str,
+            from: ReadFrom,
+            limit: u32,
+        ) -> Vec<StoredEvent> = read, move |conn| {
+            streams::read(conn, &stream, &consumer, &event_name, from, limit)
+        };
+        fn ack_event(&self, stream: &StreamName, consumer: &str, event: EventId) -> bool = write,
+            move |conn| streams::ack(conn, &stream, &consumer, event);
+        fn stream_info(&self, stream: &StreamName) -> StreamInfo = read,
+            move |conn| streams::info(conn, &stream);
+        fn list_streams(&self) -> Vec<StreamInfo> = read, streams::list;
+        fn set_stream_owner(&self, stream: &StreamName, owner: &str) -> () = write,
+            move |conn| streams::set_owner(conn, &stream, &owner);
+        fn set_stream_retention(&self, stream: &StreamName, retention: StreamRetention) -> ()
+            = write, move |conn| streams::set_retention(conn, &stream, retention);
+        fn sweep_events(&self) -> u64 = write, |conn| streams::sweep(conn, now_millis());
     }
 }
 
-#[async_trait]
-impl ClientStore for SqliteStore {
-    async fn create_client(&self, client: &ClientRecord) -> StoreResult<()> {
-        let client = client.clone();
-        self.write(move |conn| clients::create(conn, &client)).await
+forward! {
+    impl TaskStore for SqliteStore {
+        fn create_task(&self, task: NewTask) -> TaskCreated = write_waking(false),
+            move |conn, wake| tasks::create(conn, &task, now_millis(), wake);
+        fn task(&self, id: &TaskId) -> Option<TaskRecord> = read,
+            move |conn| tasks::get(conn, &id, now_millis());
+        fn finish_task(&self, id: &TaskId, receipt: Receipt, finish: TaskFinish) -> TaskFinished
+            = write_waking(false), move |conn, wake| {
+                tasks::finish(conn, &id, receipt, &finish, now_millis(), wake)
+            };
+        fn sweep_tasks(&self) -> u64 = write, |conn| tasks::sweep(conn, now_millis());
     }
+}
 
-    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
-        self.read(clients::list).await
-    }
-
-    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
-        let id = id.clone();
-        self.read(move |conn| clients::get(conn, &id)).await
-    }
-
-    async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
-        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
-        let id = id.clone();
-        self.writer
-            .write(
-                move |conn| clients::delete(conn, &id),
-                move || wakeups.revoke(Revocation::Client(revoked)),
-            )
-            .await
-    }
-
-    async fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> StoreResult<()> {
-        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
-        let (id, grants) = (id.clone(), grants.to_vec());
-        self.writer
-            .write(
-                move |conn| clients::set_grants(conn, &id, &grants),
-                move || wakeups.revoke(Revocation::Client(revoked)),
-            )
-            .await
-    }
-
-    async fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> StoreResult<()> {
-        let (wakeups, revoked) = (self.wakeups.clone(), id.to_string());
-        let (id, secret_hash) = (id.clone(), secret_hash.to_owned());
-        self.writer
-            .write(
-                move |conn| clients::set_secret(conn, &id, &secret_hash),
-                move || wakeups.revoke(Revocation::Client(revoked)),
-            )
-            .await
-    }
-
-    async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>> {
-        let candidate = candidate.to_vec();
-        self.write(move |conn| clients::signing_key(conn, TOKEN_KEY, &candidate))
-            .await
+forward! {
+    impl ClientStore for SqliteStore {
+        fn create_client(&self, client: &ClientRecord) -> () = write,
+            move |conn| clients::create(conn, &client);
+        fn list_clients(&self) -> Vec<ClientRecord> = read, clients::list;
+        fn client(&self, id: &ClientId) -> Option<ClientRecord> = read,
+            move |conn| clients::get(conn, &id);
+        fn delete_client(&self, id: &ClientId) -> () = write_revoking(id.to_string()),
+            move |conn| clients::delete(conn, &id);
+        fn set_client_grants(&self, id: &ClientId, grants: &[Grant]) -> ()
+            = write_revoking(id.to_string()), move |conn| clients::set_grants(conn, &id, &grants);
+        fn set_client_secret(&self, id: &ClientId, secret_hash: &str) -> ()
+            = write_revoking(id.to_string()),
+            move |conn| clients::set_secret(conn, &id, &secret_hash);
+        fn signing_key(&self, candidate: &[u8]) -> Vec<u8> = write,
+            move |conn| clients::signing_key(conn, TOKEN_KEY, &candidate);
     }
 }
 
@@ -532,7 +439,7 @@ impl Store for SqliteStore {
     }
 
     fn durability(&self) -> Durability {
-        // Every commit is fsynced (`synchronous = FULL` in WAL mode) before it is answered.
+        // Every commit is fsynced (the WAL, by the writer's second thread) before it is answered.
         Durability::Fsync
     }
 
