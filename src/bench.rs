@@ -916,6 +916,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.store.clone()
     };
+    // A mistyped URL is told here, not as a server that never comes up.
+    for store in &stores {
+        crate::store::backend_of(store)?;
+    }
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_SECRET}"))

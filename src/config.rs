@@ -196,7 +196,10 @@ pub struct Overrides {
 /// `store` with `[redis] wait_replicas` as its URL option, unless the URL sets it itself.
 fn with_wait_replicas(store: &str, replicas: u32) -> anyhow::Result<String> {
     anyhow::ensure!(
-        store.starts_with("redis"),
+        matches!(
+            crate::store::backend_of(store),
+            Ok(crate::store::Backend::Redis)
+        ),
         "[redis] wait_replicas is for a Redis store, and the store is {store:?}"
     );
     if store.contains("wait_replicas=") {

@@ -27,6 +27,7 @@ trials! {
         a_server_that_is_down_is_named_in_the_failure,
         url_user_and_secret_come_from_the_environment,
         names_the_server_would_refuse_are_not_sent,
+        bench_names_a_store_url_it_cannot_open,
     }
 }
 
@@ -392,6 +393,25 @@ async fn a_server_that_is_down_is_named_in_the_failure() {
     let args = ["queues", "list", "--url", "not a url"];
     let error = failure(&args, &hopper(&args, &[]).await);
     assert!(error.contains("not a url"), "{error}");
+}
+
+async fn bench_names_a_store_url_it_cannot_open() {
+    // Before any server starts: not "did not come up" after a server that failed.
+    let args = [
+        "bench",
+        "--store",
+        "sqlite",
+        "--scenarios",
+        "push",
+        "--duration",
+        "1s",
+    ];
+    let error = failure(&args, &hopper(&args, &[]).await);
+    assert!(
+        error.contains(r#"unsupported store URL "sqlite": use sqlite://PATH"#),
+        "{error}"
+    );
+    assert!(!error.contains("did not come up"), "{error}");
 }
 
 async fn url_user_and_secret_come_from_the_environment() {

@@ -15,29 +15,39 @@ pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
-/// Opens the backend named by a store URL: `sqlite://PATH` or `postgres://...`.
+/// The backends a store URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH`
+    Sqlite,
+    /// `postgres://...` or `postgresql://...`
+    Postgres,
+    /// `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://`
+    Redis,
+}
+
+/// Which backend `url` names, by its scheme; an error saying which URLs work otherwise.
+pub fn backend_of(url: &str) -> anyhow::Result<Backend> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("sqlite") => Ok(Backend::Sqlite),
+        Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => Ok(Backend::Redis),
+        _ => anyhow::bail!(
+            "unsupported store URL {url:?}: use sqlite://PATH, postgres://USER@HOST:PORT/DB, \
+             redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT[,HOST:PORT...]"
+        ),
+    }
+}
+
+/// Opens the backend named by a store URL (see [`backend_of`]), creating the store if
+/// it is new.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
-    }
-    if [
-        "redis://",
-        "rediss://",
-        "redis+cluster://",
-        "rediss+cluster://",
-    ]
-    .iter()
-    .any(|scheme| url.starts_with(scheme))
-    {
-        return Ok(Arc::new(self::redis::RedisStore::open(url).await?));
-    }
-    anyhow::bail!(
-        "unsupported store URL {url:?}: use sqlite://PATH, postgres://USER@HOST:PORT/DB, \
-         redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT[,HOST:PORT...]"
-    )
+    Ok(match backend_of(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::open(&url["sqlite://".len()..])?),
+        Backend::Postgres => Arc::new(postgres::PostgresStore::open(url).await?),
+        Backend::Redis => Arc::new(self::redis::RedisStore::open(url).await?),
+    })
 }
 
 /// Opens the backend of a store URL as [`open`] does, but only a store that exists
@@ -45,14 +55,11 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 /// clients`), where a mistyped URL must fail, naming what it points at, rather than
 /// leave a new empty store behind. `serve` uses [`open`], which creates the store.
 pub async fn open_existing(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(sqlite::SqliteStore::open_existing(path)?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open_existing(url).await?));
-    }
-    if url.starts_with("redis") {
-        return Ok(Arc::new(self::redis::RedisStore::open_existing(url).await?));
-    }
-    open(url).await
+    Ok(match backend_of(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::open_existing(
+            &url["sqlite://".len()..],
+        )?),
+        Backend::Postgres => Arc::new(postgres::PostgresStore::open_existing(url).await?),
+        Backend::Redis => Arc::new(self::redis::RedisStore::open_existing(url).await?),
+    })
 }
