@@ -39,6 +39,7 @@ trials! {
         concurrent_settings_updates_compose,
         concurrent_pushes_each_get_the_ids_of_their_own_messages,
         one_push_of_many_bodies_stores_every_one_in_order,
+        every_queue_of_many_is_listed,
         sweep_trims_streams_by_count_and_by_age,
         stream_owner_offsets_and_missing_events,
         purge_empties_a_queue_and_delete_removes_it,
@@ -985,6 +986,25 @@ async fn one_push_of_many_bodies_stores_every_one_in_order(store: TestStore) {
     }
     let pushed: Vec<(MessageId, String)> = ids.into_iter().zip(bodies).collect();
     assert_eq!(received, pushed, "every body once, oldest first");
+}
+
+async fn every_queue_of_many_is_listed(store: TestStore) {
+    // More queues than Redis's registry reads in one page.
+    let names: Vec<String> = (0..1200).map(|n| format!("many-{n:04}")).collect();
+    let pushes = names
+        .iter()
+        .map(|name| store.push(push_request(&queue(name), &["1"])));
+    for pushed in futures_util::future::join_all(pushes).await {
+        pushed.unwrap();
+    }
+    let listed: Vec<String> = store
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.name.as_str().to_owned())
+        .collect();
+    assert_eq!(listed, names, "every queue once, by name");
 }
 
 fn new_event(stream: &str, producer: &str, name: &str) -> hopper::domain::NewEvent {

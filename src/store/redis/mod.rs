@@ -58,6 +58,8 @@ use reply::Fields;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Names read per `SSCAN` of a registry.
+const REGISTRY_PAGE: u32 = 1000;
 /// How long a write waits for its replicas with `wait_replicas`.
 const WAIT_TIMEOUT_MS: u64 = 2000;
 
@@ -629,16 +631,32 @@ impl Core {
         Ok(())
     }
 
-    /// The names of a registry, sorted.
+    /// The names of a registry, sorted: read a page at a time (`SSCAN`), so a
+    /// registry of many names never holds Redis for long in one command.
     async fn registry(&self, registry: String) -> StoreResult<Vec<String>> {
-        let mut names: Vec<String> = self
-            .command(
-                "read a registry",
-                false,
-                redis::cmd("SMEMBERS").arg(registry),
-            )
-            .await?;
+        let mut names = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = self
+                .command(
+                    "read a registry",
+                    false,
+                    redis::cmd("SSCAN")
+                        .arg(&registry)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(REGISTRY_PAGE),
+                )
+                .await?;
+            names.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // A name may come twice when the set grew or shrank during the scan.
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
