@@ -110,6 +110,27 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[metrics] require_auth`: whether `GET /metrics` needs admin credentials.
     pub metrics_require_auth: bool,
+    /// `[durable_streams]`: the Durable Streams endpoint.
+    pub durable_streams: DurableStreamsSettings,
+}
+
+/// `[durable_streams]`: how the protocol's endpoint behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableStreamsSettings {
+    /// How long a long-poll read waits for an append before it answers 204.
+    pub long_poll_timeout: Duration,
+    /// Anonymous requests get every action on every stream (for deployments
+    /// that authenticate in front of Hopper).
+    pub public: bool,
+}
+
+impl Default for DurableStreamsSettings {
+    fn default() -> Self {
+        DurableStreamsSettings {
+            long_poll_timeout: Duration::from_secs(20),
+            public: false,
+        }
+    }
 }
 
 /// `[auth]`: how login tokens are signed and how long they last.
@@ -174,6 +195,7 @@ impl Default for Config {
             routes: Vec::new(),
             auth: AuthSettings::default(),
             metrics_require_auth: false,
+            durable_streams: DurableStreamsSettings::default(),
         }
     }
 }
@@ -225,6 +247,7 @@ struct FileConfig {
     tasks: Option<TasksFile>,
     auth: Option<AuthFile>,
     metrics: Option<MetricsFile>,
+    durable_streams: Option<DurableStreamsFile>,
     redis: Option<RedisFile>,
     #[serde(default)]
     queues: std::collections::BTreeMap<String, SettingsPatch>,
@@ -249,6 +272,15 @@ struct TasksFile {
 #[serde(deny_unknown_fields)]
 struct RedisFile {
     wait_replicas: Option<u32>,
+}
+
+/// `[durable_streams]` of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DurableStreamsFile {
+    #[serde(default, with = "opt_duration")]
+    long_poll_timeout: Option<Duration>,
+    public: Option<bool>,
 }
 
 /// `[metrics]` of the file.
@@ -501,6 +533,19 @@ impl Config {
                 .apply(&config.queue_defaults)
                 .map_err(|e| anyhow::anyhow!("[queues.{name}]: {e}"))?;
             config.queues.push((queue, patch));
+        }
+        if let Some(streams) = file.durable_streams {
+            if let Some(timeout) = streams.long_poll_timeout {
+                anyhow::ensure!(
+                    timeout >= Duration::from_millis(1) && timeout <= config.limits.max_poll,
+                    "durable_streams.long_poll_timeout must be between 1 ms and limits.max_poll ({} s)",
+                    config.limits.max_poll.as_secs_f64()
+                );
+                config.durable_streams.long_poll_timeout = timeout;
+            }
+            if let Some(public) = streams.public {
+                config.durable_streams.public = public;
+            }
         }
         config.routes = crate::routes::parse(file.routes, text)?;
         config.admin_secret = overrides.admin_secret.filter(|s| !s.is_empty());

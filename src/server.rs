@@ -183,6 +183,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http: reqwest::Client::new(),
         deliveries: Arc::default(),
         metrics: Arc::new(api::prometheus::Metrics::new(config.metrics_require_auth)),
+        durable_streams: config.durable_streams.clone(),
     });
     for (queue, patch) in &config.queues {
         state

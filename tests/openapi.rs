@@ -57,6 +57,11 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/v1/streams/{stream}/events"),
     ("GET", "/api/v1/streams/{stream}/events"),
     ("POST", "/api/v1/streams/{stream}/events/{event}"),
+    ("PUT", "/api/v1/stream/{stream}"),
+    ("POST", "/api/v1/stream/{stream}"),
+    ("GET", "/api/v1/stream/{stream}"),
+    ("HEAD", "/api/v1/stream/{stream}"),
+    ("DELETE", "/api/v1/stream/{stream}"),
     ("PUT", "/api/v1/admin/streams/{stream}/owner"),
     ("GET", "/api/v1/admin/clients"),
     ("POST", "/api/v1/admin/clients"),
@@ -77,7 +82,9 @@ fn operations(description: &Value) -> BTreeSet<(String, String)> {
             item.as_object()
                 .expect("a path item")
                 .keys()
-                .filter(|key| ["get", "put", "post", "delete", "patch"].contains(&key.as_str()))
+                .filter(|key| {
+                    ["get", "put", "post", "delete", "patch", "head"].contains(&key.as_str())
+                })
                 .map(move |method| (method.to_uppercase(), path.clone()))
         })
         .collect()

@@ -1035,7 +1035,7 @@ async fn the_api_page_names_every_operation_the_server_describes() {
         .unwrap();
     let mut described = std::collections::BTreeSet::new();
     for (path, item) in description["paths"].as_object().expect("paths") {
-        for method in ["get", "put", "post", "delete", "patch"] {
+        for method in ["get", "put", "post", "delete", "patch", "head"] {
             if item.get(method).is_some() {
                 described.insert(format!("{} {}", method.to_uppercase(), path_shape(path)));
             }
@@ -1048,7 +1048,7 @@ async fn the_api_page_names_every_operation_the_server_describes() {
             let Some((method, path)) = part.split_once(' ') else {
                 continue;
             };
-            let is_method = ["GET", "PUT", "POST", "DELETE", "PATCH"].contains(&method);
+            let is_method = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"].contains(&method);
             if index % 2 == 1 && is_method && path.starts_with('/') && !path.contains(' ') {
                 named.insert(format!("{method} {}", path_shape(path)));
             }

@@ -1318,6 +1318,8 @@ fn paths_of_hoppers_own_api_are_refused() {
         "/api/v1/queues",
         "/api/v1/queues/orders/messages",
         "/api/v1/streams/{s}",
+        "/api/v1/stream",
+        "/api/v1/stream/{name}",
         "/api/v1/tasks/{id}/complete",
         "/api/v1/admin/clients",
         "/api/v1/ping",

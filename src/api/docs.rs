@@ -514,6 +514,7 @@ pub fn finish(api: &mut OpenApi) {
             (HttpMethod::Post, &mut item.post),
             (HttpMethod::Delete, &mut item.delete),
             (HttpMethod::Patch, &mut item.patch),
+            (HttpMethod::Head, &mut item.head),
         ];
         for (method, operation) in methods {
             if let Some(operation) = operation {

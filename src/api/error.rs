@@ -51,6 +51,9 @@ pub enum ApiError {
     /// request later may work.
     #[error("{0}")]
     Overloaded(String),
+    /// 501: this store does not offer the feature yet; the text names it.
+    #[error("{0}")]
+    NotImplemented(String),
     /// 504: the store did not confirm a write: it may or may not be stored; check before retrying.
     #[error("{0}")]
     OutcomeUnknown(String),
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::ServiceUnavailable(d) | ApiError::Overloaded(d) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone()))
             }
+            ApiError::NotImplemented(d) => (StatusCode::NOT_IMPLEMENTED, Some(d.clone())),
             ApiError::OutcomeUnknown(d) => (StatusCode::GATEWAY_TIMEOUT, Some(d.clone())),
             ApiError::Internal { context, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -173,6 +177,9 @@ impl From<DomainError> for ApiError {
             DomainError::Store(StoreError::OutcomeUnknown(cause)) => {
                 tracing::error!(%cause, "store outcome unknown");
                 ApiError::OutcomeUnknown("outcome unknown".into())
+            }
+            DomainError::Store(error @ StoreError::Unsupported(_)) => {
+                ApiError::NotImplemented(error.to_string())
             }
             DomainError::Store(source) => ApiError::Internal {
                 context: "storage failure",

@@ -20,6 +20,7 @@ mod admin;
 mod auth;
 pub mod body;
 pub mod docs;
+pub mod durable_streams;
 pub mod error;
 pub mod extract;
 mod health;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub deliveries: Arc<crate::delivery::Deliveries>,
     /// `GET /metrics`: who may scrape, and the gauges of the last scrape.
     pub metrics: Arc<prometheus::Metrics>,
+    /// `[durable_streams]`: the protocol's long-poll and whether it is open to anyone.
+    pub durable_streams: durable_streams::DurableStreamsSettings,
 }
 
 /// Every route of the API with its description, without middleware (see
@@ -87,6 +90,7 @@ pub fn routes() -> (Router<AppState>, OpenApi) {
         .merge(queues::routes())
         .merge(tasks::routes())
         .merge(streams::routes())
+        .merge(durable_streams::routes())
         .merge(admin::routes())
         .merge(auth::routes())
         .merge(docs::routes())

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::grants::describe;
+use super::grants::{describe, NamePattern};
 use super::{Action, ClientId, DomainError, Grant, ResourceKind};
 
 /// An authenticated caller and what it may do.
@@ -24,6 +24,20 @@ impl Principal {
         Principal {
             id: ClientId::node(),
             grants: Arc::from([Grant::Admin]),
+        }
+    }
+
+    /// A caller without credentials where a deployment opens every resource of
+    /// `kind` to anyone (it authenticates in front of Hopper): every action on
+    /// every resource of that kind, nothing else.
+    pub fn anonymous(kind: ResourceKind) -> Self {
+        Principal {
+            id: ClientId::anonymous(),
+            grants: Arc::from([Grant::Scoped {
+                kind,
+                names: NamePattern::everything(),
+                action: None,
+            }]),
         }
     }
 

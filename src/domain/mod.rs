@@ -11,6 +11,7 @@ pub mod clock;
 pub mod delivery;
 pub mod error;
 pub mod grants;
+pub mod log;
 pub mod messages;
 pub mod names;
 pub mod queues;
@@ -32,7 +33,8 @@ pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use storage::{
-    ClientStore, Durability, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
+    ClientStore, Durability, LogStore, QueueStore, Store, StoreError, StoreResult, StreamStore,
+    TaskStore,
 };
 pub use streams::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo,

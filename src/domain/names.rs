@@ -89,6 +89,11 @@ impl ClientId {
     pub(crate) fn node() -> Self {
         ClientId("*node*".to_owned())
     }
+
+    /// The id of a caller without credentials on an endpoint opened to anyone.
+    pub(crate) fn anonymous() -> Self {
+        ClientId("*anonymous*".to_owned())
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::clients::ClientRecord;
 use super::clock::Millis;
 use super::delivery::DeliverySettings;
+use super::log::{AppendOutcome, CreateLog, CreateOutcome, LogAppend, LogRead, LogState, Position};
 use super::messages::{Message, PushOutcome, PushRequest, Receipt, Received, Settled, Settlement};
 use super::queues::{QueueInfo, Upsert};
 use super::streams::{
@@ -41,6 +42,9 @@ pub enum StoreError {
     /// or the connection dropped during the commit); retrying may duplicate it.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// This backend does not do this yet; the text names what.
+    #[error("{0} is not available on this store")]
+    Unsupported(&'static str),
     /// The backend failed; the source holds the backend's own error.
     #[error("{context}")]
     Backend {
@@ -251,9 +255,55 @@ pub trait ClientStore: Send + Sync {
     async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>>;
 }
 
+/// The byte log under every stream, as the Durable Streams protocol reaches it.
+/// What a create or an append decides is `domain::log`'s; a backend reads the
+/// state it needs, calls it and writes the outcome atomically. A stream whose
+/// expiry has passed is gone: not found, and made anew by a create.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Creates the stream with its first entries, or finds it as it is.
+    async fn create_log(
+        &self,
+        stream: &StreamName,
+        request: CreateLog,
+    ) -> StoreResult<CreateOutcome> {
+        let _ = (stream, request);
+        Err(StoreError::Unsupported("the Durable Streams protocol"))
+    }
+    /// Appends as [`super::log::plan_append`] decides, with the producer's new state in the same write.
+    async fn append_log(
+        &self,
+        stream: &StreamName,
+        request: LogAppend,
+    ) -> StoreResult<AppendOutcome> {
+        let _ = (stream, request);
+        Err(StoreError::Unsupported("the Durable Streams protocol"))
+    }
+    /// The entries after `after`, up to `max_bytes` (at least one, if any); restarts an idle countdown.
+    async fn read_log(
+        &self,
+        stream: &StreamName,
+        after: Position,
+        max_bytes: usize,
+    ) -> StoreResult<LogRead> {
+        let _ = (stream, after, max_bytes);
+        Err(StoreError::Unsupported("the Durable Streams protocol"))
+    }
+    /// The stream's state, without reading entries or touching it.
+    async fn log_state(&self, stream: &StreamName) -> StoreResult<LogState> {
+        let _ = stream;
+        Err(StoreError::Unsupported("the Durable Streams protocol"))
+    }
+    /// Deletes the stream with its entries, offsets and producers.
+    async fn delete_log(&self, stream: &StreamName) -> StoreResult<()> {
+        let _ = stream;
+        Err(StoreError::Unsupported("the Durable Streams protocol"))
+    }
+}
+
 /// A complete backend.
 #[async_trait]
-pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore {
+pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore + LogStore {
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;
     /// What a 2xx write means on this backend, as `/health` reports it.

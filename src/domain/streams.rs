@@ -9,6 +9,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::access::Principal;
+use super::log::{
+    AppendOutcome, CreateLog, CreateOutcome, LogAppend, LogRead, LogState, Position, ReadStart,
+};
 use super::queues::MAX_COUNT;
 use super::storage::Store;
 use super::wakeups::stream_key;
@@ -201,6 +204,41 @@ pub struct ReadRequest {
     pub wait: Duration,
 }
 
+/// Most bytes of entries one read of a byte log answers (at least one entry, if any).
+pub const MAX_LOG_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// A read of a byte log as the edge answers it.
+#[derive(Debug, Clone)]
+pub struct LogAnswer {
+    /// The entries, oldest first, each with the position it ends at.
+    pub entries: Vec<(Position, Vec<u8>)>,
+    /// Where the next read starts.
+    pub next: Position,
+    /// The stream as the read saw it.
+    pub state: LogState,
+    /// The read reached the tail.
+    pub up_to_date: bool,
+    /// A long-poll ended without an append.
+    pub timed_out: bool,
+}
+
+impl LogAnswer {
+    /// The next read starts after the last entry read, or at the tail when none was.
+    fn of(read: LogRead, timed_out: bool) -> Self {
+        let next = read
+            .entries
+            .last()
+            .map_or(read.state.tail, |(position, _)| *position);
+        LogAnswer {
+            up_to_date: next >= read.state.tail,
+            next,
+            entries: read.entries,
+            state: read.state,
+            timed_out,
+        }
+    }
+}
+
 /// Stream operations with their rules; cheap to clone.
 #[derive(Clone)]
 pub struct StreamService {
@@ -222,6 +260,11 @@ impl StreamService {
     /// The same service, counting its long-polls in `waiters` (shared with other services).
     pub fn with_waiters(self, waiters: Waiters) -> Self {
         StreamService { waiters, ..self }
+    }
+
+    /// The longest a read waits (`limits.max_poll`), which also bounds a live read's response.
+    pub fn max_poll(&self) -> Duration {
+        self.waiters.max_poll()
     }
 
     /// Appends a validated event as `producer`; `None` when another producer owns the stream.
@@ -262,26 +305,53 @@ impl StreamService {
         }
         check_event_name("eventName", &request.event_name)?;
         let from = request.after.map_or(ReadFrom::Offset, ReadFrom::After);
-        let deadline = Instant::now() + request.wait.min(self.waiters.max_poll());
+        let store = &self.store;
+        let (consumer, name, limit) = (
+            request.consumer.as_str(),
+            request.event_name.as_str(),
+            request.limit,
+        );
+        let (events, _) = self
+            .poll(stream, request.wait, || async move {
+                let events = store
+                    .read_events(stream, consumer, name, from, limit)
+                    .await?;
+                let found = !events.is_empty();
+                Ok((events, found))
+            })
+            .await?;
+        Ok(events)
+    }
+
+    /// Runs `attempt` until it finds something (its `bool`), `wait` (cut to the
+    /// longest poll) passes or the node stops; between attempts it sleeps until a
+    /// write to `stream` wakes it. The waiter is registered before each attempt, so
+    /// a write between the attempt and the sleep is not missed. Answers the last
+    /// attempt's value and whether the wait ran out.
+    async fn poll<T, Attempt, Fut>(
+        &self,
+        stream: &StreamName,
+        wait: Duration,
+        mut attempt: Attempt,
+    ) -> Result<(T, bool), DomainError>
+    where
+        Attempt: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(T, bool), DomainError>>,
+    {
+        let deadline = Instant::now() + wait.min(self.waiters.max_poll());
         let watch = self.store.wakeups().watch(&stream_key(stream));
         let mut slot = None;
         loop {
             let notified = watch.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let events = self
-                .store
-                .read_events(
-                    stream,
-                    &request.consumer,
-                    &request.event_name,
-                    from,
-                    request.limit,
-                )
-                .await?;
+            let (value, found) = attempt().await?;
             let now = Instant::now();
-            if !events.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
-                return Ok(events);
+            if found || self.shutdown.is_cancelled() {
+                return Ok((value, false));
+            }
+            if now >= deadline {
+                return Ok((value, true));
             }
             if slot.is_none() {
                 slot = Some(self.waiters.try_wait(deadline - now)?);
@@ -346,6 +416,83 @@ impl StreamService {
             )));
         }
         Ok(self.store.set_stream_retention(stream, retention).await?)
+    }
+
+    /// Creates a byte log (the Durable Streams protocol's PUT), or finds it as it is.
+    pub async fn create_log(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+        request: CreateLog,
+    ) -> Result<CreateOutcome, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Manage)?;
+        Ok(self.store.create_log(stream, request).await?)
+    }
+
+    /// Appends to a byte log (the protocol's POST) as [`super::log::plan_append`] decides.
+    pub async fn append_log(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+        request: LogAppend,
+    ) -> Result<AppendOutcome, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Produce)?;
+        Ok(self.store.append_log(stream, request).await?)
+    }
+
+    /// Reads a byte log from `start`. With a `wait`, a reader at the tail of an open
+    /// stream long-polls until an append or the wait's end (then `timed_out`).
+    pub async fn read_log(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+        start: ReadStart,
+        wait: Option<Duration>,
+    ) -> Result<LogAnswer, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Consume)?;
+        let from = match start {
+            ReadStart::Beginning => 0,
+            ReadStart::At(position) => position,
+            ReadStart::Now => self.store.log_state(stream).await?.tail,
+        };
+        let Some(wait) = wait else {
+            let read = self
+                .store
+                .read_log(stream, from, MAX_LOG_READ_BYTES)
+                .await?;
+            return Ok(LogAnswer::of(read, false));
+        };
+        let store = &self.store;
+        let (read, timed_out) = self
+            .poll(stream, wait, || async move {
+                let read = store.read_log(stream, from, MAX_LOG_READ_BYTES).await?;
+                // Only a reader already at the tail waits; one behind gets what is there.
+                let waits =
+                    read.entries.is_empty() && from >= read.state.tail && !read.state.closed;
+                Ok((read, !waits))
+            })
+            .await?;
+        Ok(LogAnswer::of(read, timed_out))
+    }
+
+    /// A byte log's state (the protocol's HEAD).
+    pub async fn log_state(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+    ) -> Result<LogState, DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Consume)?;
+        Ok(self.store.log_state(stream).await?)
+    }
+
+    /// Deletes a stream with all it holds (the protocol's DELETE).
+    pub async fn delete_log(
+        &self,
+        caller: &Principal,
+        stream: &StreamName,
+    ) -> Result<(), DomainError> {
+        caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Manage)?;
+        Ok(self.store.delete_log(stream).await?)
     }
 
     /// Gives a stream to another producer; returns the owner as kept.

@@ -6,9 +6,10 @@ use super::template::is_name;
 
 /// Paths of Hopper's own API: a route at or under one of them is refused, so the
 /// config file can never shadow or break the API.
-pub const RESERVED: [&str; 11] = [
+pub const RESERVED: [&str; 12] = [
     "/api/v1/queues",
     "/api/v1/streams",
+    "/api/v1/stream",
     "/api/v1/tasks",
     "/api/v1/admin",
     "/api/v1/ping",
@@ -198,6 +199,8 @@ mod tests {
         assert_eq!(reserved("/api/v1/queues/{q}/x"), Some("/api/v1/queues"));
         assert_eq!(reserved("/ui/app.js"), Some("/ui"));
         assert_eq!(reserved("/api/v1/queuesx"), None);
+        assert_eq!(reserved("/api/v1/stream/{s}"), Some("/api/v1/stream"));
+        assert_eq!(reserved("/api/v1/streamx"), None);
         assert_eq!(reserved("/api/v1/add"), None);
         assert_eq!(reserved("/{a}"), None);
         assert_eq!(reserved("/api"), None);

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::batcher::Batcher;
 use crate::domain::clients::ClientRecord;
 use crate::domain::{
-    ClientId, ClientStore, Durability, Grant, MessageId, PushRequest, Revocation, Store,
+    ClientId, ClientStore, Durability, Grant, LogStore, MessageId, PushRequest, Revocation, Store,
     StoreError, StoreResult, Wakeups,
 };
 
@@ -893,6 +893,9 @@ impl Core {
         }
     }
 }
+
+/// The byte log is not on Redis yet: every call says so.
+impl LogStore for RedisStore {}
 
 #[async_trait]
 impl Store for RedisStore {

@@ -13,6 +13,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::clock::now_millis;
 use crate::domain::delivery::DeliverySettings;
+use crate::domain::log::{
+    AppendOutcome, CreateLog, CreateOutcome, Expiry, LogAppend, LogRead, LogState, Position,
+};
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::{is_queue_key, stream_key};
 use crate::domain::{
@@ -24,10 +27,11 @@ use crate::domain::{
 use crate::domain::{
     ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
 };
-use crate::domain::{Durability, SettingsPatch};
+use crate::domain::{Durability, LogStore, SettingsPatch};
 
 mod checkpoint;
 mod clients;
+mod log;
 mod queues;
 mod schema;
 mod streams;
@@ -392,7 +396,10 @@ forward! {
             move |conn| streams::set_owner(conn, &stream, &owner);
         fn set_stream_retention(&self, stream: &StreamName, retention: StreamRetention) -> ()
             = write, move |conn| streams::set_retention(conn, &stream, retention);
-        fn sweep_events(&self) -> u64 = write, |conn| streams::sweep(conn, now_millis());
+        fn sweep_events(&self) -> u64 = write, |conn| {
+            let now = now_millis();
+            Ok(streams::sweep(conn, now)? + log::sweep(conn, now)?)
+        };
     }
 }
 
@@ -426,6 +433,66 @@ forward! {
             move |conn| clients::set_secret(conn, &id, &secret_hash);
         fn signing_key(&self, candidate: &[u8]) -> Vec<u8> = write,
             move |conn| clients::signing_key(conn, TOKEN_KEY, &candidate);
+    }
+}
+
+#[async_trait]
+impl LogStore for SqliteStore {
+    async fn create_log(
+        &self,
+        stream: &StreamName,
+        request: CreateLog,
+    ) -> StoreResult<CreateOutcome> {
+        let stream = stream.clone();
+        self.write_signaling(stream_key(&stream), move |conn| {
+            log::create(conn, &stream, &request, now_millis())
+        })
+        .await
+    }
+
+    async fn append_log(
+        &self,
+        stream: &StreamName,
+        request: LogAppend,
+    ) -> StoreResult<AppendOutcome> {
+        let stream = stream.clone();
+        self.write_signaling(stream_key(&stream), move |conn| {
+            log::append(conn, &stream, &request, now_millis())
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        stream: &StreamName,
+        after: Position,
+        max_bytes: usize,
+    ) -> StoreResult<LogRead> {
+        let name = stream.clone();
+        let read = self
+            .read(move |conn| log::read(conn, &name, after, max_bytes, now_millis()))
+            .await?;
+        // Only a stream that expires when idle needs the write a touch is.
+        if matches!(read.state.config.expiry, Expiry::Idle(_)) {
+            let name = stream.clone();
+            self.write(move |conn| log::touch(conn, &name, now_millis()))
+                .await?;
+        }
+        Ok(read)
+    }
+
+    async fn log_state(&self, stream: &StreamName) -> StoreResult<LogState> {
+        let stream = stream.clone();
+        self.read(move |conn| log::state(conn, &stream, now_millis()))
+            .await
+    }
+
+    async fn delete_log(&self, stream: &StreamName) -> StoreResult<()> {
+        let stream = stream.clone();
+        self.write_signaling(stream_key(&stream), move |conn| {
+            log::delete(conn, &stream, now_millis())
+        })
+        .await
     }
 }
 

@@ -123,6 +123,29 @@ const MIGRATIONS: &[&str] = &[
         key BLOB NOT NULL
     );
     "#,
+    // 7: a stream is a byte log (the Durable Streams protocol's view of it): a
+    // content type, closure, expiry, the idempotent producers, the writer's last
+    // Stream-Seq. An entry that is no seed-004 event has the empty name; a stream
+    // no seed-004 producer wrote yet has the empty owner. Bodies of streams other
+    // than JSON are BLOBs.
+    r#"
+    ALTER TABLE streams ADD COLUMN content_type TEXT NOT NULL DEFAULT 'application/json';
+    ALTER TABLE streams ADD COLUMN ttl_s INTEGER;
+    ALTER TABLE streams ADD COLUMN expires_at INTEGER;
+    ALTER TABLE streams ADD COLUMN touched_at INTEGER;
+    ALTER TABLE streams ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE streams ADD COLUMN closed_by_producer TEXT;
+    ALTER TABLE streams ADD COLUMN closed_by_epoch INTEGER;
+    ALTER TABLE streams ADD COLUMN closed_by_seq INTEGER;
+    ALTER TABLE streams ADD COLUMN stream_seq TEXT;
+    CREATE TABLE stream_producers (
+        stream_id INTEGER NOT NULL,
+        producer TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, producer)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
