@@ -178,9 +178,16 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiEr
     header_text(headers, name)
 }
 
-/// `Stream-Closed: true` (any other value, or none, is no close).
+/// `Stream-Closed: true` or `false` (the same as none); another value is a mistake.
 fn closes(headers: &HeaderMap) -> Result<bool, ApiError> {
-    Ok(text(headers, names::CLOSED)?.is_some_and(|v| v.eq_ignore_ascii_case("true")))
+    match text(headers, names::CLOSED)? {
+        None => Ok(false),
+        Some(value) if value.eq_ignore_ascii_case("true") => Ok(true),
+        Some(value) if value.eq_ignore_ascii_case("false") => Ok(false),
+        Some(value) => Err(ApiError::bad_request(format!(
+            "Stream-Closed must be true or false, got {value:?}"
+        ))),
+    }
 }
 
 /// A content type as a stream keeps it: its type and subtype must be there.
@@ -326,7 +333,7 @@ impl IntoParams for CreateHeaders {
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
         vec![
-            protocol_header("Stream-Closed", "`true`: create the stream closed", "^(true|false)$"),
+            protocol_header("Stream-Closed", "`true`: create the stream closed", "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"),
             protocol_header("Stream-TTL", "Seconds the stream lives after its last read or write (not with Stream-Expires-At)", DIGITS_PATTERN),
             protocol_header(
                 "Stream-Expires-At",
@@ -345,7 +352,7 @@ impl IntoParams for AppendHeaders {
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
         vec![
-            protocol_header("Stream-Closed", "`true`: close the stream, with this append's data if any", "^(true|false)$"),
+            protocol_header("Stream-Closed", "`true`: close the stream, with this append's data if any", "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"),
             protocol_header("Stream-Seq", "A writer's sequence: each must sort above the last, as bytes", r"^[\x21-\x7E]{1,64}$"),
             protocol_header("Producer-Id", "An idempotent producer's id (with Producer-Epoch and Producer-Seq, or none of them)", r"^[\x21-\x7E]{1,64}$"),
             protocol_header("Producer-Epoch", "The producer's epoch; a newer one fences older ones", DIGITS_PATTERN),
@@ -363,7 +370,7 @@ impl IntoParams for AppendHeaders {
     summary = "Create a stream (Durable Streams)",
     description = "Creates the stream with the request's content type (`application/octet-stream` when none), an expiry (`Stream-TTL` or `Stream-Expires-At`), closed with `Stream-Closed: true`, and the body as its first data. A repeat with the same settings answers 200; other settings 409.",
     params(StreamPath, CreateHeaders),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The first data, in the stream's content type (optional)"),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "The first data, in the stream's content type (optional)"),
     responses(
         (status = 201, description = "Created; `Location` names it, `Stream-Next-Offset` is its tail"),
         (status = 200, description = "It existed with these settings"),
@@ -421,7 +428,7 @@ pub async fn create(
     summary = "Append to a stream (Durable Streams)",
     description = "Appends the body, in the stream's content type (a JSON stream takes a value or an array of them, each one message). `Stream-Closed: true` closes the stream, with or without data. An idempotent producer's retry is answered 204 without a second copy.",
     params(StreamPath, AppendHeaders),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The data, in the stream's content type"),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream", description = "The data, in the stream's content type"),
     responses(
         (status = 204, description = "Appended (or a producer's retry): `Stream-Next-Offset` is the new tail"),
         (status = 200, description = "Appended for an idempotent producer, whose epoch and seq are echoed"),
