@@ -174,13 +174,9 @@ fn refusal(error: ApiError, headers: &[(&'static str, String)]) -> Response {
     response
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    header_text(headers, name)
-}
-
 /// `Stream-Closed: true` or `false` (the same as none); another value is a mistake.
 fn closes(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match text(headers, names::CLOSED)? {
+    match header_text(headers, names::CLOSED)? {
         None => Ok(false),
         Some(value) if value.eq_ignore_ascii_case("true") => Ok(true),
         Some(value) if value.eq_ignore_ascii_case("false") => Ok(false),
@@ -192,7 +188,7 @@ fn closes(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 /// A content type as a stream keeps it: its type and subtype must be there.
 fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    Ok(text(headers, header::CONTENT_TYPE.as_str())?
+    Ok(header_text(headers, header::CONTENT_TYPE.as_str())?
         .map(str::trim)
         .filter(|value| {
             let essence = value.split(';').next().unwrap_or_default();
@@ -206,8 +202,8 @@ fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `Stream-TTL` or `Stream-Expires-At`, not both.
 fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
     match (
-        text(headers, names::TTL)?,
-        text(headers, names::EXPIRES_AT)?,
+        header_text(headers, names::TTL)?,
+        header_text(headers, names::EXPIRES_AT)?,
     ) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "Stream-TTL and Stream-Expires-At exclude each other",
@@ -232,9 +228,9 @@ fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
 
 /// `Producer-Id`, `Producer-Epoch` and `Producer-Seq`: all three or none.
 fn producer(headers: &HeaderMap) -> Result<Option<ProducerClaim>, ApiError> {
-    let id = text(headers, names::PRODUCER_ID)?;
-    let epoch = text(headers, names::PRODUCER_EPOCH)?;
-    let seq = text(headers, names::PRODUCER_SEQ)?;
+    let id = header_text(headers, names::PRODUCER_ID)?;
+    let epoch = header_text(headers, names::PRODUCER_EPOCH)?;
+    let seq = header_text(headers, names::PRODUCER_SEQ)?;
     let (id, epoch, seq) =
         match (id, epoch, seq) {
             (None, None, None) => return Ok(None),
@@ -448,7 +444,7 @@ pub async fn append(
     let headers = &parts.headers;
     let close = closes(headers)?;
     let producer = producer(headers)?;
-    let stream_seq = text(headers, names::SEQ)?.map(str::to_owned);
+    let stream_seq = header_text(headers, names::SEQ)?.map(str::to_owned);
     let body = read_limited(headers, body, state.max_body_bytes).await?;
     let sent_type = content_type(headers)?;
     if body.is_empty() && !close {
