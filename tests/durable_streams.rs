@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{spawn_app_with, Backend, TestApp};
+use common::{spawn_app_with, Backend, BackendKind, TestApp};
 use libtest_mimic::{Failed, Trial};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 /// The variable naming the directory with the suite installed.
 const SUITE_ENV: &str = "HOPPER_TEST_DURABLE_STREAMS";
 
-/// Tests of the suite that Hopper does not pass yet: forks (`Stream-Forked-From`).
-const NOT_YET: &str = "Fork - ";
+/// The backends that hold the byte log, each of which must pass the whole suite.
+const LOG_BACKENDS: &[BackendKind] = &[BackendKind::Sqlite];
 
 fn main() {
     let mut trials: Vec<Trial> = common::trials!(@ once
@@ -37,18 +37,20 @@ fn main() {
     .into_iter()
     .chain(common::trials!(@ each_backend stores_without_the_log_answer_501))
     .collect();
-    trials.push(match std::env::var(SUITE_ENV) {
-        Ok(dir) if !dir.trim().is_empty() => {
-            let dir = PathBuf::from(dir.trim());
-            Trial::test("the_conformance_suite_passes_but_forks", move || {
-                conformance(&dir)
-            })
-        }
-        _ => Trial::test("the_conformance_suite_passes_but_forks", || {
-            Err(format!("{SUITE_ENV} is not set: it names a directory where `npm ci` ran over tests/durable-streams/ (.ci/run makes target/durable-streams)").into())
-        })
-        .with_ignored_flag(true),
-    });
+    let suite = std::env::var(SUITE_ENV)
+        .ok()
+        .filter(|dir| !dir.trim().is_empty())
+        .map(|dir| PathBuf::from(dir.trim()))
+        .ok_or_else(|| format!("{SUITE_ENV} is not set: it names a directory where `npm ci` ran over tests/durable-streams/ (.ci/run makes target/durable-streams)"));
+    for kind in LOG_BACKENDS {
+        let name = format!("{}::the_conformance_suite_passes", kind.label());
+        trials.push(match (suite.clone(), kind.backend()) {
+            (Ok(dir), Ok(backend)) => Trial::test(name, move || conformance(&dir, &backend)),
+            (Err(why), _) | (_, Err(why)) => {
+                Trial::test(name, move || Err(why.into())).with_ignored_flag(true)
+            }
+        });
+    }
     common::run_trials(trials)
 }
 
@@ -496,10 +498,11 @@ async fn stores_without_the_log_answer_501(app: TestApp) {
     assert_eq!(created.status(), expected, "on {}", app.backend);
 }
 
-/// Runs the suite against `hopper serve` on a fresh SQLite store, public, with a
-/// short long-poll as the suite expects; every case but the forks must pass.
-fn conformance(suite: &Path) -> Result<(), Failed> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+/// Runs the suite against `hopper serve` on a fresh store of `backend`, public,
+/// with a short long-poll as the suite expects; every case it runs must pass.
+fn conformance(suite: &Path, backend: &Backend) -> Result<(), Failed> {
+    let store = backend.isolated_store();
+    let dir = &store.dir;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -508,8 +511,8 @@ fn conformance(suite: &Path) -> Result<(), Failed> {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nstore = \"sqlite://{}/hopper.db\"\n[durable_streams]\nlong_poll_timeout = \"500ms\"\npublic = true\n",
-            dir.path().display()
+            "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\n[durable_streams]\nlong_poll_timeout = \"500ms\"\npublic = true\n",
+            store.url
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -585,7 +588,7 @@ fn conformance(suite: &Path) -> Result<(), Failed> {
             );
             match case["status"].as_str() {
                 Some("passed") => passed += 1,
-                Some("failed") if !title.starts_with(NOT_YET) => failed.push(title),
+                Some("failed") => failed.push(title),
                 _ => {}
             }
         }
@@ -598,8 +601,9 @@ fn conformance(suite: &Path) -> Result<(), Failed> {
         Ok(())
     } else {
         Err(format!(
-            "{} cases failed (forks aside):\n{}",
+            "{} cases failed on {}:\n{}",
             failed.len(),
+            backend.label(),
             failed.join("\n")
         )
         .into())

@@ -24,12 +24,12 @@ use crate::auth::Principal;
 pub use crate::config::DurableStreamsSettings;
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::log::{
-    is_json, is_text, json_entries, offset_of, parse_offset, response_cursor, AppendOutcome,
-    CreateLog, CreateOutcome, Entry, Expiry, LogAppend, LogConfig, LogState, Position,
-    ProducerClaim, ProducerState, ReadStart, DEFAULT_CONTENT_TYPE,
+    is_json, is_text, json_entries, offset_of, parse_offset, parse_position, response_cursor,
+    AppendOutcome, CreateLog, CreateOutcome, Entry, Expiry, ForkRequest, LogAppend, LogConfig,
+    LogState, Position, ProducerClaim, ProducerState, ReadStart, DEFAULT_CONTENT_TYPE,
 };
 use crate::domain::streams::LogAnswer;
-use crate::domain::{ResourceKind, StreamName};
+use crate::domain::{DomainError, ResourceKind, StreamName};
 
 /// The protocol's headers, lower case as HTTP/1 sends them.
 mod names {
@@ -45,6 +45,9 @@ mod names {
     pub const PRODUCER_SEQ: &str = "producer-seq";
     pub const EXPECTED_SEQ: &str = "producer-expected-seq";
     pub const RECEIVED_SEQ: &str = "producer-received-seq";
+    pub const FORKED_FROM: &str = "stream-forked-from";
+    pub const FORK_OFFSET: &str = "stream-fork-offset";
+    pub const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
 }
 
 /// Largest producer epoch or seq: what a JavaScript client can count exactly (2^53 - 1).
@@ -226,6 +229,54 @@ fn expiry(headers: &HeaderMap) -> Result<Expiry, ApiError> {
     }
 }
 
+/// `Stream-Forked-From` with `Stream-Fork-Offset` and `Stream-Fork-Sub-Offset`; the
+/// last two only with the first.
+fn fork(headers: &HeaderMap) -> Result<Option<ForkRequest>, ApiError> {
+    let offset = header_text(headers, names::FORK_OFFSET)?;
+    let sub = header_text(headers, names::FORK_SUB_OFFSET)?;
+    let Some(source) = header_text(headers, names::FORKED_FROM)? else {
+        return match (offset, sub) {
+            (None, None) => Ok(None),
+            _ => Err(ApiError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            )),
+        };
+    };
+    let name = source
+        .strip_prefix("/api")
+        .unwrap_or(source)
+        .strip_prefix("/v1/stream/")
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Stream-Forked-From must be a stream's path, /v1/stream/{{name}}; got {source:?}"
+            ))
+        })?;
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("Stream-Forked-From is not UTF-8 once decoded"))?;
+    let offset = offset
+        .map(|offset| parse_position(offset).map_err(ApiError::from))
+        .transpose()?;
+    let sub = match sub {
+        None => 0,
+        Some(text) if text == "0" || (!text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())) => {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("Stream-Fork-Sub-Offset is too large")
+            })?
+        }
+        Some(text) => {
+            return Err(ApiError::bad_request(format!(
+                "Stream-Fork-Sub-Offset must be a whole number in digits without a leading zero, got {text:?}"
+            )))
+        }
+    };
+    Ok(Some(ForkRequest {
+        source: StreamName::parse(&name)?,
+        offset,
+        sub,
+    }))
+}
+
 /// `Producer-Id`, `Producer-Epoch` and `Producer-Seq`: all three or none.
 fn producer(headers: &HeaderMap) -> Result<Option<ProducerClaim>, ApiError> {
     let id = header_text(headers, names::PRODUCER_ID)?;
@@ -336,6 +387,9 @@ impl IntoParams for CreateHeaders {
                 "When the stream expires, RFC 3339 (not with Stream-TTL)",
                 r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,3})?Z$",
             ),
+            protocol_header("Stream-Forked-From", "Create a fork of this stream, named by its path, `/v1/stream/{source}`", r"^/v1/stream/[A-Za-z0-9._~-]{1,128}$"),
+            protocol_header("Stream-Fork-Offset", "Where the fork branches off (an offset this server gave); the source's tail when absent", "^[0-9]{16}_[0-9]{16}$"),
+            protocol_header("Stream-Fork-Sub-Offset", "Messages (JSON streams) or bytes (others) past Stream-Fork-Offset the fork takes too", DIGITS_PATTERN),
         ]
     }
 }
@@ -382,10 +436,25 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let config = LogConfig {
-        content_type: content_type(headers)?.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
-        expiry: expiry(headers)?,
+    let fork = fork(headers)?;
+    let content_type = match (content_type(headers)?, &fork) {
+        (Some(content_type), _) => content_type,
+        (None, None) => DEFAULT_CONTENT_TYPE.into(),
+        // A fork without a content type takes its source's, which its body is then in.
+        (None, Some(fork)) => {
+            state
+                .streams
+                .log_state(&caller, &fork.source)
+                .await
+                .map_err(|error| match error {
+                    DomainError::Gone(detail) => DomainError::Conflict(detail),
+                    other => other,
+                })?
+                .config
+                .content_type
+        }
     };
+    let config = LogConfig::new(content_type, expiry(headers)?);
     let closed = closes(headers)?;
     let body = read_limited(headers, body, state.max_body_bytes).await?;
     let entries = entries(&config.content_type, &body, true)?;
@@ -393,6 +462,7 @@ pub async fn create(
         config,
         closed,
         entries,
+        fork,
     };
     Ok(
         match state.streams.create_log(&caller, &stream, request).await? {
@@ -408,9 +478,13 @@ pub async fn create(
                 tail_headers(Answer::new(StatusCode::OK), &log).into_response()
             }
             CreateOutcome::Conflict => ApiError::Conflict(format!(
-                "stream {stream} exists with another content type, expiry or closure"
+                "stream {stream} exists with another content type, expiry, closure or origin, or its name or its source is a deleted stream that forks remain of, or the source has another content type"
             ))
             .into_response(),
+            CreateOutcome::SourceNotFound => {
+                ApiError::NotFound(format!("the source of fork {stream}")).into_response()
+            }
+            CreateOutcome::BadFork(detail) => ApiError::BadRequest(detail).into_response(),
         },
     )
 }

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404: unknown path, queue or client.
     #[error("{0}")]
     NotFound(String),
+    /// 410: the thing was deleted, and its name stays taken for now.
+    #[error("{0}")]
+    Gone(String),
     /// 405: the path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::NotFound(d) if d.is_empty() => (StatusCode::NOT_FOUND, None),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, Some(d.clone())),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            ApiError::Gone(d) => (StatusCode::GONE, Some(d.clone())),
             ApiError::Conflict(d) => (StatusCode::CONFLICT, Some(d.clone())),
             ApiError::Locked(d) => (StatusCode::LOCKED, Some(d.clone())),
             ApiError::PayloadTooLarge(d) => (StatusCode::PAYLOAD_TOO_LARGE, Some(d.clone())),
@@ -168,6 +172,7 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid(d) => ApiError::BadRequest(d),
             DomainError::NotFound(d) => ApiError::NotFound(d),
             DomainError::Forbidden(d) => ApiError::Forbidden(d),
+            DomainError::Gone(d) => ApiError::Gone(d),
             DomainError::Conflict(d) => ApiError::Conflict(d),
             DomainError::TooManyWaiters { .. } => ApiError::Overloaded(error.to_string()),
             DomainError::Store(StoreError::Unavailable(cause)) => {

@@ -11,6 +11,9 @@ pub enum DomainError {
     /// The named thing does not exist, e.g. `queue orders`.
     #[error("{0}")]
     NotFound(String),
+    /// The thing was deleted, and its name stays taken for now (410).
+    #[error("{0}")]
+    Gone(String),
     /// The caller is known but lacks the grant; the text names what was refused.
     #[error("{0}")]
     Forbidden(String),
@@ -40,6 +43,9 @@ impl From<StoreError> for DomainError {
         match error {
             StoreError::QueueNotFound(name) => DomainError::NotFound(format!("queue {name}")),
             StoreError::StreamNotFound(name) => DomainError::NotFound(format!("stream {name}")),
+            StoreError::StreamGone(name) => {
+                DomainError::Gone(format!("stream {name} is deleted; forks of it remain"))
+            }
             StoreError::ClientExists(id) => DomainError::Conflict(format!("client {id} exists")),
             StoreError::ClientNotFound(id) => DomainError::NotFound(format!("client {id}")),
             other => DomainError::Store(other),

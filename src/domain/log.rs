@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::clock::Millis;
 use super::streams::{validate_event, EventId};
-use super::DomainError;
+use super::{DomainError, StreamName};
 
 /// A place in a log: the number of entries before it. Entry `n` ends at position `n`.
 pub type Position = EventId;
@@ -148,6 +148,43 @@ pub struct LogConfig {
     pub content_type: String,
     /// When it expires.
     pub expiry: Expiry,
+    /// Where it branched off, for a fork.
+    pub fork: Option<ForkOrigin>,
+}
+
+impl LogConfig {
+    /// The settings of a stream that is not a fork.
+    pub fn new(content_type: impl Into<String>, expiry: Expiry) -> Self {
+        LogConfig {
+            content_type: content_type.into(),
+            expiry,
+            fork: None,
+        }
+    }
+}
+
+/// Where a fork branched off its source, as its create named it; a repeated
+/// create must name the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkOrigin {
+    /// The source stream's name.
+    pub source: String,
+    /// The source's position it branched at (`Stream-Fork-Offset`).
+    pub position: Position,
+    /// How far past `position` it took the source's data too
+    /// (`Stream-Fork-Sub-Offset`): messages in JSON mode, else bytes.
+    pub sub: u64,
+}
+
+/// A create's request to branch off a source stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkRequest {
+    /// The source stream.
+    pub source: StreamName,
+    /// Where in the source; its tail when `None`.
+    pub offset: Option<Position>,
+    /// How far past `offset`: messages in JSON mode, else bytes.
+    pub sub: u64,
 }
 
 /// An idempotent producer's claim on one append: `(id, epoch, seq)`.
@@ -385,12 +422,15 @@ fn check_producer(
 /// A create as the protocol asks it.
 #[derive(Debug, Clone)]
 pub struct CreateLog {
-    /// Its settings.
+    /// Its settings. A fork's expiry is its source's when this says `Never`, and
+    /// its `fork` is set by [`plan_fork`].
     pub config: LogConfig,
     /// Create it closed.
     pub closed: bool,
-    /// Its first entries.
+    /// Its first entries (after what a fork takes from its source).
     pub entries: Vec<Entry>,
+    /// Branch off a source stream.
+    pub fork: Option<ForkRequest>,
 }
 
 /// What a create did.
@@ -400,17 +440,120 @@ pub enum CreateOutcome {
     Created(LogState),
     /// It existed with these same settings (200).
     Exists(LogState),
-    /// It exists with other settings, or another closure (409).
+    /// It exists with other settings or another closure, or its name is held by a
+    /// deleted stream that forks still branch off, or a fork's source is such a
+    /// stream or has another content type (409).
     Conflict,
+    /// A fork's source does not exist (404).
+    SourceNotFound,
+    /// A fork's offset or sub-offset is past its source's data (400); the text says which.
+    BadFork(String),
 }
 
 /// Whether a repeated create matches the stream it finds: the same content type,
-/// expiry and closure (a repeat's body is not compared: it was stored the first time).
+/// expiry, closure and fork origin (a repeat's body is not compared: it was stored
+/// the first time). A fork's repeat that names no offset or expiry matches the
+/// ones the first create resolved.
 pub fn create_matches(existing: &LogState, request: &CreateLog) -> bool {
+    let fork_matches = match (&existing.config.fork, &request.fork) {
+        (None, None) => true,
+        (Some(origin), Some(fork)) => {
+            origin.source == fork.source.as_str()
+                && fork.offset.is_none_or(|offset| offset == origin.position)
+                && origin.sub == fork.sub
+        }
+        _ => false,
+    };
+    let expiry_matches = existing.config.expiry == request.config.expiry
+        || (request.fork.is_some() && request.config.expiry == Expiry::Never);
     normalize_content_type(&existing.config.content_type)
         == normalize_content_type(&request.config.content_type)
-        && existing.config.expiry == request.config.expiry
+        && expiry_matches
         && existing.closed == request.closed
+        && fork_matches
+}
+
+/// Where a fork's request anchors in its source: its offset, or the source's tail.
+pub fn fork_anchor(source: &LogState, fork: &ForkRequest) -> Position {
+    fork.offset.unwrap_or(source.tail)
+}
+
+/// What a backend copies from a fork's source: entries through `upto`, then the
+/// first `partial` bytes of the entry after it, if any; the fork is then a stream of
+/// its own with `config`, sharing the source's positions up to where it branched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkPlan {
+    /// The fork's settings, its origin included.
+    pub config: LogConfig,
+    /// The last whole entry taken from the source.
+    pub upto: Position,
+    /// The bytes taken from the next entry, when a sub-offset falls inside it.
+    pub partial: Option<usize>,
+}
+
+/// Decides a fork from its source's state and the length of the source's entry at
+/// the anchor (the one after [`fork_anchor`]), if there is one. The fork takes the
+/// content type (which must be the source's), and takes the source's expiry when
+/// it names none. A sub-offset counts messages in JSON mode, else bytes of the one
+/// entry after the anchor, and may not reach past it. Producer and `Stream-Seq`
+/// state are never taken: the fork starts fresh, and open.
+pub fn plan_fork(
+    source: &LogState,
+    next_entry_len: Option<usize>,
+    request: &CreateLog,
+) -> Result<ForkPlan, CreateOutcome> {
+    let Some(fork) = &request.fork else {
+        return Err(CreateOutcome::BadFork("not a fork".into()));
+    };
+    let anchor = fork_anchor(source, fork);
+    if anchor > source.tail {
+        return Err(CreateOutcome::BadFork(
+            "Stream-Fork-Offset is past the source's tail".into(),
+        ));
+    }
+    if normalize_content_type(&request.config.content_type)
+        != normalize_content_type(&source.config.content_type)
+    {
+        return Err(CreateOutcome::Conflict);
+    }
+    let overshoot = || {
+        CreateOutcome::BadFork(
+            "Stream-Fork-Sub-Offset reaches past the source's next data boundary".into(),
+        )
+    };
+    let (upto, partial) = if fork.sub == 0 {
+        (anchor, None)
+    } else if is_json(&source.config.content_type) {
+        let upto = anchor
+            .checked_add(i64::try_from(fork.sub).map_err(|_| overshoot())?)
+            .filter(|upto| *upto <= source.tail)
+            .ok_or_else(overshoot)?;
+        (upto, None)
+    } else {
+        let len = next_entry_len.ok_or_else(overshoot)?;
+        match usize::try_from(fork.sub) {
+            Ok(sub) if sub < len => (anchor, Some(sub)),
+            Ok(sub) if sub == len => (anchor + 1, None),
+            _ => return Err(overshoot()),
+        }
+    };
+    let expiry = match request.config.expiry {
+        Expiry::Never => source.config.expiry,
+        own => own,
+    };
+    Ok(ForkPlan {
+        config: LogConfig {
+            content_type: request.config.content_type.clone(),
+            expiry,
+            fork: Some(ForkOrigin {
+                source: fork.source.to_string(),
+                position: anchor,
+                sub: fork.sub,
+            }),
+        },
+        upto,
+        partial,
+    })
 }
 
 /// Whether a stream with this expiry, last touched at `touched_at`, has expired at `now`.
@@ -463,10 +606,7 @@ mod tests {
 
     fn open(tail: Position) -> LogState {
         LogState {
-            config: LogConfig {
-                content_type: "text/plain".into(),
-                expiry: Expiry::Never,
-            },
+            config: LogConfig::new("text/plain", Expiry::Never),
             tail,
             closed: false,
             closed_by: None,
@@ -628,5 +768,43 @@ mod tests {
             json_entries(&raw(event), false).unwrap()[0].name.as_deref(),
             Some("OrderPlaced")
         );
+    }
+
+    #[test]
+    fn forks_take_whole_entries_or_a_prefix_of_the_next() {
+        let fork = |offset, sub, content_type: &str| CreateLog {
+            config: LogConfig::new(content_type, Expiry::Never),
+            closed: false,
+            entries: vec![],
+            fork: Some(ForkRequest {
+                source: StreamName::parse("src").unwrap(),
+                offset,
+                sub,
+            }),
+        };
+        let mut source = open(3);
+        source.config.expiry = Expiry::Idle(60);
+        let plan = plan_fork(&source, None, &fork(None, 0, "text/plain")).unwrap();
+        assert_eq!((plan.upto, plan.partial), (3, None));
+        assert_eq!(plan.config.expiry, Expiry::Idle(60));
+        assert_eq!(plan.config.fork.unwrap().position, 3);
+        let plan = plan_fork(&source, Some(5), &fork(Some(1), 2, "text/plain")).unwrap();
+        assert_eq!((plan.upto, plan.partial), (1, Some(2)));
+        let plan = plan_fork(&source, Some(5), &fork(Some(1), 5, "text/plain")).unwrap();
+        assert_eq!((plan.upto, plan.partial), (2, None));
+        for (offset, sub, next) in [(Some(1), 6, Some(5)), (None, 1, None), (Some(4), 0, None)] {
+            assert!(matches!(
+                plan_fork(&source, next, &fork(offset, sub, "text/plain")),
+                Err(CreateOutcome::BadFork(_))
+            ));
+        }
+        assert_eq!(
+            plan_fork(&source, None, &fork(None, 0, "application/json")),
+            Err(CreateOutcome::Conflict)
+        );
+        source.config.content_type = JSON.into();
+        let plan = plan_fork(&source, Some(9), &fork(Some(1), 2, JSON)).unwrap();
+        assert_eq!((plan.upto, plan.partial), (3, None));
+        assert!(plan_fork(&source, Some(9), &fork(Some(1), 3, JSON)).is_err());
     }
 }

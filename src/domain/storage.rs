@@ -29,6 +29,10 @@ pub enum StoreError {
     /// The stream has no events yet (or never existed).
     #[error("stream {0} not found")]
     StreamNotFound(String),
+    /// The stream was deleted while forks still branch off it: its name stays
+    /// taken, and it answers nothing, until they are gone.
+    #[error("stream {0} is deleted")]
+    StreamGone(String),
     /// A client with this id exists already.
     #[error("client {0} exists")]
     ClientExists(String),
@@ -256,12 +260,19 @@ pub trait ClientStore: Send + Sync {
 }
 
 /// The byte log under every stream, as the Durable Streams protocol reaches it.
-/// What a create or an append decides is `domain::log`'s; a backend reads the
-/// state it needs, calls it and writes the outcome atomically. A stream whose
+/// What a create, a fork or an append decides is `domain::log`'s; a backend reads
+/// the state it needs, calls it and writes the outcome atomically. A stream whose
 /// expiry has passed is gone: not found, and made anew by a create.
+///
+/// A fork copies what it takes of its source when it is made, so it reads on its own
+/// from then on. A stream deleted while forks name it as their source stays as a
+/// tombstone that holds its name (`StreamGone` to every call, `Conflict` to a
+/// create or a fork) until the last of them is deleted; a tombstone that loses its
+/// last fork goes, and so, in turn, may the tombstone of its own source.
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    /// Creates the stream with its first entries, or finds it as it is.
+    /// Creates the stream with its first entries, or finds it as it is. With a
+    /// `fork`, first copies what [`super::log::plan_fork`] says of the source.
     async fn create_log(
         &self,
         stream: &StreamName,
@@ -294,7 +305,9 @@ pub trait LogStore: Send + Sync {
         let _ = stream;
         Err(StoreError::Unsupported("the Durable Streams protocol"))
     }
-    /// Deletes the stream with its entries, offsets and producers.
+    /// Deletes the stream with its entries, offsets and producers, leaving a
+    /// tombstone if forks branch off it; releases the tombstones it was the last
+    /// fork of. `StreamGone` for a tombstone.
     async fn delete_log(&self, stream: &StreamName) -> StoreResult<()> {
         let _ = stream;
         Err(StoreError::Unsupported("the Durable Streams protocol"))

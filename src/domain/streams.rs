@@ -426,6 +426,10 @@ impl StreamService {
         request: CreateLog,
     ) -> Result<CreateOutcome, DomainError> {
         caller.authorize(ResourceKind::Stream, stream.as_str(), Action::Manage)?;
+        // A fork reads its source.
+        if let Some(fork) = &request.fork {
+            caller.authorize(ResourceKind::Stream, fork.source.as_str(), Action::Consume)?;
+        }
         Ok(self.store.create_log(stream, request).await?)
     }
 

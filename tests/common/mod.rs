@@ -263,7 +263,7 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// The prefix of its trials' names.
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             BackendKind::Sqlite => "sqlite",
             BackendKind::Postgres => "postgres",
@@ -273,7 +273,7 @@ impl BackendKind {
     }
 
     /// The backend, or why it is not configured.
-    fn backend(self) -> Result<Backend, String> {
+    pub fn backend(self) -> Result<Backend, String> {
         match self {
             BackendKind::Sqlite => Ok(Backend::Sqlite),
             BackendKind::Postgres => Backend::postgres(),

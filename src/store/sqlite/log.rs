@@ -7,9 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::clock::Millis;
 use crate::domain::log::{
-    create_matches, expired, is_json, plan_append, AppendOutcome, AppendPlan, CreateLog,
-    CreateOutcome, Entry, Expiry, LogAppend, LogConfig, LogRead, LogState, Position, ProducerClaim,
-    ProducerState,
+    create_matches, expired, fork_anchor, is_json, plan_append, plan_fork, AppendOutcome,
+    AppendPlan, CreateLog, CreateOutcome, Entry, Expiry, ForkOrigin, LogAppend, LogConfig, LogRead,
+    LogState, Position, ProducerClaim, ProducerState,
 };
 use crate::domain::{StoreError, StoreResult, StreamName};
 
@@ -25,7 +25,8 @@ struct Row {
 }
 
 const ROW: &str = "SELECT id, content_type, ttl_s, expires_at, last_event, closed,
-        closed_by_producer, closed_by_epoch, closed_by_seq, stream_seq, touched_at, created_at
+        closed_by_producer, closed_by_epoch, closed_by_seq, stream_seq, touched_at, created_at,
+        forked_from, fork_position, fork_sub
     FROM streams WHERE name = ?1";
 
 fn expiry_of(ttl_s: Option<i64>, expires_at: Option<i64>) -> Expiry {
@@ -64,12 +65,21 @@ fn find(conn: &Connection, name: &StreamName, now: Millis) -> StoreResult<Option
                     _ => None,
                 };
                 let created_at: Millis = row.get(11)?;
+                let fork = match row.get::<_, Option<String>>(12)? {
+                    Some(source) => Some(ForkOrigin {
+                        source,
+                        position: row.get::<_, Option<i64>>(13)?.unwrap_or(0),
+                        sub: row.get::<_, Option<i64>>(14)?.unwrap_or(0).max(0) as u64,
+                    }),
+                    None => None,
+                };
                 Ok(Row {
                     id: row.get(0)?,
                     state: LogState {
                         config: LogConfig {
                             content_type: row.get(1)?,
                             expiry: expiry_of(row.get(2)?, row.get(3)?),
+                            fork,
                         },
                         tail: row.get(4)?,
                         closed: row.get(5)?,
@@ -85,8 +95,49 @@ fn find(conn: &Connection, name: &StreamName, now: Millis) -> StoreResult<Option
     Ok(row.filter(|row| !expired(row.state.config.expiry, row.touched_at, now)))
 }
 
+/// The stream's row; `StreamGone` for a tombstone, else `StreamNotFound`.
 fn existing(conn: &Connection, name: &StreamName, now: Millis) -> StoreResult<Row> {
-    find(conn, name, now)?.ok_or_else(|| StoreError::StreamNotFound(name.to_string()))
+    match find(conn, name, now)? {
+        Some(row) => Ok(row),
+        None if tombstone(conn, name.as_str())?.is_some() => {
+            Err(StoreError::StreamGone(name.to_string()))
+        }
+        None => Err(StoreError::StreamNotFound(name.to_string())),
+    }
+}
+
+/// The tombstone holding this name, if one does: the source it was a fork of, if any.
+fn tombstone(conn: &Connection, name: &str) -> StoreResult<Option<Option<String>>> {
+    conn.prepare_cached("SELECT forked_from FROM stream_tombstones WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)).optional())
+        .map_err(sql("find tombstone"))
+}
+
+/// How many streams and tombstones name this one as their source.
+fn forks_of(conn: &Connection, name: &str) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM streams WHERE forked_from = ?1)
+              + (SELECT count(*) FROM stream_tombstones WHERE forked_from = ?1)",
+    )
+    .and_then(|mut stmt| stmt.query_row([name], |row| row.get(0)))
+    .map_err(sql("count forks"))
+}
+
+/// Removes the tombstones that no fork names any more, from `source` up its chain.
+fn release(conn: &Connection, mut source: Option<String>) -> StoreResult<()> {
+    while let Some(name) = source.take() {
+        let Some(parent) = tombstone(conn, &name)? else {
+            break;
+        };
+        if forks_of(conn, &name)? > 0 {
+            break;
+        }
+        conn.prepare_cached("DELETE FROM stream_tombstones WHERE name = ?1")
+            .and_then(|mut stmt| stmt.execute([name.as_str()]))
+            .map_err(sql("remove tombstone"))?;
+        source = parent;
+    }
+    Ok(())
 }
 
 /// Removes a stream and all it holds.
@@ -133,7 +184,7 @@ fn store_entries(
     Ok(position)
 }
 
-/// Creates a stream; see [`crate::domain::LogStore::create_log`].
+/// Creates a stream, or a fork; see [`crate::domain::LogStore::create_log`].
 pub fn create(
     conn: &Connection,
     name: &StreamName,
@@ -147,50 +198,131 @@ pub fn create(
             CreateOutcome::Conflict
         });
     }
+    if tombstone(conn, name.as_str())?.is_some() {
+        return Ok(CreateOutcome::Conflict);
+    }
+    let (config, inherit) = match &request.fork {
+        None => (request.config.clone(), None),
+        Some(fork) => {
+            let Some(source) = find(conn, &fork.source, now)? else {
+                return Ok(if tombstone(conn, fork.source.as_str())?.is_some() {
+                    CreateOutcome::Conflict
+                } else {
+                    CreateOutcome::SourceNotFound
+                });
+            };
+            let next_len = entry_len(conn, source.id, fork_anchor(&source.state, fork) + 1)?;
+            match plan_fork(&source.state, next_len, request) {
+                Ok(plan) => (plan.config.clone(), Some((source.id, plan))),
+                Err(outcome) => return Ok(outcome),
+            }
+        }
+    };
     // An expired stream is gone: its row makes way for the new one.
-    if let Some(id) = conn
-        .prepare_cached("SELECT id FROM streams WHERE name = ?1")
+    if let Some((id, forked_from)) = conn
+        .prepare_cached("SELECT id, forked_from FROM streams WHERE name = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row([name.as_str()], |row| row.get::<_, i64>(0))
-                .optional()
+            stmt.query_row([name.as_str()], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+            })
+            .optional()
         })
         .map_err(sql("find stream"))?
     {
         remove(conn, id)?;
+        release(conn, forked_from)?;
     }
-    let (ttl_s, expires_at) = columns_of(request.config.expiry);
+    let (ttl_s, expires_at) = columns_of(config.expiry);
+    let fork = config.fork.as_ref();
     conn.prepare_cached(
-        "INSERT INTO streams (name, owner, last_event, created_at, content_type, ttl_s, expires_at, closed, touched_at)
-         VALUES (?1, '', 0, ?2, ?3, ?4, ?5, ?6, ?2)",
+        "INSERT INTO streams (name, owner, last_event, created_at, content_type, ttl_s, expires_at,
+             closed, touched_at, forked_from, fork_position, fork_sub)
+         VALUES (?1, '', 0, ?2, ?3, ?4, ?5, ?6, ?2, ?7, ?8, ?9)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
             name.as_str(),
             now,
-            request.config.content_type,
+            config.content_type,
             ttl_s,
             expires_at,
-            request.closed
+            request.closed,
+            fork.map(|origin| origin.source.as_str()),
+            fork.map(|origin| origin.position),
+            fork.map(|origin| i64::try_from(origin.sub).unwrap_or(i64::MAX)),
         ])
     })
     .map_err(sql("create stream"))?;
     let stream = conn.last_insert_rowid();
+    let mut tail = 0;
+    if let Some((source, plan)) = inherit {
+        tail = copy_entries(conn, source, stream, plan.upto, plan.partial)?;
+    }
     let tail = store_entries(
         conn,
         stream,
-        0,
-        &request.config.content_type,
+        tail,
+        &config.content_type,
         &request.entries,
         now,
     )?;
     set_tail(conn, stream, tail)?;
     Ok(CreateOutcome::Created(LogState {
-        config: request.config.clone(),
+        config,
         tail,
         closed: request.closed,
         closed_by: None,
         stream_seq: None,
     }))
+}
+
+/// The length in bytes of entry `position` of a stream, if it has one.
+fn entry_len(conn: &Connection, stream: i64, position: Position) -> StoreResult<Option<usize>> {
+    conn.prepare_cached(
+        "SELECT length(CAST(body AS BLOB)) FROM events WHERE stream_id = ?1 AND id = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![stream, position], |row| row.get::<_, i64>(0))
+            .optional()
+    })
+    .map(|len| len.map(|len| len.max(0) as usize))
+    .map_err(sql("read entry"))
+}
+
+/// Copies a source's entries through `upto`, and the first `partial` bytes of the
+/// next one, into a fork; returns the fork's tail.
+fn copy_entries(
+    conn: &Connection,
+    source: i64,
+    fork: i64,
+    upto: Position,
+    partial: Option<usize>,
+) -> StoreResult<Position> {
+    conn.prepare_cached(
+        "INSERT INTO events (stream_id, id, name, body, appended_at)
+         SELECT ?2, id, name, body, appended_at FROM events WHERE stream_id = ?1 AND id <= ?3",
+    )
+    .and_then(|mut stmt| stmt.execute(params![source, fork, upto]))
+    .map_err(sql("copy entries"))?;
+    let Some(bytes) = partial else {
+        return Ok(upto);
+    };
+    // A part of an entry is no whole seed-004 event: it keeps no name.
+    conn.prepare_cached(
+        "INSERT INTO events (stream_id, id, name, body, appended_at)
+         SELECT ?2, id, '', substr(CAST(body AS BLOB), 1, ?4), appended_at
+         FROM events WHERE stream_id = ?1 AND id = ?3 + 1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            source,
+            fork,
+            upto,
+            i64::try_from(bytes).unwrap_or(i64::MAX)
+        ])
+    })
+    .map_err(sql("copy entries"))?;
+    Ok(upto + 1)
 }
 
 fn set_tail(conn: &Connection, stream: i64, tail: Position) -> StoreResult<()> {
@@ -331,26 +463,42 @@ pub fn touch(conn: &Connection, name: &StreamName, now: Millis) -> StoreResult<(
     Ok(())
 }
 
-/// Deletes a stream; see [`crate::domain::LogStore::delete_log`].
+/// Deletes a stream, leaving a tombstone if forks name it; see
+/// [`crate::domain::LogStore::delete_log`].
 pub fn delete(conn: &Connection, name: &StreamName, now: Millis) -> StoreResult<()> {
     let row = existing(conn, name, now)?;
-    remove(conn, row.id)
+    let fork = row.state.config.fork.as_ref();
+    if forks_of(conn, name.as_str())? > 0 {
+        remove(conn, row.id)?;
+        conn.prepare_cached("INSERT INTO stream_tombstones (name, forked_from) VALUES (?1, ?2)")
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    name.as_str(),
+                    fork.map(|origin| origin.source.as_str())
+                ])
+            })
+            .map_err(sql("leave tombstone"))?;
+        return Ok(());
+    }
+    remove(conn, row.id)?;
+    release(conn, fork.map(|origin| origin.source.clone()))
 }
 
 /// Drops the streams whose expiry has passed.
 pub fn sweep(conn: &Connection, now: Millis) -> StoreResult<u64> {
-    let ids: Vec<i64> = conn
+    let expired: Vec<(i64, Option<String>)> = conn
         .prepare_cached(
-            "SELECT id FROM streams WHERE (expires_at IS NOT NULL AND expires_at <= ?1)
+            "SELECT id, forked_from FROM streams WHERE (expires_at IS NOT NULL AND expires_at <= ?1)
                 OR (ttl_s IS NOT NULL AND COALESCE(touched_at, created_at) + ttl_s * 1000 <= ?1)",
         )
         .and_then(|mut stmt| {
-            stmt.query_map([now], |row| row.get(0))?
+            stmt.query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("find expired streams"))?;
-    for id in &ids {
+    for (id, forked_from) in &expired {
         remove(conn, *id)?;
+        release(conn, forked_from.clone())?;
     }
-    Ok(ids.len() as u64)
+    Ok(expired.len() as u64)
 }

@@ -146,6 +146,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream_id, producer)
     ) WITHOUT ROWID;
     "#,
+    // 8: forks. A fork names its source and where it branched (what a repeated
+    // create must match); a stream deleted while forks name it stays a tombstone.
+    r#"
+    ALTER TABLE streams ADD COLUMN forked_from TEXT;
+    ALTER TABLE streams ADD COLUMN fork_position INTEGER;
+    ALTER TABLE streams ADD COLUMN fork_sub INTEGER;
+    CREATE INDEX streams_forked_from ON streams (forked_from) WHERE forked_from IS NOT NULL;
+    CREATE TABLE stream_tombstones (
+        name TEXT PRIMARY KEY,
+        forked_from TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
+        WHERE forked_from IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
