@@ -491,6 +491,24 @@ pub struct ForkPlan {
     pub partial: Option<usize>,
 }
 
+/// Why a fork is not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForkRefusal {
+    /// The request's content type is not the source's (409).
+    Conflict,
+    /// Its offset or sub-offset is past the source's data (400).
+    BadFork(String),
+}
+
+impl From<ForkRefusal> for CreateOutcome {
+    fn from(refusal: ForkRefusal) -> Self {
+        match refusal {
+            ForkRefusal::Conflict => CreateOutcome::Conflict,
+            ForkRefusal::BadFork(detail) => CreateOutcome::BadFork(detail),
+        }
+    }
+}
+
 /// Decides a fork from its source's state and the length of the source's entry at
 /// the anchor (the one after [`fork_anchor`]), if there is one. The fork takes the
 /// content type (which must be the source's), and takes the source's expiry when
@@ -501,23 +519,23 @@ pub fn plan_fork(
     source: &LogState,
     next_entry_len: Option<usize>,
     request: &CreateLog,
-) -> Result<ForkPlan, CreateOutcome> {
+) -> Result<ForkPlan, ForkRefusal> {
     let Some(fork) = &request.fork else {
-        return Err(CreateOutcome::BadFork("not a fork".into()));
+        return Err(ForkRefusal::BadFork("not a fork".into()));
     };
     let anchor = fork_anchor(source, fork);
     if anchor > source.tail {
-        return Err(CreateOutcome::BadFork(
+        return Err(ForkRefusal::BadFork(
             "Stream-Fork-Offset is past the source's tail".into(),
         ));
     }
     if normalize_content_type(&request.config.content_type)
         != normalize_content_type(&source.config.content_type)
     {
-        return Err(CreateOutcome::Conflict);
+        return Err(ForkRefusal::Conflict);
     }
     let overshoot = || {
-        CreateOutcome::BadFork(
+        ForkRefusal::BadFork(
             "Stream-Fork-Sub-Offset reaches past the source's next data boundary".into(),
         )
     };
@@ -795,12 +813,12 @@ mod tests {
         for (offset, sub, next) in [(Some(1), 6, Some(5)), (None, 1, None), (Some(4), 0, None)] {
             assert!(matches!(
                 plan_fork(&source, next, &fork(offset, sub, "text/plain")),
-                Err(CreateOutcome::BadFork(_))
+                Err(ForkRefusal::BadFork(_))
             ));
         }
         assert_eq!(
             plan_fork(&source, None, &fork(None, 0, "application/json")),
-            Err(CreateOutcome::Conflict)
+            Err(ForkRefusal::Conflict)
         );
         source.config.content_type = JSON.into();
         let plan = plan_fork(&source, Some(9), &fork(Some(1), 2, JSON)).unwrap();

@@ -214,7 +214,7 @@ pub fn create(
             let next_len = entry_len(conn, source.id, fork_anchor(&source.state, fork) + 1)?;
             match plan_fork(&source.state, next_len, request) {
                 Ok(plan) => (plan.config.clone(), Some((source.id, plan))),
-                Err(outcome) => return Ok(outcome),
+                Err(refusal) => return Ok(refusal.into()),
             }
         }
     };
