@@ -13,8 +13,12 @@
 //! pace, then as fast as it goes), `task-waiters` (memory and CPU with
 //! `--task-waiters` requests waiting), `deliver` (messages delivered per second to
 //! the bare handler as upstream), `breaker` (Hopper's CPU while its upstream
-//! fails every call) and `peer-push` (the same pushes as `push`, sent with seed 000's
-//! headers to `--peer`, the front door Hopper replaces).
+//! fails every call), `peer-push` (the same pushes as `push`, sent with seed 000's
+//! headers to `--peer`, the front door Hopper replaces), `ds-append` and `ds-read`
+//! (the Durable Streams protocol under `/api/v1/stream/`: appends of one JSON
+//! message, catch-up reads of a filled stream), and `peer-ds-append` and
+//! `peer-ds-read` (the same two against each `--peer-ds`, another server of the
+//! protocol, such as its reference server).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,6 +45,10 @@ const TASK_QUEUE: &str = "bench-tasks";
 
 /// Seed 000's request body: 53 bytes.
 const SEED_BODY: &str = r#"{"user_id":123,"app_id":222,"item_id":4,"quantity":5}"#;
+/// Where Hopper serves the Durable Streams protocol's streams.
+const DS_BASE: &str = "/api/v1/stream";
+/// Messages per append when the `ds-read` scenarios fill their stream.
+const DS_FILL_BATCH: usize = 1000;
 const ADMIN_SECRET: &str = "bench-admin-secret-0123456789";
 
 /// Arguments of `hopper bench`.
@@ -60,8 +68,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub store: Vec<String>,
     /// Scenarios to run, comma-separated: bare, push, push-token, receive-ack, append, read, capacity,
-    /// tasks, task-waiters, deliver, breaker, peer-push (`read` needs at least 1000 events, which
-    /// `append` writes first).
+    /// tasks, task-waiters, deliver, breaker, peer-push, ds-append, ds-read, peer-ds-append,
+    /// peer-ds-read (`read` needs at least 1000 events, which `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
     /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
@@ -96,6 +104,16 @@ pub struct BenchArgs {
     /// Token the `peer-push` scenario sends as `Authorization: Bearer`.
     #[arg(long)]
     pub peer_token: Option<String>,
+    /// Messages in the stream the `ds-read` and `peer-ds-read` scenarios read, 53
+    /// bytes each (appended first, 1000 per request).
+    #[arg(long, default_value_t = 100_000)]
+    pub ds_read_messages: usize,
+    /// A Durable Streams server for the `peer-ds-append` and `peer-ds-read`
+    /// scenarios, repeatable: `[LABEL=]URL`, the `http://` URL its streams live under,
+    /// such as `memory=http://127.0.0.1:4437/v1/stream` (the label names its lines;
+    /// its host and port by default).
+    #[arg(long)]
+    pub peer_ds: Vec<String>,
 }
 
 impl BenchArgs {
@@ -143,11 +161,47 @@ impl Peer {
     }
 }
 
+/// A server of the Durable Streams protocol measured beside Hopper (`--peer-ds`).
+struct DsPeer {
+    label: String,
+    addr: SocketAddr,
+    /// The path its streams live under, without a trailing `/`.
+    base: String,
+}
+
+impl DsPeer {
+    /// Reads one `--peer-ds` value and resolves the server's address.
+    async fn parse(spec: &str) -> anyhow::Result<DsPeer> {
+        let (label, url) = match spec.split_once('=') {
+            Some((label, url)) if !label.contains('/') => (Some(label), url),
+            _ => (None, spec),
+        };
+        let uri: hyper::Uri = url.parse().with_context(|| format!("--peer-ds {spec}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "--peer-ds {spec}: only http:// is supported"
+        );
+        let host = uri.host().context("--peer-ds has no host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .with_context(|| format!("--peer-ds {spec}: {host} does not resolve"))?;
+        Ok(DsPeer {
+            label: label.map_or_else(|| format!("{host}:{port}"), str::to_owned),
+            addr,
+            base: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
 /// One scenario's figures.
 struct Figures {
     name: String,
     requests: u64,
     messages: u64,
+    /// Response body bytes read, for the scenarios that measure reads.
+    bytes: u64,
     errors: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
@@ -163,8 +217,16 @@ impl Figures {
         let ratio = baseline
             .map(|b| format!("{:>6.1}%", 100.0 * self.requests_per_second() / b))
             .unwrap_or_else(|| "      -".into());
+        let read = if self.bytes > 0 {
+            format!(
+                "  read {:.1} MB/s",
+                self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<20} {:>10.0} req/s {:>10.0} msg/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>8.3} ms  errors {:>5}  vs bare {}",
+            "{:<24} {:>10.0} req/s {:>10.0} msg/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>8.3} ms  errors {:>5}  vs bare {}{read}",
             self.name,
             self.requests_per_second(),
             self.messages as f64 / self.elapsed.as_secs_f64(),
@@ -233,14 +295,24 @@ impl Connection {
         request: hyper::http::request::Builder,
         body: Bytes,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let (status, _, body) = self.exchange(request, body).await?;
+        Ok((status, body))
+    }
+
+    /// As [`Connection::send`], with the response's headers.
+    async fn exchange(
+        &mut self,
+        request: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)> {
         self.sender.ready().await?;
         let response = self
             .sender
             .send_request(request.body(Full::new(body))?)
             .await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        let (head, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok((head.status, head.headers, body))
     }
 }
 
@@ -258,16 +330,28 @@ enum Workload {
     Read,
     /// Task creates that wait for their result (workers run beside).
     Task,
+    /// Durable Streams appends of one JSON message to the stream at this path.
+    DsAppend(Arc<str>),
+    /// Durable Streams catch-up reads of the stream at this path: from its start
+    /// (`-1`), then from each answer's next offset until one is up to date, then
+    /// from the start again.
+    DsRead {
+        path: Arc<str>,
+        /// Where this connection's next read starts; the start when `None`.
+        next: Option<String>,
+    },
 }
 
 /// Seed 004's example event.
 const SEED_EVENT: &str = r#"{"event":{"name":"OrderPlaced","version":1},"system":{"id":"alv123","name":"codello alvine","time":"2017-09-06 13:58:12","timezone":"Europe/Berlin"},"trigger":{"type":"system","name":"/path/to/script.php"},"payload":{}}"#;
 
+/// One request (or two) of `workload`: the requests made, the messages they carried
+/// and the response body bytes read.
 async fn step(
     conn: &mut Connection,
-    workload: &Workload,
+    workload: &mut Workload,
     latency: &mut Histogram<u64>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(u64, u64, u64)> {
     match workload {
         Workload::Bare | Workload::Push => {
             let path = if matches!(workload, Workload::Bare) {
@@ -281,7 +365,7 @@ async fn step(
                 .await?;
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
-            Ok((1, 1))
+            Ok((1, 1, 0))
         }
         Workload::PeerPush(peer) => {
             let request = conn
@@ -293,13 +377,13 @@ async fn step(
                 .await?;
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
-            Ok((1, 1))
+            Ok((1, 1, 0))
         }
         Workload::Task => {
             let started = Instant::now();
             let created = create_task(conn).await;
             latency.saturating_record(started.elapsed().as_micros() as u64);
-            created.map(|()| (1, 1))
+            created.map(|()| (1, 1, 0))
         }
         Workload::Append => {
             let started = Instant::now();
@@ -312,7 +396,7 @@ async fn step(
                 .await?;
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
-            Ok((1, 1))
+            Ok((1, 1, 0))
         }
         Workload::Read => {
             let started = Instant::now();
@@ -326,7 +410,7 @@ async fn step(
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "status {status}");
             let events: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
-            Ok((1, events.len() as u64))
+            Ok((1, events.len() as u64, 0))
         }
         Workload::ReceiveAck => {
             let started = Instant::now();
@@ -354,7 +438,33 @@ async fn step(
                 .await?;
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "ack status {status}");
-            Ok((2, receipts.len() as u64))
+            Ok((2, receipts.len() as u64, 0))
+        }
+        Workload::DsAppend(path) => {
+            let started = Instant::now();
+            let (status, _) = conn
+                .call(Method::POST, path, Bytes::from_static(SEED_BODY.as_bytes()))
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "status {status}");
+            Ok((1, 1, 0))
+        }
+        Workload::DsRead { path, next } => {
+            let offset = next.take().unwrap_or_else(|| "-1".to_owned());
+            let request = conn.request(Method::GET, &format!("{path}?offset={offset}"));
+            let started = Instant::now();
+            let (status, headers, body) = conn.exchange(request, Bytes::new()).await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status == StatusCode::OK, "status {status}");
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            if header("stream-up-to-date") != Some("true") {
+                let offset = header("stream-next-offset").context("no Stream-Next-Offset")?;
+                *next = Some(offset.to_owned());
+            }
+            // Each message is seed 000's flat object: one `{` apiece, found without
+            // parsing megabytes of JSON on the client's share of the cores.
+            let messages = body.iter().filter(|byte| **byte == b'{').count() as u64;
+            Ok((1, messages, body.len() as u64))
         }
     }
 }
@@ -373,11 +483,11 @@ async fn drive(
     let mut tasks = Vec::new();
     for index in 0..args.connections {
         let mut conn = Connection::open(addrs[index % addrs.len()], auth.clone()).await?;
-        let workload = workload.clone();
+        let mut workload = workload.clone();
         tasks.push(tokio::spawn(async move {
             let mut latency = new_histogram();
             let mut scratch = new_histogram();
-            let (mut requests, mut messages, mut errors) = (0u64, 0u64, 0u64);
+            let (mut requests, mut messages, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
             loop {
                 let now = Instant::now();
                 if now >= stop_at {
@@ -389,32 +499,35 @@ async fn drive(
                 } else {
                     &mut scratch
                 };
-                match step(&mut conn, &workload, hist).await {
-                    Ok((r, m)) if measuring => {
+                match step(&mut conn, &mut workload, hist).await {
+                    Ok((r, m, b)) if measuring => {
                         requests += r;
                         messages += m;
+                        bytes += b;
                     }
                     Ok(_) => {}
                     Err(_) if measuring => errors += 1,
                     Err(_) => {}
                 }
             }
-            (latency, requests, messages, errors)
+            (latency, requests, messages, bytes, errors)
         }));
     }
     let mut figures = Figures {
         name: name.to_owned(),
         requests: 0,
         messages: 0,
+        bytes: 0,
         errors: 0,
         elapsed: args.duration,
         latency: new_histogram(),
     };
     for task in tasks {
-        let (latency, requests, messages, errors) = task.await?;
+        let (latency, requests, messages, bytes, errors) = task.await?;
         figures.latency.add(latency)?;
         figures.requests += requests;
         figures.messages += messages;
+        figures.bytes += bytes;
         figures.errors += errors;
     }
     progress.finish();
@@ -622,6 +735,7 @@ async fn paced(
         name: format!("{kind}@{}/s {backend}", args.task_rate),
         requests: 0,
         messages: 0,
+        bytes: 0,
         errors: 0,
         elapsed: args.duration,
         latency: new_histogram(),
@@ -905,6 +1019,104 @@ async fn bench_breaker(
     Ok(())
 }
 
+/// Creates the JSON stream `bench-<pid>-<role>` under `base` on the server at
+/// `addr` and appends `fill` messages to it, [`DS_FILL_BATCH`] per request; returns
+/// its path. The process id in the name keeps a run clear of what an earlier one
+/// left on a server that persists its streams.
+async fn ds_stream(
+    addr: SocketAddr,
+    auth: Option<&str>,
+    base: &str,
+    role: &str,
+    fill: usize,
+) -> anyhow::Result<String> {
+    let path = format!("{base}/bench-{}-{role}", std::process::id());
+    let mut conn = Connection::open(addr, auth.map(str::to_owned)).await?;
+    let (status, answer) = conn.call(Method::PUT, &path, Bytes::new()).await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "creating {path}: status {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    if fill == 0 {
+        return Ok(path);
+    }
+    let batch = Bytes::from(format!("[{}]", vec![SEED_BODY; DS_FILL_BATCH].join(",")));
+    let batches = fill.div_ceil(DS_FILL_BATCH);
+    let progress = Progress::start(
+        &format!("filling {path}"),
+        Some((batches * DS_FILL_BATCH) as u64),
+    );
+    for _ in 0..batches {
+        let (status, _) = conn.call(Method::POST, &path, batch.clone()).await?;
+        anyhow::ensure!(status.is_success(), "appending to {path}: status {status}");
+        progress.advance(DS_FILL_BATCH as u64);
+    }
+    progress.finish();
+    Ok(path)
+}
+
+/// Deletes what [`ds_stream`] made, so that a server keeping its streams is not left
+/// holding them; failing that costs no figures.
+async fn ds_remove(addr: SocketAddr, auth: Option<&str>, paths: &[String]) {
+    let removed = async {
+        let mut conn = Connection::open(addr, auth.map(str::to_owned)).await?;
+        for path in paths {
+            conn.call(Method::DELETE, path, Bytes::new()).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(error) = removed.await {
+        eprintln!("{addr}: the bench streams are left behind: {error:#}");
+    }
+}
+
+/// The `ds-append` and `ds-read` scenarios against the server at `addrs` (Hopper's
+/// nodes, or a `--peer-ds`), whose streams live under `base`; the lines are named
+/// `<prefix>ds-append <label>` and `<prefix>ds-read <label>`.
+async fn bench_ds(
+    addrs: &[SocketAddr],
+    auth: Option<&str>,
+    base: &str,
+    prefix: &str,
+    label: &str,
+    baseline: Option<f64>,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let mut made = Vec::new();
+    if args.wants(&format!("{prefix}ds-append")) {
+        let path = ds_stream(addrs[0], auth, base, "append", 0).await?;
+        made.push(path.clone());
+        drive(
+            &format!("{prefix}ds-append {label}"),
+            addrs,
+            auth.map(str::to_owned),
+            Workload::DsAppend(path.into()),
+            args,
+        )
+        .await?
+        .print(baseline);
+    }
+    if args.wants(&format!("{prefix}ds-read")) {
+        let path = ds_stream(addrs[0], auth, base, "read", args.ds_read_messages).await?;
+        made.push(path.clone());
+        drive(
+            &format!("{prefix}ds-read {label}"),
+            addrs,
+            auth.map(str::to_owned),
+            Workload::DsRead {
+                path: path.into(),
+                next: None,
+            },
+            args,
+        )
+        .await?
+        .print(baseline);
+    }
+    ds_remove(addrs[0], auth, &made).await;
+    Ok(())
+}
+
 /// Runs the benchmark and prints one line per scenario.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -955,11 +1167,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?
         .print(baseline);
     }
-    // Neither of those needs a server.
+    if args.wants("peer-ds-append") || args.wants("peer-ds-read") {
+        anyhow::ensure!(
+            !args.peer_ds.is_empty(),
+            "peer-ds-append and peer-ds-read need --peer-ds"
+        );
+        for spec in &args.peer_ds {
+            let peer = DsPeer::parse(spec).await?;
+            bench_ds(
+                &[peer.addr],
+                None,
+                &peer.base,
+                "peer-",
+                &peer.label,
+                baseline,
+                &args,
+            )
+            .await?;
+        }
+    }
+    // None of those needs a server.
     if args
         .scenarios
         .iter()
-        .all(|s| s == "bare" || s == "peer-push")
+        .all(|s| ["bare", "peer-push", "peer-ds-append", "peer-ds-read"].contains(&s.as_str()))
     {
         return Ok(());
     }
@@ -1048,6 +1279,9 @@ async fn bench_store(
         )
         .await?
         .print(baseline);
+    }
+    if args.wants("ds-append") || args.wants("ds-read") {
+        bench_ds(&nodes, Some(&auth), DS_BASE, "", backend, baseline, args).await?;
     }
     if args.wants("tasks") {
         bench_tasks(addr, &auth, backend, args).await?;

@@ -1,11 +1,14 @@
 //! The Durable Streams protocol under `/api/v1/stream/{name}`: real HTTP to a real
-//! server on the embedded store. Hand-written cases for what Hopper adds or must
-//! keep (its credentials and grants, one log under both stream APIs, wake-ups by
-//! the append itself), then the protocol's own conformance suite (npm
-//! `@durable-streams/server-conformance-tests`) against `hopper serve`, when
-//! `HOPPER_TEST_DURABLE_STREAMS` names a directory where `npm ci` ran over
-//! `tests/durable-streams/` (`.ci/run` makes `target/durable-streams`); without it
-//! that trial is reported ignored.
+//! server on the embedded store (and, where a case says so, on each backend).
+//! Hand-written cases for what Hopper adds or must keep (its credentials and
+//! grants, one log under both stream APIs, wake-ups by the append itself, on
+//! every node), then the protocol's own conformance suite (npm
+//! `@durable-streams/server-conformance-tests`) against `hopper serve`, and its
+//! TypeScript client (`@durable-streams/client`) across a kill and restart of it,
+//! when `HOPPER_TEST_DURABLE_STREAMS` names a directory where `npm ci` ran over
+//! `tests/durable-streams/` (`.ci/run` makes `target/durable-streams`), once per
+//! backend that holds the log; without it, or without the backend, those trials
+//! are reported ignored.
 
 mod common;
 
@@ -22,7 +25,12 @@ use serde_json::{json, Value};
 const SUITE_ENV: &str = "HOPPER_TEST_DURABLE_STREAMS";
 
 /// The backends that hold the byte log, each of which must pass the whole suite.
-const LOG_BACKENDS: &[BackendKind] = &[BackendKind::Sqlite];
+const LOG_BACKENDS: &[BackendKind] = &[
+    BackendKind::Sqlite,
+    BackendKind::Postgres,
+    BackendKind::Redis,
+    BackendKind::RedisCluster,
+];
 
 fn main() {
     let mut trials: Vec<Trial> = common::trials!(@ once
@@ -35,7 +43,8 @@ fn main() {
         an_sse_read_streams_data_then_control_and_ends_at_the_close
     )
     .into_iter()
-    .chain(common::trials!(@ each_backend stores_without_the_log_answer_501))
+    .chain(common::trials!(@ each_backend one_log_serves_both_stream_apis))
+    .chain(common::trials!(@ shared_backend a_long_poll_on_one_node_is_answered_by_an_append_on_another))
     .collect();
     let suite = std::env::var(SUITE_ENV)
         .ok()
@@ -46,6 +55,18 @@ fn main() {
         let name = format!("{}::the_conformance_suite_passes", kind.label());
         trials.push(match (suite.clone(), kind.backend()) {
             (Ok(dir), Ok(backend)) => Trial::test(name, move || conformance(&dir, &backend)),
+            (Err(why), _) | (_, Err(why)) => {
+                Trial::test(name, move || Err(why.into())).with_ignored_flag(true)
+            }
+        });
+        let name = format!(
+            "{}::the_protocols_client_resumes_across_a_kill_and_restart",
+            kind.label()
+        );
+        trials.push(match (suite.clone(), kind.backend()) {
+            (Ok(dir), Ok(backend)) => {
+                Trial::test(name, move || client_across_a_restart(&dir, &backend))
+            }
             (Err(why), _) | (_, Err(why)) => {
                 Trial::test(name, move || Err(why.into())).with_ignored_flag(true)
             }
@@ -483,19 +504,168 @@ async fn an_sse_read_streams_data_then_control_and_ends_at_the_close() {
     assert!(text.contains("\"streamClosed\":true"), "{text}");
 }
 
-async fn stores_without_the_log_answer_501(app: TestApp) {
+/// On every store the log and seed 004's stream API are one log: each reads what the other appended, at
+/// the same positions.
+async fn one_log_serves_both_stream_apis(app: TestApp) {
     let created = app
         .as_admin(Method::PUT, &path("somewhere"))
         .header("content-type", "text/plain")
         .send()
         .await
         .unwrap();
-    let expected = if app.backend == "sqlite" {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NOT_IMPLEMENTED
+    assert_eq!(created.status(), StatusCode::CREATED, "on {}", app.backend);
+
+    let created = app
+        .as_admin(Method::PUT, &path("orders"))
+        .header("content-type", "application/json")
+        .body(json!([{"plain": 1}]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let appended = app
+        .as_admin(Method::POST, &path("orders"))
+        .header("content-type", "application/json")
+        .body(json!([seed_event("OrderPlaced"), [1, 2]]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), StatusCode::NO_CONTENT);
+    let events: Value = app
+        .as_admin(
+            Method::GET,
+            "/api/v1/streams/orders/events?eventName=OrderPlaced&limit=10",
+        )
+        .header("x-consumer-id", "billing")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(events[0]["id"], "2", "the second entry is event 2");
+
+    // Seed 004's appends are entries of the log, in order.
+    for _ in 0..2 {
+        let appended = app
+            .as_admin(Method::POST, "/api/v1/streams/legacy/events")
+            .header("x-producer-id", "shop")
+            .json(&seed_event("OrderShipped"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(appended.status(), StatusCode::OK);
+    }
+    let read = app
+        .as_admin(Method::GET, &path("legacy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(header(&read, "content-type"), Some("application/json"));
+    assert_eq!(
+        header(&read, "stream-next-offset"),
+        Some(hopper::domain::log::offset_of(2).as_str())
+    );
+    let messages: Value = read.json().await.unwrap();
+    assert_eq!(
+        messages,
+        json!([seed_event("OrderShipped"), seed_event("OrderShipped")])
+    );
+
+    // A stream the protocol made is claimed by seed 004's first producer, and
+    // takes no seed-004 events once closed, or when it holds no JSON.
+    let seed_append = |stream: &'static str, producer: &'static str| {
+        app.as_admin(Method::POST, &format!("/api/v1/streams/{stream}/events"))
+            .header("x-producer-id", producer)
+            .json(&seed_event("OrderPaid"))
+            .send()
     };
-    assert_eq!(created.status(), expected, "on {}", app.backend);
+    assert_eq!(
+        seed_append("orders", "billing").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        seed_append("orders", "other").await.unwrap().status(),
+        StatusCode::LOCKED
+    );
+    let closed = app
+        .as_admin(Method::POST, &path("orders"))
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        seed_append("orders", "billing").await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        seed_append("somewhere", "billing").await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    let read = app
+        .as_admin(Method::GET, &path("orders"))
+        .send()
+        .await
+        .unwrap();
+    let messages: Value = read.json().await.unwrap();
+    assert_eq!(messages.as_array().map(Vec::len), Some(4), "{messages}");
+    assert_eq!(messages[3], seed_event("OrderPaid"));
+}
+
+/// A reader long-polling one node is answered by an append made through another
+/// node of the same store (here a second store handle: a node of its own, with its
+/// own subscription), well before its long-poll would end.
+async fn a_long_poll_on_one_node_is_answered_by_an_append_on_another(app: TestApp) {
+    use hopper::domain::log::{Entry, LogAppend};
+    let created = app
+        .as_admin(Method::PUT, &path("shared"))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tail = header(&created, "stream-next-offset").unwrap().to_owned();
+    let other = hopper::store::open(app.store_url()).await.unwrap();
+    let started = Instant::now();
+    let poll = app
+        .as_admin(
+            Method::GET,
+            &format!("{}?offset={tail}&live=long-poll", path("shared")),
+        )
+        .send();
+    let append = async {
+        // Long enough for the poll to be waiting, far below its 20 s timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        other
+            .append_log(
+                &hopper::domain::StreamName::parse("shared").unwrap(),
+                LogAppend {
+                    content_type: Some("text/plain".into()),
+                    entries: vec![Entry {
+                        name: None,
+                        data: b"from the other node".to_vec(),
+                    }],
+                    close: false,
+                    producer: None,
+                    stream_seq: None,
+                },
+            )
+            .await
+            .unwrap()
+    };
+    let (answer, _) = tokio::join!(poll, append);
+    let answer = answer.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "from the other node");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered by the append, not the timeout: {:?}",
+        started.elapsed()
+    );
+    other.close().await;
 }
 
 /// Runs the suite against `hopper serve` on a fresh store of `backend`, public,
@@ -608,4 +778,59 @@ fn conformance(suite: &Path, backend: &Backend) -> Result<(), Failed> {
         )
         .into())
     }
+}
+
+/// The protocol's TypeScript client (`@durable-streams/client`) against `hopper
+/// serve` on a fresh store of `backend`, in the two runs of
+/// `tests/durable-streams/client-e2e.mjs` (which says what each checks), the
+/// server killed with SIGKILL and started again on the same store and port between
+/// them: a reader resumes from the offset it saved and sees exactly what came after.
+fn client_across_a_restart(suite: &Path, backend: &Backend) -> Result<(), Failed> {
+    use base64::Engine as _;
+    // Copied beside the installed packages, so that its imports resolve.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/durable-streams/client-e2e.mjs"),
+        suite.join("client-e2e.mjs"),
+    )
+    .map_err(|e| e.to_string())?;
+    let store = backend.isolated_store();
+    let mut server = common::serve::ServeProcess::start(&store.url, store.dir.path(), "");
+    let url = format!("{}/api/v1/stream/client-e2e", server.base_url());
+    let state = store.dir.path().join("client-e2e.json");
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", common::ADMIN_SECRET))
+    );
+    let run = |phase: &str, server: &common::serve::ServeProcess| -> Result<(), Failed> {
+        let output = Command::new("node")
+            .current_dir(suite)
+            .arg("client-e2e.mjs")
+            .arg(phase)
+            .arg(&url)
+            .arg(&state)
+            .env("HOPPER_AUTHORIZATION", &authorization)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run node: {e}"))?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprint!("{said}");
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "client-e2e.mjs {phase} on {} failed ({}):\n{said}\nserver log:\n{}",
+                backend.label(),
+                output.status,
+                server.log()
+            )
+            .into())
+        }
+    };
+    run("before", &server)?;
+    server.restart();
+    run("after", &server)
 }

@@ -425,7 +425,6 @@ impl IntoParams for AppendHeaders {
         (status = 201, description = "Created; `Location` names it, `Stream-Next-Offset` is its tail"),
         (status = 200, description = "It existed with these settings"),
         (status = 409, description = "It exists with other settings"),
-        (status = 501, description = "This store does not hold Durable Streams yet"),
     )
 )]
 pub async fn create(
@@ -505,7 +504,6 @@ pub async fn create(
         (status = 403, description = "A producer epoch older than the stream's (`Producer-Epoch` says which)"),
         (status = 404, response = NotFound),
         (status = 409, description = "The stream is closed, the content type differs, `Stream-Seq` went back, or a producer skipped a seq (`Producer-Expected-Seq`)"),
-        (status = 501, description = "This store does not hold Durable Streams yet"),
     )
 )]
 pub async fn append(
@@ -643,7 +641,6 @@ pub struct LogReadQuery {
         (status = 204, description = "A long-poll that saw no append, or a reader at the tail of a closed stream"),
         (status = 304, description = "The `If-None-Match` ETag still holds"),
         (status = 404, response = NotFound),
-        (status = 501, description = "This store does not hold Durable Streams yet"),
     )
 )]
 pub async fn read(
@@ -926,7 +923,6 @@ fn body_of(read: &LogAnswer) -> Vec<u8> {
     responses(
         (status = 200, description = "The stream exists"),
         (status = 404, description = "No such stream"),
-        (status = 501, description = "This store does not hold Durable Streams yet"),
     )
 )]
 pub async fn head(
@@ -966,7 +962,6 @@ pub async fn head(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, response = NotFound),
-        (status = 501, description = "This store does not hold Durable Streams yet"),
     )
 )]
 pub async fn delete(

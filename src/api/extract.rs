@@ -182,8 +182,31 @@ fn require_content_type(
     }
 }
 
+/// The most of a refused body that is read and dropped before the 413 goes out, and
+/// for how long: a client still sending when the server closes the connection sees
+/// it reset, not the answer. A larger body is cut off at once.
+const DRAIN_BYTES: u64 = 64 << 20;
+/// See [`DRAIN_BYTES`].
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops a refused body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(body: axum::body::Body) {
+    let mut frames = body.into_data_stream();
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = frames.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// A request body of any content type, up to `limit` bytes (413 beyond, refused from
-/// its declared length before anything is read).
+/// its declared length before it is kept).
 pub async fn read_limited(
     headers: &HeaderMap,
     body: axum::body::Body,
@@ -194,7 +217,10 @@ pub async fn read_limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(declared) = declared.filter(|n| *n > limit as u64) {
+        if declared <= DRAIN_BYTES {
+            drain(body).await;
+        }
         return Err(too_large());
     }
     let collected = Limited::new(body, limit).collect().await.map_err(|error| {

@@ -156,11 +156,12 @@ pub struct EventIdView(String);
     tag = "streams",
     operation_id = "produceEvent",
     summary = "Append an event",
-    description = "The first producer to write a stream owns it (the stream is created by its first event); another producer gets 423.",
+    description = "The first producer to write a stream owns it (the stream is created by its first event); another producer gets 423. A stream closed through the Durable Streams protocol, or made there with a content type other than JSON, takes no events (409).",
     params(StreamPath, ProducerHeader),
     request_body(content = EventBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored: the event's id", body = EventIdView),
+        (status = 409, description = "The stream is closed, or holds no JSON"),
         (status = 423, response = Locked),
     )
 )]

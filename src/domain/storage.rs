@@ -1,6 +1,6 @@
 //! What the domain needs from storage: the traits every backend implements, in
 //! domain types, and the error they fail with. No SQL, connection or backend type
-//! crosses them, so every backend (the `store` module: SQLite, PostgreSQL; Redis next)
+//! crosses them, so every backend (the `store` module: SQLite, PostgreSQL, Redis)
 //! is a drop-in. A write method returns only after its write is durable.
 
 use std::sync::Arc;
@@ -277,41 +277,26 @@ pub trait LogStore: Send + Sync {
         &self,
         stream: &StreamName,
         request: CreateLog,
-    ) -> StoreResult<CreateOutcome> {
-        let _ = (stream, request);
-        Err(StoreError::Unsupported("the Durable Streams protocol"))
-    }
+    ) -> StoreResult<CreateOutcome>;
     /// Appends as [`super::log::plan_append`] decides, with the producer's new state in the same write.
     async fn append_log(
         &self,
         stream: &StreamName,
         request: LogAppend,
-    ) -> StoreResult<AppendOutcome> {
-        let _ = (stream, request);
-        Err(StoreError::Unsupported("the Durable Streams protocol"))
-    }
+    ) -> StoreResult<AppendOutcome>;
     /// The entries after `after`, up to `max_bytes` (at least one, if any); restarts an idle countdown.
     async fn read_log(
         &self,
         stream: &StreamName,
         after: Position,
         max_bytes: usize,
-    ) -> StoreResult<LogRead> {
-        let _ = (stream, after, max_bytes);
-        Err(StoreError::Unsupported("the Durable Streams protocol"))
-    }
+    ) -> StoreResult<LogRead>;
     /// The stream's state, without reading entries or touching it.
-    async fn log_state(&self, stream: &StreamName) -> StoreResult<LogState> {
-        let _ = stream;
-        Err(StoreError::Unsupported("the Durable Streams protocol"))
-    }
+    async fn log_state(&self, stream: &StreamName) -> StoreResult<LogState>;
     /// Deletes the stream with its entries, offsets and producers, leaving a
     /// tombstone if forks branch off it; releases the tombstones it was the last
     /// fork of. `StreamGone` for a tombstone.
-    async fn delete_log(&self, stream: &StreamName) -> StoreResult<()> {
-        let _ = stream;
-        Err(StoreError::Unsupported("the Durable Streams protocol"))
-    }
+    async fn delete_log(&self, stream: &StreamName) -> StoreResult<()>;
 }
 
 /// A complete backend.

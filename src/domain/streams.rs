@@ -40,6 +40,27 @@ pub enum Appended {
     Event(EventId),
     /// The stream belongs to another producer; nothing was stored.
     Locked,
+    /// The stream takes no more events: it was closed, or its content type is not
+    /// JSON, through the Durable Streams protocol; nothing was stored.
+    Closed,
+}
+
+/// Whether seed 004's append goes onto a stream that exists, as its owner, its
+/// closure and its content type say: `Ok(true)` when the producer claims it (the
+/// protocol made it, so no producer owns it yet), `Ok(false)` when it owns it.
+pub fn seed_append_verdict(
+    owner: &str,
+    producer: &str,
+    closed: bool,
+    content_type: &str,
+) -> Result<bool, Appended> {
+    if !owner.is_empty() && owner != producer {
+        return Err(Appended::Locked);
+    }
+    if closed || !super::log::is_json(content_type) {
+        return Err(Appended::Closed);
+    }
+    Ok(owner.is_empty())
 }
 
 /// An event as read back.
@@ -284,10 +305,14 @@ impl StreamService {
             name,
             body,
         };
-        Ok(match self.store.append(event).await? {
-            Appended::Event(id) => Some(id),
-            Appended::Locked => None,
-        })
+        let stream = event.stream.clone();
+        match self.store.append(event).await? {
+            Appended::Event(id) => Ok(Some(id)),
+            Appended::Locked => Ok(None),
+            Appended::Closed => Err(DomainError::Conflict(format!(
+                "stream {stream} takes no more events: it is closed, or holds no JSON"
+            ))),
+        }
     }
 
     /// Events for a consumer, long-polling up to `wait` (capped at the longest poll) while none match.

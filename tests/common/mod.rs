@@ -17,6 +17,8 @@
 //! - [`spawn_app`]: the real server, in-process, on an ephemeral port and its own
 //!   isolated store, so tests run in parallel without sharing anything. Helpers speak
 //!   the public HTTP API only; they never reach into the store.
+//! - [`serve::ServeProcess`]: the compiled binary as a child process, for what only
+//!   a process shows (a SIGKILL, its CPU time and memory, clients in other languages).
 //!
 //! Each trial runs on a thread named after it (as libtest does, so a panic message
 //! says which test panicked) with a tokio runtime of its own, built as `#[tokio::test]`
@@ -31,6 +33,7 @@
 #![allow(dead_code)]
 
 pub mod redis_cluster;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::batcher;
 use crate::domain::clock::{now_millis, Millis};
 use crate::domain::delivery::DeliverySettings;
+use crate::domain::log::{
+    AppendOutcome, CreateLog, CreateOutcome, Expiry, LogAppend, LogRead, LogState, Position,
+};
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{
@@ -33,6 +36,7 @@ use crate::domain::{Durability, LogStore, SettingsPatch};
 
 mod clients;
 mod listener;
+mod log;
 mod queues;
 mod schema;
 mod streams;
@@ -564,7 +568,10 @@ forward! {
             = transaction |tx| streams::set_owner(&tx, stream, owner);
         fn set_stream_retention(&self, stream: &StreamName, retention: StreamRetention) -> ()
             = transaction |tx| streams::set_retention(&tx, stream, retention);
-        fn sweep_events(&self) -> u64 = transaction |tx, now| streams::sweep(&tx, now);
+        fn sweep_events(&self) -> u64 = transaction |tx, now| async {
+            let swept = streams::sweep(&tx, now).await?;
+            Ok::<_, StoreError>(swept + log::sweep(&tx, now).await?)
+        };
     } {
         async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
             // The batcher announces after its commit, even if this caller has gone.
@@ -605,8 +612,61 @@ forward! {
 /// The name of the key login tokens are signed with.
 const TOKEN_KEY: &str = "token";
 
-/// The byte log is not on PostgreSQL yet: every call says so.
-impl LogStore for PostgresStore {}
+/// The byte log: each call one transaction; a write wakes the stream's readers on
+/// every node once it has committed.
+#[async_trait]
+impl LogStore for PostgresStore {
+    async fn create_log(
+        &self,
+        stream: &StreamName,
+        request: CreateLog,
+    ) -> StoreResult<CreateOutcome> {
+        let now = self.clock.now();
+        let created = transaction!(self, |tx| log::create(&tx, stream, &request, now));
+        self.waking(vec![stream_key(stream)], created)
+    }
+
+    async fn append_log(
+        &self,
+        stream: &StreamName,
+        request: LogAppend,
+    ) -> StoreResult<AppendOutcome> {
+        let now = self.clock.now();
+        let appended = transaction!(self, |tx| log::append(&tx, stream, &request, now));
+        match appended {
+            Ok(outcome @ AppendOutcome::Appended { .. }) => {
+                self.waking(vec![stream_key(stream)], Ok(outcome))
+            }
+            other => other,
+        }
+    }
+
+    async fn read_log(
+        &self,
+        stream: &StreamName,
+        after: Position,
+        max_bytes: usize,
+    ) -> StoreResult<LogRead> {
+        let now = self.clock.now();
+        let read: LogRead = transaction!(self, |tx| log::read(&tx, stream, after, max_bytes, now))?;
+        // Only a stream that expires when idle needs the write a touch is.
+        if matches!(read.state.config.expiry, Expiry::Idle(_)) {
+            transaction!(self, |tx| log::touch(&tx, stream, now))?;
+        }
+        Ok(read)
+    }
+
+    async fn log_state(&self, stream: &StreamName) -> StoreResult<LogState> {
+        let now = self.clock.now();
+        transaction!(self, |tx| log::state(&tx, stream, now))
+    }
+
+    async fn delete_log(&self, stream: &StreamName) -> StoreResult<()> {
+        let now = self.clock.now();
+        let deleted = transaction!(self, |tx| log::delete(&tx, stream, now));
+        self.waking(vec![stream_key(stream)], deleted)
+    }
+}
 
 #[async_trait]
 impl Store for PostgresStore {

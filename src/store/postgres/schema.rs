@@ -113,6 +113,42 @@ const MIGRATIONS: &[&str] = &[
         key BYTEA NOT NULL
     );
     "#,
+    // 7: the byte log under every stream (the Durable Streams protocol), as SQLite's
+    // migrations 7 and 8: a stream's content type, closure, expiry, producers, the
+    // writer's last Stream-Seq and, for a fork, where it branched; a stream deleted
+    // while forks name it stays a tombstone. Entries that are not JSON keep their
+    // bytes in `data`, with no `body`.
+    r#"
+    ALTER TABLE streams ADD COLUMN content_type TEXT NOT NULL DEFAULT 'application/json';
+    ALTER TABLE streams ADD COLUMN ttl_s BIGINT;
+    ALTER TABLE streams ADD COLUMN expires_at BIGINT;
+    ALTER TABLE streams ADD COLUMN touched_at BIGINT;
+    ALTER TABLE streams ADD COLUMN closed BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE streams ADD COLUMN closed_by_producer TEXT;
+    ALTER TABLE streams ADD COLUMN closed_by_epoch BIGINT;
+    ALTER TABLE streams ADD COLUMN closed_by_seq BIGINT;
+    ALTER TABLE streams ADD COLUMN stream_seq TEXT;
+    ALTER TABLE streams ADD COLUMN forked_from TEXT;
+    ALTER TABLE streams ADD COLUMN fork_position BIGINT;
+    ALTER TABLE streams ADD COLUMN fork_sub BIGINT;
+    CREATE INDEX streams_forked_from ON streams (forked_from) WHERE forked_from IS NOT NULL;
+    CREATE INDEX streams_expiring ON streams (id) WHERE ttl_s IS NOT NULL OR expires_at IS NOT NULL;
+    ALTER TABLE events ALTER COLUMN body DROP NOT NULL;
+    ALTER TABLE events ADD COLUMN data BYTEA;
+    CREATE TABLE stream_producers (
+        stream_id BIGINT NOT NULL,
+        producer TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (stream_id, producer)
+    );
+    CREATE TABLE stream_tombstones (
+        name TEXT PRIMARY KEY,
+        forked_from TEXT
+    );
+    CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
+        WHERE forked_from IS NOT NULL;
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

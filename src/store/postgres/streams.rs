@@ -9,7 +9,7 @@ use crate::domain::clock::Millis;
 use std::time::Duration;
 
 use crate::domain::clock::millis_of;
-use crate::domain::streams::StreamRetention;
+use crate::domain::streams::{seed_append_verdict, StreamRetention};
 use crate::domain::StreamName;
 use crate::domain::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
@@ -51,7 +51,9 @@ pub async fn append_many(
         .await
         .map_err(pg("create stream"))?;
     let lock = tx
-        .prepare_cached("SELECT id, owner FROM streams WHERE name = $1 FOR UPDATE")
+        .prepare_cached(
+            "SELECT id, owner, closed, content_type FROM streams WHERE name = $1 FOR UPDATE",
+        )
         .await
         .map_err(pg("lock stream"))?;
     let reserve = tx
@@ -81,7 +83,27 @@ pub async fn append_many(
             .await
             .map_err(pg("lock stream"))?;
         let stream_id: i64 = column(&row, 0, "lock stream")?;
-        let owner: &str = column(&row, 1, "lock stream")?;
+        let mut owner: &str = column(&row, 1, "lock stream")?;
+        let closed: bool = column(&row, 2, "lock stream")?;
+        let content_type: &str = column(&row, 3, "lock stream")?;
+        match seed_append_verdict(owner, first_producer, closed, content_type) {
+            Err(Appended::Closed) => {
+                for i in mine {
+                    outcomes[i] = Appended::Closed;
+                }
+                continue;
+            }
+            Ok(true) => {
+                tx.execute(
+                    "UPDATE streams SET owner = $2 WHERE id = $1",
+                    &[&stream_id, first_producer],
+                )
+                .await
+                .map_err(pg("claim stream"))?;
+                owner = first_producer;
+            }
+            _ => {}
+        }
         let accepted: Vec<usize> = mine
             .into_iter()
             .filter(|&i| events[i].producer == owner)

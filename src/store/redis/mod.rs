@@ -1,6 +1,7 @@
 //! The Redis store, on one Redis server or a Redis Cluster: any number of Hopper
 //! nodes share it and behave as one server. Every operation that reads and changes
-//! state is one Lua script (`lua/`), so it is atomic; every key of one queue or
+//! state is one Lua script (`lua/`), so it is atomic (the byte log decides in Rust
+//! between a read and a write guarded by it: see [`log`]); every key of one queue or
 //! stream shares one hash tag (`{q:orders}`), so each script touches one cluster
 //! slot, and no push, receive or append goes through a store-wide key. Scripts
 //! take their time from Redis (`TIME`), so nodes need not agree on the clock, and
@@ -30,12 +31,24 @@ use tokio_util::sync::CancellationToken;
 use super::batcher::Batcher;
 use crate::domain::clients::ClientRecord;
 use crate::domain::{
-    ClientId, ClientStore, Durability, Grant, LogStore, MessageId, PushRequest, Revocation, Store,
+    ClientId, ClientStore, Durability, Grant, MessageId, PushRequest, Revocation, Store,
     StoreError, StoreResult, Wakeups,
 };
 
-/// A script of `lua/`: the shared part for its kind (`queue.lua`, `stream.lua`) and its own.
+/// A script of `lua/`: the shared part for its kind (`queue.lua`, `stream.lua`, and
+/// for the byte log `stream.lua` then `log.lua`) and its own.
 macro_rules! lua {
+    ($prelude:literal, $second:literal, $file:literal) => {
+        std::sync::LazyLock::new(|| {
+            redis::Script::new(concat!(
+                include_str!(concat!("lua/", $prelude)),
+                "\n",
+                include_str!(concat!("lua/", $second)),
+                "\n",
+                include_str!(concat!("lua/", $file))
+            ))
+        })
+    };
     ($prelude:literal, $file:literal) => {
         std::sync::LazyLock::new(|| {
             redis::Script::new(concat!(
@@ -48,6 +61,7 @@ macro_rules! lua {
 }
 
 mod listener;
+mod log;
 mod queues;
 mod reply;
 mod streams;
@@ -285,6 +299,19 @@ impl Keys {
         if let Some(name) = event_name {
             keys.push(format!("{base}:by:{name}"));
         }
+        keys
+    }
+
+    /// A stream's keys as the byte log's scripts take them (`lua/log.lua`): the
+    /// first six of [`Keys::stream`], then its producers, forks and tombstone.
+    fn log(&self, stream: &str) -> Vec<String> {
+        let mut keys = self.stream(stream, None);
+        let base = format!("{}{{s:{stream}}}", self.prefix);
+        keys.extend(
+            ["prod", "forks", "gone"]
+                .iter()
+                .map(|part| format!("{base}:{part}")),
+        );
         keys
     }
 
@@ -893,9 +920,6 @@ impl Core {
         }
     }
 }
-
-/// The byte log is not on Redis yet: every call says so.
-impl LogStore for RedisStore {}
 
 #[async_trait]
 impl Store for RedisStore {

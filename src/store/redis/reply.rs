@@ -14,7 +14,7 @@ pub struct Fields {
 
 /// A reply that does not have the shape its script promises: a Hopper bug, or keys
 /// changed by something other than Hopper.
-fn malformed(context: &'static str, what: &str) -> StoreError {
+pub fn malformed(context: &'static str, what: &str) -> StoreError {
     StoreError::backend(
         context,
         std::io::Error::other(format!("unexpected reply from Redis: {what}")),
@@ -74,6 +74,18 @@ impl Fields {
         text(self.context, value)
     }
 
+    /// The next field, as the bytes Redis holds (an entry of a byte log).
+    pub fn bytes(&mut self) -> StoreResult<Vec<u8>> {
+        match self.next()? {
+            Value::BulkString(bytes) => Ok(bytes),
+            Value::SimpleString(text) => Ok(text.into_bytes()),
+            other => Err(malformed(
+                self.context,
+                &format!("{other:?} where bytes were expected"),
+            )),
+        }
+    }
+
     /// The next field, text, `None` when empty.
     pub fn optional_text(&mut self) -> StoreResult<Option<String>> {
         Ok(Some(self.text()?).filter(|t| !t.is_empty()))
@@ -107,10 +119,12 @@ impl Fields {
             "ok" | "new" => Ok(Status::Ok),
             "dup" => Ok(Status::Duplicate),
             "locked" => Ok(Status::Locked),
+            "closed" => Ok(Status::Closed),
             "notask" => Ok(Status::NoTask),
             "noevent" => Ok(Status::NoEvent),
             "wrong" => Ok(Status::WrongMessage),
             "stale" => Ok(Status::Stale),
+            "changed" => Ok(Status::Changed),
             "noqueue" => Err(StoreError::QueueNotFound(queue_or_stream.to_owned())),
             "nostream" => Err(StoreError::StreamNotFound(queue_or_stream.to_owned())),
             other => Err(malformed(self.context, &format!("status {other:?}"))),
@@ -127,6 +141,8 @@ pub enum Status {
     Duplicate,
     /// The stream belongs to another producer.
     Locked,
+    /// The stream takes no more seed-004 events (closed, or not JSON).
+    Closed,
     /// No such task.
     NoTask,
     /// No such event.
@@ -135,4 +151,6 @@ pub enum Status {
     WrongMessage,
     /// The receipt no longer holds the lease, or the task is finished.
     Stale,
+    /// The stream changed since the state a guarded write was decided on: read again.
+    Changed,
 }

@@ -101,6 +101,7 @@ impl StreamStore for RedisStore {
             .await?;
         match fields.status(event.stream.as_str())? {
             Status::Locked => Ok(Appended::Locked),
+            Status::Closed => Ok(Appended::Closed),
             _ => {
                 let id = fields.int()?;
                 if fields.int()? == 1 {
@@ -250,6 +251,7 @@ impl StreamStore for RedisStore {
                 .await?;
             fields.status(stream.as_str())?;
             dropped += fields.count()?;
+            dropped += self.sweep_log(&stream).await?;
         }
         Ok(dropped)
     }

@@ -7,7 +7,7 @@ use crate::domain::clock::Millis;
 use std::time::Duration;
 
 use crate::domain::clock::millis_of;
-use crate::domain::streams::StreamRetention;
+use crate::domain::streams::{seed_append_verdict, StreamRetention};
 use crate::domain::StreamName;
 use crate::domain::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoreError, StoreResult, StoredEvent,
@@ -27,18 +27,36 @@ fn stream_id(conn: &Connection, name: &StreamName) -> StoreResult<i64> {
 
 /// Appends an event; see [`crate::store::StreamStore::append`].
 pub fn append(conn: &Connection, event: &NewEvent, now: Millis) -> StoreResult<Appended> {
-    let found: Option<(i64, String, i64)> = conn
-        .prepare_cached("SELECT id, owner, last_event FROM streams WHERE name = ?1")
+    let found: Option<(i64, String, i64, bool, String)> = conn
+        .prepare_cached(
+            "SELECT id, owner, last_event, closed, content_type FROM streams WHERE name = ?1",
+        )
         .and_then(|mut stmt| {
             stmt.query_row([event.stream.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()
         })
         .map_err(sql("find stream"))?;
     let (stream, last) = match found {
-        Some((_, owner, _)) if owner != event.producer => return Ok(Appended::Locked),
-        Some((id, _, last)) => (id, last),
+        Some((id, owner, last, closed, content_type)) => {
+            match seed_append_verdict(&owner, &event.producer, closed, &content_type) {
+                Err(refused) => return Ok(refused),
+                Ok(false) => {}
+                Ok(true) => {
+                    conn.prepare_cached("UPDATE streams SET owner = ?2 WHERE id = ?1")
+                        .and_then(|mut stmt| stmt.execute(params![id, event.producer]))
+                        .map_err(sql("claim stream"))?;
+                }
+            }
+            (id, last)
+        }
         None => {
             conn.prepare_cached(
                 "INSERT INTO streams (name, owner, last_event, created_at) VALUES (?1, ?2, 0, ?3)",
