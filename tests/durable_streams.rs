@@ -44,6 +44,7 @@ fn main() {
     )
     .into_iter()
     .chain(common::trials!(@ each_backend one_log_serves_both_stream_apis))
+    .chain(common::trials!(@ each_backend a_source_and_its_fork_deleted_at_once_leave_nothing))
     .chain(common::trials!(@ shared_backend a_long_poll_on_one_node_is_answered_by_an_append_on_another))
     .collect();
     let suite = std::env::var(SUITE_ENV)
@@ -833,4 +834,73 @@ fn client_across_a_restart(suite: &Path, backend: &Backend) -> Result<(), Failed
     run("before", &server)?;
     server.restart();
     run("after", &server)
+}
+
+/// A source and its one fork deleted at the same moment, many times over: whichever
+/// delete counts the other, neither name stays held by a tombstone, and seed 004's
+/// appends to a held name are refused while it is.
+async fn a_source_and_its_fork_deleted_at_once_leave_nothing(app: TestApp) {
+    let put = |name: String, fork_of: Option<String>| {
+        let request = app
+            .as_admin(Method::PUT, &path(&name))
+            .header("content-type", "application/json");
+        match fork_of {
+            Some(source) => request.header("stream-forked-from", format!("/v1/stream/{source}")),
+            None => request,
+        }
+        .send()
+    };
+    const PAIRS: usize = 40;
+    for pair in 0..PAIRS {
+        assert_eq!(
+            put(format!("src-{pair}"), None).await.unwrap().status(),
+            StatusCode::CREATED
+        );
+        let forked = put(format!("fork-{pair}"), Some(format!("src-{pair}")))
+            .await
+            .unwrap();
+        assert_eq!(forked.status(), StatusCode::CREATED);
+    }
+    let held = app
+        .as_admin(Method::DELETE, &path("src-0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::NO_CONTENT);
+    let refused = app
+        .as_admin(Method::POST, "/api/v1/streams/src-0/events")
+        .header("x-producer-id", "shop")
+        .json(&seed_event("OrderPlaced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::CONFLICT,
+        "a tombstone holds src-0"
+    );
+    let deletes = (1..PAIRS).flat_map(|pair| {
+        [format!("src-{pair}"), format!("fork-{pair}")]
+            .map(|name| app.as_admin(Method::DELETE, &path(&name)).send())
+    });
+    for deleted in futures_util::future::join_all(deletes).await {
+        assert_eq!(deleted.unwrap().status(), StatusCode::NO_CONTENT);
+    }
+    app.as_admin(Method::DELETE, &path("fork-0"))
+        .send()
+        .await
+        .unwrap();
+    for pair in 0..PAIRS {
+        let read = app
+            .as_admin(Method::GET, &path(&format!("src-{pair}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            read.status(),
+            StatusCode::NOT_FOUND,
+            "src-{pair} on {}",
+            app.backend
+        );
+    }
 }

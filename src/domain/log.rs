@@ -141,6 +141,26 @@ pub enum Expiry {
     At(Millis),
 }
 
+impl Expiry {
+    /// The expiry kept as a store's two columns: idle seconds, or a time.
+    pub fn from_columns(ttl_s: Option<i64>, expires_at: Option<Millis>) -> Self {
+        match (ttl_s, expires_at) {
+            (Some(seconds), _) => Expiry::Idle(seconds.max(0) as u64),
+            (None, Some(at)) => Expiry::At(at),
+            (None, None) => Expiry::Never,
+        }
+    }
+
+    /// The two columns a store keeps this expiry as; see [`Expiry::from_columns`].
+    pub fn columns(self) -> (Option<i64>, Option<Millis>) {
+        match self {
+            Expiry::Never => (None, None),
+            Expiry::Idle(seconds) => (Some(i64::try_from(seconds).unwrap_or(i64::MAX)), None),
+            Expiry::At(at) => (None, Some(at)),
+        }
+    }
+}
+
 /// A stream's fixed settings: what a repeated create must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

@@ -40,24 +40,27 @@ pub enum Appended {
     Event(EventId),
     /// The stream belongs to another producer; nothing was stored.
     Locked,
-    /// The stream takes no more events: it was closed, or its content type is not
-    /// JSON, through the Durable Streams protocol; nothing was stored.
+    /// The stream takes no more events: it was closed, made with a content type
+    /// other than JSON, deleted while forks of it remain, or it expired, through
+    /// the Durable Streams protocol; nothing was stored.
     Closed,
 }
 
 /// Whether seed 004's append goes onto a stream that exists, as its owner, its
-/// closure and its content type say: `Ok(true)` when the producer claims it (the
+/// closure, its expiry and its content type say (a tombstone's name takes none): `Ok(true)` when the producer claims it (the
 /// protocol made it, so no producer owns it yet), `Ok(false)` when it owns it.
 pub fn seed_append_verdict(
     owner: &str,
     producer: &str,
     closed: bool,
     content_type: &str,
+    expired: bool,
 ) -> Result<bool, Appended> {
     if !owner.is_empty() && owner != producer {
         return Err(Appended::Locked);
     }
-    if closed || !super::log::is_json(content_type) {
+    // An expired stream's events would go with it at the next sweep.
+    if closed || expired || !super::log::is_json(content_type) {
         return Err(Appended::Closed);
     }
     Ok(owner.is_empty())
@@ -310,7 +313,7 @@ impl StreamService {
             Appended::Event(id) => Ok(Some(id)),
             Appended::Locked => Ok(None),
             Appended::Closed => Err(DomainError::Conflict(format!(
-                "stream {stream} takes no more events: it is closed, or holds no JSON"
+                "stream {stream} takes no more events: it is closed, expired or deleted, or holds no JSON"
             ))),
         }
     }

@@ -31,22 +31,6 @@ const COLUMNS: &str = "id, content_type, ttl_s, expires_at, last_event, closed,
     closed_by_producer, closed_by_epoch, closed_by_seq, stream_seq, touched_at, created_at,
     forked_from, fork_position, fork_sub";
 
-fn expiry_of(ttl_s: Option<i64>, expires_at: Option<i64>) -> Expiry {
-    match (ttl_s, expires_at) {
-        (Some(seconds), _) => Expiry::Idle(seconds.max(0) as u64),
-        (None, Some(at)) => Expiry::At(at),
-        (None, None) => Expiry::Never,
-    }
-}
-
-fn columns_of(expiry: Expiry) -> (Option<i64>, Option<i64>) {
-    match expiry {
-        Expiry::Never => (None, None),
-        Expiry::Idle(seconds) => (Some(i64::try_from(seconds).unwrap_or(i64::MAX)), None),
-        Expiry::At(at) => (None, Some(at)),
-    }
-}
-
 fn row_of(row: &PgRow) -> StoreResult<Row> {
     let read = "find stream";
     let closed_by = match (
@@ -75,7 +59,7 @@ fn row_of(row: &PgRow) -> StoreResult<Row> {
         state: LogState {
             config: LogConfig {
                 content_type: column(row, 1, read)?,
-                expiry: expiry_of(column(row, 2, read)?, column(row, 3, read)?),
+                expiry: Expiry::from_columns(column(row, 2, read)?, column(row, 3, read)?),
                 fork,
             },
             tail: column(row, 4, read)?,
@@ -188,6 +172,11 @@ async fn forks_of(tx: &Transaction<'_>, name: &str) -> StoreResult<i64> {
 /// later one sees the other gone.
 async fn release(tx: &Transaction<'_>, mut source: Option<String>) -> StoreResult<()> {
     while let Some(name) = source.take() {
+        // A delete of the source that counted this fork before it went holds the
+        // source's row until its tombstone is in: wait for it, then look.
+        tx.execute("SELECT 1 FROM streams WHERE name = $1 FOR UPDATE", &[&name])
+            .await
+            .map_err(pg("lock source"))?;
         let Some(parent) = tombstone(tx, &name, true).await? else {
             break;
         };
@@ -305,7 +294,7 @@ pub async fn create(
         remove(tx, row.id).await?;
         release(tx, row.state.config.fork.map(|origin| origin.source)).await?;
     }
-    let (ttl_s, expires_at) = columns_of(config.expiry);
+    let (ttl_s, expires_at) = config.expiry.columns();
     let fork = config.fork.as_ref();
     let stmt = tx
         .prepare_cached(
@@ -539,13 +528,22 @@ pub async fn read(
     let row = existing(tx, name, Hold::Nothing, now).await?;
     let stmt = tx
         .prepare_cached(
-            "SELECT id, COALESCE(data, convert_to(body, 'UTF8')) FROM events
-             WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            // The budget is counted in the database, from the entries' lengths, so
+            // that no more entries than fit leave it: the first one always does.
+            "SELECT id, COALESCE(data, convert_to(body, 'UTF8')) FROM (
+                 SELECT id, data, body,
+                        sum(COALESCE(octet_length(data), octet_length(body))) OVER (ORDER BY id) AS upto,
+                        row_number() OVER (ORDER BY id) AS n
+                 FROM (SELECT id, data, body FROM events
+                       WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3) AS page
+             ) AS counted
+             WHERE n = 1 OR upto <= $4 ORDER BY id",
         )
         .await
         .map_err(pg("read entries"))?;
+    let budget = i64::try_from(max_bytes).unwrap_or(i64::MAX);
     let rows = tx
-        .query(&stmt, &[&row.id, &after, &READ_ROWS])
+        .query(&stmt, &[&row.id, &after, &READ_ROWS, &budget])
         .await
         .map_err(pg("read entries"))?;
     let mut entries = Vec::with_capacity(rows.len());
@@ -605,10 +603,12 @@ pub async fn delete(tx: &Transaction<'_>, name: &StreamName, now: Millis) -> Sto
 
 /// Drops the streams whose expiry has passed, with the tombstones they kept.
 pub async fn sweep(tx: &Transaction<'_>, now: Millis) -> StoreResult<u64> {
+    // `domain::log::expired` as a predicate the database can use on every row at
+    // once; the division keeps a huge TTL from overflowing.
     let expired = tx
         .query(
             "SELECT id, forked_from FROM streams WHERE (expires_at IS NOT NULL AND expires_at <= $1)
-                OR (ttl_s IS NOT NULL AND COALESCE(touched_at, created_at) + ttl_s * 1000 <= $1)
+                OR (ttl_s IS NOT NULL AND ttl_s <= ($1 - COALESCE(touched_at, created_at)) / 1000)
              FOR UPDATE SKIP LOCKED",
             &[&now],
         )

@@ -649,9 +649,13 @@ impl LogStore for PostgresStore {
     ) -> StoreResult<LogRead> {
         let now = self.clock.now();
         let read: LogRead = transaction!(self, |tx| log::read(&tx, stream, after, max_bytes, now))?;
-        // Only a stream that expires when idle needs the write a touch is.
+        // Only a stream that expires when idle needs the write a touch is; the read
+        // stands if the touch fails (the countdown then runs from the last one).
         if matches!(read.state.config.expiry, Expiry::Idle(_)) {
-            transaction!(self, |tx| log::touch(&tx, stream, now))?;
+            let touched: StoreResult<()> = transaction!(self, |tx| log::touch(&tx, stream, now));
+            if let Err(error) = touched {
+                tracing::warn!(%error, %stream, "cannot restart a stream's idle countdown");
+            }
         }
         Ok(read)
     }

@@ -6,6 +6,7 @@ use deadpool_postgres::Transaction;
 
 use super::{column, pg};
 use crate::domain::clock::Millis;
+use crate::domain::log::{expired, Expiry};
 use std::time::Duration;
 
 use crate::domain::clock::millis_of;
@@ -45,20 +46,26 @@ pub async fn append_many(
     streams.dedup();
     let create = tx
         .prepare_cached(
-            "INSERT INTO streams (name, owner, last_event, created_at) VALUES ($1, $2, 0, $3)
+            // A tombstone's name takes no new stream: the lock below then finds none.
+            "INSERT INTO streams (name, owner, last_event, created_at)
+             SELECT $1, $2, 0, $3 WHERE NOT EXISTS (SELECT 1 FROM stream_tombstones WHERE name = $1)
              ON CONFLICT (name) DO NOTHING",
         )
         .await
         .map_err(pg("create stream"))?;
     let lock = tx
         .prepare_cached(
-            "SELECT id, owner, closed, content_type FROM streams WHERE name = $1 FOR UPDATE",
+            "SELECT id, owner, closed, content_type, ttl_s, expires_at,
+                 COALESCE(touched_at, created_at)
+             FROM streams WHERE name = $1 FOR UPDATE",
         )
         .await
         .map_err(pg("lock stream"))?;
     let reserve = tx
         .prepare_cached(
-            "UPDATE streams SET last_event = last_event + $2 WHERE id = $1 RETURNING last_event",
+            // A write restarts an idle countdown, as the protocol's own appends do.
+            "UPDATE streams SET last_event = last_event + $2, touched_at = $3 WHERE id = $1
+             RETURNING last_event",
         )
         .await
         .map_err(pg("append events"))?;
@@ -78,15 +85,36 @@ pub async fn append_many(
         tx.execute(&create, &[&stream.as_str(), first_producer, &now])
             .await
             .map_err(pg("create stream"))?;
-        let row = tx
-            .query_one(&lock, &[&stream.as_str()])
+        let Some(row) = tx
+            .query_opt(&lock, &[&stream.as_str()])
             .await
-            .map_err(pg("lock stream"))?;
+            .map_err(pg("lock stream"))?
+        else {
+            for i in mine {
+                outcomes[i] = Appended::Closed;
+            }
+            continue;
+        };
         let stream_id: i64 = column(&row, 0, "lock stream")?;
         let mut owner: &str = column(&row, 1, "lock stream")?;
         let closed: bool = column(&row, 2, "lock stream")?;
         let content_type: &str = column(&row, 3, "lock stream")?;
-        match seed_append_verdict(owner, first_producer, closed, content_type) {
+        let expired = expired(
+            Expiry::from_columns(
+                column(&row, 4, "lock stream")?,
+                column(&row, 5, "lock stream")?,
+            ),
+            column(&row, 6, "lock stream")?,
+            now,
+        );
+        // Asked for the owner (or the claimant), the verdict says what holds for all
+        // of the batch's producers; those who do not own it are refused below.
+        let claimant = if owner.is_empty() {
+            first_producer.as_str()
+        } else {
+            owner
+        };
+        match seed_append_verdict(owner, claimant, closed, content_type, expired) {
             Err(Appended::Closed) => {
                 for i in mine {
                     outcomes[i] = Appended::Closed;
@@ -112,7 +140,7 @@ pub async fn append_many(
             continue;
         }
         let reserved = tx
-            .query_one(&reserve, &[&stream_id, &(accepted.len() as i64)])
+            .query_one(&reserve, &[&stream_id, &(accepted.len() as i64), &now])
             .await
             .map_err(pg("append events"))?;
         let last: i64 = column(&reserved, 0, "append events")?;

@@ -149,11 +149,7 @@ fn stored(context: &'static str, meta: Vec<Value>) -> StoreResult<Stored> {
             .map(|n| u64::try_from(n).map_err(|_| malformed(context, &format!("negative {name}"))))
             .transpose()
     };
-    let expiry = match (unsigned("ttl")?, number("exp")?) {
-        (Some(seconds), _) => Expiry::Idle(seconds),
-        (None, Some(at)) => Expiry::At(at),
-        (None, None) => Expiry::Never,
-    };
+    let expiry = Expiry::from_columns(number("ttl")?, number("exp")?);
     let fork = match text("fork") {
         Some(source) => Some(ForkOrigin {
             source,
@@ -332,9 +328,16 @@ impl Core {
         stream: &StreamName,
         guard: &Guard,
         mode: &str,
+        touched_at: Millis,
     ) -> StoreResult<Removal> {
         const CONTEXT: &str = "delete a stream";
-        let args = [guard.ver.clone(), guard.last.clone(), mode.to_owned()].map(String::into_bytes);
+        let args = [
+            guard.ver.clone(),
+            guard.last.clone(),
+            mode.to_owned(),
+            touched_at.to_string(),
+        ]
+        .map(String::into_bytes);
         let mut fields = self
             .log_script(CONTEXT, &LOG_DELETE, true, stream, &args)
             .await?;
@@ -416,7 +419,10 @@ impl Core {
             return Ok(0);
         }
         // A stream that changed meanwhile was touched or made anew: the next sweep looks again.
-        match self.remove_log(stream, &stored.guard, "expire").await? {
+        match self
+            .remove_log(stream, &stored.guard, "expire", stored.touched_at)
+            .await?
+        {
             Removal::Removed(origin) => {
                 self.release(origin).await?;
                 Ok(1)
@@ -471,11 +477,9 @@ impl Core {
     ) -> StoreResult<Option<Option<(StreamName, String)>>> {
         const CONTEXT: &str = "create a stream";
         let guard = found.guard();
-        let (ttl, exp) = match new.config.expiry {
-            Expiry::Never => (String::new(), String::new()),
-            Expiry::Idle(seconds) => (seconds.to_string(), String::new()),
-            Expiry::At(at) => (String::new(), at.to_string()),
-        };
+        let (ttl, exp) = new.config.expiry.columns();
+        let text = |field: Option<i64>| field.map(|n| n.to_string()).unwrap_or_default();
+        let (ttl, exp) = (text(ttl), text(exp));
         let fork = new.config.fork.as_ref();
         let mut args: Vec<Vec<u8>> = [
             guard.ver,
@@ -494,6 +498,9 @@ impl Core {
         .map(String::into_bytes)
         .into();
         args.extend(new.entries);
+        // Registered first, so that a crash after the create cannot leave a stream
+        // the sweep never visits; the sweep forgets a name with nothing behind it.
+        self.register_stream(stream).await?;
         let mut fields = self
             .log_script(CONTEXT, &LOG_CREATE, true, stream, &args)
             .await?;
@@ -501,7 +508,6 @@ impl Core {
             return Ok(None);
         }
         let (source, token) = (fields.text()?, fields.text()?);
-        self.register_stream(stream).await?;
         Ok(Some(origin_of(CONTEXT, stream, source, token)?))
     }
 
@@ -715,16 +721,21 @@ impl LogStore for RedisStore {
         while !fields.is_empty() {
             entries.push((fields.int()?, fields.bytes()?));
         }
-        // Only a stream that expires when idle needs the write a touch is.
+        // Only a stream that expires when idle needs the write a touch is; the read
+        // stands if the touch fails (the countdown then runs from the last one).
         if matches!(stored.state.config.expiry, Expiry::Idle(_)) {
-            self.log_script(
-                "touch a stream",
-                &LOG_TOUCH,
-                true,
-                stream,
-                &[stored.guard.ver.into_bytes()],
-            )
-            .await?;
+            if let Err(error) = self
+                .log_script(
+                    "touch a stream",
+                    &LOG_TOUCH,
+                    true,
+                    stream,
+                    &[stored.guard.ver.into_bytes()],
+                )
+                .await
+            {
+                tracing::warn!(%error, %stream, "cannot restart a stream's idle countdown");
+            }
         }
         Ok(LogRead {
             entries,
@@ -741,7 +752,10 @@ impl LogStore for RedisStore {
         for _ in 0..ATTEMPTS {
             let (found, _) = self.find_log(stream, None).await?;
             let stored = found.existing(stream)?;
-            match self.remove_log(stream, &stored.guard, "delete").await? {
+            match self
+                .remove_log(stream, &stored.guard, "delete", stored.touched_at)
+                .await?
+            {
                 Removal::Changed => continue,
                 Removal::Tombstone => return Ok(()),
                 Removal::Removed(origin) => return self.release(origin).await,

@@ -472,11 +472,16 @@ impl LogStore for SqliteStore {
         let read = self
             .read(move |conn| log::read(conn, &name, after, max_bytes, now_millis()))
             .await?;
-        // Only a stream that expires when idle needs the write a touch is.
+        // Only a stream that expires when idle needs the write a touch is; the read
+        // stands if the touch fails (the countdown then runs from the last one).
         if matches!(read.state.config.expiry, Expiry::Idle(_)) {
             let name = stream.clone();
-            self.write(move |conn| log::touch(conn, &name, now_millis()))
-                .await?;
+            if let Err(error) = self
+                .write(move |conn| log::touch(conn, &name, now_millis()))
+                .await
+            {
+                tracing::warn!(%error, %stream, "cannot restart a stream's idle countdown");
+            }
         }
         Ok(read)
     }

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::domain::clock::Millis;
+use crate::domain::log::{expired, Expiry};
 use std::time::Duration;
 
 use crate::domain::clock::millis_of;
@@ -25,28 +26,39 @@ fn stream_id(conn: &Connection, name: &StreamName) -> StoreResult<i64> {
         .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))
 }
 
+/// Whether a stream deleted while forks of it remain holds this name.
+fn is_tombstone(conn: &Connection, name: &StreamName) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM stream_tombstones WHERE name = ?1")
+        .and_then(|mut stmt| stmt.exists([name.as_str()]))
+        .map_err(sql("find tombstone"))
+}
+
 /// Appends an event; see [`crate::store::StreamStore::append`].
 pub fn append(conn: &Connection, event: &NewEvent, now: Millis) -> StoreResult<Appended> {
-    let found: Option<(i64, String, i64, bool, String)> = conn
+    let found = conn
         .prepare_cached(
-            "SELECT id, owner, last_event, closed, content_type FROM streams WHERE name = ?1",
+            "SELECT id, owner, last_event, closed, content_type, ttl_s, expires_at,
+                 COALESCE(touched_at, created_at)
+             FROM streams WHERE name = ?1",
         )
         .and_then(|mut stmt| {
             stmt.query_row([event.stream.as_str()], |row| {
+                let expiry = Expiry::from_columns(row.get(5)?, row.get(6)?);
                 Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, bool>(3)?,
+                    row.get::<_, String>(4)?,
+                    expired(expiry, row.get(7)?, now),
                 ))
             })
             .optional()
         })
         .map_err(sql("find stream"))?;
     let (stream, last) = match found {
-        Some((id, owner, last, closed, content_type)) => {
-            match seed_append_verdict(&owner, &event.producer, closed, &content_type) {
+        Some((id, owner, last, closed, content_type, expired)) => {
+            match seed_append_verdict(&owner, &event.producer, closed, &content_type, expired) {
                 Err(refused) => return Ok(refused),
                 Ok(false) => {}
                 Ok(true) => {
@@ -57,6 +69,7 @@ pub fn append(conn: &Connection, event: &NewEvent, now: Millis) -> StoreResult<A
             }
             (id, last)
         }
+        None if is_tombstone(conn, &event.stream)? => return Ok(Appended::Closed),
         None => {
             conn.prepare_cached(
                 "INSERT INTO streams (name, owner, last_event, created_at) VALUES (?1, ?2, 0, ?3)",
@@ -67,8 +80,9 @@ pub fn append(conn: &Connection, event: &NewEvent, now: Millis) -> StoreResult<A
         }
     };
     let id = last + 1;
-    conn.prepare_cached("UPDATE streams SET last_event = ?2 WHERE id = ?1")
-        .and_then(|mut stmt| stmt.execute(params![stream, id]))
+    // A write restarts an idle countdown, as the protocol's own appends do.
+    conn.prepare_cached("UPDATE streams SET last_event = ?2, touched_at = ?3 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![stream, id, now]))
         .map_err(sql("append event"))?;
     conn.prepare_cached(
         "INSERT INTO events (stream_id, id, name, body, appended_at) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -6,6 +6,10 @@
 -- because the decision and the write must be one step.
 local producer, name, body = ARGV[5], ARGV[6], ARGV[7]
 local created = 0
+-- A tombstone (lua/log.lua's gone, in this stream's slot) holds the name.
+if redis.call('EXISTS', base .. ':gone') == 1 then
+  return {wakes, 'closed'}
+end
 if not exists() then
   redis.call('HSET', S.meta, 'owner', producer, 'last', 0, 'created', now)
   created = 1
@@ -26,6 +30,8 @@ else
   end
 end
 local id = redis.call('HINCRBY', S.meta, 'last', 1)
+-- A write restarts an idle countdown, as the protocol's own appends do.
+redis.call('HSET', S.meta, 'touched', now)
 redis.call('HSET', S.ev, id, body)
 redis.call('HSET', S.names, id, name)
 redis.call('ZADD', S.all, id, id)
