@@ -45,6 +45,7 @@ fn main() {
     .into_iter()
     .chain(common::trials!(@ each_backend one_log_serves_both_stream_apis))
     .chain(common::trials!(@ each_backend a_source_and_its_fork_deleted_at_once_leave_nothing))
+    .chain(common::trials!(@ once an_sse_reader_over_the_waiters_limit_is_told_to_retry))
     .chain(common::trials!(@ shared_backend a_long_poll_on_one_node_is_answered_by_an_append_on_another))
     .collect();
     let suite = std::env::var(SUITE_ENV)
@@ -903,4 +904,51 @@ async fn a_source_and_its_fork_deleted_at_once_leave_nothing(app: TestApp) {
             app.backend
         );
     }
+}
+
+/// A live reader past `limits.max_waiters` is answered 503 with `Retry-After`, as a
+/// long-poll is, not with an event stream that ends at once.
+async fn an_sse_reader_over_the_waiters_limit_is_told_to_retry() {
+    let app = spawn_app_with(&Backend::Sqlite, |config| {
+        config.limits.max_waiters = 1;
+    })
+    .await;
+    let created = app
+        .as_admin(Method::PUT, &path("busy"))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tail = hopper::domain::log::offset_of(0);
+    let first = app
+        .as_admin(
+            Method::GET,
+            &format!("{}?offset={tail}&live=sse", path("busy")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // The first reader holds the one slot once it waits at the tail.
+    let mut waiting = false;
+    for _ in 0..100 {
+        let second = app
+            .as_admin(
+                Method::GET,
+                &format!("{}?offset={tail}&live=sse", path("busy")),
+            )
+            .send()
+            .await
+            .unwrap();
+        if second.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(header(&second, "retry-after"), Some("1"));
+            waiting = true;
+            break;
+        }
+        drop(second);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "a second live reader was never refused");
+    drop(first);
 }

@@ -319,6 +319,9 @@ async fn a_producer_killed_mid_sequence_resumes_with_each_message_once(backend: 
             panic!("the producer ended before the kill: {}", server.log());
         }
     }
+    // Up to a millisecond later, so that over runs the kill lands at every step of
+    // the next append's commit, sometimes after it and before its answer.
+    std::thread::sleep(Duration::from_micros(rand::random::<u64>() % 1000));
     server.kill_hard();
     sending.await.unwrap();
 
@@ -366,7 +369,9 @@ async fn a_producer_killed_mid_sequence_resumes_with_each_message_once(backend: 
         url: url.clone(),
         sequence: sequence.clone(),
     });
-    // The producer's state was committed with the appends it accepted, no further.
+    // The producer's state was committed with the appends it accepted, no further:
+    // a retry of the last one it holds is a duplicate, the next seq is the log's.
+    assert_eq!(producer.send(held - 1).await, Answer::Duplicate);
     assert_eq!(producer.expected_seq().await, held);
     let lost_answers = unanswered.iter().filter(|seq| **seq < held).count();
     eprintln!(

@@ -745,6 +745,7 @@ async fn sse_read(
     start: ReadStart,
     cursor: Option<String>,
 ) -> Result<Response, ApiError> {
+    state.streams.check_room_to_wait()?;
     // The first read answers a missing stream with a status, not an event.
     let first = state
         .streams

@@ -286,6 +286,13 @@ impl StreamService {
         StreamService { waiters, ..self }
     }
 
+    /// Refuses, as a wait over `limits.max_waiters` is refused, when no reader could
+    /// wait now: a live read checks it before it answers, so that a full node says
+    /// so with a status rather than with a response that ends at once.
+    pub fn check_room_to_wait(&self) -> Result<(), DomainError> {
+        self.waiters.try_wait(Duration::ZERO).map(drop)
+    }
+
     /// The longest a read waits (`limits.max_poll`), which also bounds a live read's response.
     pub fn max_poll(&self) -> Duration {
         self.waiters.max_poll()
