@@ -51,7 +51,7 @@ async fn every_service_operation_refuses_a_caller_without_the_grant() {
     let node = Principal::node();
     let q = QueueName::parse("orders").unwrap();
     queues
-        .push(&node, q.clone(), vec!["1".into()], Duration::ZERO, None)
+        .push(&node, q.clone(), vec!["1".into()], None, None)
         .await
         .unwrap();
     let task = tasks
@@ -65,11 +65,11 @@ async fn every_service_operation_refuses_a_caller_without_the_grant() {
     let receive = ReceiveRequest {
         count: 1,
         lease: None,
-        wait: Duration::ZERO,
+        wait: Some(Duration::ZERO),
     };
     assert_forbidden(
         queues
-            .push(c, q.clone(), vec!["2".into()], Duration::ZERO, None)
+            .push(c, q.clone(), vec!["2".into()], None, None)
             .await,
         "push",
     );

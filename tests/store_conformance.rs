@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::{trials, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
-use hopper::domain::{ClientId, Grant, QueueName, QueueSettings, SettingsPatch};
+use hopper::domain::settings::Ordering;
+use hopper::domain::{ClientId, Grant, NewMessage, QueueName, QueueSettings, SettingsPatch};
 use hopper::domain::{
     ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Revocation,
     Settled, Settlement, Store, StoreError, Upsert,
@@ -53,6 +54,12 @@ trials! {
         failed_task_keeps_its_error_and_its_message_is_acked,
         repeated_task_create_finds_the_first_task_and_a_push_key_is_taken,
         sweep_drops_finished_tasks_past_their_time_and_keeps_the_others,
+        grouped_queue_hands_out_one_message_per_group_in_order,
+        group_moves_on_when_its_head_is_dead_lettered,
+        group_and_metadata_and_first_receive_are_kept,
+        dead_letters_are_removed_by_id,
+        every_queue_settings_are_listed_without_counts,
+        push_without_a_delay_takes_the_queue_delay,
     }
     sql_backend {
         unreadable_delivery_setting_is_an_error_and_is_not_overwritten,
@@ -107,8 +114,8 @@ fn queue(name: &str) -> QueueName {
 fn push_request(queue: &QueueName, bodies: &[&str]) -> PushRequest {
     PushRequest {
         queue: queue.clone(),
-        bodies: bodies.iter().map(|b| (*b).to_owned()).collect(),
-        delay: Duration::ZERO,
+        messages: bodies.iter().map(|b| (*b).into()).collect(),
+        delay: Some(Duration::ZERO),
         idempotency_key: None,
         defaults: QueueSettings::default(),
     }
@@ -425,7 +432,7 @@ async fn pop_removes_the_oldest_ready_messages_without_a_receipt(store: TestStor
 async fn delayed_push_becomes_ready_after_its_delay(store: TestStore) {
     let q = queue("later");
     let delayed = PushRequest {
-        delay: Duration::from_millis(200),
+        delay: Some(Duration::from_millis(200)),
         ..push_request(&q, &["1"])
     };
     let PushOutcome::Created(ids) = store.push(delayed).await.unwrap() else {
@@ -459,7 +466,7 @@ async fn counts_tell_ready_leased_delayed_and_dead_apart(store: TestStore) {
         .unwrap();
     push(&store, &q, &["1", "2", "3", "4"]).await;
     let delayed = PushRequest {
-        delay: Duration::from_secs(60),
+        delay: Some(Duration::from_secs(60)),
         ..push_request(&q, &["5"])
     };
     store.push(delayed).await.unwrap();
@@ -555,6 +562,12 @@ async fn update_settings_creates_then_updates_the_queue(store: TestStore) {
             )
             .unwrap(),
         ),
+        // And so does every option newer than the columns.
+        ordering: Ordering::Group,
+        dead_letter_queue: Some(queue("settings-dead")),
+        delay: Duration::from_millis(1500),
+        wait: Duration::from_secs(20),
+        content_deduplication: true,
     };
     assert_eq!(
         store
@@ -689,7 +702,7 @@ async fn peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing(s
     receive(&store, &q, 1, LONG_LEASE).await;
     let waiting = push(&store, &q, &["3", "4"]).await;
     let delayed = PushRequest {
-        delay: Duration::from_secs(3600),
+        delay: Some(Duration::from_secs(3600)),
         ..push_request(&q, &["5"])
     };
     store.push(delayed).await.unwrap();
@@ -905,12 +918,12 @@ async fn concurrent_pushes_each_get_the_ids_of_their_own_messages(store: TestSto
                 .map(|i| format!(r#"{{"push":{n},"part":{i}}}"#))
                 .collect();
             PushRequest {
-                bodies,
-                delay: if n % 10 == 9 {
+                messages: bodies.into_iter().map(Into::into).collect(),
+                delay: Some(if n % 10 == 9 {
                     Duration::from_secs(60)
                 } else {
                     Duration::ZERO
-                },
+                }),
                 ..push_request(&queues[n % 3], &[])
             }
         })
@@ -923,14 +936,14 @@ async fn concurrent_pushes_each_get_the_ids_of_their_own_messages(store: TestSto
         let PushOutcome::Created(ids) = outcome.unwrap() else {
             panic!("a push without a key created nothing");
         };
-        assert_eq!(ids.len(), push.bodies.len(), "one id per body");
+        assert_eq!(ids.len(), push.messages.len(), "one id per body");
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "one push's ids in order: {ids:?}"
         );
-        if push.delay.is_zero() {
-            for (id, body) in ids.iter().zip(&push.bodies) {
-                expected.insert((push.queue.as_str().to_owned(), *id), body.clone());
+        if push.delay.unwrap_or_default().is_zero() {
+            for (id, message) in ids.iter().zip(&push.messages) {
+                expected.insert((push.queue.as_str().to_owned(), *id), message.body.clone());
             }
         } else {
             *delayed.entry(push.queue.as_str()).or_default() += ids.len() as u64;
@@ -971,7 +984,7 @@ async fn one_push_of_many_bodies_stores_every_one_in_order(store: TestStore) {
         "ids in the bodies' order"
     );
     let delayed = PushRequest {
-        delay: Duration::from_secs(60),
+        delay: Some(Duration::from_secs(60)),
         ..push_request(&q, &texts)
     };
     store.push(delayed).await.unwrap();
@@ -1221,7 +1234,7 @@ async fn task_goes_from_pending_to_running_to_succeeded_and_its_message_is_acked
     let q = queue("jobs");
     let before = now_millis();
     let new = new_task(&q, r#"{"n":7}"#, None, KEEP);
-    let body = new.message.bodies[0].clone();
+    let body = new.message.messages[0].body.clone();
     let id = create_task(&store, new).await;
 
     let pending = task_of(&store, &id).await;
@@ -1790,8 +1803,8 @@ async fn invalid_task_id_on_a_redis_message_loses_nothing(store: TestStore) {
 fn push_one(q: &QueueName) -> PushRequest {
     PushRequest {
         queue: q.clone(),
-        bodies: vec!["{}".into()],
-        delay: Duration::ZERO,
+        messages: vec!["{}".into()],
+        delay: Some(Duration::ZERO),
         idempotency_key: None,
         defaults: QueueSettings::default(),
     }
@@ -1958,4 +1971,212 @@ async fn redis_over_tls_trusts_the_ca_of_ca_file(_: Backend) {
         format!("{missing:#}").contains("/nonexistent/ca.pem"),
         "{missing:#}"
     );
+}
+
+/// A queue ordered by group, created empty.
+async fn grouped_queue(store: &TestStore, name: &str, max_attempts: u32) -> QueueName {
+    let q = queue(name);
+    let settings = QueueSettings {
+        ordering: Ordering::Group,
+        max_attempts,
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    q
+}
+
+/// Pushes one message per `(group, body)`, in order; returns the ids.
+async fn push_grouped(
+    store: &TestStore,
+    q: &QueueName,
+    messages: &[(Option<&str>, &str)],
+) -> Vec<MessageId> {
+    let request = PushRequest {
+        messages: messages
+            .iter()
+            .map(|(group, body)| NewMessage {
+                group: group.map(str::to_owned),
+                ..NewMessage::from(*body)
+            })
+            .collect(),
+        ..push_request(q, &[])
+    };
+    match store.push(request).await.unwrap() {
+        PushOutcome::Created(ids) => ids,
+        other => panic!("a push without a key created nothing: {other:?}"),
+    }
+}
+
+async fn grouped_queue_hands_out_one_message_per_group_in_order(store: TestStore) {
+    let q = grouped_queue(&store, "grouped", 10).await;
+    let ids = push_grouped(
+        &store,
+        &q,
+        &[
+            (Some("a"), "1"),
+            (Some("a"), "2"),
+            (Some("b"), "3"),
+            (None, "4"),
+            (Some("a"), "5"),
+            (Some("b"), "6"),
+        ],
+    )
+    .await;
+    // Heads of a and b, and the message without a group.
+    let first = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&first), vec![ids[0], ids[2], ids[3]]);
+    assert_eq!(first[0].group.as_deref(), Some("a"));
+    // Both groups wait while their heads are leased; nothing spins: the next ready is a lease's end.
+    let blocked = store.receive(&q, 10, LONG_LEASE).await.unwrap();
+    assert!(
+        blocked.messages.is_empty(),
+        "a group waits for its leased head"
+    );
+    assert!(
+        blocked
+            .next_ready_in
+            .is_some_and(|ahead| ahead > Duration::from_secs(1)),
+        "the next ready is when a head's lease ends: {:?}",
+        blocked.next_ready_in
+    );
+    assert_eq!(peek_ids(&store, &q).await, Vec::<MessageId>::new());
+    // A nacked head comes back first; the group stays behind it.
+    settle(&store, &q, &[receipt_of(&first[0])], NACK_NOW).await;
+    let again = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&again), vec![ids[0]]);
+    // Acking the heads lets each group move on, in its order.
+    settle(
+        &store,
+        &q,
+        &[receipt_of(&again[0]), receipt_of(&first[1])],
+        Settlement::Ack,
+    )
+    .await;
+    assert_eq!(peek_ids(&store, &q).await, vec![ids[1], ids[5]]);
+    let next = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&next), vec![ids[1], ids[5]]);
+    settle(&store, &q, &[receipt_of(&next[0])], Settlement::Ack).await;
+    assert_eq!(ids_of(&store.pop(&q, 10).await.unwrap()), vec![ids[4]]);
+}
+
+async fn peek_ids(store: &TestStore, q: &QueueName) -> Vec<MessageId> {
+    ids_of(&store.peek(q, 100).await.unwrap())
+}
+
+async fn group_moves_on_when_its_head_is_dead_lettered(store: TestStore) {
+    let q = grouped_queue(&store, "grouped-dead", 1).await;
+    let ids = push_grouped(&store, &q, &[(Some("g"), "1"), (Some("g"), "2")]).await;
+    let head = receive(&store, &q, 10, Some(SHORT_LEASE)).await;
+    assert_eq!(ids_of(&head), vec![ids[0]]);
+    // Its lease runs out with its one attempt spent: a dead letter, and the group goes on.
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let next = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&next), vec![ids[1]]);
+    let dead = store.dead_letters(&q, 10).await.unwrap();
+    assert_eq!(ids_of(&dead), vec![ids[0]]);
+    assert_eq!(dead[0].group.as_deref(), Some("g"));
+}
+
+async fn group_and_metadata_and_first_receive_are_kept(store: TestStore) {
+    let q = queue("with-meta");
+    let before = now_millis();
+    let request = PushRequest {
+        messages: vec![NewMessage {
+            body: r#""text""#.into(),
+            group: Some("g-1".into()),
+            meta: Some(r#"{"attributes":{"k":"v"}}"#.into()),
+        }],
+        ..push_request(&q, &[])
+    };
+    store.push(request).await.unwrap();
+    let peeked = store.peek(&q, 1).await.unwrap();
+    assert_eq!(peeked[0].first_received_at, None, "not received yet");
+    let first = receive(&store, &q, 1, Some(SHORT_LEASE)).await;
+    assert_eq!(first[0].group.as_deref(), Some("g-1"));
+    assert_eq!(
+        first[0].meta.as_deref(),
+        Some(r#"{"attributes":{"k":"v"}}"#)
+    );
+    let received_at = first[0]
+        .first_received_at
+        .expect("a receive records its time");
+    assert!(received_at >= before, "{received_at} < {before}");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let second = receive(&store, &q, 1, LONG_LEASE).await;
+    assert_eq!(second[0].attempts, 2);
+    assert_eq!(
+        second[0].first_received_at,
+        Some(received_at),
+        "the first receive's time stays"
+    );
+}
+
+async fn dead_letters_are_removed_by_id(store: TestStore) {
+    let q = queue("dead-removed");
+    let settings = QueueSettings {
+        max_attempts: 1,
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    let ids = push(&store, &q, &["1", "2", "3"]).await;
+    let received = receive(&store, &q, 3, LONG_LEASE).await;
+    let receipts: Vec<Receipt> = received[..2].iter().map(receipt_of).collect();
+    settle(&store, &q, &receipts, NACK_NOW).await;
+    // Only dead letters go: the leased third stays.
+    assert_eq!(store.remove_dead(&q, &[ids[0], ids[2]]).await.unwrap(), 1);
+    assert_eq!(
+        ids_of(&store.dead_letters(&q, 10).await.unwrap()),
+        vec![ids[1]]
+    );
+    assert_eq!(counts(&store, &q).await, counted(0, 1, 0, 1));
+}
+
+async fn every_queue_settings_are_listed_without_counts(store: TestStore) {
+    let (a, b) = (queue("listed-a"), queue("listed-b"));
+    let settings = QueueSettings {
+        dead_letter_queue: Some(b.clone()),
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&a, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    push(&store, &b, &["1"]).await;
+    let all = store.all_settings().await.unwrap();
+    let mine: Vec<_> = all
+        .iter()
+        .filter(|(name, _)| name == &a || name == &b)
+        .collect();
+    assert_eq!(mine.len(), 2, "{all:?}");
+    assert_eq!(mine[0].1.dead_letter_queue.as_ref(), Some(&b));
+    assert_eq!(mine[1].1, QueueSettings::default());
+}
+
+async fn push_without_a_delay_takes_the_queue_delay(store: TestStore) {
+    let q = queue("delayed-by-default");
+    let settings = QueueSettings {
+        delay: Duration::from_secs(60),
+        wait: Duration::from_secs(3),
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    let request = PushRequest {
+        delay: None,
+        ..push_request(&q, &["1"])
+    };
+    store.push(request).await.unwrap();
+    push(&store, &q, &["2"]).await;
+    assert_eq!(counts(&store, &q).await, counted(1, 0, 1, 0));
+    let received = store.receive(&q, 10, LONG_LEASE).await.unwrap();
+    assert_eq!(received.messages.len(), 1);
+    assert_eq!(received.queue_wait, Duration::from_secs(3));
 }

@@ -30,8 +30,8 @@ use crate::domain::settings::{
     optional_within, parse_duration_within, seconds_schema, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
 };
 use crate::domain::{
-    Message, PushOutcome, QueueInfo, QueueSettings, ReceiveRequest, SettingsPatch, Settled,
-    Settlement, TaskCounts, Upsert,
+    Message, NewMessage, PushOutcome, QueueInfo, QueueSettings, ReceiveRequest, SettingsPatch,
+    Settled, Settlement, TaskCounts, Upsert,
 };
 
 /// Default `limit` when listing dead letters.
@@ -77,6 +77,9 @@ pub struct MessageView {
     /// Why its last delivery to an upstream failed (dead letters of delivering queues).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// Its group, when it was pushed with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 impl MessageView {
@@ -91,6 +94,7 @@ impl MessageView {
             attempts: message.attempts,
             enqueued_at: rfc3339(message.enqueued_at),
             last_error: message.last_error,
+            group: message.group,
         })
     }
 }
@@ -247,6 +251,7 @@ pub struct QueuesView {
 pub struct PushHeaders {
     idempotency_key: Option<String>,
     delay: Option<Duration>,
+    group: Option<String>,
 }
 
 fn idempotency_key_param() -> Parameter {
@@ -267,9 +272,18 @@ fn delay_param() -> Parameter {
     )
 }
 
+fn group_param() -> Parameter {
+    header_param(
+        "Hopper-Group",
+        false,
+        "The message's group: on a queue with `\"ordering\": \"group\"`, one message of a group is handed out at a time, in order. 1 to 128 printable ASCII characters",
+        party_schema(),
+    )
+}
+
 impl IntoParams for PushHeaders {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![idempotency_key_param(), delay_param()]
+        vec![idempotency_key_param(), delay_param(), group_param()]
     }
 }
 
@@ -293,6 +307,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PushHeaders {
         Ok(PushHeaders {
             idempotency_key: header_text(headers, "idempotency-key")?.map(str::to_owned),
             delay,
+            group: header_text(headers, "hopper-group")?.map(str::to_owned),
         })
     }
 }
@@ -327,11 +342,19 @@ pub async fn push(
     headers: PushHeaders,
     body: JsonBody,
 ) -> Result<Reply<IdView>, ApiError> {
-    let delay = headers.delay.unwrap_or(Duration::ZERO);
-    let bodies = vec![body.text().to_owned()];
+    let message = NewMessage {
+        group: headers.group,
+        ..NewMessage::from(body.text().to_owned())
+    };
     let outcome = state
         .queues
-        .push(&principal, queue, bodies, delay, headers.idempotency_key)
+        .push(
+            &principal,
+            queue,
+            vec![message],
+            headers.delay,
+            headers.idempotency_key,
+        )
         .await?;
     Ok(match outcome {
         PushOutcome::Created(ids) => Reply(
@@ -375,6 +398,11 @@ pub struct BatchBody {
     /// The messages, each any JSON value; all are stored or none.
     #[schema(value_type = Vec<Value>, min_items = 1, max_items = 1000)]
     messages: Vec<Box<RawValue>>,
+    /// Each message's group, in the order of `messages` (`null` for none); without
+    /// it, every message takes the `Hopper-Group` header's group, if any.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Option<String>>>)]
+    groups: Option<Vec<Option<String>>>,
 }
 
 /// `{"ids": [...]}`.
@@ -388,11 +416,12 @@ pub struct IdsView {
 #[derive(Debug)]
 pub struct BatchHeaders {
     delay: Option<Duration>,
+    group: Option<String>,
 }
 
 impl IntoParams for BatchHeaders {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![delay_param()]
+        vec![delay_param(), group_param()]
     }
 }
 
@@ -405,8 +434,9 @@ impl<S: Send + Sync> FromRequestParts<S> for BatchHeaders {
                 "Idempotency-Key applies to single pushes, not to batches",
             ));
         }
-        let PushHeaders { delay, .. } = PushHeaders::from_request_parts(parts, state).await?;
-        Ok(BatchHeaders { delay })
+        let PushHeaders { delay, group, .. } =
+            PushHeaders::from_request_parts(parts, state).await?;
+        Ok(BatchHeaders { delay, group })
     }
 }
 
@@ -428,11 +458,27 @@ pub async fn push_batch(
     headers: BatchHeaders,
     AppJson(batch): AppJson<BatchBody>,
 ) -> Result<Reply<IdsView>, ApiError> {
-    let delay = headers.delay.unwrap_or(Duration::ZERO);
-    let bodies = batch.messages.iter().map(|m| m.get().to_owned()).collect();
+    let groups = match batch.groups {
+        Some(groups) if groups.len() != batch.messages.len() => {
+            return Err(ApiError::bad_request(
+                "groups must hold one entry per message",
+            ))
+        }
+        Some(groups) => groups,
+        None => vec![headers.group; batch.messages.len()],
+    };
+    let messages = batch
+        .messages
+        .iter()
+        .zip(groups)
+        .map(|(body, group)| NewMessage {
+            group,
+            ..NewMessage::from(body.get().to_owned())
+        })
+        .collect();
     match state
         .queues
-        .push(&principal, queue, bodies, delay, None)
+        .push(&principal, queue, messages, headers.delay, None)
         .await?
     {
         PushOutcome::Created(ids) => Ok(Reply(
@@ -495,7 +541,7 @@ pub async fn receive(
     let request = ReceiveRequest {
         count: query.count.map_or(1, |c| c.0),
         lease: query.lease.map(|l| l.0),
-        wait: query.wait.map_or(Duration::ZERO, |w| w.0),
+        wait: query.wait.map(|w| w.0),
     };
     messages_reply(state.queues.receive(&principal, &queue, request).await?)
 }

@@ -277,7 +277,7 @@ impl Worker {
             let request = ReceiveRequest {
                 count,
                 lease: Some(self.settings.timeout + LEASE_MARGIN),
-                wait: RECEIVE_WAIT,
+                wait: Some(RECEIVE_WAIT),
             };
             let node = Principal::node();
             let received = tokio::select! {

@@ -61,6 +61,59 @@ pub struct Message {
     /// The task this message carries, when it is a task's message (marked by the
     /// store when the task is created, never guessed from the body).
     pub task: Option<TaskId>,
+    /// Its group, if it was pushed with one.
+    pub group: Option<String>,
+    /// What the edge that pushed it keeps beside the body (see [`NewMessage::meta`]).
+    pub meta: Option<String>,
+    /// When it was first handed out by a receive, if it was.
+    pub first_received_at: Option<Millis>,
+}
+
+impl Message {
+    /// A message as a backend read it: the fields every message has, the rest absent.
+    pub fn stored(id: MessageId, body: String, attempts: u32, enqueued_at: Millis) -> Message {
+        Message {
+            id,
+            body,
+            attempts,
+            enqueued_at,
+            receipt: None,
+            last_error: None,
+            task: None,
+            group: None,
+            meta: None,
+            first_received_at: None,
+        }
+    }
+}
+
+/// One message to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The JSON body, already validated.
+    pub body: String,
+    /// Its group (see [`super::settings::Ordering::Group`]).
+    pub group: Option<String>,
+    /// Opaque to the queue rules: what the edge that pushed it needs to hand it out
+    /// as it came in (the SQS endpoint keeps message attributes and the body's
+    /// original text here), returned with the message, never read by Hopper.
+    pub meta: Option<String>,
+}
+
+impl From<&str> for NewMessage {
+    fn from(body: &str) -> Self {
+        body.to_owned().into()
+    }
+}
+
+impl From<String> for NewMessage {
+    fn from(body: String) -> Self {
+        NewMessage {
+            body,
+            group: None,
+            meta: None,
+        }
+    }
 }
 
 /// One or more messages to push to one queue.
@@ -68,10 +121,10 @@ pub struct Message {
 pub struct PushRequest {
     /// Target queue; created with `defaults` if it does not exist.
     pub queue: QueueName,
-    /// JSON bodies, already validated.
-    pub bodies: Vec<String>,
-    /// Delay before the messages become ready.
-    pub delay: Duration,
+    /// The messages, in order.
+    pub messages: Vec<NewMessage>,
+    /// Delay before the messages become ready; the queue's own when `None`.
+    pub delay: Option<Duration>,
     /// With a key, a second push with the same key inside the queue's window creates nothing.
     pub idempotency_key: Option<String>,
     /// Settings for a queue this push creates.
@@ -95,6 +148,8 @@ pub struct Received {
     /// When nothing was ready: how long until a delayed or leased message becomes ready
     /// (relative, so the caller's clock need not agree with the store's).
     pub next_ready_in: Option<Duration>,
+    /// The queue's `wait` setting, for a receive that names no wait of its own.
+    pub queue_wait: Duration,
 }
 
 /// Per receipt, whether an ack, nack or extend was applied.

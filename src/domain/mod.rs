@@ -26,8 +26,8 @@ pub use clients::ClientRecord;
 pub use error::DomainError;
 pub use grants::{Action, Grant, ResourceKind};
 pub use messages::{
-    Message, MessageId, MessageState, PushOutcome, PushRequest, Receipt, Received, Settled,
-    Settlement,
+    Message, MessageId, MessageState, NewMessage, PushOutcome, PushRequest, Receipt, Received,
+    Settled, Settlement,
 };
 pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};

@@ -8,7 +8,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::access::Principal;
-use super::messages::{Message, PushOutcome, PushRequest, Receipt, Settled, Settlement};
+use super::messages::{
+    Message, NewMessage, PushOutcome, PushRequest, Receipt, Settled, Settlement,
+};
 use super::settings::{check_delay, check_lease};
 use super::storage::Store;
 use super::tasks::TaskCounts;
@@ -35,6 +37,23 @@ fn check_up_to(what: &str, count: u32, max: u32) -> Result<u32, DomainError> {
         )));
     }
     Ok(count)
+}
+
+/// Longest message group name, as SQS's `MessageGroupId`.
+pub const MAX_GROUP_LEN: usize = 128;
+
+/// Checks a message group: 1 to [`MAX_GROUP_LEN`] printable ASCII characters
+/// (SQS's alphabet for `MessageGroupId`).
+pub fn check_group(group: &str) -> Result<(), DomainError> {
+    if group.is_empty()
+        || group.len() > MAX_GROUP_LEN
+        || !group.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(DomainError::invalid(format!(
+            "a message group must be 1 to {MAX_GROUP_LEN} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an `Idempotency-Key` against 1..=[`MAX_IDEMPOTENCY_KEY`] bytes.
@@ -91,8 +110,8 @@ pub struct ReceiveRequest {
     pub count: u32,
     /// Lease length; the queue's setting when `None`.
     pub lease: Option<Duration>,
-    /// How long to wait for a message when none is ready.
-    pub wait: Duration,
+    /// How long to wait for a message when none is ready; the queue's `wait` when `None`.
+    pub wait: Option<Duration>,
 }
 
 /// Queue operations with their rules; cheap to clone.
@@ -124,16 +143,18 @@ impl QueueService {
         QueueService { waiters, ..self }
     }
 
-    /// Pushes bodies (all or nothing), after `delay`, deduplicated by `idempotency_key`.
+    /// Pushes messages (all or nothing), after `delay` (the queue's when `None`),
+    /// deduplicated by `idempotency_key`.
     pub async fn push(
         &self,
         caller: &Principal,
         queue: QueueName,
-        bodies: Vec<String>,
-        delay: Duration,
+        messages: Vec<NewMessage>,
+        delay: Option<Duration>,
         idempotency_key: Option<String>,
     ) -> Result<PushOutcome, DomainError> {
         caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Produce)?;
+        let bodies = messages;
         if bodies.is_empty() {
             return Err(DomainError::invalid(
                 "messages must hold at least one message",
@@ -144,10 +165,13 @@ impl QueueService {
                 "messages must hold at most {MAX_COUNT} messages"
             )));
         }
+        for group in bodies.iter().filter_map(|m| m.group.as_deref()) {
+            check_group(group)?;
+        }
         let request = PushRequest {
             queue,
-            bodies,
-            delay: check_delay(delay)?,
+            messages: bodies,
+            delay: delay.map(check_delay).transpose()?,
             idempotency_key: check_idempotency_key(idempotency_key)?,
             defaults: self.defaults.clone(),
         };
@@ -182,7 +206,12 @@ impl QueueService {
         caller.authorize(ResourceKind::Queue, queue.as_str(), Action::Consume)?;
         let count = check_count("count", request.count)?;
         let lease = request.lease.map(check_lease).transpose()?;
-        let deadline = Instant::now() + request.wait.min(self.waiters.max_poll());
+        let started = Instant::now();
+        let mut deadline = started
+            + request
+                .wait
+                .unwrap_or_default()
+                .min(self.waiters.max_poll());
         let watch = self.store.wakeups().watch(queue.as_str());
         let mut slot = None;
         loop {
@@ -202,6 +231,9 @@ impl QueueService {
             if !received.messages.is_empty() {
                 watch.hand_on();
                 return Ok(received.messages);
+            }
+            if request.wait.is_none() && slot.is_none() {
+                deadline = started + received.queue_wait.min(self.waiters.max_poll());
             }
             let now = Instant::now();
             if now >= deadline || self.shutdown.is_cancelled() {

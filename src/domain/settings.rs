@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{AnyOfBuilder, Object, ObjectBuilder, Schema, Type};
 use utoipa::ToSchema;
 
 use super::delivery::DeliverySettings;
-use super::DomainError;
+use super::{DomainError, QueueName};
 
 /// Shortest lease a receive may take; shorter ones would expire in flight.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
@@ -19,6 +19,8 @@ pub const MIN_LEASE: Duration = Duration::from_millis(100);
 pub const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
 /// Longest `Hopper-Delay` or nack delay: a week; longer waits belong to a scheduler.
 pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest default wait of a receive, as a receive's own `wait` is capped.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Upper bound of `max_attempts`, so a typo cannot make a poison message immortal.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 /// Longest idempotency window: a day of remembered keys.
@@ -37,6 +39,18 @@ pub struct QueueSettings {
     pub idempotency_window: Duration,
     /// Hopper delivers the messages to an upstream itself.
     pub delivery: Option<DeliverySettings>,
+    /// Whether messages of one group are handed out one at a time, in order.
+    pub ordering: Ordering,
+    /// Where dead letters go: another queue, where they are ready again; `None`
+    /// keeps them in this queue's dead letters.
+    pub dead_letter_queue: Option<QueueName>,
+    /// Delay of a push that names none.
+    pub delay: Duration,
+    /// How long a receive that names no wait waits for a message.
+    pub wait: Duration,
+    /// A push without an idempotency key is deduplicated by its body (SQS's
+    /// content-based deduplication; the SQS endpoint applies it).
+    pub content_deduplication: bool,
 }
 
 impl Default for QueueSettings {
@@ -47,7 +61,75 @@ impl Default for QueueSettings {
             retention: None,
             idempotency_window: Duration::from_secs(300),
             delivery: None,
+            ordering: Ordering::Any,
+            dead_letter_queue: None,
+            delay: Duration::ZERO,
+            wait: Duration::ZERO,
+            content_deduplication: false,
         }
+    }
+}
+
+/// How a queue orders what it hands out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Oldest first, any number at a time.
+    #[default]
+    Any,
+    /// Oldest first, and at most one message of each group at a time: a message
+    /// with a group is handed out only while it is the oldest message of its group
+    /// that is not a dead letter, so the group waits while its head is leased or
+    /// delayed, and moves on when the head is acked or dead-lettered.
+    Group,
+}
+
+/// The settings every backend keeps in one JSON column (or field), beside the
+/// ones older than them that have columns of their own.
+#[derive(Default, Serialize, Deserialize)]
+struct StoredOptions {
+    #[serde(default, skip_serializing_if = "is_default")]
+    ordering: Ordering,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dead_letter_queue: Option<QueueName>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    delay_ms: u64,
+    #[serde(default, skip_serializing_if = "is_default")]
+    wait_ms: u64,
+    #[serde(default, skip_serializing_if = "is_default")]
+    content_deduplication: bool,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl QueueSettings {
+    /// The settings a backend stores in its options column: `None` when all are defaults.
+    pub fn options_json(&self) -> Option<String> {
+        let options = StoredOptions {
+            ordering: self.ordering,
+            dead_letter_queue: self.dead_letter_queue.clone(),
+            delay_ms: self.delay.as_millis() as u64,
+            wait_ms: self.wait.as_millis() as u64,
+            content_deduplication: self.content_deduplication,
+        };
+        let json = serde_json::to_string(&options).unwrap_or_default();
+        (json != "{}").then_some(json)
+    }
+
+    /// These settings with the options a backend stored (see [`Self::options_json`]).
+    pub fn with_options_json(mut self, json: Option<&str>) -> Result<Self, serde_json::Error> {
+        let options: StoredOptions = match json {
+            Some(json) => serde_json::from_str(json)?,
+            None => StoredOptions::default(),
+        };
+        self.ordering = options.ordering;
+        self.dead_letter_queue = options.dead_letter_queue;
+        self.delay = Duration::from_millis(options.delay_ms);
+        self.wait = Duration::from_millis(options.wait_ms);
+        self.content_deduplication = options.content_deduplication;
+        Ok(self)
     }
 }
 
@@ -75,6 +157,64 @@ pub struct SettingsPatch {
     #[serde(default, deserialize_with = "some_or_null")]
     #[schema(value_type = Option<DeliverySettings>, nullable)]
     pub delivery: Option<Option<DeliverySettings>>,
+    /// New ordering: `"group"` hands out one message per group at a time.
+    #[serde(default)]
+    pub ordering: Option<Ordering>,
+    /// New dead-letter queue; JSON `null` keeps dead letters in this queue.
+    #[serde(default, deserialize_with = "some_or_null")]
+    #[schema(schema_with = dead_letter_queue_schema)]
+    pub dead_letter_queue: Option<Option<QueueName>>,
+    /// New default delay of pushes.
+    #[serde(default, deserialize_with = "delay_value")]
+    #[schema(schema_with = delay_schema)]
+    pub delay: Option<Duration>,
+    /// New default wait of receives.
+    #[serde(default, deserialize_with = "wait_value")]
+    #[schema(schema_with = wait_schema)]
+    pub wait: Option<Duration>,
+    /// Whether SQS pushes without a deduplication id are deduplicated by their body.
+    #[serde(default)]
+    pub content_deduplication: Option<bool>,
+}
+
+fn dead_letter_queue_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .pattern(Some(super::names::NAME_PATTERN))
+        .max_length(Some(super::names::MAX_NAME_LEN))
+        .description(Some(
+            "A queue that receives this queue's dead letters, ready again; null keeps them here.",
+        ))
+        .build()
+}
+
+fn delay_schema() -> Schema {
+    seconds_schema(
+        "How long a push that names no delay waits before it is ready.",
+        Duration::ZERO,
+        Some(MAX_DELAY),
+        false,
+    )
+}
+
+fn wait_schema() -> Schema {
+    seconds_schema(
+        "How long a receive that names no wait waits for a message.",
+        Duration::ZERO,
+        Some(MAX_WAIT),
+        false,
+    )
+}
+
+fn delay_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    within(d, Duration::ZERO, MAX_DELAY).map(Some)
+}
+
+fn wait_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    within(d, Duration::ZERO, MAX_WAIT).map(Some)
 }
 
 /// The JSON Schema of a duration from `min` to `max` (`null` allowed when
@@ -203,6 +343,17 @@ impl SettingsPatch {
         if let Some(Some(delivery)) = &self.delivery {
             delivery.validate()?;
         }
+        if let Some(delay) = self.delay {
+            check_delay(delay)?;
+        }
+        if let Some(wait) = self.wait {
+            if wait > MAX_WAIT {
+                return Err(DomainError::invalid(format!(
+                    "wait must be between 0 and {} seconds",
+                    MAX_WAIT.as_secs()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -225,6 +376,21 @@ impl SettingsPatch {
         if let Some(delivery) = &self.delivery {
             next.delivery = delivery.clone();
         }
+        if let Some(ordering) = self.ordering {
+            next.ordering = ordering;
+        }
+        if let Some(queue) = &self.dead_letter_queue {
+            next.dead_letter_queue = queue.clone();
+        }
+        if let Some(delay) = self.delay {
+            next.delay = delay;
+        }
+        if let Some(wait) = self.wait {
+            next.wait = wait;
+        }
+        if let Some(content) = self.content_deduplication {
+            next.content_deduplication = content;
+        }
         next
     }
 
@@ -236,6 +402,11 @@ impl SettingsPatch {
             retention: Some(settings.retention),
             idempotency_window: Some(settings.idempotency_window),
             delivery: Some(settings.delivery.clone()),
+            ordering: Some(settings.ordering),
+            dead_letter_queue: Some(settings.dead_letter_queue.clone()),
+            delay: Some(settings.delay),
+            wait: Some(settings.wait),
+            content_deduplication: Some(settings.content_deduplication),
         }
     }
 }

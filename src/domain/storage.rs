@@ -12,7 +12,9 @@ use super::clients::ClientRecord;
 use super::clock::Millis;
 use super::delivery::DeliverySettings;
 use super::log::{AppendOutcome, CreateLog, CreateOutcome, LogAppend, LogRead, LogState, Position};
-use super::messages::{Message, PushOutcome, PushRequest, Receipt, Received, Settled, Settlement};
+use super::messages::{
+    Message, MessageId, PushOutcome, PushRequest, Receipt, Received, Settled, Settlement,
+};
 use super::queues::{QueueInfo, Upsert};
 use super::streams::{
     Appended, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo, StreamRetention,
@@ -172,6 +174,10 @@ pub trait QueueStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Makes up to `limit` dead letters ready again with attempts reset to 0; returns how many.
     async fn redrive(&self, queue: &QueueName, limit: u32) -> StoreResult<u64>;
+    /// Deletes the dead letters among `ids` (moved to another queue); returns how many went.
+    async fn remove_dead(&self, queue: &QueueName, ids: &[MessageId]) -> StoreResult<u64>;
+    /// Every queue's settings, by name; cheap (no counts), for periodic looks.
+    async fn all_settings(&self) -> StoreResult<Vec<(QueueName, QueueSettings)>>;
     /// Drops messages past their queue's retention (expiring their unfinished tasks)
     /// and dead-letters expired leases out of attempts (failing their tasks), so tasks
     /// end even when nobody receives; returns how many messages were dropped.

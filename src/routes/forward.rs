@@ -189,7 +189,7 @@ pub async fn forward(
         let outcome = call_upstream(call, &url, limit).await;
         if outcome.is_err() {
             if let Err(error) = queues
-                .push(&caller, queue.clone(), vec![message], Duration::ZERO, None)
+                .push(&caller, queue.clone(), vec![message.into()], None, None)
                 .await
             {
                 tracing::error!(%queue, %error, %url, "forward failed and its compensation could not be queued");

@@ -1,8 +1,6 @@
 //! `enqueue`, `pop` and `count` routes (seeds 000 and 002). A queue nobody has pushed
 //! to yet is empty, not missing: legacy clients count and pop before the first push.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -45,8 +43,8 @@ pub async fn enqueue(
         .push(
             &request.caller,
             queue.clone(),
-            vec![message],
-            Duration::ZERO,
+            vec![message.into()],
+            None,
             key,
         )
         .await?

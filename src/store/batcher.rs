@@ -37,7 +37,10 @@ pub trait Weigh {
 
 impl Weigh for PushRequest {
     fn weight(&self) -> usize {
-        self.bodies.iter().map(String::len).sum()
+        self.messages
+            .iter()
+            .map(|m| m.body.len() + m.meta.as_ref().map_or(0, String::len))
+            .sum()
     }
 }
 

@@ -113,8 +113,8 @@ impl TaskService {
         let body = format!(r#"{{"task_id":"{id}","payload":{payload}}}"#);
         let message = PushRequest {
             queue,
-            bodies: vec![body],
-            delay: Duration::ZERO,
+            messages: vec![body.into()],
+            delay: Some(Duration::ZERO),
             idempotency_key: crate::domain::queues::check_idempotency_key(idempotency_key)?,
             defaults: self.queue_defaults.clone(),
         };

@@ -516,6 +516,10 @@ forward! {
             };
         fn redrive(&self, queue: &QueueName, limit: u32) -> u64
             = waking |tx, now, wake| queues::redrive(&tx, queue, limit, now, &mut wake);
+        fn remove_dead(&self, queue: &QueueName, ids: &[MessageId]) -> u64
+            = transaction |tx| queues::remove_dead(&tx, queue, ids);
+        fn all_settings(&self) -> Vec<(QueueName, QueueSettings)>
+            = transaction |tx| queues::all_settings(&tx);
         fn sweep_messages(&self) -> u64 = waking |tx, now, wake| queues::sweep(&tx, now, &mut wake);
         fn sweep_idempotency_keys(&self) -> u64
             = transaction |tx, now| queues::sweep_idempotency_keys(&tx, now);

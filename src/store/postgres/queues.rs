@@ -12,6 +12,7 @@ use super::{column, pg, pg_commit};
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::messages::exhausted;
+use crate::domain::settings::Ordering;
 use crate::domain::TaskId;
 use crate::domain::{
     Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
@@ -32,7 +33,8 @@ pub struct QueueRow {
 fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> StoreResult<QueueSettings> {
     let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
     let column = pg("read queue settings");
-    Ok(QueueSettings {
+    let options: Option<&str> = row.try_get(first + 5).map_err(&column)?;
+    QueueSettings {
         lease: millis(row.try_get(first).map_err(&column)?),
         max_attempts: row.try_get::<_, i32>(first + 1).map_err(&column)?.max(1) as u32,
         retention: row
@@ -46,7 +48,10 @@ fn settings_from_row(row: &tokio_postgres::Row, first: usize) -> StoreResult<Que
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| StoreError::backend("read a stored delivery setting", e))?,
-    })
+        ..QueueSettings::default()
+    }
+    .with_options_json(options)
+    .map_err(|e| StoreError::backend("read stored queue options", e))
 }
 
 /// A queue's delivery setting as stored: JSON, or NULL.
@@ -62,7 +67,7 @@ fn delivery_json(settings: &QueueSettings) -> StoreResult<Option<String>> {
 async fn find_queue(tx: &Transaction<'_>, name: &QueueName) -> StoreResult<Option<QueueRow>> {
     let stmt = tx
         .prepare_cached(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = $1",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options FROM queues WHERE name = $1",
         )
         .await
         .map_err(pg("find queue"))?;
@@ -94,8 +99,8 @@ async fn create_queue_if_absent(
 ) -> StoreResult<()> {
     let stmt = client
         .prepare_cached(
-            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery, options)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
         )
         .await
         .map_err(pg("create queue"))?;
@@ -110,6 +115,7 @@ async fn create_queue_if_absent(
                 &millis_of(defaults.idempotency_window),
                 &now,
                 &delivery_json(defaults)?,
+                &defaults.options_json(),
             ],
         )
         .await
@@ -170,18 +176,24 @@ pub async fn push(
             return Ok(PushOutcome::Duplicate(first));
         }
     }
-    let visible_at = now.saturating_add(millis_of(request.delay));
+    let delay = request.delay.unwrap_or(queue.settings.delay);
+    let visible_at = now.saturating_add(millis_of(delay));
+    let (bodies, groups, metas) = columns_of(request);
     // One statement for the whole batch; ids come from the sequence in array order.
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
-             SELECT $1, 0, $2, 0, $3, body FROM UNNEST($4::TEXT[]) WITH ORDINALITY AS u(body, n) ORDER BY n
+            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body, grp, meta)
+             SELECT $1, 0, $2, 0, $3, body, grp, meta
+             FROM UNNEST($4::TEXT[], $5::TEXT[], $6::TEXT[]) WITH ORDINALITY AS u(body, grp, meta, n) ORDER BY n
              RETURNING id",
         )
         .await
         .map_err(pg("push"))?;
     let rows = tx
-        .query(&stmt, &[&queue.id, &visible_at, &now, &request.bodies])
+        .query(
+            &stmt,
+            &[&queue.id, &visible_at, &now, &bodies, &groups, &metas],
+        )
         .await
         .map_err(pg("push"))?;
     let mut ids = rows
@@ -203,6 +215,20 @@ pub async fn push(
             .map_err(pg("store idempotency key"))?;
     }
     Ok(PushOutcome::Created(ids))
+}
+
+/// A push's bodies, groups and metadata, as the array parameters of an insert.
+#[allow(clippy::type_complexity)]
+fn columns_of(request: &PushRequest) -> (Vec<&str>, Vec<Option<&str>>, Vec<Option<&str>>) {
+    (
+        request.messages.iter().map(|m| m.body.as_str()).collect(),
+        request
+            .messages
+            .iter()
+            .map(|m| m.group.as_deref())
+            .collect(),
+        request.messages.iter().map(|m| m.meta.as_deref()).collect(),
+    )
 }
 
 /// Returns expired leases to waiting, or to the dead letters when out of attempts
@@ -261,7 +287,23 @@ fn id_and_attempts(row: &tokio_postgres::Row) -> StoreResult<(i64, u32)> {
     ))
 }
 
-/// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
+/// The columns [`message_from_row`] reads, in its order.
+macro_rules! message_columns {
+    () => {
+        "id, body, attempts, enqueued_at, task_id, grp, meta, first_received_at"
+    };
+}
+
+/// What a message with a group must also be to be handed out from a queue ordered
+/// by group: the oldest of its group that is not dead (SQLite's rule, the same SQL).
+macro_rules! group_head {
+    () => {
+        "(m.grp IS NULL OR NOT EXISTS (SELECT 1 FROM messages o
+             WHERE o.queue_id = m.queue_id AND o.grp = m.grp AND o.id < m.id AND o.state != 2))"
+    };
+}
+
+/// A message from a row of [`message_columns`].
 fn message_from_row(row: &tokio_postgres::Row) -> StoreResult<Message> {
     let read = "read a message";
     let task = column::<Option<&str>>(row, 4, read)?
@@ -269,13 +311,16 @@ fn message_from_row(row: &tokio_postgres::Row) -> StoreResult<Message> {
         .transpose()
         .map_err(|e| StoreError::backend("a stored message names an invalid task", e))?;
     Ok(Message {
-        id: column(row, 0, read)?,
-        body: column(row, 1, read)?,
-        attempts: column::<i32>(row, 2, read)?.max(0) as u32,
-        enqueued_at: column(row, 3, read)?,
-        receipt: None,
-        last_error: None,
         task,
+        group: column(row, 5, read)?,
+        meta: column(row, 6, read)?,
+        first_received_at: column(row, 7, read)?,
+        ..Message::stored(
+            column(row, 0, read)?,
+            column(row, 1, read)?,
+            column::<i32>(row, 2, read)?.max(0) as u32,
+            column(row, 3, read)?,
+        )
     })
 }
 
@@ -289,15 +334,22 @@ pub async fn pop(
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(tx, name).await?;
     release_expired_leases(tx, &queue, now, wake).await?;
-    let stmt = tx
-        .prepare_cached(
+    let statement = if queue.settings.ordering == Ordering::Group {
+        concat!(
             "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
-                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, body, attempts + 1, enqueued_at, task_id",
+                 SELECT id FROM messages m WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
+                 AND ",
+            group_head!(),
+            " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, body, attempts + 1, enqueued_at, task_id, grp, meta, first_received_at"
         )
-        .await
-        .map_err(pg("pop"))?;
+    } else {
+        "DELETE FROM messages WHERE id IN (
+             SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
+             ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+         RETURNING id, body, attempts + 1, enqueued_at, task_id, grp, meta, first_received_at"
+    };
+    let stmt = tx.prepare_cached(statement).await.map_err(pg("pop"))?;
     let rows = tx
         .query(&stmt, &[&queue.id, &now, &i64::from(count)])
         .await
@@ -325,16 +377,27 @@ pub async fn receive(
     let queue = require_queue(tx, name).await?;
     release_expired_leases(tx, &queue, now, wake).await?;
     let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE messages SET state = 1, visible_at = $4, attempts = attempts + 1, lease_token = $5
+    let grouped = queue.settings.ordering == Ordering::Group;
+    let statement = if grouped {
+        concat!(
+            "UPDATE messages SET state = 1, visible_at = $4, attempts = attempts + 1, lease_token = $5,
+                 first_received_at = COALESCE(first_received_at, $2)
+             WHERE id IN (
+                 SELECT id FROM messages m WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
+                 AND ", group_head!(), " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING ", message_columns!()
+        )
+    } else {
+        concat!(
+            "UPDATE messages SET state = 1, visible_at = $4, attempts = attempts + 1, lease_token = $5,
+                 first_received_at = COALESCE(first_received_at, $2)
              WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = $1 AND state = 0 AND visible_at <= $2
                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, body, attempts, enqueued_at, task_id",
+             RETURNING ", message_columns!()
         )
-        .await
-        .map_err(pg("receive"))?;
+    };
+    let stmt = tx.prepare_cached(statement).await.map_err(pg("receive"))?;
     let rows = tx
         .query(
             &stmt,
@@ -353,10 +416,17 @@ pub async fn receive(
         .map(message_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
     if messages.is_empty() {
-        let stmt = tx
-            .prepare_cached(
-                "SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND state IN (0, 1)",
+        // Of a grouped queue, only heads (SQLite's `receive` says why).
+        let statement = if grouped {
+            concat!(
+                "SELECT MIN(visible_at) FROM messages m WHERE queue_id = $1 AND state IN (0, 1) AND ",
+                group_head!()
             )
+        } else {
+            "SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND state IN (0, 1)"
+        };
+        let stmt = tx
+            .prepare_cached(statement)
             .await
             .map_err(pg("find next ready message"))?;
         let next_ready = tx
@@ -368,6 +438,7 @@ pub async fn receive(
             messages,
             next_ready_in: next_ready_at
                 .map(|at: Millis| Duration::from_millis((at - now).max(0) as u64)),
+            queue_wait: queue.settings.wait,
         });
     }
     messages.sort_unstable_by_key(|m| m.id);
@@ -380,6 +451,7 @@ pub async fn receive(
     Ok(Received {
         messages,
         next_ready_in: None,
+        queue_wait: queue.settings.wait,
     })
 }
 
@@ -393,18 +465,39 @@ pub async fn peek(
     now: Millis,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(tx, name).await?;
-    let stmt = tx
-        .prepare_cached(
-            "(SELECT id, body, attempts, enqueued_at, task_id FROM messages
-              WHERE queue_id = $1 AND state = 0 AND visible_at <= $2 ORDER BY id LIMIT $4)
+    let statement = if queue.settings.ordering == Ordering::Group {
+        concat!(
+            "(SELECT ",
+            message_columns!(),
+            " FROM messages m
+              WHERE queue_id = $1 AND state = 0 AND visible_at <= $2 AND ",
+            group_head!(),
+            "
+              ORDER BY id LIMIT $4)
              UNION ALL
-             (SELECT id, body, attempts, enqueued_at, task_id FROM messages
+             (SELECT ",
+            message_columns!(),
+            " FROM messages
               WHERE queue_id = $1 AND state = 1 AND visible_at <= $2 AND attempts < $3
               ORDER BY id LIMIT $4)
-             ORDER BY id LIMIT $4",
+             ORDER BY id LIMIT $4"
         )
-        .await
-        .map_err(pg("peek"))?;
+    } else {
+        concat!(
+            "(SELECT ",
+            message_columns!(),
+            " FROM messages
+              WHERE queue_id = $1 AND state = 0 AND visible_at <= $2 ORDER BY id LIMIT $4)
+             UNION ALL
+             (SELECT ",
+            message_columns!(),
+            " FROM messages
+              WHERE queue_id = $1 AND state = 1 AND visible_at <= $2 AND attempts < $3
+              ORDER BY id LIMIT $4)
+             ORDER BY id LIMIT $4"
+        )
+    };
+    let stmt = tx.prepare_cached(statement).await.map_err(pg("peek"))?;
     let rows = tx
         .query(
             &stmt,
@@ -564,14 +657,14 @@ pub async fn queue_info(
 pub async fn list_queues(tx: &Transaction<'_>, now: Millis) -> StoreResult<Vec<QueueInfo>> {
     let rows = tx
         .query(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, name FROM queues ORDER BY name COLLATE \"C\"",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options, name FROM queues ORDER BY name COLLATE \"C\"",
             &[],
         )
         .await
         .map_err(pg("list queues"))?;
     let mut queues = Vec::with_capacity(rows.len());
     for row in rows {
-        let Ok(name) = QueueName::parse(column(&row, 6, "list queues")?) else {
+        let Ok(name) = QueueName::parse(column(&row, 7, "list queues")?) else {
             continue;
         };
         let queue = QueueRow {
@@ -633,7 +726,7 @@ pub async fn update_settings(
     wake.push(name.to_string());
     let stmt = tx
         .prepare_cached(
-            "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = $1 FOR UPDATE",
+            "SELECT lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options FROM queues WHERE name = $1 FOR UPDATE",
         )
         .await
         .map_err(pg("read queue settings"))?;
@@ -653,7 +746,7 @@ pub async fn update_settings(
     let stmt = tx
         .prepare_cached(
             "UPDATE queues SET lease_ms = $2, max_attempts = $3, retention_ms = $4, idempotency_window_ms = $5,
-                 delivery = $6
+                 delivery = $6, options = $7
              WHERE name = $1",
         )
         .await
@@ -667,6 +760,7 @@ pub async fn update_settings(
             &settings.retention.map(millis_of),
             &millis_of(settings.idempotency_window),
             &delivery_json(&settings)?,
+            &settings.options_json(),
         ],
     )
     .await
@@ -725,7 +819,11 @@ pub async fn dead_letters(
     release_expired_leases(tx, &queue, now, wake).await?;
     let rows = tx
         .query(
-            "SELECT id, body, attempts, enqueued_at, task_id, last_error FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2",
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                ", last_error FROM messages WHERE queue_id = $1 AND state = 2 ORDER BY id LIMIT $2"
+            ),
             &[&queue.id, &i64::from(limit)],
         )
         .await
@@ -733,7 +831,7 @@ pub async fn dead_letters(
     rows.iter()
         .map(|row| {
             Ok(Message {
-                last_error: column(row, 5, "list dead letters")?,
+                last_error: column(row, 8, "list dead letters")?,
                 ..message_from_row(row)?
             })
         })
@@ -897,18 +995,25 @@ async fn insert_into_known_queues(
             .unwrap_or_else(|e| e.into_inner())
             .insert(request.queue.clone());
     }
-    let total: usize = requests.iter().map(|r| r.bodies.len()).sum();
-    let (mut names, mut visible, mut bodies) = (
+    let total: usize = requests.iter().map(|r| r.messages.len()).sum();
+    let (mut names, mut visible, mut bodies, mut groups, mut metas) = (
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
         Vec::with_capacity(total),
         Vec::with_capacity(total),
         Vec::with_capacity(total),
     );
     for request in requests {
-        let visible_at = now.saturating_add(millis_of(request.delay));
-        for body in &request.bodies {
+        // Without a delay of its own, the queue's, read in the statement.
+        let visible_at = request
+            .delay
+            .map(|delay| now.saturating_add(millis_of(delay)));
+        for message in &request.messages {
             names.push(request.queue.as_str());
             visible.push(visible_at);
-            bodies.push(body.as_str());
+            bodies.push(message.body.as_str());
+            groups.push(message.group.as_deref());
+            metas.push(message.meta.as_deref());
         }
     }
     // Joined by name, not by a cached id, and under a key-share lock on each queue
@@ -916,11 +1021,14 @@ async fn insert_into_known_queues(
     // delete after waits for this commit, then removes these rows too.
     let stmt = client
         .prepare_cached(
-            "WITH q AS (SELECT id, name FROM queues WHERE name = ANY($1) FOR KEY SHARE),
+            "WITH q AS (SELECT id, name, options FROM queues WHERE name = ANY($1) FOR KEY SHARE),
              inserted AS (
-                 INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
-                 SELECT q.id, 0, u.v, 0, $4, u.b
-                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS u(name, v, b, n)
+                 INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body, grp, meta)
+                 SELECT q.id, 0,
+                     COALESCE(u.v, $4 + COALESCE((q.options::jsonb ->> 'delay_ms')::BIGINT, 0)),
+                     0, $4, u.b, u.g, u.m
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $5::TEXT[], $6::TEXT[])
+                     WITH ORDINALITY AS u(name, v, b, g, m, n)
                  JOIN q ON q.name = u.name
                  ORDER BY u.n
                  RETURNING id, queue_id)
@@ -929,7 +1037,7 @@ async fn insert_into_known_queues(
         .await
         .map_err(pg("push"))?;
     let rows = client
-        .query(&stmt, &[&names, &visible, &bodies, &now])
+        .query(&stmt, &[&names, &visible, &bodies, &now, &groups, &metas])
         .await
         .map_err(pg_commit("push"))?;
     // The sequence hands out ids in row order, so each queue's sorted ids line up
@@ -969,7 +1077,40 @@ async fn insert_into_known_queues(
         .map(|r| {
             by_queue
                 .get_mut(r.queue.as_str())
-                .map(|ids| ids.by_ref().take(r.bodies.len()).collect())
+                .map(|ids| ids.by_ref().take(r.messages.len()).collect())
         })
         .collect())
+}
+
+/// Deletes dead letters of a queue by id (once moved elsewhere); returns how many went.
+pub async fn remove_dead(
+    tx: &Transaction<'_>,
+    name: &QueueName,
+    ids: &[MessageId],
+) -> StoreResult<u64> {
+    let queue = require_queue(tx, name).await?;
+    tx.execute(
+        "DELETE FROM messages WHERE id = ANY($1) AND queue_id = $2 AND state = $3",
+        &[&ids, &queue.id, &MessageState::Dead.code()],
+    )
+    .await
+    .map_err(pg("remove dead letters"))
+}
+
+/// Every queue's settings, by name, without counts.
+pub async fn all_settings(tx: &Transaction<'_>) -> StoreResult<Vec<(QueueName, QueueSettings)>> {
+    let rows = tx
+        .query(
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options, name FROM queues ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(pg("list queue settings"))?;
+    let mut queues = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Ok(name) = QueueName::parse(column(&row, 7, "list queue settings")?) {
+            queues.push((name, settings_from_row(&row, 1)?));
+        }
+    }
+    Ok(queues)
 }

@@ -149,6 +149,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
         WHERE forked_from IS NOT NULL;
     "#,
+    // 8: message groups, the edge's per-message metadata, the first receive's time;
+    // the queue settings newer than their own columns, as one JSON object (SQLite's 9).
+    r#"
+    ALTER TABLE queues ADD COLUMN options TEXT;
+    ALTER TABLE messages ADD COLUMN grp TEXT;
+    ALTER TABLE messages ADD COLUMN meta TEXT;
+    ALTER TABLE messages ADD COLUMN first_received_at BIGINT;
+    CREATE INDEX messages_groups ON messages (queue_id, grp, id) WHERE grp IS NOT NULL;
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

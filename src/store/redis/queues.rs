@@ -139,13 +139,9 @@ fn messages(fields: &mut Fields, count: u64, errors: LastErrors) -> StoreResult<
                 .optional_text()?
                 .filter(|_| errors == LastErrors::Shown);
             Ok(Message {
-                id,
-                body,
-                attempts,
-                enqueued_at,
-                receipt: None,
                 last_error,
                 task,
+                ..Message::stored(id, body, attempts, enqueued_at)
             })
         })
         .collect()
@@ -266,11 +262,11 @@ impl Core {
             .map(|(id, json)| (id.to_string(), json))
             .unwrap_or_default();
         let defaults = defaults_args(&request.defaults)?;
-        let delay = ms(request.delay);
+        let delay = ms(request.delay.unwrap_or_default());
         let key = request.idempotency_key.clone().unwrap_or_default();
         let mut args: Vec<&str> = vec![&delay, &key, &task_id, &task_json];
         args.extend(defaults.iter().map(String::as_str));
-        args.extend(request.bodies.iter().map(String::as_str));
+        args.extend(request.messages.iter().map(|m| m.body.as_str()));
         let mut fields = self
             .queue_script("push", &PUSH, true, request.queue.as_str(), &args)
             .await?;
@@ -281,7 +277,7 @@ impl Core {
             let id = fields.int()?;
             return Ok((PushOutcome::Duplicate(id), fields.optional_text()?));
         }
-        let mut ids = Vec::with_capacity(request.bodies.len());
+        let mut ids = Vec::with_capacity(request.messages.len());
         while !fields.is_empty() {
             ids.push(fields.int()?);
         }
@@ -338,13 +334,18 @@ impl Core {
         let defaults = defaults_args(&pushes[0].defaults)?;
         let shapes: Vec<(String, String)> = pushes
             .iter()
-            .map(|push| (ms(push.delay), push.bodies.len().to_string()))
+            .map(|push| {
+                (
+                    ms(push.delay.unwrap_or_default()),
+                    push.messages.len().to_string(),
+                )
+            })
             .collect();
         let mut args: Vec<&[u8]> = defaults.iter().map(|arg| arg.as_bytes()).collect();
         for (push, (delay, count)) in pushes.iter().zip(&shapes) {
             args.push(delay.as_bytes());
             args.push(count.as_bytes());
-            args.extend(push.bodies.iter().map(|body| body.as_bytes()));
+            args.extend(push.messages.iter().map(|m| m.body.as_bytes()));
         }
         let mut fields = self
             .run_script(
@@ -362,7 +363,7 @@ impl Core {
         pushes
             .iter()
             .map(|push| {
-                (0..push.bodies.len())
+                (0..push.messages.len())
                     .map(|_| fields.int())
                     .collect::<StoreResult<Vec<MessageId>>>()
             })
@@ -455,6 +456,7 @@ impl QueueStore for RedisStore {
             return Ok(Received {
                 messages: Vec::new(),
                 next_ready_in: u64::try_from(next).ok().map(Duration::from_millis),
+                queue_wait: Duration::ZERO,
             });
         }
         let mut messages = messages(&mut fields, n, LastErrors::Hidden)?;
@@ -467,6 +469,7 @@ impl QueueStore for RedisStore {
         Ok(Received {
             messages,
             next_ready_in: None,
+            queue_wait: Duration::ZERO,
         })
     }
 
@@ -678,6 +681,27 @@ impl QueueStore for RedisStore {
             .await?;
         fields.status(queue.as_str())?;
         fields.count()
+    }
+
+    async fn remove_dead(&self, _queue: &QueueName, _ids: &[MessageId]) -> StoreResult<u64> {
+        Err(StoreError::Unavailable(
+            "dead-letter queues are not yet kept on Redis".into(),
+        ))
+    }
+
+    async fn all_settings(&self) -> StoreResult<Vec<(QueueName, QueueSettings)>> {
+        let mut all = Vec::new();
+        for name in self.queue_names(false).await? {
+            let Ok(queue) = QueueName::parse(&name) else {
+                continue;
+            };
+            match self.settings(&queue).await {
+                Ok(settings) => all.push((queue, settings)),
+                Err(StoreError::QueueNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(all)
     }
 
     async fn sweep_messages(&self) -> StoreResult<u64> {

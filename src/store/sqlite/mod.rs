@@ -19,10 +19,10 @@ use crate::domain::log::{
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::{is_queue_key, stream_key};
 use crate::domain::{
-    Appended, ClientRecord, ClientStore, EventId, Message, NewEvent, NewTask, PushOutcome,
-    PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled, Settlement, Store,
-    StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated, TaskFinish,
-    TaskFinished, TaskRecord, TaskStore, Upsert,
+    Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
+    PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
+    Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
+    TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
 use crate::domain::{
     ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
@@ -366,6 +366,9 @@ forward! {
             };
         fn redrive(&self, queue: &QueueName, limit: u32) -> u64 = write_waking(false),
             move |conn, wake| queues::redrive(conn, &queue, limit, now_millis(), wake);
+        fn remove_dead(&self, queue: &QueueName, ids: &[MessageId]) -> u64 = write,
+            move |conn| queues::remove_dead(conn, &queue, &ids);
+        fn all_settings(&self) -> Vec<(QueueName, QueueSettings)> = read, queues::all_settings;
         fn sweep_messages(&self) -> u64 = write_waking(false),
             |conn, wake| queues::sweep(conn, now_millis(), wake);
         fn sweep_idempotency_keys(&self) -> u64 = write,

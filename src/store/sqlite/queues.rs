@@ -10,6 +10,7 @@ use super::tasks;
 use crate::domain::clock::{millis_of, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::messages::exhausted;
+use crate::domain::settings::Ordering;
 use crate::domain::TaskId;
 use crate::domain::{
     Message, MessageId, MessageState, PushOutcome, PushRequest, QueueCounts, QueueInfo, Receipt,
@@ -34,7 +35,8 @@ pub struct QueueRow {
 
 fn settings_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<QueueSettings> {
     let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
-    Ok(QueueSettings {
+    let options: Option<String> = row.get(first + 5)?;
+    QueueSettings {
         lease: millis(row.get(first)?),
         max_attempts: row.get(first + 1)?,
         retention: row.get::<_, Option<i64>>(first + 2)?.map(millis),
@@ -50,6 +52,15 @@ fn settings_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
                     Box::new(e),
                 )
             })?,
+        ..QueueSettings::default()
+    }
+    .with_options_json(options.as_deref())
+    .map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first + 5,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        )
     })
 }
 
@@ -65,7 +76,7 @@ fn delivery_json(settings: &QueueSettings) -> StoreResult<Option<String>> {
 
 fn find_queue(conn: &Connection, name: &QueueName) -> StoreResult<Option<QueueRow>> {
     conn.prepare_cached(
-        "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery FROM queues WHERE name = ?1",
+        "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options FROM queues WHERE name = ?1",
     )
     .and_then(|mut stmt| {
         stmt.query_row([name.as_str()], |row| {
@@ -91,8 +102,8 @@ fn insert_queue(
 ) -> StoreResult<i64> {
     let delivery = delivery_json(settings)?;
     conn.prepare_cached(
-        "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO queues (name, lease_ms, max_attempts, retention_ms, idempotency_window_ms, created_at, delivery, options)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -102,7 +113,8 @@ fn insert_queue(
             settings.retention.map(millis_of),
             millis_of(settings.idempotency_window),
             now,
-            delivery
+            delivery,
+            settings.options_json()
         ])
     })
     .map_err(sql("create queue"))?;
@@ -136,17 +148,25 @@ pub fn push(
             return Ok(PushOutcome::Duplicate(id));
         }
     }
-    let visible_at = now.saturating_add(millis_of(request.delay));
+    let delay = request.delay.unwrap_or(queue.settings.delay);
+    let visible_at = now.saturating_add(millis_of(delay));
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body)
-             VALUES (?1, 0, ?2, 0, ?3, ?4)",
+            "INSERT INTO messages (queue_id, state, visible_at, attempts, enqueued_at, body, grp, meta)
+             VALUES (?1, 0, ?2, 0, ?3, ?4, ?5, ?6)",
         )
         .map_err(sql("push"))?;
-    let mut ids = Vec::with_capacity(request.bodies.len());
-    for body in &request.bodies {
+    let mut ids = Vec::with_capacity(request.messages.len());
+    for message in &request.messages {
         insert
-            .execute(params![queue.id, visible_at, now, body])
+            .execute(params![
+                queue.id,
+                visible_at,
+                now,
+                message.body,
+                message.group,
+                message.meta
+            ])
             .map_err(sql("push"))?;
         ids.push(conn.last_insert_rowid());
     }
@@ -220,7 +240,23 @@ fn end_tasks(
     tasks::end(conn, messages, ending, now, wake)
 }
 
-/// A message from a row `(id, body, attempts, enqueued_at, task_id, ..)`.
+/// The columns [`message_from_row`] reads, in its order.
+macro_rules! message_columns {
+    () => {
+        "id, body, attempts, enqueued_at, task_id, grp, meta, first_received_at"
+    };
+}
+
+/// What a message with a group must also be to be handed out from a queue ordered
+/// by group: the oldest of its group that is not dead ([`crate::domain::settings::Ordering::Group`]).
+macro_rules! group_head {
+    () => {
+        "(m.grp IS NULL OR NOT EXISTS (SELECT 1 FROM messages o
+             WHERE o.queue_id = m.queue_id AND o.grp = m.grp AND o.id < m.id AND o.state != 2))"
+    };
+}
+
+/// A message from a row of [`message_columns`].
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let task = row
         .get::<_, Option<String>>(4)?
@@ -231,13 +267,11 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         })
         .transpose()?;
     Ok(Message {
-        id: row.get(0)?,
-        body: row.get(1)?,
-        attempts: row.get(2)?,
-        enqueued_at: row.get(3)?,
-        receipt: None,
-        last_error: None,
         task,
+        group: row.get(5)?,
+        meta: row.get(6)?,
+        first_received_at: row.get(7)?,
+        ..Message::stored(row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)
     })
 }
 
@@ -251,13 +285,23 @@ pub fn pop(
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
     release_expired_leases(conn, name, &queue, now, wake)?;
-    let mut messages = conn
-        .prepare_cached(
+    let statement = if queue.settings.ordering == Ordering::Group {
+        concat!(
             "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
-                 ORDER BY id LIMIT ?3)
-             RETURNING id, body, attempts + 1, enqueued_at, task_id",
+                 SELECT id FROM messages m WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
+                 AND ",
+            group_head!(),
+            " ORDER BY id LIMIT ?3)
+             RETURNING id, body, attempts + 1, enqueued_at, task_id, grp, meta, first_received_at"
         )
+    } else {
+        "DELETE FROM messages WHERE id IN (
+             SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
+             ORDER BY id LIMIT ?3)
+         RETURNING id, body, attempts + 1, enqueued_at, task_id, grp, meta, first_received_at"
+    };
+    let mut messages = conn
+        .prepare_cached(statement)
         .and_then(|mut stmt| {
             stmt.query_map(params![queue.id, now, count], message_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -282,30 +326,56 @@ pub fn receive(
     let queue = require_queue(conn, name)?;
     release_expired_leases(conn, name, &queue, now, wake)?;
     let lease_until = now.saturating_add(millis_of(lease.unwrap_or(queue.settings.lease)));
-    let mut messages = conn
-        .prepare_cached(
-            "UPDATE messages SET state = 1, visible_at = ?4, attempts = attempts + 1, lease_token = ?5
+    let grouped = queue.settings.ordering == Ordering::Group;
+    let statement = if grouped {
+        concat!(
+            "UPDATE messages SET state = 1, visible_at = ?4, attempts = attempts + 1, lease_token = ?5,
+                 first_received_at = COALESCE(first_received_at, ?2)
+             WHERE id IN (
+                 SELECT id FROM messages m WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
+                 AND ", group_head!(), " ORDER BY id LIMIT ?3)
+             RETURNING ", message_columns!()
+        )
+    } else {
+        concat!(
+            "UPDATE messages SET state = 1, visible_at = ?4, attempts = attempts + 1, lease_token = ?5,
+                 first_received_at = COALESCE(first_received_at, ?2)
              WHERE id IN (
                  SELECT id FROM messages WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2
                  ORDER BY id LIMIT ?3)
-             RETURNING id, body, attempts, enqueued_at, task_id",
+             RETURNING ", message_columns!()
         )
+    };
+    let mut messages = conn
+        .prepare_cached(statement)
         .and_then(|mut stmt| {
-            stmt.query_map(params![queue.id, now, count, lease_until, lease_token], message_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            stmt.query_map(
+                params![queue.id, now, count, lease_until, lease_token],
+                message_from_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(sql("receive"))?;
     if messages.is_empty() {
-        let next_ready_at: Option<Millis> = conn
-            .prepare_cached(
-                "SELECT MIN(visible_at) FROM messages WHERE queue_id = ?1 AND state IN (0, 1)",
+        // Of a grouped queue, only heads: a message behind a leased head is visible
+        // but not ready, and waking for it would spin.
+        let statement = if grouped {
+            concat!(
+                "SELECT MIN(visible_at) FROM messages m WHERE queue_id = ?1 AND state IN (0, 1) AND ",
+                group_head!()
             )
+        } else {
+            "SELECT MIN(visible_at) FROM messages WHERE queue_id = ?1 AND state IN (0, 1)"
+        };
+        let next_ready_at: Option<Millis> = conn
+            .prepare_cached(statement)
             .and_then(|mut stmt| stmt.query_row([queue.id], |row| row.get(0)))
             .map_err(sql("find next ready message"))?;
         return Ok(Received {
             messages,
             next_ready_in: next_ready_at
                 .map(|at: Millis| Duration::from_millis((at - now).max(0) as u64)),
+            queue_wait: queue.settings.wait,
         });
     }
     messages.sort_unstable_by_key(|m| m.id);
@@ -318,6 +388,7 @@ pub fn receive(
     Ok(Received {
         messages,
         next_ready_in: None,
+        queue_wait: queue.settings.wait,
     })
 }
 
@@ -332,25 +403,51 @@ pub fn peek(
     now: Millis,
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
-    conn.prepare_cached(
-        "SELECT * FROM (
-             SELECT id, body, attempts, enqueued_at, task_id FROM messages
-             WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2 ORDER BY id LIMIT ?4)
-         UNION ALL
-         SELECT * FROM (
-             SELECT id, body, attempts, enqueued_at, task_id FROM messages
-             WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2 AND attempts < ?3
-             ORDER BY id LIMIT ?4)
-         ORDER BY id LIMIT ?4",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_map(
-            params![queue.id, now, queue.settings.max_attempts, limit],
-            message_from_row,
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })
-    .map_err(sql("peek"))
+    let statement = if queue.settings.ordering == Ordering::Group {
+        concat!(
+            "SELECT * FROM (
+                 SELECT ",
+            message_columns!(),
+            " FROM messages m
+                 WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2 AND ",
+            group_head!(),
+            "
+                 ORDER BY id LIMIT ?4)
+             UNION ALL
+             SELECT * FROM (
+                 SELECT ",
+            message_columns!(),
+            " FROM messages m
+                 WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2 AND attempts < ?3
+                 ORDER BY id LIMIT ?4)
+             ORDER BY id LIMIT ?4"
+        )
+    } else {
+        concat!(
+            "SELECT * FROM (
+                 SELECT ",
+            message_columns!(),
+            " FROM messages
+                 WHERE queue_id = ?1 AND state = 0 AND visible_at <= ?2 ORDER BY id LIMIT ?4)
+             UNION ALL
+             SELECT * FROM (
+                 SELECT ",
+            message_columns!(),
+            " FROM messages
+                 WHERE queue_id = ?1 AND state = 1 AND visible_at <= ?2 AND attempts < ?3
+                 ORDER BY id LIMIT ?4)
+             ORDER BY id LIMIT ?4"
+        )
+    };
+    conn.prepare_cached(statement)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![queue.id, now, queue.settings.max_attempts, limit],
+                message_from_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("peek"))
 }
 
 /// Acks, nacks or extends; see [`crate::store::QueueStore::settle`].
@@ -487,7 +584,7 @@ pub fn queue_info(conn: &Connection, name: &QueueName, now: Millis) -> StoreResu
 pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>> {
     let rows = conn
         .prepare_cached(
-            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, name FROM queues ORDER BY name",
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options, name FROM queues ORDER BY name",
         )
         .and_then(|mut stmt| {
             stmt.query_map([], |row| {
@@ -496,7 +593,7 @@ pub fn list_queues(conn: &Connection, now: Millis) -> StoreResult<Vec<QueueInfo>
                         id: row.get(0)?,
                         settings: settings_from_row(row, 1)?,
                     },
-                    row.get::<_, String>(6)?,
+                    row.get::<_, String>(7)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -563,7 +660,7 @@ pub fn update_settings(
     let delivery = delivery_json(&settings)?;
     conn.prepare_cached(
         "UPDATE queues SET lease_ms = ?2, max_attempts = ?3, retention_ms = ?4, idempotency_window_ms = ?5,
-             delivery = ?6
+             delivery = ?6, options = ?7
          WHERE name = ?1",
     )
     .and_then(|mut stmt| {
@@ -573,7 +670,8 @@ pub fn update_settings(
             settings.max_attempts,
             settings.retention.map(millis_of),
             millis_of(settings.idempotency_window),
-            delivery
+            delivery,
+            settings.options_json()
         ])
     })
     .map_err(sql("update queue settings"))?;
@@ -617,13 +715,15 @@ pub fn dead_letters(
 ) -> StoreResult<Vec<Message>> {
     let queue = require_queue(conn, name)?;
     release_expired_leases(conn, name, &queue, now, wake)?;
-    conn.prepare_cached(
-        "SELECT id, body, attempts, enqueued_at, task_id, last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2",
-    )
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        message_columns!(),
+        ", last_error FROM messages WHERE queue_id = ?1 AND state = 2 ORDER BY id LIMIT ?2"
+    ))
     .and_then(|mut stmt| {
         stmt.query_map(params![queue.id, limit], |row| {
             Ok(Message {
-                last_error: row.get(5)?,
+                last_error: row.get(8)?,
                 ..message_from_row(row)?
             })
         })?
@@ -723,4 +823,36 @@ pub fn sweep_idempotency_keys(conn: &Connection, now: Millis) -> StoreResult<u64
         .and_then(|mut stmt| stmt.execute([now]))
         .map(|n| n as u64)
         .map_err(sql("drop expired idempotency keys"))
+}
+
+/// Deletes dead letters of a queue by id (once moved elsewhere); returns how many went.
+pub fn remove_dead(conn: &Connection, name: &QueueName, ids: &[MessageId]) -> StoreResult<u64> {
+    let queue = require_queue(conn, name)?;
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND state = ?3")
+        .map_err(sql("remove dead letters"))?;
+    let mut removed = 0;
+    for id in ids {
+        removed += stmt
+            .execute(params![id, queue.id, DEAD])
+            .map_err(sql("remove dead letters"))? as u64;
+    }
+    Ok(removed)
+}
+
+/// Every queue's settings, by name, without counts.
+pub fn all_settings(conn: &Connection) -> StoreResult<Vec<(QueueName, QueueSettings)>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, lease_ms, max_attempts, retention_ms, idempotency_window_ms, delivery, options, name FROM queues ORDER BY name",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get::<_, String>(7)?, settings_from_row(row, 1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql("list queue settings"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, settings)| Some((QueueName::parse(&name).ok()?, settings)))
+        .collect())
 }

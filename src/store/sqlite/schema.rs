@@ -160,6 +160,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
         WHERE forked_from IS NOT NULL;
     "#,
+    // 9: message groups, the edge's per-message metadata, the first receive's time;
+    // the queue settings newer than their own columns, as one JSON object.
+    r#"
+    ALTER TABLE queues ADD COLUMN options TEXT;
+    ALTER TABLE messages ADD COLUMN grp TEXT;
+    ALTER TABLE messages ADD COLUMN meta TEXT;
+    ALTER TABLE messages ADD COLUMN first_received_at INTEGER;
+    -- A group's head is its oldest message that is not dead.
+    CREATE INDEX messages_groups ON messages (queue_id, grp, id) WHERE grp IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
