@@ -204,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.sweep_interval,
         shutdown.clone(),
     ));
+    tokio::spawn(move_dead_letters(store.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let app = app(state, &config.routes, &config.limits);
     let serving = tokio::spawn(async move {
@@ -255,6 +256,26 @@ async fn bootstrap_admin(store: &dyn Store, secret: Option<String>) -> anyhow::R
     }
     tracing::info!("created the bootstrap client admin");
     Ok(())
+}
+
+/// How often dead letters move to their queues' dead-letter queues.
+const DEAD_LETTER_MOVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Moves dead letters to dead-letter queues, every [`DEAD_LETTER_MOVE_INTERVAL`].
+async fn move_dead_letters(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(DEAD_LETTER_MOVE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match crate::domain::queues::move_dead_letters(store.as_ref()).await {
+            Ok(0) => {}
+            Ok(moved) => tracing::debug!(moved, "moved dead letters to their dead-letter queues"),
+            Err(error) => tracing::warn!(%error, "moving dead letters failed"),
+        }
+    }
 }
 
 /// Drops messages past retention and expired idempotency keys, every `interval`.

@@ -27,6 +27,7 @@ mod health;
 pub mod params;
 pub mod prometheus;
 mod queues;
+pub mod sqs;
 pub mod reply;
 mod streams;
 pub(crate) mod tasks;
@@ -91,6 +92,7 @@ pub fn routes() -> (Router<AppState>, OpenApi) {
         .merge(tasks::routes())
         .merge(streams::routes())
         .merge(durable_streams::routes())
+        .merge(sqs::routes())
         .merge(admin::routes())
         .merge(auth::routes())
         .merge(docs::routes())

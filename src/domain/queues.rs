@@ -12,7 +12,7 @@ use super::messages::{
     Message, NewMessage, PushOutcome, PushRequest, Receipt, Settled, Settlement,
 };
 use super::settings::{check_delay, check_lease};
-use super::storage::Store;
+use super::storage::{Store, StoreError};
 use super::tasks::TaskCounts;
 use super::{Action, DomainError, QueueName, QueueSettings, ResourceKind, SettingsPatch, Waiters};
 
@@ -313,6 +313,30 @@ impl QueueService {
         Ok(self.store.peek(queue, limit).await?)
     }
 
+    /// A queue's settings; any grant on it shows them.
+    pub async fn settings(
+        &self,
+        caller: &Principal,
+        queue: &QueueName,
+    ) -> Result<QueueSettings, DomainError> {
+        caller.authorize_any(ResourceKind::Queue, queue.as_str())?;
+        Ok(self.store.settings(queue).await?)
+    }
+
+    /// Every queue the caller holds a grant on, with its settings but no counts.
+    pub async fn list_settings(
+        &self,
+        caller: &Principal,
+    ) -> Result<Vec<(QueueName, QueueSettings)>, DomainError> {
+        let mut queues = self.store.all_settings().await?;
+        queues.retain(|(name, _)| {
+            caller
+                .authorize_any(ResourceKind::Queue, name.as_str())
+                .is_ok()
+        });
+        Ok(queues)
+    }
+
     /// Every queue the caller holds a grant on, with its counts.
     pub async fn list(&self, caller: &Principal) -> Result<Vec<QueueInfo>, DomainError> {
         let mut queues = self.store.list_queues().await?;
@@ -375,4 +399,52 @@ impl QueueService {
         let limit = check_count("count", limit)?;
         Ok(self.store.redrive(queue, limit).await?)
     }
+}
+
+/// Dead letters moved by one look at one queue, at most: the rest wait for the next.
+const DEAD_LETTERS_PER_MOVE: u32 = 100;
+
+/// Moves the dead letters of every queue that names a `dead_letter_queue` into that
+/// queue, where they are ready again with no attempts counted; returns how many
+/// moved. Each is pushed with an idempotency key naming its source and id before it
+/// is removed from the source, so a crash between the two moves it once (within the
+/// target's idempotency window) and loses nothing. A target that does not exist
+/// leaves them where they are.
+pub async fn move_dead_letters(store: &dyn Store) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    for (source, settings) in store.all_settings().await? {
+        let Some(target) = settings.dead_letter_queue.filter(|t| *t != source) else {
+            continue;
+        };
+        let dead = store.dead_letters(&source, DEAD_LETTERS_PER_MOVE).await?;
+        if dead.is_empty() {
+            continue;
+        }
+        let target_settings = match store.settings(&target).await {
+            Ok(settings) => settings,
+            Err(StoreError::QueueNotFound(_)) => {
+                tracing::warn!(queue = %source, dead_letter_queue = %target, "the dead-letter queue does not exist; dead letters stay");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let mut ids = Vec::with_capacity(dead.len());
+        for message in dead {
+            let request = PushRequest {
+                queue: target.clone(),
+                messages: vec![NewMessage {
+                    body: message.body,
+                    group: message.group,
+                    meta: message.meta,
+                }],
+                delay: Some(Duration::ZERO),
+                idempotency_key: Some(format!("dead-letter:{source}:{}", message.id)),
+                defaults: target_settings.clone(),
+            };
+            store.push(request).await?;
+            ids.push(message.id);
+        }
+        moved += store.remove_dead(&source, &ids).await?;
+    }
+    Ok(moved)
 }
