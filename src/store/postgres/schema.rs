@@ -149,6 +149,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
         WHERE forked_from IS NOT NULL;
     "#,
+    // 8: AWS access keys for SigV4 (as SQLite's migration 9); deleted with their
+    // client by a foreign key.
+    r#"
+    CREATE TABLE aws_keys (
+        access_key_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        sealed_secret BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX aws_keys_by_client ON aws_keys (client_id, created_at);
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

@@ -160,6 +160,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX stream_tombstones_forked_from ON stream_tombstones (forked_from)
         WHERE forked_from IS NOT NULL;
     "#,
+    // 9: AWS access keys for SigV4: the secret sealed under a key kept outside the
+    // store; a client's keys are deleted with it (by the code, not a foreign key,
+    // since foreign keys are off).
+    r#"
+    CREATE TABLE aws_keys (
+        access_key_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX aws_keys_by_client ON aws_keys (client_id, created_at);
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
