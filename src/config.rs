@@ -145,6 +145,10 @@ pub struct AuthSettings {
     pub max_failures: u32,
     /// The window those failures are counted in, and the longest lock-out.
     pub failure_window: Duration,
+    /// The key AWS secret access keys are sealed under (`auth.secret_key` or
+    /// `HOPPER_SECRET_KEY`); `None`: on SQLite a key file beside the database, on
+    /// PostgreSQL and Redis no AWS keys.
+    pub secret_key: Option<crate::auth::SecretKey>,
 }
 
 impl Default for AuthSettings {
@@ -154,6 +158,7 @@ impl Default for AuthSettings {
             jwt_secret: None,
             max_failures: 10,
             failure_window: Duration::from_secs(60),
+            secret_key: None,
         }
     }
 }
@@ -165,6 +170,10 @@ impl std::fmt::Debug for AuthSettings {
             .field(
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -213,6 +222,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `HOPPER_ADMIN_SECRET`.
     pub admin_secret: Option<String>,
+    /// `HOPPER_SECRET_KEY`: beats `[auth] secret_key`.
+    pub secret_key: Option<String>,
 }
 
 /// `store` with `[redis] wait_replicas` as its URL option, unless the URL sets it itself.
@@ -300,6 +311,7 @@ struct AuthFile {
     max_failures: Option<u32>,
     #[serde(default, with = "opt_duration")]
     failure_window: Option<Duration>,
+    secret_key: Option<String>,
 }
 
 impl std::fmt::Debug for AuthFile {
@@ -491,6 +503,7 @@ impl Config {
                 "tasks.retention must be at least 1s"
             );
         }
+        let file_secret_key = file.auth.as_ref().and_then(|auth| auth.secret_key.clone());
         if let Some(auth) = file.auth {
             if let Some(ttl) = auth.token_ttl {
                 anyhow::ensure!(
@@ -522,6 +535,17 @@ impl Config {
                 );
                 config.auth.failure_window = window;
             }
+        }
+        // The environment's key beats the file's, and is checked alone: a bad key in
+        // the file does not matter while the environment sets a good one.
+        let (secret_key, setting) = match overrides.secret_key.filter(|k| !k.trim().is_empty()) {
+            Some(key) => (Some(key), "HOPPER_SECRET_KEY"),
+            None => (file_secret_key, "auth.secret_key"),
+        };
+        if let Some(key) = secret_key {
+            let key = crate::auth::SecretKey::from_base64(&key)
+                .map_err(|error| anyhow::anyhow!("{setting} {error}"))?;
+            config.auth.secret_key = Some(key);
         }
         if let Some(require_auth) = file.metrics.and_then(|m| m.require_auth) {
             config.metrics_require_auth = require_auth;
@@ -687,6 +711,41 @@ mod tests {
             assert!(error.contains(&format!("line {line}")), "{text:?}: {error}");
             assert!(error.contains(reason), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_secret_key_is_32_bytes_of_base64_and_the_environment_beats_the_file() {
+        use base64::Engine;
+        let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        assert!(load("").unwrap().auth.secret_key.is_none());
+        let config = load(&format!("[auth]\nsecret_key = \"{}\"\n", key(1))).unwrap();
+        assert!(config.auth.secret_key.is_some());
+        assert!(!format!("{config:?}").contains(&key(1)), "redacted");
+
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
+        let error = format!(
+            "{:#}",
+            load(&format!("[auth]\nsecret_key = \"{short}\"\n")).unwrap_err()
+        );
+        assert!(
+            error.contains("auth.secret_key must be the base64 of 32 bytes")
+                && error.contains("16 bytes"),
+            "{error}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hopper.toml");
+        std::fs::write(&path, format!("[auth]\nsecret_key = \"{short}\"\n")).unwrap();
+        let with_env = |secret_key: &str| {
+            Config::load(Overrides {
+                config: Some(path.clone()),
+                secret_key: Some(secret_key.to_owned()),
+                ..Overrides::default()
+            })
+        };
+        assert!(with_env(&key(2)).unwrap().auth.secret_key.is_some());
+        let error = format!("{:#}", with_env("not base64!").unwrap_err());
+        assert!(error.contains("HOPPER_SECRET_KEY is not base64"), "{error}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ Environment:
   HOPPER_ADMIN_SECRET  On a store with no clients, serve creates the client `admin` with the
                        grant `admin`, whose secret this is; when unset, a secret is generated
                        and printed once on standard error. Ignored once the store has clients.
+  HOPPER_SECRET_KEY    The base64 of 32 bytes that AWS secret access keys are sealed under;
+                       beats `[auth] secret_key`. Without either, SQLite keeps one in a file
+                       beside the database (`<database>.secret-key`); PostgreSQL and Redis
+                       issue no AWS keys.
   RUST_LOG             Which log lines are written (to standard error), e.g. `warn` or
                        `info,hopper=debug` [default: info]
 
@@ -100,7 +104,8 @@ enum Command {
                       once; a change or removal here applies within a second, on PostgreSQL to\n\
                       every node at once (through the admin API, at once everywhere).")]
     Clients {
-        /// TOML configuration file, as `serve --config` takes it; only its `store` is used.
+        /// TOML configuration file, as `serve --config` takes it; only its `store` and
+        /// `[auth] secret_key` are used.
         #[arg(long, env = "HOPPER_CONFIG", global = true)]
         config: Option<PathBuf>,
         /// Store URL, as `serve --store` takes it; beats the configuration file's.
@@ -198,6 +203,15 @@ enum ClientsAction {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Issue an AWS access key to a client, for requests signed with AWS Signature
+    /// Version 4; prints `{"access_key_id", "secret_access_key"}`, the only time the
+    /// secret is shown. Its secret is sealed under HOPPER_SECRET_KEY or `[auth]
+    /// secret_key` (on SQLite, without either, the key file beside the database).
+    #[command(name = "aws-keys")]
+    AwsKeys {
+        /// Client id.
+        id: String,
+    },
 }
 
 /// A client as `list` prints it: id, a tab, grants separated by commas.
@@ -292,6 +306,23 @@ async fn clients(overrides: Overrides, action: ClientsAction) -> anyhow::Result<
                     serde_json::json!({ "id": rotated.id.as_str(), "secret": rotated.secret })
                 );
             }
+            ClientsAction::AwsKeys { id } => {
+                let id = ClientId::parse(&id)?;
+                let secret_key = hopper::auth::SecretKey::for_store(
+                    config.auth.secret_key.clone(),
+                    &config.store,
+                )?;
+                let issued =
+                    hopper::auth::aws_keys::issue(&node, store.as_ref(), secret_key.as_ref(), &id)
+                        .await?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "access_key_id": issued.access_key_id.as_str(),
+                        "secret_access_key": issued.secret_access_key,
+                    })
+                );
+            }
         }
         anyhow::Ok(())
     }
@@ -328,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
                 store,
                 log_format,
                 admin_secret: std::env::var("HOPPER_ADMIN_SECRET").ok(),
+                secret_key: std::env::var("HOPPER_SECRET_KEY").ok(),
             })
             .await
         }
@@ -342,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
                 store,
                 log_format: None,
                 admin_secret: None,
+                secret_key: std::env::var("HOPPER_SECRET_KEY").ok(),
             };
             clients(overrides, action).await
         }

@@ -27,7 +27,7 @@ use crate::api::json_response;
 use crate::api::{self, AppState};
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::tokens::Tokens;
-use crate::auth::{clients, Authenticator, Principal};
+use crate::auth::{clients, Authenticator, Principal, SecretKey};
 use crate::config::{Config, Limits};
 use crate::domain::{ClientId, QueueService, StreamService, TaskService, Waiters};
 use crate::routes::Route;
@@ -119,6 +119,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The store it serves from.
     pub store: Arc<dyn Store>,
+    /// Its credential checks, for what a test or another edge verifies beside the
+    /// API (a SigV4 request, say).
+    pub auth: Arc<Authenticator>,
     shutdown: CancellationToken,
     serving: JoinHandle<anyhow::Result<()>>,
 }
@@ -141,6 +144,9 @@ impl Server {
 /// `config.listen` and serves until [`Server::shutdown`].
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = store::open(&config.store).await?;
+    // After the store: on SQLite, the key file goes beside the database, whose
+    // directory the store made.
+    let secret_key = SecretKey::for_store(config.auth.secret_key.clone(), &config.store)?;
     bootstrap_admin(store.as_ref(), config.admin_secret.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -149,14 +155,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     // One count for every kind of wait, so `max_waiters` bounds them together.
     let waiters = Waiters::with_max_poll(config.limits.max_waiters, config.limits.max_poll);
-    let auth = Arc::new(Authenticator::new(
-        store.clone(),
-        Tokens::new(
-            &signing_key(&config, store.as_ref()).await?,
-            config.auth.token_ttl,
-        ),
-        FailureLimiter::new(config.auth.max_failures, config.auth.failure_window),
-    ));
+    let auth = Arc::new(
+        Authenticator::new(
+            store.clone(),
+            Tokens::new(
+                &signing_key(&config, store.as_ref()).await?,
+                config.auth.token_ttl,
+            ),
+            FailureLimiter::new(config.auth.max_failures, config.auth.failure_window),
+        )
+        .with_secret_key(secret_key),
+    );
     // Deletions on other nodes (PostgreSQL) reach this node's credential cache here.
     tokio::spawn(
         auth.clone()
@@ -177,7 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             shutdown.clone(),
         )
         .with_waiters(waiters),
-        auth,
+        auth: auth.clone(),
         store: store.clone(),
         max_body_bytes: config.max_body_bytes,
         http: reqwest::Client::new(),
@@ -215,6 +224,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         store,
+        auth,
         shutdown,
         serving,
     })

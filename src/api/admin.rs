@@ -1,5 +1,6 @@
 //! `/api/v1/admin/clients`: create, list, change (grants, secret) and delete
-//! clients. Admins only. Every change applies at once, on every node.
+//! clients, and issue, list and delete their AWS access keys. Admins only. Every
+//! change applies at once, on every node.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,12 +11,12 @@ use utoipa_axum::routes;
 
 use super::docs::{grants_schema, name_schema, secret_schema, Conflict, NotFound};
 use super::extract::OptionalJson;
-use super::params::ClientPath;
+use super::params::{AwsKeyPath, ClientPath};
 use super::{ApiError, AppJson, AppState, Path, Reply};
-use crate::auth::clients;
 use crate::auth::Principal;
+use crate::auth::{aws_keys, clients};
 use crate::domain::clock::rfc3339;
-use crate::domain::{ClientId, ClientRecord};
+use crate::domain::{AwsKeyRecord, ClientId, ClientRecord};
 
 /// The admin routes for clients, described.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -24,6 +25,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
         .routes(routes!(set_grants))
         .routes(routes!(rotate))
+        .routes(routes!(list_aws_keys, issue_aws_key))
+        .routes(routes!(delete_aws_key))
 }
 
 /// Body of a client creation.
@@ -254,5 +257,137 @@ pub async fn rotate(
     Ok(Reply::ok(CreatedView {
         id: rotated.id.to_string(),
         secret: rotated.secret,
+    }))
+}
+
+/// An AWS access key just issued: its secret is shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedAwsKeyView {
+    /// The access key id, which SigV4 requests name in `Credential=`.
+    #[schema(example = "HOPRK7QZ2M4XW5N6TJ3A")]
+    access_key_id: String,
+    /// The secret access key; it is stored only sealed, and never shown again.
+    #[schema(example = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")]
+    secret_access_key: String,
+}
+
+/// An AWS access key as listed: never its secret.
+#[derive(Serialize, ToSchema)]
+pub struct AwsKeyView {
+    /// The access key id.
+    access_key_id: String,
+    /// When it was issued (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl AwsKeyView {
+    fn new(key: &AwsKeyRecord) -> Self {
+        AwsKeyView {
+            access_key_id: key.access_key_id.to_string(),
+            created_at: rfc3339(key.created_at),
+        }
+    }
+}
+
+/// `{"aws_keys": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct AwsKeysView {
+    /// The client's keys, oldest first.
+    aws_keys: Vec<AwsKeyView>,
+}
+
+/// An AWS access key deleted.
+#[derive(Serialize, ToSchema)]
+pub struct RemovedAwsKeyView {
+    /// The access key id.
+    access_key_id: String,
+    /// Always `true`.
+    deleted: bool,
+}
+
+/// `POST /admin/clients/{id}/aws-keys` → 201 `{"access_key_id", "secret_access_key"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/clients/{id}/aws-keys",
+    tag = "admin",
+    operation_id = "issueAwsKey",
+    summary = "Issue an AWS access key to a client, its secret shown once (admins)",
+    description = "Requests signed with the key (AWS Signature Version 4, as AWS SDKs sign them) act as the client, with its grants. The secret is stored sealed under the server's secret key (`auth.secret_key` or `HOPPER_SECRET_KEY`; on SQLite a key file beside the database when neither is set): without one, on PostgreSQL and Redis, the answer is 503 naming the setting.",
+    params(ClientPath),
+    responses(
+        (status = 201, description = "Issued; the secret is shown only now", body = IssuedAwsKeyView),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn issue_aws_key(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(ClientPath { id }): Path<ClientPath>,
+) -> Result<Reply<IssuedAwsKeyView>, ApiError> {
+    let issued = aws_keys::issue(
+        &principal,
+        state.store.as_ref(),
+        state.auth.secret_key(),
+        &id,
+    )
+    .await?;
+    Ok(Reply(
+        StatusCode::CREATED,
+        IssuedAwsKeyView {
+            access_key_id: issued.access_key_id.to_string(),
+            secret_access_key: issued.secret_access_key,
+        },
+    ))
+}
+
+/// `GET /admin/clients/{id}/aws-keys` → `{"aws_keys": [{"access_key_id", "created_at"}]}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/clients/{id}/aws-keys",
+    tag = "admin",
+    operation_id = "listAwsKeys",
+    summary = "A client's AWS access keys, never their secrets (admins)",
+    params(ClientPath),
+    responses(
+        (status = 200, description = "The keys, oldest first", body = AwsKeysView),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn list_aws_keys(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(ClientPath { id }): Path<ClientPath>,
+) -> Result<Reply<AwsKeysView>, ApiError> {
+    let keys = aws_keys::list(&principal, state.store.as_ref(), &id).await?;
+    Ok(Reply::ok(AwsKeysView {
+        aws_keys: keys.iter().map(AwsKeyView::new).collect(),
+    }))
+}
+
+/// `DELETE /admin/clients/{id}/aws-keys/{key_id}`: refused at once, on every node.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/clients/{id}/aws-keys/{key_id}",
+    tag = "admin",
+    operation_id = "deleteAwsKey",
+    summary = "Delete a client's AWS access key, refusing it at once (admins)",
+    params(AwsKeyPath),
+    responses(
+        (status = 200, description = "Deleted", body = RemovedAwsKeyView),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn delete_aws_key(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(AwsKeyPath { id, key_id }): Path<AwsKeyPath>,
+) -> Result<Reply<RemovedAwsKeyView>, ApiError> {
+    aws_keys::delete(&principal, state.store.as_ref(), &id, &key_id).await?;
+    // As for a client: the store's announcement reaches this node on its own task.
+    state.auth.forget(&id);
+    Ok(Reply::ok(RemovedAwsKeyView {
+        access_key_id: key_id.to_string(),
+        deleted: true,
     }))
 }

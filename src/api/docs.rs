@@ -113,6 +113,16 @@ pub fn task_id_schema() -> Object {
     pattern_schema(TASK_ID_PATTERN, 36, Some(36), "A task id (a UUID)")
 }
 
+/// An AWS access key id.
+pub fn access_key_id_schema() -> Object {
+    pattern_schema(
+        crate::domain::clients::ACCESS_KEY_ID_PATTERN,
+        16,
+        Some(128),
+        "An AWS access key id: 16 to 128 of A-Z 0-9 (Hopper issues `HOPR` and 16 more)",
+    )
+}
+
 /// A chosen secret.
 pub fn secret_schema() -> Object {
     pattern_schema(

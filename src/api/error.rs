@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::reply::json_response;
+use crate::auth::aws_keys::AwsKeyError;
 use crate::auth::AuthError;
 use crate::domain::{DomainError, StoreError};
 
@@ -54,6 +55,10 @@ pub enum ApiError {
     /// request later may work.
     #[error("{0}")]
     Overloaded(String),
+    /// 503 without `Retry-After`: the feature needs a setting this node lacks; the
+    /// text names it. Retrying does not help until an operator sets it.
+    #[error("{0}")]
+    NotConfigured(String),
     /// 501: this store does not offer the feature yet; the text names it.
     #[error("{0}")]
     NotImplemented(String),
@@ -99,9 +104,9 @@ impl ApiError {
                     retry_after_secs(*wait)
                 )),
             ),
-            ApiError::ServiceUnavailable(d) | ApiError::Overloaded(d) => {
-                (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone()))
-            }
+            ApiError::ServiceUnavailable(d)
+            | ApiError::Overloaded(d)
+            | ApiError::NotConfigured(d) => (StatusCode::SERVICE_UNAVAILABLE, Some(d.clone())),
             ApiError::NotImplemented(d) => (StatusCode::NOT_IMPLEMENTED, Some(d.clone())),
             ApiError::OutcomeUnknown(d) => (StatusCode::GATEWAY_TIMEOUT, Some(d.clone())),
             ApiError::Internal { context, .. } => (
@@ -140,7 +145,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Basic realm="hopper", charset="UTF-8""#),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, ApiError::NotConfigured(_))
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -200,6 +206,15 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::TooManyFailures(wait) => ApiError::TooManyFailures(wait),
             AuthError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<AwsKeyError> for ApiError {
+    fn from(error: AwsKeyError) -> Self {
+        match error {
+            AwsKeyError::NoSecretKey => ApiError::NotConfigured(error.to_string()),
+            AwsKeyError::Domain(error) => error.into(),
         }
     }
 }

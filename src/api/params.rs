@@ -10,12 +10,12 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::docs::name_schema;
+use super::docs::{access_key_id_schema, name_schema};
 use crate::domain::queues::{MAX_COUNT, MAX_PEEK};
 use crate::domain::settings::{
     parse_duration, parse_duration_within, DURATION_EXPECTED, MAX_LEASE, MIN_LEASE,
 };
-use crate::domain::{ClientId, EventId, QueueName, StreamName};
+use crate::domain::{AccessKeyId, ClientId, EventId, QueueName, StreamName};
 
 /// A number of messages or events: an integer from 1 to [`MAX_COUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +163,18 @@ pub struct ClientPath {
     /// The client's id.
     #[param(value_type = String, schema_with = name_schema, required = true)]
     pub id: ClientId,
+}
+
+/// `{id}` of a client and `{key_id}` of one of its AWS access keys.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AwsKeyPath {
+    /// The client's id.
+    #[param(value_type = String, schema_with = name_schema, required = true)]
+    pub id: ClientId,
+    /// The access key id.
+    #[param(value_type = String, schema_with = access_key_id_schema, required = true)]
+    pub key_id: AccessKeyId,
 }
 
 /// `?count=N` of a pop.

@@ -1,7 +1,8 @@
 //! Brute-force limits: after `max_failures` failed credential checks for one client
-//! id, or from one source address, within `window`, that id or address is refused
-//! with 429 until the oldest of those failures leaves the window, correct
-//! credentials included (else the limit would tell a guesser when it guessed right).
+//! id or AWS access key id, or from one source address, within `window`, that id or
+//! address is refused with 429 until the oldest of those failures leaves the window,
+//! correct credentials included (else the limit would tell a guesser when it guessed
+//! right).
 //! Kept per node, in memory.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +19,9 @@ const MAX_TRACKED: usize = 100_000;
 pub enum Suspect {
     /// A client id as claimed by the credentials.
     Client(String),
+    /// An AWS access key id as claimed by a SigV4 signature; apart from client ids,
+    /// which may be spelt alike.
+    AccessKey(String),
     /// The address the request came from.
     Address(IpAddr),
 }

@@ -4,6 +4,12 @@
 //!
 //! A refusal costs what a wrong chosen secret costs (one argon2 check), whether the
 //! id exists or not, so timing does not tell which ids exist.
+//!
+//! SigV4 requests (see [`super::sigv4`]) go through the same cache and limits: a
+//! key's secret is opened once, and the signing key of each day and region it signs
+//! for is kept, so a request costs two HMACs and no store read while the key is fresh.
+//! SigV4 answers which key ids exist (`InvalidClientTokenId`), as AWS does: an
+//! access key id is no secret.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,15 +22,20 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::limiter::{FailureLimiter, Suspect};
+use super::sealing::SecretKey;
+use super::sigv4::{self, Challenge, SigV4Error, SignedRequest};
 use super::tokens::{fingerprint, Issued, Tokens};
 use super::{hash_secret, verify_secret, Credentials, Principal};
-use crate::domain::{ClientId, ClientRecord, Revocation};
+use crate::domain::{AccessKeyId, ClientId, ClientRecord, Revocation};
 use crate::domain::{Store, StoreError};
 
 /// Concurrent slow hash checks; a flood of wrong secrets then costs two cores' worth at most.
 const CONCURRENT_HASH_CHECKS: usize = 2;
 /// Distinct verified secrets remembered per client; old ones are forgotten first.
 const SECRETS_PER_CLIENT: usize = 4;
+/// Signing keys (one per day and region) remembered per access key; a client signs
+/// for one region or a few, and a day's key serves for a day, so the oldest go first.
+const SIGNING_KEYS_PER_ACCESS_KEY: usize = 4;
 /// How hashes of chosen secrets begin (argon2id, PHC strings).
 const ARGON2_PREFIX: &str = "$argon2";
 
@@ -63,6 +74,30 @@ struct CachedClient {
     checked_at: Instant,
 }
 
+/// An AWS access key verified lately: whom it acts for, and what it signs with.
+struct CachedAwsKey {
+    /// Its client, to forget the key with the client.
+    client_id: ClientId,
+    principal: Principal,
+    /// As stored: opened again for a new day or region, without a store read.
+    sealed_secret: Vec<u8>,
+    /// `(date, region, signing key)`, newest last.
+    signing_keys: Vec<(String, String, [u8; 32])>,
+    checked_at: Instant,
+}
+
+/// What the cache knows of an access key, for one request's day and region.
+enum CachedKey {
+    /// Checked within [`REVALIDATE_AFTER`], with the signing key if it was derived already.
+    Fresh {
+        principal: Principal,
+        signing_key: Option<[u8; 32]>,
+        sealed_secret: Vec<u8>,
+    },
+    /// Checked longer ago, or never: ask the store.
+    Unknown,
+}
+
 enum Cached {
     /// Verified recently: the principal and the stored hash.
     Fresh(Principal, String),
@@ -79,6 +114,10 @@ pub struct Authenticator {
     tokens: Tokens,
     failures: FailureLimiter,
     cache: RwLock<HashMap<String, CachedClient>>,
+    /// AWS access keys verified lately, by id.
+    aws_keys: RwLock<HashMap<AccessKeyId, CachedAwsKey>>,
+    /// The key AWS secrets are sealed under; without one, no SigV4 request passes.
+    secret_key: Option<SecretKey>,
     /// Bumped by every `forget`, so a verification that read the store before a
     /// deletion cannot put the deleted client back into the cache.
     generation: AtomicU64,
@@ -107,9 +146,22 @@ impl Authenticator {
             tokens,
             failures,
             cache: RwLock::new(HashMap::new()),
+            aws_keys: RwLock::new(HashMap::new()),
+            secret_key: None,
             generation: AtomicU64::new(0),
             hash_checks: Semaphore::new(CONCURRENT_HASH_CHECKS),
         }
+    }
+
+    /// The same, opening AWS secrets with `secret_key` (see [`super::sealing`]).
+    pub fn with_secret_key(mut self, secret_key: Option<SecretKey>) -> Self {
+        self.secret_key = secret_key;
+        self
+    }
+
+    /// The key AWS secrets are sealed under, for issuing keys; `None` when none is configured.
+    pub fn secret_key(&self) -> Option<&SecretKey> {
+        self.secret_key.as_ref()
     }
 
     /// The principal behind `credentials` sent from `source`, or why not.
@@ -128,6 +180,150 @@ impl Authenticator {
             }
         })
         .await
+    }
+
+    /// The principal of the client whose AWS access key signed `request` (SigV4,
+    /// see [`super::sigv4`]), sent from `source`, or why not: the same principal,
+    /// with the same grants, as its secret or a token gives.
+    pub async fn authenticate_sigv4(
+        &self,
+        request: &SignedRequest<'_>,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, SigV4Error> {
+        let authorization = sigv4::parse_authorization(request)?;
+        let suspects: Vec<Suspect> =
+            std::iter::once(Suspect::AccessKey(authorization.access_key_id.to_owned()))
+                .chain(source.map(Suspect::Address))
+                .collect();
+        if let Some(wait) = self.failures.locked(&suspects) {
+            return Err(SigV4Error::TooManyFailures(wait));
+        }
+        let checked = async {
+            let challenge = sigv4::challenge(request, &authorization, self.store.now())?;
+            let id = authorization.key_id().ok_or(SigV4Error::UnknownKey)?;
+            self.check_signature(&id, authorization.date, authorization.region, &challenge)
+                .await
+        }
+        .await;
+        if checked.as_ref().is_err_and(SigV4Error::counts_as_failure) {
+            self.failures.record(&suspects);
+        }
+        checked
+    }
+
+    /// The principal of access key `id` if its signing key for `date` and `region`
+    /// signed `challenge`.
+    async fn check_signature(
+        &self,
+        id: &AccessKeyId,
+        date: &str,
+        region: &str,
+        challenge: &Challenge,
+    ) -> Result<Principal, SigV4Error> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let (principal, client_id, sealed_secret) = match self.cached_aws_key(id, date, region) {
+            CachedKey::Fresh {
+                principal,
+                signing_key: Some(signing_key),
+                ..
+            } => {
+                return match challenge.is_signed_by(&signing_key) {
+                    true => Ok(principal),
+                    false => Err(SigV4Error::SignatureMismatch),
+                };
+            }
+            CachedKey::Fresh {
+                principal,
+                sealed_secret,
+                ..
+            } => (principal.clone(), principal.id, sealed_secret),
+            CachedKey::Unknown => {
+                let Some(key) = self.store.aws_key(id).await? else {
+                    self.aws_keys
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(id);
+                    return Err(SigV4Error::UnknownKey);
+                };
+                let client = self
+                    .store
+                    .client(&key.client_id)
+                    .await?
+                    .ok_or(SigV4Error::UnknownKey)?;
+                let principal = Principal {
+                    id: client.id,
+                    grants: client.grants.into(),
+                };
+                (principal, key.client_id, key.sealed_secret)
+            }
+        };
+        let secret = self
+            .secret_key
+            .as_ref()
+            .and_then(|secret_key| secret_key.open(id, &sealed_secret))
+            .ok_or_else(|| {
+                tracing::error!(
+                    access_key_id = %id,
+                    configured = self.secret_key.is_some(),
+                    "cannot open the secret of an AWS access key: is auth.secret_key (HOPPER_SECRET_KEY) the one it was issued under?"
+                );
+                SigV4Error::CannotOpenSecret
+            })?;
+        let signing_key = sigv4::signing_key(&secret, date, region, sigv4::SERVICE);
+        drop(secret);
+        self.remember_aws_key(
+            id,
+            CachedAwsKey {
+                client_id,
+                principal: principal.clone(),
+                sealed_secret,
+                signing_keys: vec![(date.to_owned(), region.to_owned(), signing_key)],
+                checked_at: Instant::now(),
+            },
+            generation,
+        );
+        match challenge.is_signed_by(&signing_key) {
+            true => Ok(principal),
+            false => Err(SigV4Error::SignatureMismatch),
+        }
+    }
+
+    fn cached_aws_key(&self, id: &AccessKeyId, date: &str, region: &str) -> CachedKey {
+        let keys = self.aws_keys.read().unwrap_or_else(|e| e.into_inner());
+        match keys.get(id) {
+            Some(key) if key.checked_at.elapsed() <= REVALIDATE_AFTER => CachedKey::Fresh {
+                principal: key.principal.clone(),
+                signing_key: key
+                    .signing_keys
+                    .iter()
+                    .find(|(d, r, _)| d == date && r == region)
+                    .map(|(_, _, signing_key)| *signing_key),
+                sealed_secret: key.sealed_secret.clone(),
+            },
+            _ => CachedKey::Unknown,
+        }
+    }
+
+    /// Caches `fresh` (unless a revocation happened since `generation`), keeping
+    /// the signing keys already derived from the same stored secret.
+    fn remember_aws_key(&self, id: &AccessKeyId, mut fresh: CachedAwsKey, generation: u64) {
+        let mut keys = self.aws_keys.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if let Some(known) = keys.remove(id) {
+            if known.sealed_secret == fresh.sealed_secret {
+                let new = fresh.signing_keys.pop();
+                fresh.signing_keys = known.signing_keys;
+                fresh.signing_keys.extend(new);
+                let excess = fresh
+                    .signing_keys
+                    .len()
+                    .saturating_sub(SIGNING_KEYS_PER_ACCESS_KEY);
+                fresh.signing_keys.drain(..excess);
+            }
+        }
+        keys.insert(id.clone(), fresh);
     }
 
     /// A token for the client `client_id`, logging in from `source`, if `secret` is its secret.
@@ -363,6 +559,12 @@ impl Authenticator {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         cache.remove(id);
+        drop(cache);
+        // After the bump: a key cached before it goes here, one cached after it is refused.
+        self.aws_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, key| key.client_id.as_str() != id);
     }
 
     /// Empties the cache: every client's next request re-checks the store.
@@ -370,9 +572,15 @@ impl Authenticator {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         cache.clear();
+        drop(cache);
+        self.aws_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
-    /// Drops a client from the cache, e.g. after it was deleted; its next request re-checks the store.
+    /// Drops a client from the cache, with its AWS access keys, e.g. after it or one of
+    /// its keys was deleted; its next request re-checks the store.
     pub fn forget(&self, id: &ClientId) {
         self.forget_id(id.as_str());
     }

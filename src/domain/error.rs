@@ -48,6 +48,10 @@ impl From<StoreError> for DomainError {
             }
             StoreError::ClientExists(id) => DomainError::Conflict(format!("client {id} exists")),
             StoreError::ClientNotFound(id) => DomainError::NotFound(format!("client {id}")),
+            StoreError::AwsKeyNotFound(id) => DomainError::NotFound(format!("AWS access key {id}")),
+            StoreError::AwsKeyExists(id) => {
+                DomainError::Conflict(format!("AWS access key {id} exists"))
+            }
             other => DomainError::Store(other),
         }
     }

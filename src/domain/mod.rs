@@ -22,7 +22,7 @@ pub mod tasks;
 pub mod waiters;
 pub mod wakeups;
 
-pub use clients::ClientRecord;
+pub use clients::{AccessKeyId, AwsKeyRecord, ClientRecord};
 pub use error::DomainError;
 pub use grants::{Action, Grant, ResourceKind};
 pub use messages::{
@@ -33,8 +33,8 @@ pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use storage::{
-    ClientStore, Durability, LogStore, QueueStore, Store, StoreError, StoreResult, StreamStore,
-    TaskStore,
+    AwsKeyStore, ClientStore, Durability, LogStore, QueueStore, Store, StoreError, StoreResult,
+    StreamStore, TaskStore,
 };
 pub use streams::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo,

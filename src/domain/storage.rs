@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::clients::ClientRecord;
+use super::clients::{AccessKeyId, AwsKeyRecord, ClientRecord};
 use super::clock::Millis;
 use super::delivery::DeliverySettings;
 use super::log::{AppendOutcome, CreateLog, CreateOutcome, LogAppend, LogRead, LogState, Position};
@@ -41,6 +41,12 @@ pub enum StoreError {
     /// No client has this id.
     #[error("client {0} not found")]
     ClientNotFound(String),
+    /// No AWS access key has this id (for this client).
+    #[error("AWS access key {0} not found")]
+    AwsKeyNotFound(String),
+    /// An AWS access key with this id exists already.
+    #[error("AWS access key {0} exists")]
+    AwsKeyExists(String),
     /// The store cannot take requests now (closed, unreachable, out of space); retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -252,7 +258,8 @@ pub trait ClientStore: Send + Sync {
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
     /// One client, if it exists.
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
-    /// Deletes a client; `ClientNotFound` if there is none.
+    /// Deletes a client with its AWS access keys, in one atomic step;
+    /// `ClientNotFound` if there is none.
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()>;
     /// Replaces a client's grants; `ClientNotFound` if there is none. Announces a
     /// [`super::Revocation`] as a deletion does, since cached credentials hold the old grants.
@@ -263,6 +270,21 @@ pub trait ClientStore: Send + Sync {
     /// The key tokens are signed with: the one stored, or else `candidate`, stored
     /// now, so that every node on this store signs and checks with the same key.
     async fn signing_key(&self, candidate: &[u8]) -> StoreResult<Vec<u8>>;
+}
+
+/// AWS access keys: each belongs to one client and dies with it. A change announces
+/// a [`super::Revocation`] of its client, so every node forgets what it cached.
+#[async_trait]
+pub trait AwsKeyStore: Send + Sync {
+    /// Stores a new key of an existing client, checked in the same atomic step;
+    /// `ClientNotFound` if the client is not there, `AwsKeyExists` if the id is taken.
+    async fn create_aws_key(&self, key: &AwsKeyRecord) -> StoreResult<()>;
+    /// One key, if it exists.
+    async fn aws_key(&self, id: &AccessKeyId) -> StoreResult<Option<AwsKeyRecord>>;
+    /// The keys of one client, oldest first; none for a client that does not exist.
+    async fn list_aws_keys(&self, client: &ClientId) -> StoreResult<Vec<AwsKeyRecord>>;
+    /// Deletes key `id` of `client`; `AwsKeyNotFound` if that client has no such key.
+    async fn delete_aws_key(&self, client: &ClientId, id: &AccessKeyId) -> StoreResult<()>;
 }
 
 /// The byte log under every stream, as the Durable Streams protocol reaches it.
@@ -307,7 +329,9 @@ pub trait LogStore: Send + Sync {
 
 /// A complete backend.
 #[async_trait]
-pub trait Store: QueueStore + ClientStore + StreamStore + TaskStore + LogStore {
+pub trait Store:
+    QueueStore + ClientStore + AwsKeyStore + StreamStore + TaskStore + LogStore
+{
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;
     /// What a 2xx write means on this backend, as `/health` reports it.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 pub use crate::domain::storage::{
-    ClientStore, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
+    AwsKeyStore, ClientStore, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
 };
 
 mod batcher;
@@ -38,6 +38,11 @@ pub fn backend_of(url: &str) -> anyhow::Result<Backend> {
              redis://HOST:PORT[/DB] or redis+cluster://HOST:PORT[,HOST:PORT...]"
         ),
     }
+}
+
+/// The database file a `sqlite://PATH` URL names; `None` for another backend.
+pub fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+    url.strip_prefix("sqlite://").map(std::path::Path::new)
 }
 
 /// Opens the backend named by a store URL (see [`backend_of`]), creating the store if

@@ -117,10 +117,11 @@ impl From<SigV4Error> for SqsError {
     fn from(error: SigV4Error) -> Self {
         let code = match &error {
             SigV4Error::MissingAuthentication => MISSING_AUTHENTICATION_TOKEN,
-            SigV4Error::Incomplete(_) => INCOMPLETE_SIGNATURE,
+            SigV4Error::Malformed(_) => INCOMPLETE_SIGNATURE,
             SigV4Error::UnknownKey | SigV4Error::TemporaryCredentials => INVALID_CLIENT_TOKEN_ID,
             SigV4Error::SignatureMismatch => SIGNATURE_DOES_NOT_MATCH,
-            SigV4Error::Expired(_) => REQUEST_EXPIRED,
+            SigV4Error::RequestExpired { .. } => REQUEST_EXPIRED,
+            SigV4Error::CannotOpenSecret => INTERNAL_FAILURE,
             SigV4Error::TooManyFailures(_) => THROTTLED,
             SigV4Error::Store(store) => {
                 tracing::warn!(error = %store, "sqs: the store failed during authentication");

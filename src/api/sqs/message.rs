@@ -63,7 +63,7 @@ pub fn store(body: &str, attributes: Attributes) -> SqsResult<Stored> {
             super::error::INVALID_MESSAGE_CONTENTS,
             format!(
                 "Invalid binary character '#x{:X}' was found in the message body; the set of allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
-                *bad as u32
+                bad as u32
             ),
         ));
     }

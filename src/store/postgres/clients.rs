@@ -75,7 +75,7 @@ pub async fn get(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<Option<Clie
     Ok(row.as_ref().map(record_from_row).transpose()?.flatten())
 }
 
-/// Deletes a client; `ClientNotFound` when there is none.
+/// Deletes a client (its AWS keys go by the foreign key); `ClientNotFound` when there is none.
 pub async fn delete(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
     let deleted = tx
         .execute("DELETE FROM clients WHERE id = $1", &[&id.as_str()])
@@ -119,7 +119,7 @@ pub async fn set_secret(tx: &Transaction<'_>, id: &ClientId, secret_hash: &str) 
 }
 
 /// Tells every node, at commit, to forget what it cached of the client `id`.
-async fn announce_revocation(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
+pub(super) async fn announce_revocation(tx: &Transaction<'_>, id: &ClientId) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_notify($1, $2)",
         &[&super::REVOKE_CHANNEL, &id.as_str()],

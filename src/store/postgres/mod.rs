@@ -24,16 +24,18 @@ use crate::domain::log::{
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::stream_key;
 use crate::domain::{
+    AccessKeyId, AwsKeyRecord, AwsKeyStore, ClientId, Grant, QueueName, QueueSettings, Revocation,
+    StreamName, TaskId, Wakeups,
+};
+use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
     PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
     Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
     TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
-use crate::domain::{
-    ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
-};
 use crate::domain::{Durability, LogStore, SettingsPatch};
 
+mod aws_keys;
 mod clients;
 mod listener;
 mod log;
@@ -610,6 +612,19 @@ forward! {
             = revoking(id) |tx| clients::set_secret(&tx, id, secret_hash);
         fn signing_key(&self, candidate: &[u8]) -> Vec<u8>
             = transaction |tx| clients::signing_key(&tx, TOKEN_KEY, candidate);
+    }
+}
+
+forward! {
+    impl AwsKeyStore for PostgresStore {
+        fn create_aws_key(&self, key: &AwsKeyRecord) -> ()
+            = transaction |tx| aws_keys::create(&tx, key);
+        fn aws_key(&self, id: &AccessKeyId) -> Option<AwsKeyRecord>
+            = transaction |tx| aws_keys::get(&tx, id);
+        fn list_aws_keys(&self, client: &ClientId) -> Vec<AwsKeyRecord>
+            = transaction |tx| aws_keys::list(&tx, client);
+        fn delete_aws_key(&self, client: &ClientId, id: &AccessKeyId) -> ()
+            = revoking(client) |tx| aws_keys::delete(&tx, client, id);
     }
 }
 

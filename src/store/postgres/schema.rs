@@ -158,6 +158,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN first_received_at BIGINT;
     CREATE INDEX messages_groups ON messages (queue_id, grp, id) WHERE grp IS NOT NULL;
     "#,
+    // 9: AWS access keys for SigV4 (as SQLite's migration 10); deleted with their
+    // client by a foreign key.
+    r#"
+    CREATE TABLE aws_keys (
+        access_key_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        sealed_secret BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX aws_keys_by_client ON aws_keys (client_id, created_at);
+    "#,
 ];
 
 /// Any constant works: it names the lock every node takes to migrate.

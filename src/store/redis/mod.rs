@@ -60,6 +60,7 @@ macro_rules! lua {
     };
 }
 
+mod aws_keys;
 mod listener;
 mod log;
 mod queues;
@@ -832,14 +833,7 @@ impl ClientStore for RedisStore {
     }
 
     async fn delete_client(&self, id: &ClientId) -> StoreResult<()> {
-        let deleted: i64 = self
-            .command(
-                "delete client",
-                true,
-                redis::cmd("HDEL").arg(self.keys.clients()).arg(id.as_str()),
-            )
-            .await?;
-        if deleted == 0 {
+        if !self.delete_client_and_keys(id).await? {
             return Err(StoreError::ClientNotFound(id.to_string()));
         }
         self.revoke(id).await

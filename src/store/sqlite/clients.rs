@@ -70,8 +70,9 @@ pub fn get(conn: &Connection, id: &ClientId) -> StoreResult<Option<ClientRecord>
         .map_err(sql("read client"))
 }
 
-/// Deletes a client; `ClientNotFound` when there is none.
+/// Deletes a client with its AWS keys; `ClientNotFound` when there is none.
 pub fn delete(conn: &Connection, id: &ClientId) -> StoreResult<()> {
+    super::aws_keys::delete_all_of(conn, id)?;
     let deleted = conn
         .prepare_cached("DELETE FROM clients WHERE id = ?1")
         .and_then(|mut stmt| stmt.execute([id.as_str()]))

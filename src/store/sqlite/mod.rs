@@ -19,16 +19,18 @@ use crate::domain::log::{
 use crate::domain::streams::StreamRetention;
 use crate::domain::wakeups::{is_queue_key, stream_key};
 use crate::domain::{
+    AccessKeyId, AwsKeyRecord, AwsKeyStore, ClientId, Grant, QueueName, QueueSettings, Revocation,
+    StreamName, TaskId, Wakeups,
+};
+use crate::domain::{
     Appended, ClientRecord, ClientStore, EventId, Message, MessageId, NewEvent, NewTask,
     PushOutcome, PushRequest, QueueInfo, QueueStore, ReadFrom, Receipt, Received, Settled,
     Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
     TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
-use crate::domain::{
-    ClientId, Grant, QueueName, QueueSettings, Revocation, StreamName, TaskId, Wakeups,
-};
 use crate::domain::{Durability, LogStore, SettingsPatch};
 
+mod aws_keys;
 mod checkpoint;
 mod clients;
 mod log;
@@ -436,6 +438,20 @@ forward! {
             move |conn| clients::set_secret(conn, &id, &secret_hash);
         fn signing_key(&self, candidate: &[u8]) -> Vec<u8> = write,
             move |conn| clients::signing_key(conn, TOKEN_KEY, &candidate);
+    }
+}
+
+forward! {
+    impl AwsKeyStore for SqliteStore {
+        fn create_aws_key(&self, key: &AwsKeyRecord) -> () = write,
+            move |conn| aws_keys::create(conn, &key);
+        fn aws_key(&self, id: &AccessKeyId) -> Option<AwsKeyRecord> = read,
+            move |conn| aws_keys::get(conn, &id);
+        fn list_aws_keys(&self, client: &ClientId) -> Vec<AwsKeyRecord> = read,
+            move |conn| aws_keys::list(conn, &client);
+        fn delete_aws_key(&self, client: &ClientId, id: &AccessKeyId) -> ()
+            = write_revoking(client.to_string()),
+            move |conn| aws_keys::delete(conn, &client, &id);
     }
 }
 

@@ -170,6 +170,18 @@ const MIGRATIONS: &[&str] = &[
     -- A group's head is its oldest message that is not dead.
     CREATE INDEX messages_groups ON messages (queue_id, grp, id) WHERE grp IS NOT NULL;
     "#,
+    // 10: AWS access keys for SigV4: the secret sealed under a key kept outside the
+    // store; a client's keys are deleted with it (by the code, not a foreign key,
+    // since foreign keys are off).
+    r#"
+    CREATE TABLE aws_keys (
+        access_key_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX aws_keys_by_client ON aws_keys (client_id, created_at);
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.
