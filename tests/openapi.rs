@@ -68,6 +68,11 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/clients/{id}"),
     ("PUT", "/api/v1/admin/clients/{id}/grants"),
     ("POST", "/api/v1/admin/clients/{id}/rotate"),
+    ("POST", "/api/v1/admin/clients/{id}/aws-keys"),
+    ("GET", "/api/v1/admin/clients/{id}/aws-keys"),
+    ("DELETE", "/api/v1/admin/clients/{id}/aws-keys/{key_id}"),
+    ("POST", "/sqs"),
+    ("POST", "/sqs/{account}/{queue}"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/auth/whoami"),
 ];

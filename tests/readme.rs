@@ -52,6 +52,7 @@ trials! {
         replacing_recipes_run,
         configuration_recipes_run,
         monitoring_recipes_run,
+        sqs_recipes_run,
         the_api_page_names_every_operation_the_server_describes,
     }
     postgres {
@@ -82,13 +83,14 @@ const PAGE_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test?schema=
 const PAGE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The pages whose recipes a trial runs. A page with recipes must be listed here.
-const PAGES_RUN: [&str; 6] = [
+const PAGES_RUN: [&str; 7] = [
     "README.md",
     "docs/api.md",
     "docs/replacing.md",
     "docs/configuration.md",
     "docs/storage.md",
     "docs/monitoring.md",
+    "docs/sqs.md",
 ];
 
 /// What a page's recipes need on the machine.
@@ -115,6 +117,10 @@ async fn replacing_recipes_run() {
 
 async fn configuration_recipes_run() {
     run_page_on("docs/configuration.md", None, None).await;
+}
+
+async fn sqs_recipes_run() {
+    run_page_on("docs/sqs.md", None, None).await;
 }
 
 async fn monitoring_recipes_run() {

@@ -84,6 +84,7 @@ fn python(server: &ServeProcess, env: &[(&str, &str)], args: &[&str]) -> String 
         .output()
         .expect("cannot run the virtualenv's python");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
     assert!(
         output.status.success(),
         "{args:?} failed:\n{stdout}\n{}\n--- hopper's log ---\n{}",

@@ -27,6 +27,7 @@ use crate::domain::clock::rfc3339;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::settings::{
+    Ordering,
     optional_within, parse_duration_within, seconds_schema, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
 };
 use crate::domain::{
@@ -129,6 +130,16 @@ pub struct SettingsView {
     /// Hopper's own delivery of the messages to an upstream, if any.
     #[schema(schema_with = delivery_view_schema)]
     delivery: Option<DeliverySettings>,
+    /// `group`: one message of each group at a time, in order; `any`: no such limit.
+    ordering: Ordering,
+    /// The queue that takes this queue's dead letters, if any.
+    dead_letter_queue: Option<String>,
+    /// Seconds a push without `Hopper-Delay` waits before it is ready.
+    delay: f64,
+    /// Seconds a receive without `wait` waits for a message.
+    wait: f64,
+    /// Whether SQS sends without a deduplication id are deduplicated by their body.
+    content_deduplication: bool,
 }
 
 /// The delivery setting as shown: the settings' own schema, but a signing secret
@@ -167,6 +178,11 @@ impl From<&QueueSettings> for SettingsView {
                 }
                 delivery
             }),
+            ordering: settings.ordering,
+            dead_letter_queue: settings.dead_letter_queue.as_ref().map(ToString::to_string),
+            delay: settings.delay.as_secs_f64(),
+            wait: settings.wait.as_secs_f64(),
+            content_deduplication: settings.content_deduplication,
         }
     }
 }

@@ -5,7 +5,9 @@ HOPPER_URL (the server) and HOPPER_ADMIN_SECRET (its bootstrap admin) set.
 """
 
 import base64
+import hashlib
 import json
+import struct
 import os
 import subprocess
 import sys
@@ -80,6 +82,32 @@ def sqs(everything):
     return everything[0]
 
 
+def md5_of_attributes(attributes):
+    """MD5OfMessageAttributes as the AWS SDKs check it (the Java SDK's
+    MessageMD5ChecksumHandler): per attribute, by name, length-prefixed name, type
+    and value, a transport byte (1 text, 2 binary) before the value."""
+    digest = hashlib.md5()
+
+    def field(data):
+        digest.update(struct.pack("!I", len(data)) + data)
+
+    for name in sorted(attributes):
+        value = attributes[name]
+        field(name.encode())
+        field(value["DataType"].encode())
+        if "BinaryValue" in value:
+            digest.update(b"\x02")
+            field(value["BinaryValue"])
+        else:
+            digest.update(b"\x01")
+            field(value["StringValue"].encode())
+    return digest.hexdigest()
+
+
+def md5(text):
+    return hashlib.md5(text.encode()).hexdigest()
+
+
 def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -102,7 +130,8 @@ def test_standard_queue_actions(sqs):
     # botocore checks MD5OfMessageBody and MD5OfMessageAttributes of every answer.
     sent = sqs.send_message(QueueUrl=url, MessageBody="hello, sqs", MessageAttributes=attributes)
     assert sent["MessageId"]
-    assert "MD5OfMessageAttributes" in sent
+    assert sent["MD5OfMessageBody"] == md5("hello, sqs")
+    assert sent["MD5OfMessageAttributes"] == md5_of_attributes(attributes)
 
     got = sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
@@ -114,6 +143,8 @@ def test_standard_queue_actions(sqs):
     assert message["MessageId"] == sent["MessageId"]
     assert message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01\xff"
     assert message["MessageAttributes"]["count"]["StringValue"] == "42"
+    assert message["MD5OfBody"] == md5("hello, sqs")
+    assert message["MD5OfMessageAttributes"] == md5_of_attributes(attributes)
     system = message["Attributes"]
     assert system["ApproximateReceiveCount"] == "1"
     assert int(system["SentTimestamp"]) <= int(system["ApproximateFirstReceiveTimestamp"])
@@ -121,6 +152,7 @@ def test_standard_queue_actions(sqs):
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     again = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["trace"], WaitTimeSeconds=1)["Messages"][0]
     assert set(again["MessageAttributes"]) == {"trace"}
+    assert again["MD5OfMessageAttributes"] == md5_of_attributes({"trace": attributes["trace"]})
     assert "Attributes" not in again
     counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
