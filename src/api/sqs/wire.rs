@@ -309,7 +309,7 @@ mod tests {
                           "MessageAttributes": {"k": {"StringValue": "v", "DataType": "String"}}}],
         });
         let xml = xml_answer("ReceiveMessage", answer.as_object().unwrap(), "r");
-        assert!(xml.contains("<ReceiveMessageResult><Message><Attributes>") == false);
+        assert!(!xml.contains("<ReceiveMessageResult><Message><Attributes>"));
         assert!(xml.contains("<Body>&lt;a&amp;b&gt;</Body>"), "{xml}");
         assert!(
             xml.contains("<Attribute><Name>SentTimestamp</Name><Value>5</Value></Attribute>"),
