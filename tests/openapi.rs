@@ -68,6 +68,9 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/clients/{id}"),
     ("PUT", "/api/v1/admin/clients/{id}/grants"),
     ("POST", "/api/v1/admin/clients/{id}/rotate"),
+    ("POST", "/api/v1/admin/clients/{id}/aws-keys"),
+    ("GET", "/api/v1/admin/clients/{id}/aws-keys"),
+    ("DELETE", "/api/v1/admin/clients/{id}/aws-keys/{key_id}"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/auth/whoami"),
 ];
@@ -156,6 +159,7 @@ async fn every_endpoint_is_described_and_every_described_operation_is_routed() {
             .replace("{stream}", "s")
             .replace("{event}", "1")
             .replace("{file}", "swagger-ui.css")
+            .replace("{key_id}", "HOPRAAAAAAAAAAAAAAAA")
             .replace(
                 "{queue_or_id}",
                 if method == "POST" { "q" } else { &task_id },
