@@ -28,6 +28,7 @@ trials! {
         a_signed_request_acts_as_the_keys_client_with_its_grants,
         tampered_unsigned_stale_and_temporary_requests_are_refused,
         a_deleted_key_or_client_is_refused_at_once,
+        a_key_deleted_behind_the_servers_back_is_refused_within_a_second,
         repeated_bad_signatures_lock_the_key_out,
     }
     shared_backend {
@@ -454,6 +455,37 @@ async fn a_deleted_key_or_client_is_refused_at_once(app: KeyedApp) {
         matches!(refused, Err(SigV4Error::UnknownKey)),
         "{refused:?}"
     );
+}
+
+/// Deleted through another handle on the store (as `hopper clients` or another node
+/// would), without the server's own `forget`: the cached key is trusted for at most
+/// a second more (at once where the store announces it to every node).
+async fn a_key_deleted_behind_the_servers_back_is_refused_within_a_second(app: KeyedApp) {
+    app.create_client("worker", &[]).await;
+    let (key, secret) = issue(&app, "worker").await;
+    let request = send_message().signed(&Signer::new(&key, &secret));
+    assert!(verify(&app, &request).await.is_ok(), "cached now");
+    let store = hopper::store::open(app.store_url()).await.unwrap();
+    store
+        .delete_aws_key(
+            &hopper::domain::ClientId::parse("worker").unwrap(),
+            &hopper::domain::AccessKeyId::parse(&key).unwrap(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        match verify(&app, &request).await {
+            Err(SigV4Error::UnknownKey) => break,
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "still accepted after 1.5 s"
+            ),
+            Err(other) => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn repeated_bad_signatures_lock_the_key_out(backend: Backend) {
