@@ -2,7 +2,8 @@
 //! store, under the same rules as the admin API (the last admin keeps `admin`); a
 //! server on the same store applies the change within a second; the store comes from
 //! `--store`, else `HOPPER_STORE`, else `--config`'s file; a store that does not exist
-//! is refused, naming it, and left uncreated.
+//! is refused, naming it, and left uncreated. `aws-keys` issues an AWS access key
+//! that a server on the store accepts, sealed as `serve` seals it.
 
 mod common;
 
@@ -20,6 +21,7 @@ trials! {
         grant_revoke_and_rotate_change_the_client_in_the_store,
         the_last_admin_keeps_its_grant_and_unknown_clients_are_refused,
         a_running_server_applies_cli_changes_within_a_second,
+        aws_keys_issues_a_key_a_server_on_the_store_accepts,
     }
     postgres {
         a_postgres_store_without_hoppers_schema_is_refused,
@@ -42,6 +44,7 @@ async fn hopper_clients(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("HOPPER_STORE")
         .env_remove("HOPPER_CONFIG")
+        .env_remove("HOPPER_SECRET_KEY")
         .env_remove("RUST_BACKTRACE");
     for (name, value) in env {
         command.env(name, value);
@@ -219,6 +222,67 @@ async fn a_running_server_applies_cli_changes_within_a_second(app: TestApp) {
     within(StatusCode::UNAUTHORIZED, secret.clone()).await;
     let new = rotated["secret"].as_str().unwrap();
     assert_eq!(push(new).await.unwrap().status(), StatusCode::CREATED);
+}
+
+async fn aws_keys_issues_a_key_a_server_on_the_store_accepts(backend: Backend) {
+    use base64::Engine;
+    use common::sigv4::{AwsRequest, Signer};
+    let store = created_store(&backend).await;
+    let at = ["--store", store.url.as_str()];
+    succeeds(&[&["add", "shop", "--grant", "queue:orders:produce"][..], &at].concat()).await;
+    let sqlite = matches!(backend, Backend::Sqlite);
+    let secret_key = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+    let env: Vec<(&str, &str)> = if sqlite {
+        Vec::new()
+    } else {
+        let refused = hopper_clients(&[&["aws-keys", "shop"][..], &at].concat(), &[]).await;
+        assert!(!refused.status.success());
+        let error = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            error.contains("HOPPER_SECRET_KEY") && error.contains("auth.secret_key"),
+            "{error}"
+        );
+        vec![("HOPPER_SECRET_KEY", secret_key.as_str())]
+    };
+    let output = hopper_clients(&[&["aws-keys", "shop"][..], &at].concat(), &env).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let issued: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = issued["access_key_id"].as_str().unwrap();
+    let secret = issued["secret_access_key"].as_str().unwrap();
+    assert!(key.starts_with("HOPR") && secret.len() == 40, "{issued}");
+    if sqlite {
+        assert!(store.dir.path().join("hopper.db.secret-key").is_file());
+    }
+    let output = hopper_clients(&[&["aws-keys", "nobody"][..], &at].concat(), &env).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("client nobody"));
+
+    let server = hopper::server::start(hopper::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.url.clone(),
+        auth: hopper::config::AuthSettings {
+            secret_key: (!sqlite)
+                .then(|| hopper::auth::SecretKey::from_base64(&secret_key).unwrap()),
+            ..Default::default()
+        },
+        ..hopper::config::Config::default()
+    })
+    .await
+    .unwrap();
+    let request = AwsRequest::query_protocol("Action=ListQueues").signed(&Signer::new(key, secret));
+    let headers = request.header_refs();
+    let principal = server
+        .auth
+        .authenticate_sigv4(&request.as_signed(&headers), None)
+        .await
+        .expect("the server opens the key the command sealed");
+    assert_eq!(principal.id.as_str(), "shop");
+    server.shutdown();
+    server.wait().await.unwrap();
 }
 
 async fn a_missing_sqlite_store_is_refused_naming_its_path() {

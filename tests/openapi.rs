@@ -161,6 +161,7 @@ async fn every_endpoint_is_described_and_every_described_operation_is_routed() {
             .replace("{stream}", "s")
             .replace("{event}", "1")
             .replace("{file}", "swagger-ui.css")
+            .replace("{key_id}", "HOPRAAAAAAAAAAAAAAAA")
             .replace(
                 "{queue_or_id}",
                 if method == "POST" { "q" } else { &task_id },

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::{trials, Backend, Fixture, IsolatedStore};
 use hopper::domain::clock::now_millis;
 use hopper::domain::settings::Ordering;
+use hopper::domain::{AccessKeyId, AwsKeyRecord};
 use hopper::domain::{ClientId, Grant, NewMessage, QueueName, QueueSettings, SettingsPatch};
 use hopper::domain::{
     ClientRecord, Message, MessageId, PushOutcome, PushRequest, QueueCounts, Receipt, Revocation,
@@ -48,6 +49,7 @@ trials! {
         peek_reads_the_ready_messages_a_receive_would_take_and_writes_nothing,
         clients_are_created_listed_and_deleted,
         client_grants_and_secrets_are_replaced_and_announced,
+        aws_keys_are_stored_for_existing_clients_and_go_with_them,
         task_goes_from_pending_to_running_to_succeeded_and_its_message_is_acked,
         stale_or_wrong_receipt_finishes_no_task,
         retried_task_stays_pending_until_out_of_attempts_then_fails,
@@ -849,6 +851,101 @@ async fn client_grants_and_secrets_are_replaced_and_announced(store: TestStore) 
 /// Whether the revocation of client `id` is among those received so far. Others may
 /// come too: on PostgreSQL the node's own `NOTIFY` comes back through its listener,
 /// which also forgets every client when it starts listening.
+fn aws_key(id: &str, client: &str, created_at: i64) -> AwsKeyRecord {
+    AwsKeyRecord {
+        access_key_id: AccessKeyId::parse(id).unwrap(),
+        client_id: ClientId::parse(client).unwrap(),
+        // Bytes of every value, newlines and NULs included, to come back unchanged.
+        sealed_secret: (0..=255u8).rev().collect(),
+        created_at,
+    }
+}
+
+async fn aws_keys_are_stored_for_existing_clients_and_go_with_them(store: TestStore) {
+    let shop = client_record("shop", &["queue:orders:produce"]);
+    let other = client_record("other", &[]);
+    store.create_client(&shop).await.unwrap();
+    store.create_client(&other).await.unwrap();
+    let first = aws_key("HOPRAAAAAAAAAAAAAAAA", "shop", 1_000);
+    let second = aws_key("HOPRBBBBBBBBBBBBBBBB", "shop", 2_000);
+    let others = aws_key("HOPRCCCCCCCCCCCCCCCC", "other", 1_500);
+    // Inserted out of order: the listing is by creation.
+    store.create_aws_key(&second).await.unwrap();
+    store.create_aws_key(&first).await.unwrap();
+    store.create_aws_key(&others).await.unwrap();
+    match store
+        .create_aws_key(&aws_key("HOPRAAAAAAAAAAAAAAAA", "other", 3_000))
+        .await
+    {
+        Err(StoreError::AwsKeyExists(id)) => assert_eq!(id, "HOPRAAAAAAAAAAAAAAAA"),
+        other => panic!("a second key HOPRAAAAAAAAAAAAAAAA: {other:?}"),
+    }
+    match store
+        .create_aws_key(&aws_key("HOPRDDDDDDDDDDDDDDDD", "nobody", 3_000))
+        .await
+    {
+        Err(StoreError::ClientNotFound(id)) => assert_eq!(id, "nobody"),
+        other => panic!("a key of nobody: {other:?}"),
+    }
+
+    let found = store
+        .aws_key(&first.access_key_id)
+        .await
+        .unwrap()
+        .expect("the key is stored");
+    assert_eq!(found.client_id, shop.id, "the duplicate changed nothing");
+    assert_eq!(found.sealed_secret, first.sealed_secret);
+    assert_eq!(found.created_at, 1_000);
+    let missing = AccessKeyId::parse("HOPRDDDDDDDDDDDDDDDD").unwrap();
+    assert!(store.aws_key(&missing).await.unwrap().is_none());
+    let ids = |keys: Vec<AwsKeyRecord>| -> Vec<String> {
+        keys.iter().map(|k| k.access_key_id.to_string()).collect()
+    };
+    assert_eq!(
+        ids(store.list_aws_keys(&shop.id).await.unwrap()),
+        ["HOPRAAAAAAAAAAAAAAAA", "HOPRBBBBBBBBBBBBBBBB"]
+    );
+    let nobody = ClientId::parse("nobody").unwrap();
+    assert!(store.list_aws_keys(&nobody).await.unwrap().is_empty());
+
+    let mut revocations = store.wakeups().revocations();
+    match store.delete_aws_key(&other.id, &first.access_key_id).await {
+        Err(StoreError::AwsKeyNotFound(id)) => assert_eq!(id, "HOPRAAAAAAAAAAAAAAAA"),
+        other => panic!("another client's key deleted: {other:?}"),
+    }
+    assert!(store.aws_key(&first.access_key_id).await.unwrap().is_some());
+    store
+        .delete_aws_key(&shop.id, &first.access_key_id)
+        .await
+        .unwrap();
+    assert!(store.aws_key(&first.access_key_id).await.unwrap().is_none());
+    assert!(
+        announced(&mut revocations, "shop"),
+        "nodes that cached the key must forget it"
+    );
+    match store.delete_aws_key(&shop.id, &first.access_key_id).await {
+        Err(StoreError::AwsKeyNotFound(_)) => {}
+        other => panic!("deleting a key twice: {other:?}"),
+    }
+
+    store.delete_client(&shop.id).await.unwrap();
+    assert!(store
+        .aws_key(&second.access_key_id)
+        .await
+        .unwrap()
+        .is_none());
+    store.create_client(&shop).await.unwrap();
+    assert!(
+        store.list_aws_keys(&shop.id).await.unwrap().is_empty(),
+        "a client of the same id gets none of the old one's keys"
+    );
+    assert_eq!(
+        ids(store.list_aws_keys(&other.id).await.unwrap()),
+        ["HOPRCCCCCCCCCCCCCCCC"],
+        "only shop's keys went"
+    );
+}
+
 fn announced(revocations: &mut tokio::sync::broadcast::Receiver<Revocation>, id: &str) -> bool {
     let mut found = false;
     while let Ok(revocation) = revocations.try_recv() {

@@ -88,11 +88,17 @@ struct CachedAwsKey {
 
 /// What the cache knows of an access key, for one request's day and region.
 enum CachedKey {
-    /// Checked within [`REVALIDATE_AFTER`], with the signing key if it was derived already.
-    Fresh {
+    /// Checked within [`REVALIDATE_AFTER`], its signing key for the day and region derived.
+    Signs {
         principal: Principal,
-        signing_key: Option<[u8; 32]>,
+        signing_key: [u8; 32],
+    },
+    /// Checked within [`REVALIDATE_AFTER`] (at `checked_at`), but not yet signing for
+    /// this day or region: its secret is opened again, without a store read.
+    Opens {
+        principal: Principal,
         sealed_secret: Vec<u8>,
+        checked_at: Instant,
     },
     /// Checked longer ago, or never: ask the store.
     Unknown,
@@ -221,42 +227,43 @@ impl Authenticator {
         challenge: &Challenge,
     ) -> Result<Principal, SigV4Error> {
         let generation = self.generation.load(Ordering::Acquire);
-        let (principal, client_id, sealed_secret) = match self.cached_aws_key(id, date, region) {
-            CachedKey::Fresh {
-                principal,
-                signing_key: Some(signing_key),
-                ..
-            } => {
-                return match challenge.is_signed_by(&signing_key) {
-                    true => Ok(principal),
-                    false => Err(SigV4Error::SignatureMismatch),
-                };
-            }
-            CachedKey::Fresh {
-                principal,
-                sealed_secret,
-                ..
-            } => (principal.clone(), principal.id, sealed_secret),
-            CachedKey::Unknown => {
-                let Some(key) = self.store.aws_key(id).await? else {
-                    self.aws_keys
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(id);
-                    return Err(SigV4Error::UnknownKey);
-                };
-                let client = self
-                    .store
-                    .client(&key.client_id)
-                    .await?
-                    .ok_or(SigV4Error::UnknownKey)?;
-                let principal = Principal {
-                    id: client.id,
-                    grants: client.grants.into(),
-                };
-                (principal, key.client_id, key.sealed_secret)
-            }
-        };
+        let (principal, client_id, sealed_secret, checked_at) =
+            match self.cached_aws_key(id, date, region) {
+                CachedKey::Signs {
+                    principal,
+                    signing_key,
+                } => {
+                    return match challenge.is_signed_by(&signing_key) {
+                        true => Ok(principal),
+                        false => Err(SigV4Error::SignatureMismatch),
+                    };
+                }
+                // What the store said then still stands, until it is REVALIDATE_AFTER old.
+                CachedKey::Opens {
+                    principal,
+                    sealed_secret,
+                    checked_at,
+                } => (principal.clone(), principal.id, sealed_secret, checked_at),
+                CachedKey::Unknown => {
+                    let Some(key) = self.store.aws_key(id).await? else {
+                        self.aws_keys
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(id);
+                        return Err(SigV4Error::UnknownKey);
+                    };
+                    let client = self
+                        .store
+                        .client(&key.client_id)
+                        .await?
+                        .ok_or(SigV4Error::UnknownKey)?;
+                    let principal = Principal {
+                        id: client.id,
+                        grants: client.grants.into(),
+                    };
+                    (principal, key.client_id, key.sealed_secret, Instant::now())
+                }
+            };
         let secret = self
             .secret_key
             .as_ref()
@@ -278,7 +285,7 @@ impl Authenticator {
                 principal: principal.clone(),
                 sealed_secret,
                 signing_keys: vec![(date.to_owned(), region.to_owned(), signing_key)],
-                checked_at: Instant::now(),
+                checked_at,
             },
             generation,
         );
@@ -290,17 +297,26 @@ impl Authenticator {
 
     fn cached_aws_key(&self, id: &AccessKeyId, date: &str, region: &str) -> CachedKey {
         let keys = self.aws_keys.read().unwrap_or_else(|e| e.into_inner());
-        match keys.get(id) {
-            Some(key) if key.checked_at.elapsed() <= REVALIDATE_AFTER => CachedKey::Fresh {
+        let Some(key) = keys
+            .get(id)
+            .filter(|key| key.checked_at.elapsed() <= REVALIDATE_AFTER)
+        else {
+            return CachedKey::Unknown;
+        };
+        let signing_key = key
+            .signing_keys
+            .iter()
+            .find(|(d, r, _)| d == date && r == region);
+        match signing_key {
+            Some((_, _, signing_key)) => CachedKey::Signs {
                 principal: key.principal.clone(),
-                signing_key: key
-                    .signing_keys
-                    .iter()
-                    .find(|(d, r, _)| d == date && r == region)
-                    .map(|(_, _, signing_key)| *signing_key),
-                sealed_secret: key.sealed_secret.clone(),
+                signing_key: *signing_key,
             },
-            _ => CachedKey::Unknown,
+            None => CachedKey::Opens {
+                principal: key.principal.clone(),
+                sealed_secret: key.sealed_secret.clone(),
+                checked_at: key.checked_at,
+            },
         }
     }
 
@@ -313,6 +329,7 @@ impl Authenticator {
         }
         if let Some(known) = keys.remove(id) {
             if known.sealed_secret == fresh.sealed_secret {
+                fresh.checked_at = fresh.checked_at.max(known.checked_at);
                 let new = fresh.signing_keys.pop();
                 fresh.signing_keys = known.signing_keys;
                 fresh.signing_keys.extend(new);

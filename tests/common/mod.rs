@@ -19,6 +19,8 @@
 //!   the public HTTP API only; they never reach into the store.
 //! - [`serve::ServeProcess`]: the compiled binary as a child process, for what only
 //!   a process shows (a SIGKILL, its CPU time and memory, clients in other languages).
+//! - [`sigv4::AwsRequest`]: requests signed with AWS Signature Version 4 by the AWS
+//!   SDK's own signer, for the verifier's tests.
 //!
 //! Each trial runs on a thread named after it (as libtest does, so a panic message
 //! says which test panicked) with a tokio runtime of its own, built as `#[tokio::test]`
@@ -34,6 +36,7 @@
 
 pub mod redis_cluster;
 pub mod serve;
+pub mod sigv4;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -758,6 +761,12 @@ impl TestApp {
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The server's credential checks, for what is verified beside the HTTP API
+    /// (SigV4 signatures, say).
+    pub fn auth(&self) -> &hopper::auth::Authenticator {
+        &self.server.auth
     }
 
     /// The URL of the server's store, for a `hopper clients` run on the same store.
