@@ -16,10 +16,10 @@ use super::{Core, RedisStore};
 use crate::domain::clock::millis_of;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::{
-    Message, MessageId, NewMessage, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo, QueueName,
-    QueueSettings, QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement, StoreError,
-    StoreResult, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskMessage,
-    TaskRecord, TaskState, TaskStatus, TaskStore, Upsert,
+    Message, MessageId, NewMessage, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo,
+    QueueName, QueueSettings, QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement,
+    StoreError, StoreResult, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId,
+    TaskMessage, TaskRecord, TaskState, TaskStatus, TaskStore, Upsert,
 };
 
 static PUSH: LazyLock<Script> = lua!("queue.lua", "push.lua");
