@@ -1,9 +1,9 @@
 //! The `Store` trait's contract, written once and run against every backend
 //! (`sqlite::…`, `postgres::…`; see `common::trials!`): push, lease and settle
 //! semantics, FIFO order, idempotency, pop, counts, dead letters, queue settings,
-//! tasks and clients, and rows corrupted behind the store's back, which must be
-//! errors, never panics or wrong answers. Each test opens its own isolated store with
-//! `hopper::store::open`.
+//! message groups, tasks and clients, and rows corrupted behind the store's back,
+//! which must be errors, never panics or wrong answers. Each test opens its own
+//! isolated store with `hopper::store::open`.
 
 mod common;
 
@@ -62,6 +62,11 @@ trials! {
         dead_letters_are_removed_by_id,
         every_queue_settings_are_listed_without_counts,
         push_without_a_delay_takes_the_queue_delay,
+        keyed_push_keeps_groups_and_metadata_and_takes_the_queue_delay,
+        group_backlog_behind_a_leased_head_hides_no_other_group,
+        group_moves_on_when_retention_drops_its_head,
+        redriven_dead_letter_heads_its_group_again,
+        concurrent_option_updates_compose,
     }
     sql_backend {
         unreadable_delivery_setting_is_an_error_and_is_not_overwritten,
@@ -74,6 +79,8 @@ trials! {
         unreadable_task_in_redis_is_an_error,
         invalid_task_id_on_a_redis_message_loses_nothing,
         redis_writes_wait_for_replicas_and_durability_is_read_from_the_server,
+        unreadable_options_in_redis_are_an_error_and_are_not_overwritten,
+        acking_a_group_head_wakes_the_queue_waiters,
     }
     redis_server {
         redis_over_tls_trusts_the_ca_of_ca_file,
@@ -2276,4 +2283,250 @@ async fn push_without_a_delay_takes_the_queue_delay(store: TestStore) {
     let received = store.receive(&q, 10, LONG_LEASE).await.unwrap();
     assert_eq!(received.messages.len(), 1);
     assert_eq!(received.queue_wait, Duration::from_secs(3));
+}
+
+/// A push with an idempotency key is written apart from the batched plain pushes:
+/// it keeps groups and metadata the same way, and takes the queue's delay too.
+async fn keyed_push_keeps_groups_and_metadata_and_takes_the_queue_delay(store: TestStore) {
+    let q = queue("keyed-grouped");
+    let settings = QueueSettings {
+        ordering: Ordering::Group,
+        delay: Duration::from_millis(200),
+        ..QueueSettings::default()
+    };
+    store
+        .update_settings(&q, &set_to(&settings), &QueueSettings::default())
+        .await
+        .unwrap();
+    let request = PushRequest {
+        messages: vec![
+            NewMessage {
+                group: Some("g".into()),
+                meta: Some(String::new()),
+                ..NewMessage::from("1")
+            },
+            NewMessage {
+                group: Some("g".into()),
+                meta: Some(r#"{"n":2}"#.into()),
+                ..NewMessage::from("2")
+            },
+            "3".into(),
+        ],
+        delay: None,
+        idempotency_key: Some("keyed".into()),
+        ..push_request(&q, &[])
+    };
+    let PushOutcome::Created(ids) = store.push(request).await.unwrap() else {
+        panic!("a first push with a key created nothing");
+    };
+    assert_eq!(counts(&store, &q).await, counted(0, 0, 3, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&received), vec![ids[0], ids[2]], "one of group g");
+    assert_eq!(received[0].group.as_deref(), Some("g"));
+    assert_eq!(received[0].meta.as_deref(), Some(""), "empty metadata kept");
+    assert_eq!(received[1].group, None);
+    assert_eq!(received[1].meta, None);
+    settle(&store, &q, &[receipt_of(&received[0])], Settlement::Ack).await;
+    let next = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(ids_of(&next), vec![ids[1]]);
+    assert_eq!(next[0].meta.as_deref(), Some(r#"{"n":2}"#));
+}
+
+/// However long a group's backlog behind its leased head, another group's head
+/// further back is handed out, and an empty receive waits for a head, not for the
+/// backlog's delayed messages.
+async fn group_backlog_behind_a_leased_head_hides_no_other_group(store: TestStore) {
+    let q = grouped_queue(&store, "grouped-backlog", 10).await;
+    let head = push_grouped(&store, &q, &[(Some("a"), "0")]).await;
+    assert_eq!(ids_of(&receive(&store, &q, 1, LONG_LEASE).await), head);
+    let backlog: Vec<(Option<&str>, &str)> = (0..250).map(|_| (Some("a"), "1")).collect();
+    push_grouped(&store, &q, &backlog).await;
+    let other = push_grouped(&store, &q, &[(Some("b"), "2")]).await;
+    assert_eq!(ids_of(&receive(&store, &q, 10, LONG_LEASE).await), other);
+    let delayed = PushRequest {
+        messages: backlog
+            .iter()
+            .map(|(group, body)| NewMessage {
+                group: group.map(str::to_owned),
+                ..NewMessage::from(*body)
+            })
+            .collect(),
+        delay: Some(Duration::from_millis(100)),
+        ..push_request(&q, &[])
+    };
+    store.push(delayed).await.unwrap();
+    let blocked = store.receive(&q, 10, LONG_LEASE).await.unwrap();
+    assert!(blocked.messages.is_empty());
+    assert!(
+        blocked
+            .next_ready_in
+            .is_some_and(|ahead| ahead > Duration::from_secs(1)),
+        "the next ready is when a head's lease ends, not the backlog's delay: {:?}",
+        blocked.next_ready_in
+    );
+    assert_eq!(peek_ids(&store, &q).await, Vec::<MessageId>::new());
+}
+
+async fn group_moves_on_when_retention_drops_its_head(store: TestStore) {
+    let q = grouped_queue(&store, "grouped-retention", 10).await;
+    let head = push_grouped(&store, &q, &[(Some("g"), "1")]).await;
+    assert_eq!(ids_of(&receive(&store, &q, 1, LONG_LEASE).await), head);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let next = push_grouped(&store, &q, &[(Some("g"), "2")]).await;
+    let retention = SettingsPatch {
+        retention: Some(Some(Duration::from_millis(300))),
+        ..SettingsPatch::default()
+    };
+    store
+        .update_settings(&q, &retention, &QueueSettings::default())
+        .await
+        .unwrap();
+    assert!(receive(&store, &q, 10, LONG_LEASE).await.is_empty());
+    assert_eq!(store.sweep_messages().await.unwrap(), 1);
+    assert_eq!(ids_of(&receive(&store, &q, 10, LONG_LEASE).await), next);
+}
+
+async fn redriven_dead_letter_heads_its_group_again(store: TestStore) {
+    let q = grouped_queue(&store, "grouped-redrive", 1).await;
+    let ids = push_grouped(
+        &store,
+        &q,
+        &[(Some("g"), "1"), (Some("g"), "2"), (Some("g"), "3")],
+    )
+    .await;
+    let head = receive(&store, &q, 1, LONG_LEASE).await;
+    settle(&store, &q, &[receipt_of(&head[0])], NACK_NOW).await;
+    let second = receive(&store, &q, 10, LONG_LEASE).await;
+    assert_eq!(
+        ids_of(&second),
+        vec![ids[1]],
+        "the dead head let the group on"
+    );
+    settle(&store, &q, &[receipt_of(&second[0])], Settlement::Ack).await;
+    assert_eq!(store.redrive(&q, 10).await.unwrap(), 1);
+    // Back in its place, the oldest heads its group again, ahead of the third.
+    assert_eq!(peek_ids(&store, &q).await, vec![ids[0]]);
+    assert_eq!(
+        ids_of(&receive(&store, &q, 10, LONG_LEASE).await),
+        vec![ids[0]]
+    );
+}
+
+async fn concurrent_option_updates_compose(store: TestStore) {
+    let q = queue("composed-options");
+    let defaults = QueueSettings::default();
+    store
+        .update_settings(&q, &set_to(&defaults), &defaults)
+        .await
+        .unwrap();
+    // Options are kept together (one JSON text or column), yet a change of one must
+    // not write back a stale value of another.
+    let patches: Vec<SettingsPatch> = (1..=20u64)
+        .map(|n| match n % 4 {
+            0 => SettingsPatch {
+                delay: Some(Duration::from_secs(n)),
+                ..SettingsPatch::default()
+            },
+            1 => SettingsPatch {
+                wait: Some(Duration::from_secs(n)),
+                ..SettingsPatch::default()
+            },
+            2 => SettingsPatch {
+                ordering: Some(Ordering::Group),
+                ..SettingsPatch::default()
+            },
+            _ => SettingsPatch {
+                content_deduplication: Some(true),
+                dead_letter_queue: Some(Some(queue("composed-dead"))),
+                ..SettingsPatch::default()
+            },
+        })
+        .collect();
+    let updates = patches
+        .iter()
+        .map(|patch| store.update_settings(&q, patch, &defaults));
+    for upsert in futures_util::future::join_all(updates).await {
+        upsert.unwrap();
+    }
+    let settings = store.settings(&q).await.unwrap();
+    assert!(!settings.delay.is_zero(), "a delay change was lost");
+    assert!(!settings.wait.is_zero(), "a wait change was lost");
+    assert_eq!(
+        settings.ordering,
+        Ordering::Group,
+        "an ordering change was lost"
+    );
+    assert!(
+        settings.content_deduplication,
+        "a deduplication change was lost"
+    );
+    assert_eq!(settings.dead_letter_queue, Some(queue("composed-dead")));
+}
+
+async fn unreadable_options_in_redis_are_an_error_and_are_not_overwritten(store: TestStore) {
+    let defaults = QueueSettings::default();
+    let q = queue("garbled-options");
+    store
+        .update_settings(&q, &set_to(&defaults), &defaults)
+        .await
+        .unwrap();
+    push(&store, &q, &["1"]).await;
+    let (mut raw, cfg) = redis_raw(&store, |prefix| {
+        format!("{prefix}{{q:garbled-options}}:cfg")
+    });
+    let _: i64 = redis::cmd("HSET")
+        .arg(&cfg)
+        .arg("opts")
+        .arg("{not json")
+        .query(&mut raw)
+        .unwrap();
+    assert_unreadable("settings", store.settings(&q).await);
+    assert_unreadable("queue_info", store.queue_info(&q).await);
+    // The scripts read them too, and refuse before they write anything.
+    assert!(store.receive(&q, 1, LONG_LEASE).await.is_err());
+    assert!(store.push(push_request(&q, &["2"])).await.is_err());
+    let wait = SettingsPatch {
+        wait: Some(Duration::from_secs(1)),
+        ..SettingsPatch::default()
+    };
+    assert!(store.update_settings(&q, &wait, &defaults).await.is_err());
+    let stored: String = redis::cmd("HGET")
+        .arg(&cfg)
+        .arg("opts")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(stored, "{not json", "the stored options were written over");
+    let body: String = redis::cmd("HGET")
+        .arg(cfg.replace(":cfg", ":body"))
+        .arg(1)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(body, "1", "the message is still there");
+    assert_eq!(
+        redis::cmd("HGET")
+            .arg(cfg.replace(":cfg", ":att"))
+            .arg(1)
+            .query::<Option<String>>(&mut raw)
+            .unwrap(),
+        None,
+        "a refused receive counted an attempt"
+    );
+}
+
+/// A group's next message becomes ready when its head goes, though no push or nack
+/// says so: the Redis scripts wake the queue's waiters then, so a long poll takes
+/// it at once instead of at the end of the head's lease.
+async fn acking_a_group_head_wakes_the_queue_waiters(store: TestStore) {
+    let q = grouped_queue(&store, "grouped-wake", 10).await;
+    push_grouped(&store, &q, &[(Some("g"), "1"), (Some("g"), "2")]).await;
+    let head = receive(&store, &q, 1, LONG_LEASE).await;
+    let watch = store.wakeups().watch(q.as_str());
+    let notified = watch.notify().notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    settle(&store, &q, &[receipt_of(&head[0])], Settlement::Ack).await;
+    tokio::time::timeout(Duration::from_secs(2), notified)
+        .await
+        .expect("the ack of a group's head woke nobody");
 }

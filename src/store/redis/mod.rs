@@ -283,6 +283,10 @@ impl Keys {
             "done:succeeded",
             "done:failed",
             "done:expired",
+            "grp",
+            "meta",
+            "first",
+            "gidx",
         ]
         .iter()
         .map(|part| format!("{base}:{part}"))

@@ -2,6 +2,7 @@
 //! keys. A task lives in its queue's keys, so creating or finishing it settles its
 //! message in the same step; the one key outside them says which queue a task id is on.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -15,10 +16,10 @@ use super::{Core, RedisStore};
 use crate::domain::clock::millis_of;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::{
-    Message, MessageId, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo, QueueName,
-    QueueSettings, QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement, StoreError,
-    StoreResult, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId, TaskMessage,
-    TaskRecord, TaskState, TaskStatus, TaskStore, Upsert,
+    Message, MessageId, NewMessage, NewTask, PushOutcome, PushRequest, QueueCounts, QueueInfo,
+    QueueName, QueueSettings, QueueStore, Receipt, Received, SettingsPatch, Settled, Settlement,
+    StoreError, StoreResult, TaskCounts, TaskCreated, TaskFinish, TaskFinished, TaskId,
+    TaskMessage, TaskRecord, TaskState, TaskStatus, TaskStore, Upsert,
 };
 
 static PUSH: LazyLock<Script> = lua!("queue.lua", "push.lua");
@@ -32,6 +33,7 @@ static CONFIGURE: LazyLock<Script> = lua!("queue.lua", "configure.lua");
 static CLEAR: LazyLock<Script> = lua!("queue.lua", "clear.lua");
 static DEAD: LazyLock<Script> = lua!("queue.lua", "dead.lua");
 static REDRIVE: LazyLock<Script> = lua!("queue.lua", "redrive.lua");
+static REMOVE_DEAD: LazyLock<Script> = lua!("queue.lua", "remove_dead.lua");
 static SWEEP_MESSAGES: LazyLock<Script> = lua!("queue.lua", "sweep_messages.lua");
 static SWEEP_IDEMPOTENCY: LazyLock<Script> = lua!("queue.lua", "sweep_idempotency.lua");
 static SWEEP_TASKS: LazyLock<Script> = lua!("queue.lua", "sweep_tasks.lua");
@@ -53,15 +55,51 @@ fn ms(duration: Duration) -> String {
     millis_of(duration).to_string()
 }
 
+/// A push's delay as the scripts take it: '' for the queue's delay setting, which
+/// only the script knows (the push may create the queue).
+fn delay_arg(delay: Option<Duration>) -> String {
+    delay.map(ms).unwrap_or_default()
+}
+
 /// The settings a queue is created with, as the scripts take them (see `lua/push.lua`).
-fn defaults_args(settings: &QueueSettings) -> StoreResult<[String; 5]> {
+fn defaults_args(settings: &QueueSettings) -> StoreResult<[String; 6]> {
     Ok([
         ms(settings.lease),
         settings.max_attempts.to_string(),
         settings.retention.map(ms).unwrap_or_default(),
         ms(settings.idempotency_window),
         delivery_text(settings.delivery.as_ref())?,
+        settings.options_json().unwrap_or_default(),
     ])
+}
+
+/// A push's messages as the scripts take them (see `add_pushed` in `lua/queue.lua`):
+/// their shape, then their fields. Plain messages, the most pushed, pass their
+/// bodies alone.
+fn pushed_messages(messages: &[NewMessage]) -> (&'static str, Vec<Cow<'_, [u8]>>) {
+    if messages
+        .iter()
+        .all(|m| m.group.is_none() && m.meta.is_none())
+    {
+        let bodies = messages
+            .iter()
+            .map(|m| Cow::Borrowed(m.body.as_bytes()))
+            .collect();
+        return ("p", bodies);
+    }
+    let mut fields = Vec::with_capacity(messages.len() * 3);
+    for message in messages {
+        fields.push(Cow::Borrowed(message.body.as_bytes()));
+        fields.push(Cow::Borrowed(
+            message.group.as_deref().unwrap_or_default().as_bytes(),
+        ));
+        // A leading '.' marks metadata that is there, so an empty one is kept.
+        fields.push(match &message.meta {
+            Some(meta) => Cow::Owned(format!(".{meta}").into_bytes()),
+            None => Cow::Borrowed(&b""[..]),
+        });
+    }
+    ("x", fields)
 }
 
 fn delivery_text(delivery: Option<&DeliverySettings>) -> StoreResult<String> {
@@ -85,6 +123,7 @@ fn unreadable(what: &str) -> StoreError {
 fn settings_from(fields: Vec<redis::Value>) -> StoreResult<QueueSettings> {
     let mut settings = QueueSettings::default();
     let (mut lease, mut max) = (false, false);
+    let mut options = None;
     let mut pairs = Fields::new("read queue settings", fields);
     while !pairs.is_empty() {
         let (name, value) = (pairs.text()?, pairs.text()?);
@@ -108,13 +147,16 @@ fn settings_from(fields: Vec<redis::Value>) -> StoreResult<QueueSettings> {
                         .map_err(|e| StoreError::backend("read a stored delivery setting", e))?,
                 )
             }
+            "opts" => options = Some(value),
             _ => {}
         }
     }
     if !(lease && max) {
         return Err(unreadable("lease or max_attempts"));
     }
-    Ok(settings)
+    settings
+        .with_options_json(options.as_deref())
+        .map_err(|e| StoreError::backend("read stored queue options", e))
 }
 
 /// `count` messages, each as `message()` in `lua/queue.lua` gives it; their last
@@ -141,6 +183,9 @@ fn messages(fields: &mut Fields, count: u64, errors: LastErrors) -> StoreResult<
             Ok(Message {
                 last_error,
                 task,
+                group: fields.nullable_text()?,
+                meta: fields.nullable_text()?,
+                first_received_at: fields.nullable_int()?,
                 ..Message::stored(id, body, attempts, enqueued_at)
             })
         })
@@ -262,13 +307,19 @@ impl Core {
             .map(|(id, json)| (id.to_string(), json))
             .unwrap_or_default();
         let defaults = defaults_args(&request.defaults)?;
-        let delay = ms(request.delay.unwrap_or_default());
+        let delay = delay_arg(request.delay);
         let key = request.idempotency_key.clone().unwrap_or_default();
-        let mut args: Vec<&str> = vec![&delay, &key, &task_id, &task_json];
-        args.extend(defaults.iter().map(String::as_str));
-        args.extend(request.messages.iter().map(|m| m.body.as_str()));
+        let (shape, messages) = pushed_messages(&request.messages);
+        let mut args: Vec<&[u8]> = [&delay, &key, &task_id, &task_json]
+            .into_iter()
+            .chain(&defaults)
+            .map(|arg| arg.as_bytes())
+            .collect();
+        args.push(shape.as_bytes());
+        args.extend(messages.iter().map(|field| field.as_ref()));
+        let queue = request.queue.as_str();
         let mut fields = self
-            .queue_script("push", &PUSH, true, request.queue.as_str(), &args)
+            .script("push", &PUSH, true, &self.keys.queue(queue), queue, &args)
             .await?;
         let status = fields.status(request.queue.as_str())?;
         let created = fields.int()? == 1;
@@ -332,20 +383,22 @@ impl Core {
     ) -> StoreResult<Vec<Vec<MessageId>>> {
         let known = self.register_queue(queue).await?;
         let defaults = defaults_args(&pushes[0].defaults)?;
-        let shapes: Vec<(String, String)> = pushes
+        let shapes: Vec<(String, String, _)> = pushes
             .iter()
             .map(|push| {
                 (
-                    ms(push.delay.unwrap_or_default()),
+                    delay_arg(push.delay),
                     push.messages.len().to_string(),
+                    pushed_messages(&push.messages),
                 )
             })
             .collect();
         let mut args: Vec<&[u8]> = defaults.iter().map(|arg| arg.as_bytes()).collect();
-        for (push, (delay, count)) in pushes.iter().zip(&shapes) {
+        for (delay, count, (shape, messages)) in &shapes {
             args.push(delay.as_bytes());
+            args.push(shape.as_bytes());
             args.push(count.as_bytes());
-            args.extend(push.messages.iter().map(|m| m.body.as_bytes()));
+            args.extend(messages.iter().map(|field| field.as_ref()));
         }
         let mut fields = self
             .run_script(
@@ -395,6 +448,46 @@ impl Core {
             }
         }
         Ok(total)
+    }
+
+    /// What a patch does to the queue's options, as `lua/configure.lua` takes it: the
+    /// stored text it was computed from (after '=') and the text after it; `None`
+    /// when the patch changes no option. A queue not yet there counts with the
+    /// options of `defaults`, which the script creates it with.
+    async fn options_change(
+        &self,
+        queue: &QueueName,
+        patch: &SettingsPatch,
+        defaults: &QueueSettings,
+    ) -> StoreResult<Option<(String, String)>> {
+        let changes_options = patch.ordering.is_some()
+            || patch.dead_letter_queue.is_some()
+            || patch.delay.is_some()
+            || patch.wait.is_some()
+            || patch.content_deduplication.is_some();
+        if !changes_options {
+            return Ok(None);
+        }
+        let (lease, stored): (Option<String>, Option<String>) = self
+            .command(
+                "read queue options",
+                false,
+                redis::cmd("HMGET")
+                    .arg(&self.keys.queue(queue.as_str())[0])
+                    .arg("lease")
+                    .arg("opts"),
+            )
+            .await?;
+        let current = match lease {
+            Some(_) => stored,
+            None => defaults.options_json(),
+        };
+        // Unreadable options fail the change rather than being written over.
+        let next = QueueSettings::default()
+            .with_options_json(current.as_deref())
+            .map_err(|e| StoreError::backend("read stored queue options", e))?;
+        let next = patch.over(&next).options_json().unwrap_or_default();
+        Ok(Some((format!("={}", current.unwrap_or_default()), next)))
     }
 
     /// Which queue a task is on.
@@ -450,13 +543,14 @@ impl QueueStore for RedisStore {
             )
             .await?;
         fields.status(queue.as_str())?;
+        let queue_wait = Duration::from_millis(fields.count()?);
         let n = fields.count()?;
         if n == 0 {
             let next = fields.int()?;
             return Ok(Received {
                 messages: Vec::new(),
                 next_ready_in: u64::try_from(next).ok().map(Duration::from_millis),
-                queue_wait: Duration::ZERO,
+                queue_wait,
             });
         }
         let mut messages = messages(&mut fields, n, LastErrors::Hidden)?;
@@ -469,7 +563,7 @@ impl QueueStore for RedisStore {
         Ok(Received {
             messages,
             next_ready_in: None,
-            queue_wait: Duration::ZERO,
+            queue_wait,
         })
     }
 
@@ -561,7 +655,8 @@ impl QueueStore for RedisStore {
         defaults: &QueueSettings,
     ) -> StoreResult<Upsert> {
         let known = self.register_queue(queue).await?;
-        let mut args: Vec<String> = defaults_args(defaults)?.into();
+        let defaults_args: Vec<String> = defaults_args(defaults)?.into();
+        let mut args = Vec::new();
         let mut set = |name: &str, value: String| {
             args.push(name.to_owned());
             args.push(value);
@@ -587,12 +682,24 @@ impl QueueStore for RedisStore {
         if let Some(delivery) = &patch.delivery {
             set("delivery", delivery_text(delivery.as_ref())?);
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut fields = self
-            .queue_script("configure a queue", &CONFIGURE, true, queue.as_str(), &args)
-            .await?;
-        fields.status(queue.as_str())?;
-        let created = fields.int()? == 1;
+        let created = loop {
+            let options = self.options_change(queue, patch, defaults).await?;
+            let mut all: Vec<&str> = defaults_args.iter().map(String::as_str).collect();
+            let (from, to) = options
+                .as_ref()
+                .map(|(from, to)| (from.as_str(), to.as_str()))
+                .unwrap_or_default();
+            all.extend([from, to]);
+            all.extend(args.iter().map(String::as_str));
+            let mut fields = self
+                .queue_script("configure a queue", &CONFIGURE, true, queue.as_str(), &all)
+                .await?;
+            // Another change of the options came between the read and the write.
+            if fields.status(queue.as_str())? == Status::Changed {
+                continue;
+            }
+            break fields.int()? == 1;
+        };
         self.created(queue, known, created).await?;
         Ok(if created {
             Upsert::Created
@@ -683,10 +790,20 @@ impl QueueStore for RedisStore {
         fields.count()
     }
 
-    async fn remove_dead(&self, _queue: &QueueName, _ids: &[MessageId]) -> StoreResult<u64> {
-        Err(StoreError::Unavailable(
-            "dead-letter queues are not yet kept on Redis".into(),
-        ))
+    async fn remove_dead(&self, queue: &QueueName, ids: &[MessageId]) -> StoreResult<u64> {
+        let ids: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+        let args: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut fields = self
+            .queue_script(
+                "remove dead letters",
+                &REMOVE_DEAD,
+                true,
+                queue.as_str(),
+                &args,
+            )
+            .await?;
+        fields.status(queue.as_str())?;
+        fields.count()
     }
 
     async fn all_settings(&self) -> StoreResult<Vec<(QueueName, QueueSettings)>> {

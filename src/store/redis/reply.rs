@@ -91,6 +91,25 @@ impl Fields {
         Ok(Some(self.text()?).filter(|t| !t.is_empty()))
     }
 
+    /// The next field, text, `None` when Nil (a field the script found absent).
+    pub fn nullable_text(&mut self) -> StoreResult<Option<String>> {
+        match self.next()? {
+            Value::Nil => Ok(None),
+            value => text(self.context, value).map(Some),
+        }
+    }
+
+    /// The next field, an integer, `None` when Nil.
+    pub fn nullable_int(&mut self) -> StoreResult<Option<i64>> {
+        match self.values.as_slice().first() {
+            Some(Value::Nil) => {
+                self.next()?;
+                Ok(None)
+            }
+            _ => self.int().map(Some),
+        }
+    }
+
     /// The next field, an integer.
     pub fn int(&mut self) -> StoreResult<i64> {
         match self.next()? {

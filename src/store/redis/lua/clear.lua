@@ -14,7 +14,8 @@ for _, tid in ipairs(redis.call('SMEMBERS', K.topen)) do
 end
 -- UNLINK, not DEL: a big queue's memory is freed off Redis's main thread, which
 -- DEL would hold for seconds (millions of messages), stalling every client.
-for _, key in ipairs({K.body, K.att, K.enq, K.tok, K.task, K.err, K.ready, K.delayed, K.leased, K.dead}) do
+for _, key in ipairs({K.body, K.att, K.enq, K.tok, K.task, K.err, K.ready, K.delayed,
+    K.leased, K.dead, K.grp, K.meta, K.first, K.gidx}) do
   redis.call('UNLINK', key)
 end
 if ARGV[5] == 'drop' then

@@ -1,11 +1,17 @@
 -- push: appends messages, creating the queue with the defaults if needed; with a
 -- task, the first message carries it. Queue keys as in queue.lua.
--- ARGV[5] delay (ms), ARGV[6] idempotency key or '', ARGV[7] task id or '',
--- ARGV[8] the task's JSON (without its message id) or '', ARGV[9..13] defaults:
--- lease, max, ret or '', idem, delivery or ''; ARGV[14..] the bodies.
+-- ARGV[5] delay (ms) or '' for the queue's delay setting, ARGV[6] idempotency key
+-- or '', ARGV[7] task id or '', ARGV[8] the task's JSON (without its message id) or
+-- '', ARGV[9..14] defaults: lease, max, ret or '', idem, delivery or '', options
+-- JSON or ''; ARGV[15] the messages' shape ('p' or 'x', see add_pushed in
+-- queue.lua); ARGV[16..] the messages.
 -- Returns {wakes, 'new', created, id...} or {wakes, 'dup', created, id, task id or ''}.
-local delay, key, tid, task_json = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local key, tid, task_json, shape = ARGV[6], ARGV[7], ARGV[8], ARGV[15]
 local created = create_queue(9)
+-- Read after the queue may have been created by this push, so its delay is the
+-- defaults'; unreadable options fail the push before it writes, as on SQL.
+options()
+local delay = push_delay(ARGV[5])
 if key ~= '' then
   local expires = tonumber(redis.call('ZSCORE', K.idemx, key) or '0')
   if expires > now then
@@ -15,13 +21,10 @@ if key ~= '' then
   end
 end
 local ids = {wakes, 'new', created}
-if #ARGV >= 14 then
-  local id, batch = next_ids(#ARGV - 13), new_messages()
-  for i = 14, #ARGV do
-    batch.add(id, ARGV[i], delay)
-    ids[#ids + 1] = id
-    id = id + 1
-  end
+local n = (#ARGV - 15) / width(shape)
+if n >= 1 then
+  local batch = new_messages()
+  add_pushed(batch, 16, n, shape, delay, next_ids(n), ids)
   batch.store()
 end
 local first = ids[4]

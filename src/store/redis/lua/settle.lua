@@ -26,7 +26,7 @@ for i = 8, #ARGV, 2 do
     if error_text ~= '' then redis.call('HSET', K.err, id, error_text) end
     local attempts = attempts_of(id)
     if exhausted(attempts, max) then
-      redis.call('ZADD', K.dead, id, id)
+      bury(id)
       end_task(id, 'failed', attempts)
     elseif ms > 0 then
       redis.call('ZADD', K.delayed, now + ms, id)

@@ -31,7 +31,7 @@ if kind == 'retry' then
   local delay = tonumber(ARGV[11])
   if exhausted(attempts, max) then
     -- Out of attempts: failed now, though its dead letter stays for a redrive.
-    redis.call('ZADD', K.dead, id, id)
+    bury(id)
     end_task(id, 'failed', attempts)
   else
     if delay > 0 then
