@@ -34,8 +34,12 @@ fn main() {
     let mut trials = Vec::new();
     let configured = std::env::var_os(VENV_ENV).is_some();
     let suites: [(&str, fn(Backend) -> Suite); 2] = [
-        ("boto3_and_the_aws_cli_run_every_action", |b| Box::pin(sdk_suite(b))),
-        ("messages_sent_before_a_kill_are_received_after_it", |b| Box::pin(survives_a_kill(b))),
+        ("boto3_and_the_aws_cli_run_every_action", |b| {
+            Box::pin(sdk_suite(b))
+        }),
+        ("messages_sent_before_a_kill_are_received_after_it", |b| {
+            Box::pin(survives_a_kill(b))
+        }),
     ];
     for (name, test) in suites {
         match configured {
@@ -101,7 +105,14 @@ async fn sdk_suite(backend: Backend) {
     python(
         &server,
         &[],
-        &["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_sqs.py"],
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_sqs.py",
+        ],
     );
 }
 

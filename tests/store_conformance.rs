@@ -62,6 +62,7 @@ trials! {
         dead_letters_are_removed_by_id,
         every_queue_settings_are_listed_without_counts,
         push_without_a_delay_takes_the_queue_delay,
+        acking_a_group_head_wakes_the_queue_waiters,
         keyed_push_keeps_groups_and_metadata_and_takes_the_queue_delay,
         group_backlog_behind_a_leased_head_hides_no_other_group,
         group_moves_on_when_retention_drops_its_head,
@@ -80,7 +81,6 @@ trials! {
         invalid_task_id_on_a_redis_message_loses_nothing,
         redis_writes_wait_for_replicas_and_durability_is_read_from_the_server,
         unreadable_options_in_redis_are_an_error_and_are_not_overwritten,
-        acking_a_group_head_wakes_the_queue_waiters,
     }
     redis_server {
         redis_over_tls_trusts_the_ca_of_ca_file,
@@ -2515,8 +2515,8 @@ async fn unreadable_options_in_redis_are_an_error_and_are_not_overwritten(store:
 }
 
 /// A group's next message becomes ready when its head goes, though no push or nack
-/// says so: the Redis scripts wake the queue's waiters then, so a long poll takes
-/// it at once instead of at the end of the head's lease.
+/// says so: every store wakes the queue's waiters then, so a long poll takes it
+/// at once instead of at the end of the head's lease.
 async fn acking_a_group_head_wakes_the_queue_waiters(store: TestStore) {
     let q = grouped_queue(&store, "grouped-wake", 10).await;
     push_grouped(&store, &q, &[(Some("g"), "1"), (Some("g"), "2")]).await;

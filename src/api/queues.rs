@@ -27,8 +27,8 @@ use crate::domain::clock::rfc3339;
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::queues::MAX_COUNT;
 use crate::domain::settings::{
-    Ordering,
-    optional_within, parse_duration_within, seconds_schema, within, MAX_DELAY, MAX_LEASE, MIN_LEASE,
+    optional_within, parse_duration_within, seconds_schema, within, Ordering, MAX_DELAY, MAX_LEASE,
+    MIN_LEASE,
 };
 use crate::domain::{
     Message, NewMessage, PushOutcome, QueueInfo, QueueSettings, ReceiveRequest, SettingsPatch,

@@ -250,6 +250,17 @@ pub struct SettleEffects {
 }
 
 impl Settlement {
+    /// Whether this settlement can make a message ready, so waiting receives look
+    /// again: a nack returns its message; on a queue ordered by group, an ack (or a
+    /// nack into the dead letters) lets the group's next message go.
+    pub fn wakes_waiters(self, ordering: super::settings::Ordering) -> bool {
+        match self {
+            Settlement::Nack { .. } => true,
+            Settlement::Ack => ordering == super::settings::Ordering::Group,
+            Settlement::Extend { .. } => false,
+        }
+    }
+
     /// What follows from this settlement of `settled`, the `(id, attempts)` of the
     /// messages whose receipts held: an ack ends their tasks; a nack sends the
     /// exhausted ones to the dead letters, failing their tasks; an extend nothing.

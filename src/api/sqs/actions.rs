@@ -19,8 +19,7 @@ use crate::auth::Principal;
 use crate::domain::queues::check_group;
 use crate::domain::settings::{Ordering, MIN_LEASE};
 use crate::domain::{
-    Message, NewMessage, PushOutcome, QueueName, QueueService, Receipt, ReceiveRequest,
-    Settlement,
+    Message, NewMessage, PushOutcome, QueueName, QueueService, Receipt, ReceiveRequest, Settlement,
 };
 
 /// Most entries in one batch request.
@@ -55,7 +54,11 @@ pub const ACCOUNT: &str = "000000000000";
 
 impl Call<'_> {
     /// Runs `action` with the request object `params`.
-    pub async fn run(&self, action: &str, params: Map<String, Value>) -> SqsResult<Map<String, Value>> {
+    pub async fn run(
+        &self,
+        action: &str,
+        params: Map<String, Value>,
+    ) -> SqsResult<Map<String, Value>> {
         let params = Value::Object(params);
         let answer = match action {
             "CreateQueue" => self.create_queue(parse(params)?).await?,
@@ -77,14 +80,24 @@ impl Call<'_> {
                 self.queue_of(&parse::<QueueUrlOnly>(params)?.queue_url)?;
                 json!({})
             }
-            "TagQueue" | "UntagQueue" | "AddPermission" | "RemovePermission"
-            | "StartMessageMoveTask" | "CancelMessageMoveTask" | "ListMessageMoveTasks" => {
+            "TagQueue"
+            | "UntagQueue"
+            | "AddPermission"
+            | "RemovePermission"
+            | "StartMessageMoveTask"
+            | "CancelMessageMoveTask"
+            | "ListMessageMoveTasks" => return Err(SqsError::new(
+                UNSUPPORTED_OPERATION,
+                format!(
+                    "{action} is not supported by Hopper; grants are managed with Hopper's clients"
+                ),
+            )),
+            "" => {
                 return Err(SqsError::new(
-                    UNSUPPORTED_OPERATION,
-                    format!("{action} is not supported by Hopper; grants are managed with Hopper's clients"),
+                    MISSING_PARAMETER,
+                    "The request must name an Action.",
                 ))
             }
-            "" => return Err(SqsError::new(MISSING_PARAMETER, "The request must name an Action.")),
             other => {
                 return Err(SqsError::new(
                     INVALID_ACTION,
@@ -113,12 +126,18 @@ impl Call<'_> {
             .filter(|u| !u.is_empty())
             .or(self.path_queue.as_deref())
             .ok_or_else(|| {
-                SqsError::new(MISSING_PARAMETER, "The request must contain the parameter QueueUrl.")
+                SqsError::new(
+                    MISSING_PARAMETER,
+                    "The request must contain the parameter QueueUrl.",
+                )
             })?;
-        let name = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-        QueueName::parse(name).map_err(|_| {
-            SqsError::new(QUEUE_DOES_NOT_EXIST, "The specified queue does not exist.")
-        })
+        let name = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        QueueName::parse(name)
+            .map_err(|_| SqsError::new(QUEUE_DOES_NOT_EXIST, "The specified queue does not exist."))
     }
 
     async fn create_queue(&self, request: CreateQueue) -> SqsResult<Value> {
@@ -216,17 +235,24 @@ impl Call<'_> {
             .await?
             .into_iter()
             .filter(|(name, settings)| {
-                settings.dead_letter_queue.as_ref() == Some(&target) && name.as_str() > after.as_str()
+                settings.dead_letter_queue.as_ref() == Some(&target)
+                    && name.as_str() > after.as_str()
             })
             .map(|(name, _)| name)
             .collect();
-        Ok(self.page(names, max.clamp(1, MAX_LIST), request.max_results.is_some(), "queueUrls"))
+        Ok(self.page(
+            names,
+            max.clamp(1, MAX_LIST),
+            request.max_results.is_some(),
+            "queueUrls",
+        ))
     }
 
     async fn get_queue_attributes(&self, request: GetQueueAttributes) -> SqsResult<Value> {
         let name = self.queue_of(&request.queue_url)?;
         let info = self.queues.info(self.caller, &name).await?;
-        let attributes = queue::describe(&info, &self.arn_of(&name), self, &request.attribute_names)?;
+        let attributes =
+            queue::describe(&info, &self.arn_of(&name), self, &request.attribute_names)?;
         if attributes.is_empty() {
             return Ok(json!({}));
         }
@@ -237,14 +263,18 @@ impl Call<'_> {
         let name = self.queue_of(&request.queue_url)?;
         let current = self.queues.settings(self.caller, &name).await?;
         let wanted = QueueAttributes::parse(&request.attributes, self, false)?;
-        if wanted.fifo.is_some_and(|f| f != (current.ordering == Ordering::Group && name.as_str().ends_with(".fifo"))) {
+        if wanted.fifo.is_some_and(|f| {
+            f != (current.ordering == Ordering::Group && name.as_str().ends_with(".fifo"))
+        }) {
             return Err(SqsError::new(
                 INVALID_ATTRIBUTE_VALUE,
                 "Invalid value for the parameter FifoQueue: a queue's type cannot be changed.",
             ));
         }
         self.check_dead_letter_target(&wanted).await?;
-        self.queues.configure(self.caller, &name, &wanted.patch()).await?;
+        self.queues
+            .configure(self.caller, &name, &wanted.patch())
+            .await?;
         Ok(json!({}))
     }
 
@@ -276,7 +306,10 @@ impl Call<'_> {
     ) -> SqsResult<Map<String, Value>> {
         let fifo = is_fifo(queue, settings);
         let body = entry.message_body.ok_or_else(|| {
-            SqsError::new(MISSING_PARAMETER, "The request must contain the parameter MessageBody.")
+            SqsError::new(
+                MISSING_PARAMETER,
+                "The request must contain the parameter MessageBody.",
+            )
         })?;
         let delay = match entry.delay_seconds {
             Some(_) if fifo => {
@@ -295,7 +328,9 @@ impl Call<'_> {
             None => None,
         };
         if let Some(group) = &entry.message_group_id {
-            check_group(group).map_err(|e| SqsError::new(INVALID_PARAMETER_VALUE, format!("MessageGroupId: {e}")))?;
+            check_group(group).map_err(|e| {
+                SqsError::new(INVALID_PARAMETER_VALUE, format!("MessageGroupId: {e}"))
+            })?;
         }
         let key = if fifo {
             if entry.message_group_id.is_none() {
@@ -346,7 +381,10 @@ impl Call<'_> {
         };
         let mut sent = Map::new();
         sent.insert("MessageId".into(), json!(id.to_string()));
-        sent.insert("MD5OfMessageBody".into(), json!(message::md5_of_body(&body)));
+        sent.insert(
+            "MD5OfMessageBody".into(),
+            json!(message::md5_of_body(&body)),
+        );
         if let Some(md5) = md5_attributes {
             sent.insert("MD5OfMessageAttributes".into(), json!(md5));
         }
@@ -367,7 +405,10 @@ impl Call<'_> {
         if size > message::MAX_MESSAGE_BYTES {
             return Err(SqsError::new(
                 BATCH_REQUEST_TOO_LONG,
-                format!("Batch requests cannot be longer than {} bytes.", message::MAX_MESSAGE_BYTES),
+                format!(
+                    "Batch requests cannot be longer than {} bytes.",
+                    message::MAX_MESSAGE_BYTES
+                ),
             ));
         }
         let settings = self.queues.settings(self.caller, &name).await?;
@@ -403,21 +444,10 @@ impl Call<'_> {
             Some(seconds) => Some(Duration::from_secs(seconds)),
             None => None,
         };
-        let lease = request
-            .visibility_timeout
-            .map(visibility)
-            .transpose()?;
+        let lease = request.visibility_timeout.map(visibility).transpose()?;
         let messages = self
             .queues
-            .receive(
-                self.caller,
-                &name,
-                ReceiveRequest {
-                    count,
-                    lease,
-                    wait,
-                },
-            )
+            .receive(self.caller, &name, ReceiveRequest { count, lease, wait })
             .await?;
         if messages.is_empty() {
             return Ok(json!({}));
@@ -467,20 +497,36 @@ impl Call<'_> {
 
     async fn change_visibility(&self, request: VisibilityRequest) -> SqsResult<Value> {
         let name = self.queue_of(&request.queue_url)?;
-        self.set_visibility(&name, request.receipt_handle.as_deref(), request.visibility_timeout)
-            .await?;
+        self.set_visibility(
+            &name,
+            request.receipt_handle.as_deref(),
+            request.visibility_timeout,
+        )
+        .await?;
         Ok(json!({}))
     }
 
-    async fn set_visibility(&self, queue: &QueueName, handle: Option<&str>, seconds: Option<u64>) -> SqsResult<()> {
+    async fn set_visibility(
+        &self,
+        queue: &QueueName,
+        handle: Option<&str>,
+        seconds: Option<u64>,
+    ) -> SqsResult<()> {
         let receipt = receipt(handle)?;
         let seconds = seconds.ok_or_else(|| {
-            SqsError::new(MISSING_PARAMETER, "The request must contain the parameter VisibilityTimeout.")
+            SqsError::new(
+                MISSING_PARAMETER,
+                "The request must contain the parameter VisibilityTimeout.",
+            )
         })?;
         let settlement = if seconds == 0 {
-            Settlement::Nack { delay: Duration::ZERO }
+            Settlement::Nack {
+                delay: Duration::ZERO,
+            }
         } else {
-            Settlement::Extend { lease: visibility(seconds)? }
+            Settlement::Extend {
+                lease: visibility(seconds)?,
+            }
         };
         let settled = self
             .queues
@@ -501,11 +547,17 @@ impl Call<'_> {
         let (mut successful, mut failed) = (Vec::new(), Vec::new());
         for entry in request.entries {
             match self
-                .set_visibility(&name, entry.receipt_handle.as_deref(), entry.visibility_timeout)
+                .set_visibility(
+                    &name,
+                    entry.receipt_handle.as_deref(),
+                    entry.visibility_timeout,
+                )
                 .await
             {
                 Ok(()) => successful.push(json!({ "Id": entry.id })),
-                Err(error) if error.code.status.is_client_error() => failed.push(failure(&entry.id, &error)),
+                Err(error) if error.code.status.is_client_error() => {
+                    failed.push(failure(&entry.id, &error))
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -535,7 +587,10 @@ fn visibility(seconds: u64) -> SqsResult<Duration> {
 
 fn receipt(handle: Option<&str>) -> SqsResult<Receipt> {
     let handle = handle.filter(|h| !h.is_empty()).ok_or_else(|| {
-        SqsError::new(MISSING_PARAMETER, "The request must contain the parameter ReceiptHandle.")
+        SqsError::new(
+            MISSING_PARAMETER,
+            "The request must contain the parameter ReceiptHandle.",
+        )
     })?;
     Receipt::parse(handle).map_err(|_| {
         SqsError::new(
@@ -558,19 +613,27 @@ fn check_deduplication_id(id: &str) -> SqsResult<()> {
 /// Refuses an empty batch, one too long, and ids that repeat or are malformed.
 fn check_batch<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> SqsResult<()> {
     if ids.len() == 0 {
-        return Err(SqsError::new(EMPTY_BATCH_REQUEST, "There should be at least one entry in the request."));
+        return Err(SqsError::new(
+            EMPTY_BATCH_REQUEST,
+            "There should be at least one entry in the request.",
+        ));
     }
     if ids.len() > MAX_BATCH_ENTRIES {
         return Err(SqsError::new(
             TOO_MANY_ENTRIES,
-            format!("Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {}.", ids.len()),
+            format!(
+                "Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {}.",
+                ids.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
     for id in ids {
         let valid = !id.is_empty()
             && id.len() <= 80
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(SqsError::new(
                 INVALID_BATCH_ENTRY_ID,
@@ -578,7 +641,10 @@ fn check_batch<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> SqsResult<()>
             ));
         }
         if !seen.insert(id) {
-            return Err(SqsError::new(BATCH_IDS_NOT_DISTINCT, format!("Id {id} repeated.")));
+            return Err(SqsError::new(
+                BATCH_IDS_NOT_DISTINCT,
+                format!("Id {id} repeated."),
+            ));
         }
     }
     Ok(())
@@ -638,7 +704,8 @@ fn shown_message(message: Message, system: &[String], wanted: &[String]) -> Valu
                 w == "All"
                     || w == ".*"
                     || w == name
-                    || w.strip_suffix(".*").is_some_and(|prefix| name.starts_with(&format!("{prefix}.")))
+                    || w.strip_suffix(".*")
+                        .is_some_and(|prefix| name.starts_with(&format!("{prefix}.")))
             })
         })
         .collect();
@@ -676,7 +743,11 @@ fn lenient_number<'de, D: serde::Deserializer<'de>, T: std::str::FromStr + TryFr
     let invalid = || serde::de::Error::custom("must be a whole number");
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| T::try_from(n).ok()).map(Some).ok_or_else(invalid),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(invalid),
         Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid()),
         Some(_) => Err(invalid()),
     }
@@ -699,14 +770,18 @@ fn lenient_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D
 }
 
 /// Attribute values: text, or numbers and booleans some clients send unquoted.
-fn lenient_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn lenient_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     let map = Option::<BTreeMap<String, Value>>::deserialize(d)?.unwrap_or_default();
     map.into_iter()
         .map(|(k, v)| match v {
             Value::String(s) => Ok((k, s)),
             Value::Number(n) => Ok((k, n.to_string())),
             Value::Bool(b) => Ok((k, b.to_string())),
-            _ => Err(serde::de::Error::custom(format!("attribute {k} must be text"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "attribute {k} must be text"
+            ))),
         })
         .collect()
 }

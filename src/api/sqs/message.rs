@@ -76,7 +76,8 @@ pub fn store(body: &str, attributes: Attributes) -> SqsResult<Stored> {
     }
     // Kept as it is when it is JSON as Hopper hands JSON back (no surrounding space),
     // so Hopper's own consumers see the document; otherwise a JSON string of it.
-    let is_json = body.trim() == body && serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
+    let is_json =
+        body.trim() == body && serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
     let meta = Meta {
         text: !is_json,
         attributes,
@@ -208,7 +209,10 @@ pub fn md5_of_attributes(attributes: &Attributes) -> Option<String> {
             field(&mut buffer, &bytes);
         } else {
             buffer.push(1);
-            field(&mut buffer, value.string_value.as_deref().unwrap_or_default().as_bytes());
+            field(
+                &mut buffer,
+                value.string_value.as_deref().unwrap_or_default().as_bytes(),
+            );
         }
     }
     Some(hex(&Md5::digest(&buffer)))

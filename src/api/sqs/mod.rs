@@ -77,12 +77,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request) -> Respon
     )
 )]
 pub async fn queue_endpoint(State(state): State<AppState>, request: Request) -> Response {
-    let queue = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .map(str::to_owned);
+    let queue = request.uri().path().rsplit('/').next().map(str::to_owned);
     serve(state, request, queue).await
 }
 
@@ -140,7 +135,9 @@ async fn serve(state: AppState, request: Request, path_queue: Option<String>) ->
         queues: &state.queues,
         caller: &caller,
         base_url: format!("{}/sqs/{ACCOUNT}", origin(&parts.headers)),
-        region: signed_region(&parts.headers).unwrap_or(DEFAULT_REGION).to_owned(),
+        region: signed_region(&parts.headers)
+            .unwrap_or(DEFAULT_REGION)
+            .to_owned(),
         path_queue,
     };
     match call.run(&action, params).await {
@@ -154,7 +151,9 @@ fn protocol_of(headers: &HeaderMap) -> Protocol {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with(wire::JSON_CONTENT_TYPE) || t.starts_with("application/json"));
+        .is_some_and(|t| {
+            t.starts_with(wire::JSON_CONTENT_TYPE) || t.starts_with("application/json")
+        });
     if json_type && headers.contains_key("x-amz-target") {
         Protocol::Json
     } else {
@@ -267,7 +266,12 @@ impl Answering {
                     code.query,
                     if code.sender { "Sender" } else { "Receiver" }
                 );
-                self.respond(code.status, wire::JSON_CONTENT_TYPE, body.to_string(), Some(query_error))
+                self.respond(
+                    code.status,
+                    wire::JSON_CONTENT_TYPE,
+                    body.to_string(),
+                    Some(query_error),
+                )
             }
             Protocol::Query => self.respond(
                 code.status,

@@ -89,7 +89,11 @@ fn boolean(name: &str, raw: &str) -> SqsResult<bool> {
 
 impl QueueAttributes {
     /// Reads `attributes`; `creating` allows `FifoQueue`.
-    pub fn parse(attributes: &BTreeMap<String, String>, call: &Call<'_>, creating: bool) -> SqsResult<Self> {
+    pub fn parse(
+        attributes: &BTreeMap<String, String>,
+        call: &Call<'_>,
+        creating: bool,
+    ) -> SqsResult<Self> {
         let mut parsed = QueueAttributes::default();
         for (name, value) in attributes {
             parsed.names.push(name.clone());
@@ -165,9 +169,13 @@ impl QueueAttributes {
 
     /// Whether an existing queue already has every attribute given.
     pub fn matches(&self, current: &QueueSettings) -> bool {
-        let same = |wanted: Option<Duration>, have: Duration| wanted.is_none_or(|w| w.as_secs() == have.as_secs());
+        let same = |wanted: Option<Duration>, have: Duration| {
+            wanted.is_none_or(|w| w.as_secs() == have.as_secs())
+        };
         same(self.visibility, current.lease)
-            && self.retention.is_none_or(|r| current.retention.map(|c| c.as_secs()) == Some(r.as_secs()))
+            && self
+                .retention
+                .is_none_or(|r| current.retention.map(|c| c.as_secs()) == Some(r.as_secs()))
             && same(self.delay, current.delay)
             && same(self.wait, current.wait)
             && self
@@ -175,7 +183,8 @@ impl QueueAttributes {
                 .is_none_or(|c| c == current.content_deduplication)
             && self.redrive.as_ref().is_none_or(|redrive| match redrive {
                 Some((queue, max)) => {
-                    current.dead_letter_queue.as_ref() == Some(queue) && current.max_attempts == *max
+                    current.dead_letter_queue.as_ref() == Some(queue)
+                        && current.max_attempts == *max
                 }
                 None => current.dead_letter_queue.is_none(),
             })
@@ -194,23 +203,28 @@ fn redrive_policy(raw: &str, _call: &Call<'_>) -> SqsResult<Option<(QueueName, u
             format!("Value {raw} for parameter RedrivePolicy is invalid. Reason: {reason}"),
         )
     };
-    let policy: serde_json::Value =
-        serde_json::from_str(raw).map_err(|_| invalid("Redrive policy is not a valid JSON map."))?;
+    let policy: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|_| invalid("Redrive policy is not a valid JSON map."))?;
     let arn = policy
         .get("deadLetterTargetArn")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| invalid("Redrive policy does not contain mandatory attribute: deadLetterTargetArn."))?;
+        .ok_or_else(|| {
+            invalid("Redrive policy does not contain mandatory attribute: deadLetterTargetArn.")
+        })?;
     let count = match policy.get("maxReceiveCount") {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| invalid("Redrive policy does not contain mandatory attribute: maxReceiveCount."))?;
+    .ok_or_else(|| {
+        invalid("Redrive policy does not contain mandatory attribute: maxReceiveCount.")
+    })?;
     if !(1..=u64::from(MAX_ATTEMPTS_LIMIT)).contains(&count) {
         return Err(invalid(&format!("Invalid value for maxReceiveCount: {count}, valid values are from 1 to {MAX_ATTEMPTS_LIMIT} both inclusive.")));
     }
     let name = arn.rsplit(':').next().unwrap_or_default();
-    let queue = QueueName::parse(name).map_err(|_| invalid("Invalid value for deadLetterTargetArn."))?;
+    let queue =
+        QueueName::parse(name).map_err(|_| invalid("Invalid value for deadLetterTargetArn."))?;
     Ok(Some((queue, count as u32)))
 }
 
@@ -226,17 +240,29 @@ pub fn describe(
     let mut all: BTreeMap<&'static str, String> = BTreeMap::new();
     all.insert("QueueArn", arn.to_owned());
     all.insert("ApproximateNumberOfMessages", info.counts.ready.to_string());
-    all.insert("ApproximateNumberOfMessagesNotVisible", info.counts.leased.to_string());
-    all.insert("ApproximateNumberOfMessagesDelayed", info.counts.delayed.to_string());
+    all.insert(
+        "ApproximateNumberOfMessagesNotVisible",
+        info.counts.leased.to_string(),
+    );
+    all.insert(
+        "ApproximateNumberOfMessagesDelayed",
+        info.counts.delayed.to_string(),
+    );
     all.insert("VisibilityTimeout", settings.lease.as_secs().to_string());
     all.insert("MaximumMessageSize", MAXIMUM_MESSAGE_SIZE.to_string());
     // A queue made without a retention keeps its messages; SQS's longest is the nearest it can say.
     all.insert(
         "MessageRetentionPeriod",
-        settings.retention.map_or(1_209_600, |r| r.as_secs()).to_string(),
+        settings
+            .retention
+            .map_or(1_209_600, |r| r.as_secs())
+            .to_string(),
     );
     all.insert("DelaySeconds", settings.delay.as_secs().to_string());
-    all.insert("ReceiveMessageWaitTimeSeconds", settings.wait.as_secs().to_string());
+    all.insert(
+        "ReceiveMessageWaitTimeSeconds",
+        settings.wait.as_secs().to_string(),
+    );
     all.insert("SqsManagedSseEnabled", "false".into());
     if let Some(target) = &settings.dead_letter_queue {
         let policy = json!({
@@ -247,7 +273,10 @@ pub fn describe(
     }
     if fifo {
         all.insert("FifoQueue", "true".into());
-        all.insert("ContentBasedDeduplication", settings.content_deduplication.to_string());
+        all.insert(
+            "ContentBasedDeduplication",
+            settings.content_deduplication.to_string(),
+        );
         all.insert("DeduplicationScope", "queue".into());
         all.insert("FifoThroughputLimit", "perQueue".into());
     }
@@ -257,16 +286,33 @@ pub fn describe(
     let mut chosen = BTreeMap::new();
     for name in names {
         const KNOWN: &[&str] = &[
-            "QueueArn", "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed", "VisibilityTimeout", "MaximumMessageSize",
-            "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds",
-            "SqsManagedSseEnabled", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication",
-            "DeduplicationScope", "FifoThroughputLimit", "CreatedTimestamp",
-            "LastModifiedTimestamp", "Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds",
+            "QueueArn",
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+            "VisibilityTimeout",
+            "MaximumMessageSize",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+            "SqsManagedSseEnabled",
+            "RedrivePolicy",
+            "FifoQueue",
+            "ContentBasedDeduplication",
+            "DeduplicationScope",
+            "FifoThroughputLimit",
+            "CreatedTimestamp",
+            "LastModifiedTimestamp",
+            "Policy",
+            "KmsMasterKeyId",
+            "KmsDataKeyReusePeriodSeconds",
             "RedriveAllowPolicy",
         ];
         let Some(known) = KNOWN.iter().find(|k| **k == name) else {
-            return Err(SqsError::new(INVALID_ATTRIBUTE_NAME, format!("Unknown Attribute {name}.")));
+            return Err(SqsError::new(
+                INVALID_ATTRIBUTE_NAME,
+                format!("Unknown Attribute {name}."),
+            ));
         };
         if let Some(value) = all.get(known) {
             chosen.insert(*known, value.clone());

@@ -95,7 +95,9 @@ fn renamed(key: &str, value: Value) -> (String, Value) {
         let mut map = Map::new();
         for item in as_items(value) {
             if let Value::Object(mut item) = item {
-                let name = item.remove(name).and_then(|n| n.as_str().map(str::to_owned));
+                let name = item
+                    .remove(name)
+                    .and_then(|n| n.as_str().map(str::to_owned));
                 if let (Some(name), Some(inner)) = (name, item.remove(inner)) {
                     map.insert(name, inner);
                 }
@@ -165,7 +167,11 @@ fn write_members(out: &mut String, action: &str, members: &Map<String, Value>) {
             ("Tags", Value::Object(map)) => write_pairs(out, "Tag", "Key", map),
             ("MessageAttributes", Value::Object(map)) => {
                 for (name, value) in map {
-                    let _ = write!(out, "<MessageAttribute><Name>{}</Name><Value>", escape(name));
+                    let _ = write!(
+                        out,
+                        "<MessageAttribute><Name>{}</Name><Value>",
+                        escape(name)
+                    );
                     if let Value::Object(fields) = value {
                         write_members(out, action, fields);
                     }
@@ -267,7 +273,10 @@ mod tests {
             ("SendMessageBatchRequestEntry.2.Id", "b"),
             ("SendMessageBatchRequestEntry.1.Id", "a"),
             ("SendMessageBatchRequestEntry.1.MessageBody", "x"),
-            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Name", "k"),
+            (
+                "SendMessageBatchRequestEntry.1.MessageAttribute.1.Name",
+                "k",
+            ),
             (
                 "SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.DataType",
                 "String",
@@ -319,7 +328,9 @@ mod tests {
         let batch = serde_json::json!({"Successful": [{"Id": "a"}], "Failed": []});
         let xml = xml_answer("DeleteMessageBatch", batch.as_object().unwrap(), "r");
         assert!(
-            xml.contains("<DeleteMessageBatchResultEntry><Id>a</Id></DeleteMessageBatchResultEntry>"),
+            xml.contains(
+                "<DeleteMessageBatchResultEntry><Id>a</Id></DeleteMessageBatchResultEntry>"
+            ),
             "{xml}"
         );
     }

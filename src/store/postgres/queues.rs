@@ -603,7 +603,7 @@ pub async fn settle(
     if let Some((ending, messages)) = &effects.tasks_end {
         tasks::end(tx, messages, *ending, now, wake).await?;
     }
-    if let Settlement::Nack { .. } = settlement {
+    if settlement.wakes_waiters(queue.settings.ordering) {
         wake.push(name.to_string());
     }
     Ok(settled)

@@ -526,7 +526,7 @@ pub fn settle(
     if let Some((ending, messages)) = &effects.tasks_end {
         end_tasks(conn, name, messages, *ending, now, wake)?;
     }
-    if let Settlement::Nack { .. } = settlement {
+    if settlement.wakes_waiters(queue.settings.ordering) {
         wake.push(name.to_string());
     }
     Ok(settled)
