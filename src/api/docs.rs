@@ -37,6 +37,8 @@ pub const RECEIPT_PATTERN: &str = r"^[0-9]{1,18}\.[0-9a-fA-F]{16}$";
 /// A task id: a hyphenated UUID, any case.
 pub const TASK_ID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// A message group: visible ASCII, no spaces (SQS's `MessageGroupId`).
+pub const GROUP_PATTERN: &str = r"^[\x21-\x7E]+$";
 /// A header value Hopper keeps (an idempotency key, a producer or consumer id):
 /// visible ASCII, inner spaces and tabs allowed (HTTP strips them at the ends).
 pub const PARTY_PATTERN: &str = r"^[\x21-\x7E]([\t\x20-\x7E]*[\x21-\x7E])?$";
@@ -95,6 +97,16 @@ pub fn party_schema() -> Object {
         1,
         Some(256),
         "Visible ASCII, 1 to 256 characters",
+    )
+}
+
+/// A message group.
+pub fn group_schema() -> Object {
+    pattern_schema(
+        GROUP_PATTERN,
+        1,
+        Some(crate::domain::queues::MAX_GROUP_LEN),
+        "Visible ASCII, 1 to 128 characters",
     )
 }
 

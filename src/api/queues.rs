@@ -16,7 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::docs::{
-    header_param, party_schema, receipt_schema, receipts_schema, seconds_param_schema, NotFound,
+    group_schema, header_param, party_schema, receipt_schema, receipts_schema,
+    seconds_param_schema, NotFound,
 };
 use super::extract::{header_text, OptionalJson};
 use super::params::{DeadQuery, PeekQuery, PopQuery, QueuePath, ReceiveQuery, RedriveQuery};
@@ -293,7 +294,7 @@ fn group_param() -> Parameter {
         "Hopper-Group",
         false,
         "The message's group: on a queue with `\"ordering\": \"group\"`, one message of a group is handed out at a time, in order. 1 to 128 printable ASCII characters",
-        party_schema(),
+        group_schema(),
     )
 }
 

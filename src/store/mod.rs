@@ -13,6 +13,7 @@ pub use crate::domain::storage::{
 mod batcher;
 pub mod postgres;
 pub mod redis;
+mod sql;
 pub mod sqlite;
 
 /// The backends a store URL can name.

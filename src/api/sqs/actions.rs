@@ -86,12 +86,14 @@ impl Call<'_> {
             | "RemovePermission"
             | "StartMessageMoveTask"
             | "CancelMessageMoveTask"
-            | "ListMessageMoveTasks" => return Err(SqsError::new(
-                UNSUPPORTED_OPERATION,
-                format!(
+            | "ListMessageMoveTasks" => {
+                return Err(SqsError::new(
+                    UNSUPPORTED_OPERATION,
+                    format!(
                     "{action} is not supported by Hopper; grants are managed with Hopper's clients"
                 ),
-            )),
+                ))
+            }
             "" => {
                 return Err(SqsError::new(
                     MISSING_PARAMETER,

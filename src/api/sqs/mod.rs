@@ -46,11 +46,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     operation_id = "sqs",
     summary = "Amazon SQS (AWS JSON 1.0 and the query protocol)",
     description = "Speaks Amazon SQS over Hopper's queues: point an SDK's endpoint URL here (`http://HOST:PORT/sqs`). AWS JSON 1.0 requests name the action in `X-Amz-Target: AmazonSQS.<Action>` with `Content-Type: application/x-amz-json-1.0`; any other request is read as the query protocol (a form with `Action=...`, answered in XML). Requests are signed with AWS Signature Version 4 by an access key from `POST /api/v1/admin/clients/{id}/aws-keys`; the client's grants apply. Queue URLs are `http://HOST:PORT/sqs/000000000000/<queue>`.",
-    request_body(content = String, description = "An SQS request in either protocol", content_type = "application/x-amz-json-1.0"),
+    request_body(content = Object, description = "An SQS request: a query-protocol form, or (with `X-Amz-Target`) a JSON 1.0 object", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The action's result, in the request's protocol"),
         (status = 400, description = "An SQS error: JSON `{\"__type\", \"message\"}` with `x-amzn-query-error`, or an XML `ErrorResponse`"),
         (status = 403, description = "A missing, unknown or wrong signature, or a grant the client lacks"),
+        (status = 413, description = "The request is larger than the endpoint reads"),
+        (status = 429, description = "Too many failed signatures from this key or address lately"),
     )
 )]
 pub async fn endpoint(State(state): State<AppState>, request: Request) -> Response {
@@ -69,11 +71,13 @@ pub async fn endpoint(State(state): State<AppState>, request: Request) -> Respon
         ("account" = String, Path, description = "Any account id; Hopper's queue URLs name 000000000000"),
         ("queue" = String, Path, description = "The queue"),
     ),
-    request_body(content = String, description = "An SQS request in either protocol", content_type = "application/x-www-form-urlencoded"),
+    request_body(content = Object, description = "An SQS request: a query-protocol form, or (with `X-Amz-Target`) a JSON 1.0 object", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The action's result, in the request's protocol"),
         (status = 400, description = "An SQS error"),
         (status = 403, description = "A missing, unknown or wrong signature, or a grant the client lacks"),
+        (status = 413, description = "The request is larger than the endpoint reads"),
+        (status = 429, description = "Too many failed signatures from this key or address lately"),
     )
 )]
 pub async fn queue_endpoint(State(state): State<AppState>, request: Request) -> Response {

@@ -20,6 +20,7 @@ use crate::domain::{
 };
 use crate::domain::{QueueName, QueueSettings};
 use crate::domain::{SettingsPatch, TaskEnding};
+use crate::store::sql::{group_head, message_columns};
 
 /// A queue row: its id and settings.
 pub struct QueueRow {
@@ -285,22 +286,6 @@ fn id_and_attempts(row: &tokio_postgres::Row) -> StoreResult<(i64, u32)> {
         column(row, 0, read)?,
         column::<i32>(row, 1, read)?.max(0) as u32,
     ))
-}
-
-/// The columns [`message_from_row`] reads, in its order.
-macro_rules! message_columns {
-    () => {
-        "id, body, attempts, enqueued_at, task_id, grp, meta, first_received_at"
-    };
-}
-
-/// What a message with a group must also be to be handed out from a queue ordered
-/// by group: the oldest of its group that is not dead (SQLite's rule, the same SQL).
-macro_rules! group_head {
-    () => {
-        "(m.grp IS NULL OR NOT EXISTS (SELECT 1 FROM messages o
-             WHERE o.queue_id = m.queue_id AND o.grp = m.grp AND o.id < m.id AND o.state != 2))"
-    };
 }
 
 /// A message from a row of [`message_columns`].

@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::domain::{QueueName, QueueSettings};
 use crate::domain::{SettingsPatch, TaskEnding};
+use crate::store::sql::{group_head, message_columns};
 
 const WAITING: i64 = MessageState::Waiting.code() as i64;
 const LEASED: i64 = MessageState::Leased.code() as i64;
@@ -238,22 +239,6 @@ fn end_tasks(
         return Ok(());
     }
     tasks::end(conn, messages, ending, now, wake)
-}
-
-/// The columns [`message_from_row`] reads, in its order.
-macro_rules! message_columns {
-    () => {
-        "id, body, attempts, enqueued_at, task_id, grp, meta, first_received_at"
-    };
-}
-
-/// What a message with a group must also be to be handed out from a queue ordered
-/// by group: the oldest of its group that is not dead ([`crate::domain::settings::Ordering::Group`]).
-macro_rules! group_head {
-    () => {
-        "(m.grp IS NULL OR NOT EXISTS (SELECT 1 FROM messages o
-             WHERE o.queue_id = m.queue_id AND o.grp = m.grp AND o.id < m.id AND o.state != 2))"
-    };
 }
 
 /// A message from a row of [`message_columns`].
