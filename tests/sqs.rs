@@ -33,7 +33,7 @@ const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 fn main() {
     let mut trials = Vec::new();
     let configured = std::env::var_os(VENV_ENV).is_some();
-    let suites: [(&str, fn(Backend) -> Suite); 2] = [
+    let suites: [(&str, SuiteFn); 2] = [
         ("boto3_and_the_aws_cli_run_every_action", |b| {
             Box::pin(sdk_suite(b))
         }),
@@ -62,6 +62,8 @@ fn main() {
 
 /// One of the suites, run on a backend.
 type Suite = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A suite as `main` lists it.
+type SuiteFn = fn(Backend) -> Suite;
 
 /// The virtualenv with the SDK.
 fn venv() -> PathBuf {
