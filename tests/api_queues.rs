@@ -886,9 +886,38 @@ async fn put_creates_a_queue_with_201_then_updates_it_with_200(app: TestApp) {
     assert_eq!(
         created["settings"],
         json!({"lease": 5.0, "max_attempts": 3, "retention": 7200.0, "idempotency_window": 60.0,
-               "delivery": null})
+               "delivery": null, "ordering": "any", "dead_letter_queue": null, "delay": 0.0,
+               "wait": 0.0, "content_deduplication": false})
     );
     assert_eq!(app.counts("tuned").await, (0, 0, 0, 0));
+
+    // The newer settings are set and shown the same way.
+    let (status, grouped) = app
+        .configure(
+            "tuned",
+            json!({"ordering": "group", "dead_letter_queue": "tuned-dead", "delay": "1.5s",
+                   "wait": 20, "content_deduplication": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (key, value) in [
+        ("ordering", json!("group")),
+        ("dead_letter_queue", json!("tuned-dead")),
+        ("delay", json!(1.5)),
+        ("wait", json!(20.0)),
+        ("content_deduplication", json!(true)),
+    ] {
+        assert_eq!(grouped["settings"][key], value, "{key}");
+    }
+    let (status, _) = app.configure("tuned", json!({"wait": 61})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "wait is at most 60 s");
+    let (status, _) = app.configure("tuned", json!({"ordering": "random"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, reset) = app
+        .configure("tuned", json!({"ordering": "any", "dead_letter_queue": null, "delay": 0, "wait": 0, "content_deduplication": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reset["settings"]["dead_letter_queue"], Value::Null);
 
     let (status, updated) = app.configure("tuned", json!({"max_attempts": 4})).await;
     assert_eq!(status, StatusCode::OK);
