@@ -16,9 +16,14 @@
 //! fails every call), `peer-push` (the same pushes as `push`, sent with seed 000's
 //! headers to `--peer`, the front door Hopper replaces), `ds-append` and `ds-read`
 //! (the Durable Streams protocol under `/api/v1/stream/`: appends of one JSON
-//! message, catch-up reads of a filled stream), and `peer-ds-append` and
+//! message, catch-up reads of a filled stream), `peer-ds-append` and
 //! `peer-ds-read` (the same two against each `--peer-ds`, another server of the
-//! protocol, such as its reference server).
+//! protocol, such as its reference server), and the SQS endpoint beside Hopper's
+//! own API: `sqs-send` (SendMessage of seed 000's body, as `push`),
+//! `receive-ack-1` (a receive of one message then its ack) and `sqs-receive`
+//! (ReceiveMessage of one then DeleteMessage), the last two counting a pair as one
+//! request, on queues filled first. SQS requests are signed as boto3 signs them,
+//! with an access key the bench issues to a client of its own.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,12 +36,18 @@ use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+use crate::api::sqs::wire::JSON_CONTENT_TYPE;
+use crate::auth::sigv4::{client_string_to_sign, ALGORITHM, SERVICE};
+use crate::auth::SignedRequest;
 
 /// How long a task create waits for its result in the task scenarios.
 const TASK_PREFER: &str = "wait=5";
@@ -50,6 +61,23 @@ const DS_BASE: &str = "/api/v1/stream";
 /// Messages per append when the `ds-read` scenarios fill their stream.
 const DS_FILL_BATCH: usize = 1000;
 const ADMIN_SECRET: &str = "bench-admin-secret-0123456789";
+/// The key the servers under test seal AWS secrets under (32 bytes, base64): without
+/// one, PostgreSQL and Redis stores issue no access key to the SQS scenarios.
+const SECRET_KEY: &str = "YmVuY2gtc2VjcmV0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+/// Where SDKs send SQS's JSON protocol, given Hopper's endpoint URL.
+const SQS_PATH: &str = "/sqs";
+/// The region the SQS scenarios sign for; any region is accepted.
+const SQS_REGION: &str = "us-east-1";
+/// The queue `sqs-send` sends to, created with CreateQueue.
+const SQS_SEND_QUEUE: &str = "bench-sqs-send";
+/// The queue `sqs-receive` empties, created with CreateQueue and filled first.
+const SQS_RECEIVE_QUEUE: &str = "bench-sqs-receive";
+/// The queue `receive-ack-1` empties, filled first.
+const PAIR_QUEUE: &str = "bench-pairs";
+/// Messages queued for each second a receive-and-delete scenario runs, warm-up
+/// included: well above the pairs per second a 2-core machine reaches (each pair is
+/// two commits), so its consumers never run dry.
+const PAIRS_PER_SECOND: usize = 30_000;
 
 /// Arguments of `hopper bench`.
 #[derive(Debug, clap::Args)]
@@ -67,9 +95,10 @@ pub struct BenchArgs {
     /// per store; a temporary SQLite file when absent.
     #[arg(long)]
     pub store: Vec<String>,
-    /// Scenarios to run, comma-separated: bare, push, push-token, receive-ack, append, read, capacity,
-    /// tasks, task-waiters, deliver, breaker, peer-push, ds-append, ds-read, peer-ds-append,
-    /// peer-ds-read (`read` needs at least 1000 events, which `append` writes first).
+    /// Scenarios to run, comma-separated: bare, push, push-token, sqs-send, receive-ack,
+    /// receive-ack-1, sqs-receive, append, read, capacity, tasks, task-waiters, deliver,
+    /// breaker, peer-push, ds-append, ds-read, peer-ds-append, peer-ds-read (`read` needs
+    /// at least 1000 events, which `append` writes first).
     #[arg(long, value_delimiter = ',', default_value = "bare,push,receive-ack")]
     pub scenarios: Vec<String>,
     /// `hopper serve` processes sharing the store (PostgreSQL); connections are spread over them.
@@ -316,6 +345,242 @@ impl Connection {
     }
 }
 
+/// An access key the bench issued to a client of its own.
+struct AwsKey {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// A caller of the SQS endpoint as an SDK is one: an access key, the queue it works
+/// on, and the day's signing key.
+#[derive(Clone)]
+struct SqsCaller {
+    key: Arc<AwsKey>,
+    /// The queue's URL as CreateQueue answered it, written as a JSON string (quoted)
+    /// for the request bodies.
+    queue_url: Arc<str>,
+    /// `(YYYYMMDD, signing key)`: derived once a day, as SDKs cache it; each
+    /// connection's copy keeps its own, so no lock is shared.
+    signing_key: Option<(String, [u8; 32])>,
+}
+
+impl SqsCaller {
+    /// Creates the standard queue `queue` with CreateQueue as `key`; a caller working on it.
+    async fn create_queue(
+        addr: SocketAddr,
+        key: Arc<AwsKey>,
+        queue: &str,
+    ) -> anyhow::Result<SqsCaller> {
+        let mut caller = SqsCaller {
+            key,
+            queue_url: Arc::from(""),
+            signing_key: None,
+        };
+        let mut conn = Connection::open(addr, None).await?;
+        let body = format!(r#"{{"QueueName": {}}}"#, json_text(queue));
+        let (status, answer) = caller.call(&mut conn, "CreateQueue", body).await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "CreateQueue {queue}: status {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+        let url = answer["QueueUrl"]
+            .as_str()
+            .context("CreateQueue answered no QueueUrl")?;
+        caller.queue_url = json_text(url).into();
+        Ok(caller)
+    }
+
+    // The request bodies as boto3 writes them (Python's `json.dumps`: `, ` and `: `).
+
+    /// SendMessage's: seed 000's body, as `push` sends it.
+    fn send_message_body(&self) -> String {
+        format!(
+            r#"{{"QueueUrl": {}, "MessageBody": {}}}"#,
+            self.queue_url,
+            json_text(SEED_BODY)
+        )
+    }
+
+    /// ReceiveMessage's: one message, no wait.
+    fn receive_message_body(&self) -> String {
+        format!(
+            r#"{{"QueueUrl": {}, "MaxNumberOfMessages": 1, "WaitTimeSeconds": 0}}"#,
+            self.queue_url
+        )
+    }
+
+    /// DeleteMessage's, of the message received with `receipt_handle`.
+    fn delete_message_body(&self, receipt_handle: &str) -> String {
+        format!(
+            r#"{{"QueueUrl": {}, "ReceiptHandle": {}}}"#,
+            self.queue_url,
+            json_text(receipt_handle)
+        )
+    }
+
+    /// One AWS JSON 1.0 call of `action` on `conn`, with the headers boto3 signs,
+    /// signed now.
+    async fn call(
+        &mut self,
+        conn: &mut Connection,
+        action: &str,
+        body: String,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let target = format!("AmazonSQS.{action}");
+        // Sorted by name, as the canonical request lists them.
+        let headers = [
+            ("content-type", JSON_CONTENT_TYPE),
+            ("host", conn.host.as_str()),
+            ("x-amz-date", amz_date.as_str()),
+            ("x-amz-target", target.as_str()),
+        ];
+        let authorization = self.sign(&headers, body.as_bytes(), &amz_date);
+        let mut request = Request::builder().method(Method::POST).uri(SQS_PATH);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.header("authorization", authorization);
+        conn.send(request, Bytes::from(body)).await
+    }
+
+    /// The `Authorization` header of `POST /sqs` with `headers` (lowercase, sorted by
+    /// name, each one signed) and `body`, made at `amz_date`: AWS Signature Version 4
+    /// over the canonical request the verifier rebuilds.
+    fn sign(&mut self, headers: &[(&str, &str)], body: &[u8], amz_date: &str) -> String {
+        let hmac = |key: &[u8], data: &str| -> [u8; 32] {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+            mac.update(data.as_bytes());
+            mac.finalize().into_bytes().into()
+        };
+        let date = &amz_date[..8];
+        let signing_key = match &self.signing_key {
+            Some((day, key)) if day == date => *key,
+            _ => {
+                let secret = format!("AWS4{}", self.key.secret_access_key);
+                let key = [SQS_REGION, SERVICE, "aws4_request"]
+                    .into_iter()
+                    .fold(hmac(secret.as_bytes(), date), |key, part| hmac(&key, part));
+                self.signing_key = Some((date.to_owned(), key));
+                key
+            }
+        };
+        let scope = format!("{date}/{SQS_REGION}/{SERVICE}/aws4_request");
+        let signed: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+        let request = SignedRequest {
+            method: "POST",
+            path: SQS_PATH,
+            query: "",
+            headers,
+            body,
+        };
+        let to_sign = client_string_to_sign(&request, &signed, amz_date, &scope);
+        let signature: String = hmac(&signing_key, &to_sign)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!(
+            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+            self.key.access_key_id,
+            signed.join(";")
+        )
+    }
+}
+
+/// `text` as a JSON string, quoted and escaped.
+fn json_text(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// Creates the client `client`, allowed everything on `queues`, as the admin, and
+/// issues it an access key.
+async fn issue_aws_key(
+    addr: SocketAddr,
+    auth: &str,
+    client: &str,
+    queues: &[&str],
+) -> anyhow::Result<AwsKey> {
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    let grants: Vec<String> = queues
+        .iter()
+        .map(|queue| format!("queue:{queue}:*"))
+        .collect();
+    let body = serde_json::json!({ "id": client, "grants": grants });
+    let (status, answer) = conn
+        .call(
+            Method::POST,
+            "/api/v1/admin/clients",
+            serde_json::to_vec(&body)?.into(),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::CREATED,
+        "creating the client {client}: status {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, answer) = conn
+        .call(
+            Method::POST,
+            &format!("/api/v1/admin/clients/{client}/aws-keys"),
+            Bytes::new(),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::CREATED,
+        "issuing an access key to {client}: status {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&answer)?;
+    let field = |name: &str| {
+        issued[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the issued key has no {name}"))
+    };
+    Ok(AwsKey {
+        access_key_id: field("access_key_id")?,
+        secret_access_key: field("secret_access_key")?,
+    })
+}
+
+/// Deletes the queues of the pair and SQS scenarios, and the SQS scenarios' client
+/// with its key.
+async fn remove_sqs_leftovers(
+    addr: SocketAddr,
+    auth: &str,
+    client: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
+    for queue in [SQS_SEND_QUEUE, SQS_RECEIVE_QUEUE, PAIR_QUEUE] {
+        let (status, _) = conn
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/queues/{queue}"),
+                Bytes::new(),
+            )
+            .await?;
+        // A queue no scenario of this run made does not exist.
+        anyhow::ensure!(
+            status.is_success() || status == StatusCode::NOT_FOUND,
+            "deleting {queue}: status {status}"
+        );
+    }
+    if let Some(client) = client {
+        let (status, _) = conn
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/admin/clients/{client}"),
+                Bytes::new(),
+            )
+            .await?;
+        anyhow::ensure!(status.is_success(), "deleting {client}: status {status}");
+    }
+    Ok(())
+}
+
 /// What a connection does in a loop; returns messages handled, or an error.
 #[derive(Clone)]
 enum Workload {
@@ -324,6 +589,12 @@ enum Workload {
     /// Pushes to the peer, with its headers.
     PeerPush(Arc<Peer>),
     ReceiveAck,
+    /// A receive of one message from this queue, then its ack: one request counted.
+    ReceiveAckOne(Arc<str>),
+    /// SQS SendMessage of seed 000's body.
+    SqsSend(SqsCaller),
+    /// SQS ReceiveMessage of one message, then DeleteMessage of it: one request counted.
+    SqsReceiveDelete(SqsCaller),
     /// Seed 004 events appended by one producer.
     Append,
     /// Reads of 1000 events (no ack, so every read returns a full page).
@@ -439,6 +710,58 @@ async fn step(
             latency.saturating_record(started.elapsed().as_micros() as u64);
             anyhow::ensure!(status.is_success(), "ack status {status}");
             Ok((2, receipts.len() as u64, 0))
+        }
+        Workload::ReceiveAckOne(queue) => {
+            let started = Instant::now();
+            let (status, body) = conn
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/queues/{queue}/receive?count=1&wait=0"),
+                    Bytes::new(),
+                )
+                .await?;
+            anyhow::ensure!(status.is_success(), "status {status}");
+            let received: serde_json::Value = serde_json::from_slice(&body)?;
+            let receipt = &received["messages"][0]["receipt"];
+            anyhow::ensure!(receipt.is_string(), "queue ran dry");
+            let ack = serde_json::to_vec(&serde_json::json!({ "receipts": [receipt] }))?;
+            let (status, _) = conn
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/queues/{queue}/ack"),
+                    ack.into(),
+                )
+                .await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "ack status {status}");
+            Ok((1, 1, 0))
+        }
+        Workload::SqsSend(sqs) => {
+            let started = Instant::now();
+            let body = sqs.send_message_body();
+            let (status, answer) = sqs.call(conn, "SendMessage", body).await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(
+                status.is_success(),
+                "status {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            Ok((1, 1, 0))
+        }
+        Workload::SqsReceiveDelete(sqs) => {
+            let started = Instant::now();
+            let receive = sqs.receive_message_body();
+            let (status, answer) = sqs.call(conn, "ReceiveMessage", receive).await?;
+            anyhow::ensure!(status.is_success(), "status {status}");
+            let received: serde_json::Value = serde_json::from_slice(&answer)?;
+            let handle = received["Messages"][0]["ReceiptHandle"]
+                .as_str()
+                .context("queue ran dry")?;
+            let delete = sqs.delete_message_body(handle);
+            let (status, _) = sqs.call(conn, "DeleteMessage", delete).await?;
+            latency.saturating_record(started.elapsed().as_micros() as u64);
+            anyhow::ensure!(status.is_success(), "delete status {status}");
+            Ok((1, 1, 0))
         }
         Workload::DsAppend(path) => {
             let started = Instant::now();
@@ -566,6 +889,7 @@ fn spawn_self(args: &[&str]) -> anyhow::Result<Child> {
     Command::new(exe)
         .args(args)
         .env("HOPPER_ADMIN_SECRET", ADMIN_SECRET)
+        .env("HOPPER_SECRET_KEY", SECRET_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -587,7 +911,8 @@ async fn serve_hopper(store: &str) -> anyhow::Result<(Child, SocketAddr)> {
     Ok((child, addr))
 }
 
-async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> {
+/// Fills `queue` with `total` seed bodies, 1000 per batch push, over 4 connections.
+async fn fill(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> anyhow::Result<()> {
     let batch: Vec<serde_json::Value> = (0..1000)
         .map(|_| serde_json::from_str(SEED_BODY).expect("the seed body is JSON"))
         .collect();
@@ -595,20 +920,23 @@ async fn fill(addr: SocketAddr, auth: &str, total: usize) -> anyhow::Result<()> 
         &serde_json::json!({ "messages": batch }),
     )?);
     let batches = total.div_ceil(1000);
-    let progress = Arc::new(Progress::start("filling", Some(batches as u64 * 1000)));
+    let progress = Arc::new(Progress::start(
+        &format!("filling {queue}"),
+        Some(batches as u64 * 1000),
+    ));
+    let path: Arc<str> = format!("/api/v1/queues/{queue}/messages/batch").into();
     let mut tasks = Vec::new();
     for worker in 0..4 {
-        let (auth, body, progress) = (auth.to_owned(), body.clone(), progress.clone());
+        let (auth, body, progress, path) = (
+            auth.to_owned(),
+            body.clone(),
+            progress.clone(),
+            path.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(addr, Some(auth)).await?;
             for _ in (worker..batches).step_by(4) {
-                let (status, _) = conn
-                    .call(
-                        Method::POST,
-                        "/api/v1/queues/bench/messages/batch",
-                        body.clone(),
-                    )
-                    .await?;
+                let (status, _) = conn.call(Method::POST, &path, body.clone()).await?;
                 anyhow::ensure!(status.is_success(), "batch push: status {status}");
                 progress.advance(1000);
             }
@@ -893,32 +1221,6 @@ async fn bench_task_waiters(
     Ok(())
 }
 
-/// Fills `queue` with `total` seed bodies, 1000 per batch push.
-async fn fill_queue(addr: SocketAddr, auth: &str, queue: &str, total: usize) -> anyhow::Result<()> {
-    let batch: Vec<serde_json::Value> = (0..1000)
-        .map(|_| serde_json::from_str(SEED_BODY).expect("the seed body is JSON"))
-        .collect();
-    let body = Bytes::from(serde_json::to_vec(
-        &serde_json::json!({ "messages": batch }),
-    )?);
-    let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
-    let batches = total.div_ceil(1000);
-    let progress = Progress::start(&format!("filling {queue}"), Some(batches as u64 * 1000));
-    for _ in 0..batches {
-        let (status, _) = conn
-            .call(
-                Method::POST,
-                &format!("/api/v1/queues/{queue}/messages/batch"),
-                body.clone(),
-            )
-            .await?;
-        anyhow::ensure!(status.is_success(), "batch push: status {status}");
-        progress.advance(1000);
-    }
-    progress.finish();
-    Ok(())
-}
-
 /// A queue's counts and delivery state.
 async fn queue_info(conn: &mut Connection, queue: &str) -> anyhow::Result<serde_json::Value> {
     let (_, info) = conn
@@ -942,7 +1244,7 @@ async fn bench_deliver(
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
     let queue = "bench-deliver";
-    fill_queue(addr, auth, queue, args.deliver_messages).await?;
+    fill(addr, auth, queue, args.deliver_messages).await?;
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
     let settings = serde_json::json!({ "delivery": {
         "url": format!("http://{upstream}/hook"), "concurrency": args.deliver_concurrency } });
@@ -991,7 +1293,7 @@ async fn bench_breaker(
     backend: &str,
 ) -> anyhow::Result<()> {
     let queue = "bench-breaker";
-    fill_queue(addr, auth, queue, 10_000).await?;
+    fill(addr, auth, queue, 10_000).await?;
     // Nothing listens there: every call fails at once.
     let dead = free_addr()?;
     let mut conn = Connection::open(addr, Some(auth.to_owned())).await?;
@@ -1243,16 +1545,64 @@ async fn bench_store(
         .await?
         .print(baseline);
     }
+    // The SQS scenarios' client is the run's own: the process id keeps it clear of
+    // what an earlier run left in a store that persists.
+    let sqs_client = (args.wants("sqs-send") || args.wants("sqs-receive"))
+        .then(|| format!("bench-sqs-{}", std::process::id()));
+    let sqs_key = match &sqs_client {
+        Some(client) => Some(Arc::new(
+            issue_aws_key(addr, &auth, client, &[SQS_SEND_QUEUE, SQS_RECEIVE_QUEUE]).await?,
+        )),
+        None => None,
+    };
+    if let Some(key) = sqs_key.as_ref().filter(|_| args.wants("sqs-send")) {
+        let caller = SqsCaller::create_queue(addr, key.clone(), SQS_SEND_QUEUE).await?;
+        drive(
+            &label("sqs-send"),
+            &nodes,
+            None,
+            Workload::SqsSend(caller),
+            args,
+        )
+        .await?
+        .print(baseline);
+    }
     if args.wants("receive-ack") {
         // Enough messages that the consumers never run dry: 400k/s is well above what
         // this scenario reaches on a 2-core machine.
         let seconds = (args.warmup + args.duration).as_secs_f64().ceil() as usize;
-        fill(addr, &auth, 400_000 * seconds).await?;
+        fill(addr, &auth, "bench", 400_000 * seconds).await?;
         drive(
             &label("receive-ack"),
             &nodes,
             Some(auth.clone()),
             Workload::ReceiveAck,
+            args,
+        )
+        .await?
+        .print(baseline);
+    }
+    let pairs = PAIRS_PER_SECOND * (args.warmup + args.duration).as_secs_f64().ceil() as usize;
+    if args.wants("receive-ack-1") {
+        fill(addr, &auth, PAIR_QUEUE, pairs).await?;
+        drive(
+            &label("receive-ack-1"),
+            &nodes,
+            Some(auth.clone()),
+            Workload::ReceiveAckOne(PAIR_QUEUE.into()),
+            args,
+        )
+        .await?
+        .print(baseline);
+    }
+    if let Some(key) = sqs_key.filter(|_| args.wants("sqs-receive")) {
+        let caller = SqsCaller::create_queue(addr, key, SQS_RECEIVE_QUEUE).await?;
+        fill(addr, &auth, SQS_RECEIVE_QUEUE, pairs).await?;
+        drive(
+            &label("sqs-receive"),
+            &nodes,
+            None,
+            Workload::SqsReceiveDelete(caller),
             args,
         )
         .await?
@@ -1301,7 +1651,7 @@ async fn bench_store(
     if args.wants("capacity") {
         purge(addr, &auth).await?;
         let started = Instant::now();
-        fill(addr, &auth, args.capacity_messages).await?;
+        fill(addr, &auth, "bench", args.capacity_messages).await?;
         let filled = started.elapsed();
         let pid = server.id().context("the server has exited")?;
         let rss = rss_mb(pid).unwrap_or(f64::NAN);
@@ -1332,6 +1682,11 @@ async fn bench_store(
     // costs no figures, so the next store still runs.
     if let Err(error) = purge(addr, &auth).await {
         eprintln!("{backend}: the bench queue is left full: {error:#}");
+    }
+    if let Err(error) = remove_sqs_leftovers(addr, &auth, sqs_client.as_deref()).await {
+        eprintln!(
+            "{backend}: the SQS and pair scenarios' queues or client are left behind: {error:#}"
+        );
     }
     let _ = server.kill().await;
     if let Some(path) = store.strip_prefix("sqlite://") {
@@ -1442,4 +1797,45 @@ pub async fn serve_bare(listener: tokio::net::TcpListener) -> anyhow::Result<()>
     });
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SendMessage as boto3 1.44.8 writes and signs it (botocore's `SigV4Auth` for
+    /// `sqs` in `us-east-1`, its clock set to 2026-05-04T12:34:56Z): the same body,
+    /// signed headers and signature.
+    #[test]
+    fn sqs_requests_are_written_and_signed_as_boto3_does() {
+        let mut caller = SqsCaller {
+            key: Arc::new(AwsKey {
+                access_key_id: "HOPRABCDEFGHIJ234567".into(),
+                secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            }),
+            queue_url: json_text("http://127.0.0.1:4000/sqs/000000000000/bench-sqs-send").into(),
+            signing_key: None,
+        };
+        let body = caller.send_message_body();
+        assert_eq!(
+            body,
+            r#"{"QueueUrl": "http://127.0.0.1:4000/sqs/000000000000/bench-sqs-send", "MessageBody": "{\"user_id\":123,\"app_id\":222,\"item_id\":4,\"quantity\":5}"}"#
+        );
+        let headers = [
+            ("content-type", JSON_CONTENT_TYPE),
+            ("host", "127.0.0.1:4000"),
+            ("x-amz-date", "20260504T123456Z"),
+            ("x-amz-target", "AmazonSQS.SendMessage"),
+        ];
+        let boto3 = "AWS4-HMAC-SHA256 Credential=HOPRABCDEFGHIJ234567/20260504/us-east-1/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=c286349063f7607e91d74af4b140c3f5745856dec0b90e262fda17713d66df14";
+        assert_eq!(
+            caller.sign(&headers, body.as_bytes(), "20260504T123456Z"),
+            boto3
+        );
+        // Again with the day's signing key cached.
+        assert_eq!(
+            caller.sign(&headers, body.as_bytes(), "20260504T123456Z"),
+            boto3
+        );
+    }
 }

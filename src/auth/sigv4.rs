@@ -484,6 +484,25 @@ fn canonical_header_value(value: &str) -> String {
     value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The string a client signs for `request`, made at `timestamp` (`YYYYMMDDTHHMMSSZ`)
+/// within `scope` (`DATE/REGION/sqs/aws4_request`), with the headers `signed`
+/// (lowercase, sorted) and the body's SHA-256 as its payload hash: the same
+/// canonicalisation the verifier rebuilds, so a client of Hopper's own (`hopper
+/// bench`) signs by the rules it is checked by. The HMAC is the client's.
+pub fn client_string_to_sign(
+    request: &SignedRequest<'_>,
+    signed: &[&str],
+    timestamp: &str,
+    scope: &str,
+) -> String {
+    let payload_hash = hex(&Sha256::digest(request.body));
+    string_to_sign(
+        timestamp,
+        scope,
+        &canonical_request(request, signed, &payload_hash),
+    )
+}
+
 /// The string to sign of a canonical request made at `timestamp` within `scope`.
 pub(super) fn string_to_sign(timestamp: &str, scope: &str, canonical_request: &str) -> String {
     format!(
