@@ -33,8 +33,8 @@ pub use names::{ClientId, QueueName, StreamName};
 pub use queues::{QueueCounts, QueueInfo, QueueService, ReceiveRequest, Upsert};
 pub use settings::{QueueSettings, SettingsPatch};
 pub use storage::{
-    AwsKeyStore, ClientStore, Durability, LogStore, QueueStore, Store, StoreError, StoreResult,
-    StreamStore, TaskStore,
+    AwsKeyStore, ClientStore, Durability, LogStore, QueueStore, RecordKind, RecordStore, Store,
+    StoreError, StoreResult, StreamStore, TaskStore,
 };
 pub use streams::{
     Appended, ConsumerOffset, EventId, NewEvent, ReadFrom, StoredEvent, StreamInfo,

@@ -228,6 +228,9 @@ pub trait StreamStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Drops events past their stream's retention; returns how many.
     async fn sweep_events(&self) -> StoreResult<u64>;
+    /// The first event of the stream appended at or after `at`; `None` when every
+    /// event is older. `StreamNotFound` for a stream that has none.
+    async fn event_at(&self, stream: &StreamName, at: Millis) -> StoreResult<Option<EventId>>;
 }
 
 /// Task persistence. A task lives beside its queue message; finishing it settles
@@ -327,10 +330,58 @@ pub trait LogStore: Send + Sync {
     async fn delete_log(&self, stream: &StreamName) -> StoreResult<()>;
 }
 
+/// What a [`RecordStore`] record or cursor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A stream subscription's definition; its cursor is the last event taken from the stream.
+    Subscription,
+    /// A schedule's definition; its cursor is the fire time of the last tick pushed.
+    Schedule,
+    /// No record; the cursor is an upstream's rate-limit bucket (its theoretical arrival time).
+    RateLimit,
+}
+
+impl RecordKind {
+    /// The name a backend files it under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Subscription => "subscription",
+            RecordKind::Schedule => "schedule",
+            RecordKind::RateLimit => "rate",
+        }
+    }
+}
+
+/// Small named documents the domain keeps (subscriptions, schedules), each with an
+/// optional cursor that every node moves by compare-and-swap. The body is the
+/// domain's own JSON: a backend stores it, never reads it.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// Stores `body` as record `name` of `kind`, replacing one there; `true` when it is new.
+    async fn put_record(&self, kind: RecordKind, name: &str, body: &str) -> StoreResult<bool>;
+    /// Record `name` of `kind`, if there is one.
+    async fn record(&self, kind: RecordKind, name: &str) -> StoreResult<Option<String>>;
+    /// Every record of `kind`, by name.
+    async fn records(&self, kind: RecordKind) -> StoreResult<Vec<(String, String)>>;
+    /// Deletes record `name` of `kind` with its cursor, in one atomic step; `false` when there was no record.
+    async fn delete_record(&self, kind: RecordKind, name: &str) -> StoreResult<bool>;
+    /// Cursor `name` of `kind`, if it was ever set (and not deleted).
+    async fn cursor(&self, kind: RecordKind, name: &str) -> StoreResult<Option<i64>>;
+    /// Sets cursor `name` of `kind` to `new` if it is `expected` now (`None`: not
+    /// set), atomically for every node of the store; `true` when it did.
+    async fn swap_cursor(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: Option<i64>,
+        new: i64,
+    ) -> StoreResult<bool>;
+}
+
 /// A complete backend.
 #[async_trait]
 pub trait Store:
-    QueueStore + ClientStore + AwsKeyStore + StreamStore + TaskStore + LogStore
+    QueueStore + ClientStore + AwsKeyStore + StreamStore + TaskStore + LogStore + RecordStore
 {
     /// The backend's name as `/health` shows it, e.g. `sqlite`.
     fn backend(&self) -> &'static str;

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 pub use crate::domain::storage::{
-    AwsKeyStore, ClientStore, QueueStore, Store, StoreError, StoreResult, StreamStore, TaskStore,
+    AwsKeyStore, ClientStore, QueueStore, RecordKind, RecordStore, Store, StoreError, StoreResult,
+    StreamStore, TaskStore,
 };
 
 mod batcher;

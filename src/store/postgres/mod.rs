@@ -40,6 +40,7 @@ mod clients;
 mod listener;
 mod log;
 mod queues;
+mod records;
 mod schema;
 mod streams;
 mod tasks;
@@ -579,6 +580,9 @@ forward! {
             Ok::<_, StoreError>(swept + log::sweep(&tx, now).await?)
         };
     } {
+        async fn event_at(&self, stream: &StreamName, at: crate::domain::clock::Millis) -> StoreResult<Option<EventId>> {
+            records::event_at(self, stream, at).await
+        }
         async fn append(&self, event: NewEvent) -> StoreResult<Appended> {
             // The batcher announces after its commit, even if this caller has gone.
             self.appends.submit(event).await

@@ -64,6 +64,7 @@ mod aws_keys;
 mod listener;
 mod log;
 mod queues;
+mod records;
 mod reply;
 mod streams;
 

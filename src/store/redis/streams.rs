@@ -233,6 +233,14 @@ impl StreamStore for RedisStore {
         fields.status(stream.as_str()).map(drop)
     }
 
+    async fn event_at(
+        &self,
+        stream: &StreamName,
+        at: crate::domain::clock::Millis,
+    ) -> StoreResult<Option<EventId>> {
+        super::records::event_at(self, stream, at).await
+    }
+
     async fn sweep_events(&self) -> StoreResult<u64> {
         let mut dropped = 0;
         for name in self.registry(self.keys.streams()).await? {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::domain::clock::now_millis;
+use crate::domain::clock::{now_millis, Millis};
 use crate::domain::delivery::DeliverySettings;
 use crate::domain::log::{
     AppendOutcome, CreateLog, CreateOutcome, Expiry, LogAppend, LogRead, LogState, Position,
@@ -28,13 +28,14 @@ use crate::domain::{
     Settlement, Store, StoreError, StoreResult, StoredEvent, StreamInfo, StreamStore, TaskCreated,
     TaskFinish, TaskFinished, TaskRecord, TaskStore, Upsert,
 };
-use crate::domain::{Durability, LogStore, SettingsPatch};
+use crate::domain::{Durability, LogStore, RecordKind, RecordStore, SettingsPatch};
 
 mod aws_keys;
 mod checkpoint;
 mod clients;
 mod log;
 mod queues;
+mod records;
 mod schema;
 mod streams;
 mod tasks;
@@ -285,6 +286,8 @@ macro_rules! moved {
 
 moved!(
     u32,
+    Option<i64>,
+    RecordKind,
     EventId,
     Duration,
     Option<Duration>,
@@ -405,6 +408,25 @@ forward! {
             let now = now_millis();
             Ok(streams::sweep(conn, now)? + log::sweep(conn, now)?)
         };
+        fn event_at(&self, stream: &StreamName, at: Millis) -> Option<EventId> = read,
+            move |conn| streams::event_at(conn, &stream, at);
+    }
+}
+
+forward! {
+    impl RecordStore for SqliteStore {
+        fn put_record(&self, kind: RecordKind, name: &str, body: &str) -> bool = write,
+            move |conn| records::put(conn, kind, &name, &body);
+        fn record(&self, kind: RecordKind, name: &str) -> Option<String> = read,
+            move |conn| records::get(conn, kind, &name);
+        fn records(&self, kind: RecordKind) -> Vec<(String, String)> = read,
+            move |conn| records::list(conn, kind);
+        fn delete_record(&self, kind: RecordKind, name: &str) -> bool = write,
+            move |conn| records::delete(conn, kind, &name);
+        fn cursor(&self, kind: RecordKind, name: &str) -> Option<i64> = read,
+            move |conn| records::cursor(conn, kind, &name);
+        fn swap_cursor(&self, kind: RecordKind, name: &str, expected: Option<i64>, new: i64)
+            -> bool = write, move |conn| records::swap(conn, kind, &name, expected, new);
     }
 }
 

@@ -182,6 +182,24 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX aws_keys_by_client ON aws_keys (client_id, created_at);
     "#,
+    // 11: the domain's small documents (subscriptions, schedules) and the cursors
+    // nodes move by compare-and-swap (a subscription's position, a schedule's last
+    // tick, an upstream's rate-limit bucket).
+    r#"
+    CREATE TABLE records (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE cursors (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_time ON events (stream_id, appended_at, id);
+    "#,
 ];
 
 /// Brings the schema up to date in one transaction; refuses a database newer than this binary.

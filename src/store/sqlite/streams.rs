@@ -298,3 +298,15 @@ pub fn set_owner(conn: &Connection, name: &StreamName, owner: &str) -> StoreResu
     }
     Ok(())
 }
+
+/// The first event appended at or after `at`.
+pub fn event_at(conn: &Connection, name: &StreamName, at: Millis) -> StoreResult<Option<EventId>> {
+    let stream_id: i64 = conn
+        .prepare_cached("SELECT id FROM streams WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name.as_str()], |row| row.get(0)).optional())
+        .map_err(sql("find stream"))?
+        .ok_or_else(|| StoreError::StreamNotFound(name.to_string()))?;
+    conn.prepare_cached("SELECT MIN(id) FROM events WHERE stream_id = ?1 AND appended_at >= ?2")
+        .and_then(|mut stmt| stmt.query_row(params![stream_id, at], |row| row.get(0)))
+        .map_err(sql("find an event by time"))
+}
